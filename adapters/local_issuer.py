@@ -1,0 +1,58 @@
+"""The ``local`` issuer: random credentials minted in process, for the sandbox and trials.
+
+Nothing outside rotabot accepts these values; the issuer exists so a whole rotation can run
+with nothing installed. It remembers which key ids it revoked, so a test or the sandbox can
+check that revocation happened.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterable
+
+from adapters.base import IssuerError, Minted, UsageEvidence
+from bot.secret_material import SecretMaterial
+
+USAGE_UNKNOWN = "local issuer: nothing reports use of these credentials"
+
+
+class LocalIssuer:
+    """An :class:`adapters.base.Issuer` minting ``secrets.token_urlsafe(32)`` per field."""
+
+    kind: str = "local"
+
+    def __init__(self, fields: Iterable[str] = ("api_key",)) -> None:
+        self.fields = tuple(fields)
+        if not self.fields:
+            raise IssuerError("local issuer: needs at least one field name to mint")
+        if len(set(self.fields)) != len(self.fields):
+            raise IssuerError(f"local issuer: duplicate field names in {list(self.fields)}")
+        self.minted: list[str] = []
+        self.revoked: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"LocalIssuer(fields={list(self.fields)}, minted={len(self.minted)})"
+
+    @property
+    def keeps_both_valid(self) -> bool:
+        return True  # nothing checks these values, so old and new are equally "valid"
+
+    def mint(self, current: SecretMaterial | None) -> Minted:
+        material = SecretMaterial({name: secrets.token_urlsafe(32) for name in self.fields})
+        # The key id is a label for people and the audit log: random, never derived from the
+        # value, so it reveals nothing about it.
+        key_id = f"k-{uuid.uuid4().hex[:8]}"
+        previous = self.minted[-1] if self.minted else None
+        self.minted.append(key_id)
+        return Minted(material=material, key_id=key_id, previous_key_id=previous)
+
+    def revoke(self, key_id: str | None) -> None:
+        if key_id is not None:
+            self.revoked.add(key_id)  # a set: revoking twice is the same as once
+
+    def is_revoked(self, key_id: str) -> bool:
+        return key_id in self.revoked
+
+    def usage(self, key_id: str | None) -> UsageEvidence:
+        return UsageEvidence(in_use=None, summary=USAGE_UNKNOWN)

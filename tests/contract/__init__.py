@@ -1,0 +1,1 @@
+"""Reusable contract test suites: behaviour every implementation of a port must show."""

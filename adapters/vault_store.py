@@ -1,0 +1,665 @@
+"""The ``vault-kv2`` store: HashiCorp Vault or OpenBao KV v2 through hvac (blocking calls)."""
+
+# How the Store contract maps onto KV v2
+# --------------------------------------
+# * A new credential is a new KV v2 version written with check-and-set (``cas`` = the expected
+#   current version, ``cas=0`` for an empty path), so a write by anyone else in between is a
+#   StoreConflict, never a silent overwrite. One exception: versions above the expected
+#   current that rotabot itself retired (destroyed, labelled revoked: a cancelled pending one)
+#   still count as KV's current_version, so cas is then that version number instead.
+# * Labels live in the secret's ``custom_metadata`` under ``rotabot-pending``,
+#   ``rotabot-current``, ``rotabot-previous`` (one version number each) and ``rotabot-revoked``
+#   (comma list, newest first). Other custom_metadata keys are preserved: a metadata write
+#   replaces the whole map, so every label change is read-merge-write.
+# * Labels are references for rotabot and for consumers that pin a version. A consumer that
+#   reads without a version gets the newest KV version, i.e. a pending version as soon as it
+#   is written; that is acceptable only because issuers keep old and new valid (overlap).
+# * A secret that has versions but no rotabot labels is adopted: its newest live version is
+#   treated as current (mark_pending adopts the newest live version below the one it marks).
+# * restore_previous works like ``vault kv rollback``: the previous version's data is written as
+#   a new version with cas = the current KV version; deleted or destroyed versions are refused.
+# * retire destroys the version (data gone for good, metadata kept) and labels it revoked.
+#
+# OpenBao vs HashiCorp Vault (seen against OpenBao 2.7 with hvac 2.4):
+# * OpenBao has check-and-set for metadata writes (``metadata_cas`` against
+#   ``current_metadata_version``); Vault has neither field. When the metadata read shows
+#   ``current_metadata_version`` we send ``metadata_cas``, so two bots racing on the labels get
+#   a StoreConflict on OpenBao; on Vault the last label write wins (rotabot's own database lock
+#   is what serialises rotations there).
+# * ``bao server -dev`` writes the root token to ``~/.vault-token`` (same file name as Vault)
+#   unless given ``-dev-no-store-token``; hvac silently falls back to that file when no token
+#   is passed, so make_vault_client always passes the token explicitly.
+# * Errors look the same: sealed is 503 "Vault is sealed", permission denied is 403, a cas
+#   mismatch is 400 "check-and-set parameter did not match the current version".
+#
+# hvac exceptions carry the response body (``text``/``json``); none of it is forwarded: every
+# message below is built from the URL, the path, the version and the HTTP status only, and
+# each StoreError is raised after its except block, so the hvac exception is not even kept as
+# ``__context__`` (a logged traceback cannot print it).
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import hvac
+import hvac.exceptions
+import hvac.utils
+import requests
+
+from adapters.base import (
+    StoreConflict,
+    StoreError,
+    StoreState,
+    VersionInfo,
+    VersionLabel,
+    VersionUnavailable,
+)
+from bot.secret_material import SecretMaterial
+
+KIND = "vault-kv2"
+LABEL_PREFIX = "rotabot-"
+_KEY_PENDING = LABEL_PREFIX + VersionLabel.PENDING.value
+_KEY_CURRENT = LABEL_PREFIX + VersionLabel.CURRENT.value
+_KEY_PREVIOUS = LABEL_PREFIX + VersionLabel.PREVIOUS.value
+_KEY_REVOKED = LABEL_PREFIX + VersionLabel.REVOKED.value
+_LABEL_KEYS = (_KEY_PENDING, _KEY_CURRENT, _KEY_PREVIOUS, _KEY_REVOKED)
+# KV v2 caps a custom_metadata value at 512 bytes; the revoked list drops its oldest entries
+# to fit (destroyed versions still show as destroyed in the metadata).
+_MAX_METADATA_VALUE = 512
+_CAS_MISMATCH = "check-and-set parameter did not match"
+_METADATA_CAS_MISMATCH = "metadata check-and-set parameter does not match"
+
+
+class StoreSealed(StoreError):
+    """The Vault/OpenBao server is sealed (HTTP 503)."""
+
+
+class StorePermissionDenied(StoreError):
+    """The bot's token may not do this (HTTP 403)."""
+
+
+class StoreUnreachable(StoreError):
+    """The store could not be reached (connection refused, DNS, timeout)."""
+
+
+def make_vault_client(
+    url: str,
+    *,
+    token_env: str = "VAULT_TOKEN",  # noqa: S107 - the name of a variable, not a token
+    approle_role_id_env: str | None = None,
+    approle_secret_id_env: str | None = None,
+    namespace: str | None = None,
+    timeout: float = 10,
+    approle_mount: str = "approle",
+) -> hvac.Client:
+    """An hvac client logged in with credentials read from the environment.
+
+    The catalog names only the environment variables. With both AppRole variable names given,
+    the client logs in with ``auth.approle.login`` (a network call); otherwise it uses the
+    token in ``token_env``. Missing variables raise StoreError naming the variable.
+    """
+    if (approle_role_id_env is None) != (approle_secret_id_env is None):
+        raise StoreError(
+            f"AppRole login for {url} needs both a role_id and a secret_id environment "
+            "variable name; set approle_role_id_env and approle_secret_id_env together"
+        )
+    if approle_role_id_env is None or approle_secret_id_env is None:
+        token = _env(token_env, url, "the Vault/OpenBao token")
+        return hvac.Client(url=url, token=token, namespace=namespace, timeout=timeout)
+
+    role_id = _env(approle_role_id_env, url, "the AppRole role_id")
+    secret_id = _env(approle_secret_id_env, url, "the AppRole secret_id")
+    # token="" keeps hvac from picking up VAULT_TOKEN or ~/.vault-token on its own.
+    client = hvac.Client(url=url, token="", namespace=namespace, timeout=timeout)
+    failure: StoreError | None = None
+    try:
+        client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=approle_mount)
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+        failure = StorePermissionDenied(
+            f"AppRole login at {url} (auth/{approle_mount}) was refused: check the role_id in "
+            f"${approle_role_id_env} and that the secret_id in ${approle_secret_id_env} is "
+            "valid, not expired and not used up"
+        )
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+        failure = _transport_error(exc, url, f"log in with AppRole at auth/{approle_mount}")
+    if failure is not None:
+        # Raised outside the except block: the hvac exception (with the response body) must
+        # not ride along as __context__.
+        raise failure
+    return client
+
+
+def _env(name: str, url: str, what: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise StoreError(
+            f"environment variable {name} is not set: export {what} for {url} there "
+            "(rotabot reads store credentials from the environment, never from the catalog)"
+        )
+    return value
+
+
+def _errors_text(exc: hvac.exceptions.VaultError) -> str:
+    return " ".join(map(str, exc.errors or ()))
+
+
+def _transport_error(exc: Exception, url: str, action: str) -> StoreError:
+    """Map errors common to every call (unreachable, sealed, unexpected status) to a message."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return StoreUnreachable(
+            f"cannot reach {url}: no answer in time while trying to {action}; check that "
+            "OpenBao/Vault is up and reachable from the bot, then resume the rotation"
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return StoreUnreachable(
+            f"cannot reach {url} while trying to {action}: connection failed; check the store "
+            "URL in the catalog and that OpenBao/Vault is running, then resume the rotation"
+        )
+    if isinstance(exc, requests.exceptions.RequestException):
+        return StoreUnreachable(
+            f"cannot reach {url} while trying to {action} ({type(exc).__name__}); "
+            "check the store URL and network, then resume the rotation"
+        )
+    if isinstance(exc, hvac.exceptions.VaultDown):
+        if "sealed" in _errors_text(exc).lower():
+            return StoreSealed(
+                f"OpenBao/Vault at {url} is sealed: unseal it, then resume the rotation"
+            )
+        return StoreUnreachable(
+            f"OpenBao/Vault at {url} is unavailable (HTTP 503) while trying to {action}: "
+            "check its status (standby, maintenance), then resume the rotation"
+        )
+    status = _STATUS_BY_EXCEPTION.get(type(exc), "unexpected status")
+    return StoreError(
+        f"OpenBao/Vault at {url} failed to {action} ({status}); check the server log, "
+        "then resume the rotation"
+    )
+
+
+_STATUS_BY_EXCEPTION: dict[type[Exception], str] = {
+    hvac.exceptions.InvalidRequest: "HTTP 400",
+    hvac.exceptions.Unauthorized: "HTTP 401",
+    hvac.exceptions.Forbidden: "HTTP 403",
+    hvac.exceptions.InvalidPath: "HTTP 404",
+    hvac.exceptions.RateLimitExceeded: "HTTP 429",
+    hvac.exceptions.InternalServerError: "HTTP 500",
+    hvac.exceptions.VaultNotInitialized: "HTTP 501: not initialised",
+    hvac.exceptions.BadGateway: "HTTP 502",
+}
+
+
+@dataclass(frozen=True)
+class _Labels:
+    pending: str | None = None
+    current: str | None = None
+    previous: str | None = None
+    revoked: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, custom: Mapping[str, str]) -> _Labels:
+        def one(key: str) -> str | None:
+            value = custom.get(key, "").strip()
+            return value if value.isdigit() else None
+
+        revoked = tuple(
+            v.strip() for v in custom.get(_KEY_REVOKED, "").split(",") if v.strip().isdigit()
+        )
+        return cls(one(_KEY_PENDING), one(_KEY_CURRENT), one(_KEY_PREVIOUS), revoked)
+
+    def any(self) -> bool:
+        return bool(self.pending or self.current or self.previous or self.revoked)
+
+    def of(self, version: str) -> frozenset[VersionLabel]:
+        found: set[VersionLabel] = set()
+        if self.pending == version:
+            found.add(VersionLabel.PENDING)
+        if self.current == version:
+            found.add(VersionLabel.CURRENT)
+        if self.previous == version:
+            found.add(VersionLabel.PREVIOUS)
+        if version in self.revoked:
+            found.add(VersionLabel.REVOKED)
+        return frozenset(found)
+
+    def merged_into(self, custom: Mapping[str, str]) -> dict[str, str]:
+        out = {k: v for k, v in custom.items() if k not in _LABEL_KEYS}
+        for key, value in (
+            (_KEY_PENDING, self.pending),
+            (_KEY_CURRENT, self.current),
+            (_KEY_PREVIOUS, self.previous),
+        ):
+            if value is not None:
+                out[key] = value
+        revoked = list(dict.fromkeys(self.revoked))
+        while revoked and len(",".join(revoked)) > _MAX_METADATA_VALUE:
+            revoked.pop()
+        if revoked:
+            out[_KEY_REVOKED] = ",".join(revoked)
+        return out
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """The parts of a KV v2 metadata read the store uses."""
+
+    kv_current: int  # KV's current_version: what an unpinned read returns (0: no versions)
+    versions: dict[str, VersionInfo]  # without labels
+    custom: dict[str, str]
+    labels: _Labels
+    metadata_version: int | None  # OpenBao's current_metadata_version (None on Vault)
+
+    def live(self, version: str) -> bool:
+        info = self.versions.get(version)
+        return info is not None and not info.deleted and not info.destroyed
+
+    def adopted_current(self, below: int | None = None) -> str | None:
+        """The current version: the label, or for an unlabelled secret the newest live one."""
+        if self.labels.any():
+            return self.labels.current
+        candidates = [
+            int(v) for v in self.versions if self.live(v) and (below is None or int(v) < below)
+        ]
+        return str(max(candidates)) if candidates else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        # Vault/OpenBao give nanoseconds; fromisoformat (3.11) keeps microseconds.
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _version_number(version: str, path: str) -> int:
+    if not version.isdigit() or int(version) < 1:
+        raise StoreError(f"{version!r} is not a KV v2 version number (for {path})")
+    return int(version)
+
+
+def _as_text(value: object) -> str:
+    # SecretMaterial holds strings; numbers and booleans written by people keep their JSON form.
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class VaultKV2Store:
+    """Store on a KV v2 mount of HashiCorp Vault or OpenBao (all calls block; run off-loop)."""
+
+    kind = KIND
+
+    def __init__(self, client: hvac.Client, *, mount: str = "secret") -> None:
+        self._client = client
+        self._kv: Any = client.secrets.kv.v2
+        self.mount = mount.strip("/")
+        self.url = str(client.url)
+
+    def __repr__(self) -> str:
+        return f"VaultKV2Store(url={self.url!r}, mount={self.mount!r})"
+
+    # --- Store protocol -------------------------------------------------------------------
+
+    def describe(self, path: str) -> StoreState:
+        path = self._clean(path)
+        meta = self._read_meta(path)
+        if meta is None:
+            return StoreState()
+        current = meta.adopted_current()
+        labels = replace(meta.labels, current=current)
+        versions = tuple(
+            replace(info, labels=labels.of(v))
+            for v, info in sorted(meta.versions.items(), key=lambda item: int(item[0]))
+        )
+        return StoreState(
+            versions=versions,
+            current=current,
+            pending=labels.pending,
+            previous=labels.previous,
+        )
+
+    def read(self, path: str, version: str | None = None) -> SecretMaterial:
+        path = self._clean(path)
+        if version is None:
+            meta = self._read_meta(path)
+            version = meta.adopted_current() if meta is not None else None
+            if version is None:
+                raise VersionUnavailable(
+                    f"no current version of {self._data_path(path)} at {self.url}: the path is "
+                    "empty or nothing is labelled current yet"
+                )
+        data = self._read_data(path, version)
+        return SecretMaterial({str(k): _as_text(v) for k, v in data.items()})
+
+    def write_pending(
+        self, path: str, material: SecretMaterial, *, expected_current: str | None
+    ) -> str:
+        path = self._clean(path)
+        if expected_current is None:
+            cas = 0  # KV v2: write only if the path has no version yet
+        else:
+            expected = _version_number(expected_current, path)
+            meta = self._read_meta(path)
+            current = meta.adopted_current() if meta is not None else None
+            if meta is None:
+                raise StoreConflict(
+                    f"{self._data_path(path)} at {self.url} is empty, but version "
+                    f"{expected_current} was expected there; the rotation pauses: check who "
+                    "deleted it, then resume"
+                )
+            if current != expected_current:
+                raise self._conflict(path, meta.kv_current)
+            above = [int(v) for v in meta.versions if int(v) > expected]
+            # A pending version that was retired (destroyed, labelled revoked) still counts as
+            # KV's current_version; it must not block the next attempt. Anything else above
+            # the expected current (a live pending one, a person's write) is a conflict.
+            retired = all(
+                meta.versions[str(v)].destroyed and str(v) in meta.labels.revoked for v in above
+            )
+            cas = meta.kv_current if above and retired else expected
+        response = self._call(
+            self._kv.create_or_update_secret,
+            path,
+            "write a new version of",
+            ("data", "create", "update"),
+            secret=material.reveal(),
+            cas=cas,
+        )
+        version = str(response["data"]["version"])
+        # If the label write below fails, the version exists unlabelled: describe shows it as
+        # newer than current, and mark_pending(version) resumes from there.
+        meta = self._require_meta(path)
+        labels = replace(
+            meta.labels, current=meta.adopted_current(below=int(version)), pending=version
+        )
+        self._write_labels(path, meta, labels)
+        return version
+
+    def mark_pending(self, path: str, version: str) -> None:
+        path = self._clean(path)
+        number = _version_number(version, path)
+        meta = self._require_meta(path)
+        self._require_live(meta, path, version, "mark it pending")
+        current = meta.adopted_current(below=number)
+        if meta.labels.pending == version and meta.labels.current == current:
+            return  # noticed before: harmless
+        if (current is not None and number <= int(current)) or meta.labels.of(version):
+            raise StoreError(
+                f"cannot mark version {version} of {self._data_path(path)} pending: it is "
+                f"already labelled or not newer than the current version ({current or 'none'});"
+                " write a new version instead"
+            )
+        self._write_labels(path, meta, replace(meta.labels, current=current, pending=version))
+
+    def promote(self, path: str, version: str) -> None:
+        path = self._clean(path)
+        _version_number(version, path)
+        meta = self._require_meta(path)
+        labels = meta.labels
+        if labels.current == version and labels.pending != version:
+            return  # already promoted: a retried step is a no-op
+        if labels.pending != version:
+            raise StoreError(
+                f"cannot promote version {version} of {self._data_path(path)}: it is not "
+                f"labelled pending (pending: {labels.pending or 'none'}); mark it pending first"
+            )
+        self._require_live(meta, path, version, "promote it")
+        if meta.kv_current != int(version):
+            # A newer version exists: unpinned consumers read that one, not ours.
+            raise self._conflict(path, meta.kv_current)
+        old = meta.adopted_current(below=int(version))
+        new = _Labels(
+            pending=None,
+            current=version,
+            previous=old if old is not None else labels.previous,
+            revoked=labels.revoked,
+        )
+        self._write_labels(path, meta, new)
+
+    def restore_previous(self, path: str) -> str:
+        path = self._clean(path)
+        meta = self._require_meta(path)
+        previous = meta.labels.previous
+        if previous is None:
+            raise VersionUnavailable(
+                f"nothing to roll back to at {self._data_path(path)} on {self.url}: no version "
+                "is labelled previous (retired already?); rollback now means a new rotation"
+            )
+        self._require_live(meta, path, previous, "restore it")
+        data = self._read_data(path, previous)
+        # As `vault kv rollback`: the old data becomes a new version, cas = KV's current.
+        response = self._call(
+            self._kv.create_or_update_secret,
+            path,
+            "write the restored version of",
+            ("data", "create", "update"),
+            secret=data,
+            cas=meta.kv_current,
+        )
+        restored = str(response["data"]["version"])
+        meta = self._require_meta(path)
+        # The rolled-back credential becomes previous (valid until its issuer revokes it and
+        # retire destroys it); a pending version is abandoned by the rollback.
+        self._write_labels(
+            path,
+            meta,
+            _Labels(
+                pending=None,
+                current=restored,
+                previous=meta.labels.current,
+                revoked=meta.labels.revoked,
+            ),
+        )
+        return restored
+
+    def retire(self, path: str, version: str) -> None:
+        path = self._clean(path)
+        number = _version_number(version, path)
+        meta = self._require_meta(path)
+        if meta.adopted_current() == version:
+            raise StoreError(
+                f"refusing to destroy version {version} of {self._data_path(path)}: it is the "
+                "current version; promote or restore another version first"
+            )
+        self._call(
+            self._kv.destroy_secret_versions,
+            path,
+            "destroy a version of",
+            ("destroy", "update"),
+            versions=[number],
+        )
+        meta = self._require_meta(path)
+        labels = meta.labels
+        self._write_labels(
+            path,
+            meta,
+            _Labels(
+                pending=None if labels.pending == version else labels.pending,
+                current=meta.adopted_current(),
+                previous=None if labels.previous == version else labels.previous,
+                revoked=(version, *(v for v in labels.revoked if v != version)),
+            ),
+        )
+
+    # --- helpers --------------------------------------------------------------------------
+
+    @staticmethod
+    def _clean(path: str) -> str:
+        cleaned = path.strip().strip("/")
+        if not cleaned:
+            raise StoreError("a store path is required (e.g. ai/model-api-key)")
+        return cleaned
+
+    def _data_path(self, path: str) -> str:
+        return f"{self.mount}/data/{path}"
+
+    def _conflict(self, path: str, now: int | None = None) -> StoreConflict:
+        if now is None:
+            try:
+                meta = self._read_meta(path)
+                now = meta.kv_current if meta is not None else None
+            except StoreError:
+                now = None
+        seen = f" (now version {now})" if now else ""
+        return StoreConflict(
+            f"someone else wrote {self._data_path(path)} at {self.url} meanwhile{seen}; the "
+            "rotation pauses: check who wrote it, then resume"
+        )
+
+    def _call(
+        self,
+        method: Callable[..., Any],
+        path: str,
+        action: str,
+        needs: tuple[str, ...],
+        *,
+        missing_ok: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Run one hvac call; failures become legible StoreErrors.
+
+        ``needs`` is the API endpoint (``data``, ``metadata``, ``destroy``) followed by the
+        policy capabilities the call requires, for the permission-denied message. With
+        ``missing_ok`` a 404 returns None. The StoreError is raised after the except block
+        so the hvac exception (it carries the response body) is not kept as __context__.
+        """
+        endpoint, *capabilities = needs
+        api_path = f"{self.mount}/{endpoint}/{path}"
+        failure: StoreError | None = None
+        try:
+            return method(path=path, mount_point=self.mount, **kwargs)
+        except hvac.exceptions.InvalidPath:
+            if not missing_ok:
+                failure = VersionUnavailable(
+                    f"{api_path} at {self.url} does not exist (HTTP 404): check the path "
+                    "and mount in the catalog"
+                )
+        except hvac.exceptions.Forbidden:
+            grant = ", ".join(f'"{c}"' for c in capabilities)
+            failure = StorePermissionDenied(
+                f"token lacks permission on {api_path} at {self.url}: grant capabilities "
+                f'[{grant}] on path "{api_path}" in the bot\'s policy (see policy), or check '
+                "that the token has not expired"
+            )
+        except hvac.exceptions.InvalidRequest as exc:
+            text = _errors_text(exc)
+            if _CAS_MISMATCH in text:
+                failure = StoreConflict()  # filled in below, outside the except block
+            elif _METADATA_CAS_MISMATCH in text:
+                failure = StoreConflict(
+                    f"the rotabot labels of {self._data_path(path)} at {self.url} changed "
+                    "meanwhile (another rotabot or a person edited custom_metadata); the "
+                    "rotation pauses: check the labels, then resume"
+                )
+            else:
+                failure = _transport_error(exc, self.url, f"{action} {api_path}")
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            failure = _transport_error(exc, self.url, f"{action} {api_path}")
+        if failure is None:
+            return None
+        if isinstance(failure, StoreConflict) and not failure.args:
+            failure = self._conflict(path)
+        raise failure
+
+    def _read_meta(self, path: str) -> _Meta | None:
+        response = self._call(
+            self._kv.read_secret_metadata,
+            path,
+            "read the metadata of",
+            ("metadata", "read"),
+            missing_ok=True,
+        )
+        if response is None:
+            return None
+        data: dict[str, Any] = response.get("data") or {}
+        custom = {str(k): str(v) for k, v in (data.get("custom_metadata") or {}).items()}
+        now = datetime.now(UTC)
+        versions: dict[str, VersionInfo] = {}
+        for number, info in (data.get("versions") or {}).items():
+            deletion = _parse_time(info.get("deletion_time"))
+            versions[str(number)] = VersionInfo(
+                version=str(number),
+                created_at=_parse_time(info.get("created_time")),
+                destroyed=bool(info.get("destroyed")),
+                # A deletion_time in the future is a scheduled delete (delete_version_after).
+                deleted=deletion is not None and deletion <= now,
+            )
+        metadata_version = data.get("current_metadata_version")
+        return _Meta(
+            kv_current=int(data.get("current_version") or 0),
+            versions=versions,
+            custom=custom,
+            labels=_Labels.parse(custom),
+            metadata_version=metadata_version if isinstance(metadata_version, int) else None,
+        )
+
+    def _require_meta(self, path: str) -> _Meta:
+        meta = self._read_meta(path)
+        if meta is None:
+            raise VersionUnavailable(
+                f"{self._data_path(path)} does not exist at {self.url}: check the path in the "
+                "catalog"
+            )
+        return meta
+
+    def _require_live(self, meta: _Meta, path: str, version: str, purpose: str) -> None:
+        info = meta.versions.get(version)
+        if info is not None and not info.destroyed and not info.deleted:
+            return
+        if info is None:
+            state = "was never written or was pruned (max_versions)"
+        elif info.destroyed:
+            state = "is destroyed"
+        else:
+            state = "is deleted (undelete it first if it should come back)"
+        raise VersionUnavailable(
+            f"version {version} of {self._data_path(path)} at {self.url} {state}: cannot {purpose}"
+        )
+
+    def _read_data(self, path: str, version: str) -> dict[str, Any]:
+        number = _version_number(version, path)
+        response = self._call(
+            self._kv.read_secret_version,
+            path,
+            "read",
+            ("data", "read"),
+            missing_ok=True,
+            version=number,
+            raise_on_deleted_version=True,
+        )
+        data = (response.get("data") or {}).get("data") if response is not None else None
+        if not isinstance(data, dict):
+            # Deleted, destroyed or never written: say which.
+            self._require_live(self._require_meta(path), path, version, "read it")
+            raise VersionUnavailable(
+                f"version {version} of {self._data_path(path)} at {self.url} holds no data"
+            )
+        return data
+
+    def _write_labels(self, path: str, meta: _Meta, labels: _Labels) -> None:
+        custom = labels.merged_into(meta.custom)
+        if custom == meta.custom:
+            return
+        params: dict[str, Any] = {"custom_metadata": custom}
+        if meta.metadata_version is not None:
+            # OpenBao only: metadata check-and-set, so concurrent label writers conflict.
+            params["metadata_cas"] = meta.metadata_version
+        self._call(
+            self._post_metadata,
+            path,
+            "update the labels of",
+            ("metadata", "create", "update"),
+            body=params,
+        )
+
+    def _post_metadata(self, *, path: str, mount_point: str, body: dict[str, Any]) -> None:
+        # The request update_metadata(custom_metadata=...) sends, plus OpenBao's metadata_cas
+        # which hvac's update_metadata does not know.
+        url = hvac.utils.format_url(
+            "/v1/{mount_point}/metadata/{path}", mount_point=mount_point, path=path
+        )
+        self._client.adapter.post(url=url, json=body)

@@ -1,0 +1,137 @@
+"""`rotabot catalog check` and `rotabot catalog map`: output and exit status."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.cli_catalog import check, default_catalog_path, show_map
+
+EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.yml")
+
+THREE_ERRORS = textwrap.dedent("""\
+    version: 1
+    defaults: {channel: C0ROTATE}
+    stores:
+      vault: {kind: vault-kv2, url: "http://127.0.0.1:8200", token_env: VAULT_TOKEN}
+    secrets:
+      model-api-key:
+        issuer: {kind: manual}
+        store: {name: vault, path: ai/model-api-key}
+        consumers:
+          inference-api: {owner: U0ALICE, lane: prod, reload: restrat}
+      cache-password:
+        issuer: {kind: manual}
+        store: {name: vualt, path: infra/cache}
+        observe: soon
+        consumers:
+          retriever: {owner: U0BOB, lane: dev, reload: hot}
+    """)
+
+WARNS = textwrap.dedent("""\
+    version: 1
+    defaults: {channel: C0ROTATE}
+    stores:
+      local: {kind: file, path: ./var/secrets}
+    secrets:
+      api-key:
+        issuer: {kind: manual}
+        store: {name: local, path: api}
+        consumers:
+          web-dev: {owner: U0ALICE, lane: dev, reload: hot, health_check: {url: "http://w/h"}}
+          web: {owner: U0ALICE, lane: prod, reload: hot}
+    """)
+
+
+def run(fn: object, *args: object) -> tuple[int, list[str]]:
+    out = io.StringIO()
+    code = fn(*args, out=out)  # type: ignore[operator]
+    return code, out.getvalue().splitlines()
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "catalog.yml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_check_example_is_ok_even_strict() -> None:
+    for strict in (False, True):
+        assert run(check, EXAMPLE, strict) == (
+            0, [f"{EXAMPLE}: OK, 4 secrets, 9 consumers, 0 warnings"]
+        )
+
+
+def test_check_three_errors(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_ERRORS)
+    assert run(check, path, False) == (1, [
+        f"{path}:10: secrets.model-api-key.consumers.inference-api.reload: "
+        "expected one of hot, restart, staged, got 'restrat'",
+        f"{path}:13: secrets.cache-password.store.name: "
+        "store 'vualt' is not defined under stores (did you mean 'vault'?)",
+        f"{path}:14: secrets.cache-password.observe: "
+        "expected a duration like 30s, 15m, 2h or 3d, got 'soon'",
+        f"{path}: INVALID, 3 errors",
+    ])
+
+
+def test_check_warnings_pass_unless_strict(tmp_path: Path) -> None:
+    path = write(tmp_path, WARNS)
+    warning = (
+        f"{path}:11: warning: secrets.api-key.consumers.web: web (prod) has no health_check: "
+        "add a health_check so web can be checked on its real dependency path, not just "
+        "'the process is up'"
+    )
+    assert run(check, path, False) == (
+        0, [warning, f"{path}: OK, 1 secret, 2 consumers, 1 warning"]
+    )
+    assert run(check, path, True) == (1, [
+        warning,
+        f"{path}: FAILED (--strict: warnings count as errors), 1 secret, 2 consumers, "
+        "1 warning",
+    ])
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "nope.yml")
+    assert run(check, path, False) == (1, [
+        f"{path}: cannot read the catalog: No such file or directory",
+        f"{path}: INVALID, 1 error",
+    ])
+
+
+def test_map_prints_the_map() -> None:
+    code, lines = run(show_map, EXAMPLE, "cache-password")
+    assert code == 0
+    assert lines[:5] == [
+        "secret: cache-password",
+        "description: Password of the `app` Redis user used by the retrieval service",
+        "issuer: redis-acl 'cache', keeps old and new valid together",
+        "store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path infra/cache",
+        "lanes, in validation order: dev -> staging -> prod",
+    ]
+    assert "  retriever: owner U0BOB, reload restart" in lines
+
+
+def test_map_unknown_secret_names_closest() -> None:
+    assert run(show_map, EXAMPLE, "cache-pasword") == (1, [
+        f"{EXAMPLE}: no secret 'cache-pasword' in the catalog; did you mean 'cache-password'?"
+    ])
+
+
+def test_map_on_invalid_catalog(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_ERRORS)
+    code, lines = run(show_map, path, "model-api-key")
+    assert code == 1
+    assert len(lines) == 4
+    assert lines[-1] == f"{path}: INVALID, 3 errors; fix it first (rotabot catalog check {path})"
+
+
+def test_default_catalog_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ROTABOT_CATALOG", raising=False)
+    assert default_catalog_path() == "catalog.yml"
+    monkeypatch.setenv("ROTABOT_CATALOG", "/etc/rotabot/catalog.yml")
+    assert default_catalog_path() == "/etc/rotabot/catalog.yml"

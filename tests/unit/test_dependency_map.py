@@ -1,0 +1,103 @@
+"""The dependency map: structured form and the plain text `rotabot catalog map` prints."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.catalog import UnknownSecret, load_catalog, parse_catalog
+from bot.dependency_map import HealthCheckView, dependency_map, render_map
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yml"
+
+SMALL = textwrap.dedent("""\
+    version: 1
+    defaults: {channel: C0ROTATE, lanes: [dev, staging, prod]}
+    stores:
+      vault: {kind: vault-kv2, url: "http://127.0.0.1:8200", token_env: VAULT_TOKEN}
+    issuers:
+      vendor:
+        kind: http
+        dual_valid: false
+        create: {url: "https://v.example/keys", key_id_path: id, secret_path: key}
+        revoke: {url: "https://v.example/keys/{key_id}"}
+    secrets:
+      model-api-key:
+        description: Model provider key
+        issuer: {name: vendor}
+        store: {name: vault, path: ai/model-api-key}
+        consumers:
+          inference-api:
+            owner: U0ALICE
+            lane: prod
+            reload: hot
+            health_check: {url: "http://inference/deep", version_field: key_version}
+            rollback: Pin the previous store version
+          nightly-ingest: {owner: S0DATAENG, lane: staging, reload: restart}
+          laptop: {owner: U0BOB, lane: qa, reload: hot}
+    """)
+
+
+def test_render_map_text() -> None:
+    assert render_map(parse_catalog(SMALL), "model-api-key") == textwrap.dedent("""\
+        secret: model-api-key
+        description: Model provider key
+        issuer: http 'vendor', HARD CUTOVER: cannot keep two credentials valid
+        store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path ai/model-api-key
+        lanes, in validation order: dev -> staging -> prod -> qa
+
+        [dev]
+          (no consumers)
+
+        [staging]
+          nightly-ingest: owner S0DATAENG, reload restart
+            health check: no health check
+            rollback: no rollback note
+
+        [prod]
+          inference-api: owner U0ALICE, reload hot
+            health check: GET http://inference/deep -> 200 (credential version in 'key_version')
+            rollback: Pin the previous store version
+
+        [qa] (not in lanes: validates last)
+          laptop: owner U0BOB, reload hot
+            health check: no health check
+            rollback: no rollback note
+        """)
+
+
+def test_structured_map_of_example() -> None:
+    m = dependency_map(load_catalog(EXAMPLE), "model-api-key")
+    assert (m.secret, m.issuer_kind, m.issuer_name, m.dual_valid) == (
+        "model-api-key", "manual", None, True
+    )
+    assert (m.store_name, m.store_kind, m.store_location, m.store_path) == (
+        "local", "file", "folder ./var/secrets", "ai/model-api-key"
+    )
+    assert [(lane.name, [c.name for c in lane.consumers]) for lane in m.lanes] == [
+        ("dev", ["notebook-sandbox"]),
+        ("staging", ["rag-ingest"]),
+        ("prod", ["inference-api"]),
+    ]
+    prod = m.consumers[-1]
+    assert prod.health_check == HealthCheckView(
+        method="GET", url="http://inference.internal/healthz/deep", expect_status=200,
+        version_field="credential_version", timeout="5s",
+    )
+    assert prod.rollback == "Pin the previous store version; no restart needed"
+    assert m.consumers[1].owner == "S0DATAENG" and m.consumers[1].reload == "restart"
+
+
+def test_map_uses_secret_lanes_override() -> None:
+    m = dependency_map(load_catalog(EXAMPLE), "analytics-db")
+    assert [lane.name for lane in m.lanes] == ["staging", "prod"]
+    assert m.issuer_name == "warehouse" and m.issuer_kind == "postgres-role"
+    assert m.store_location == "https://vault.internal:8200, mount data-kv, namespace analytics"
+
+
+def test_unknown_secret() -> None:
+    with pytest.raises(UnknownSecret) as info:
+        render_map(parse_catalog(SMALL), "model-api")
+    assert info.value.suggestions == ["model-api-key"]

@@ -283,12 +283,16 @@ class FileStore:
         This is what a person (or the sandbox) does for the ``manual`` issuer: create the
         credential at the provider, then put it here. The bot notices the new version
         (:func:`adapters.manual_issuer.find_new_version`) and labels it pending; the value
-        itself never passes through the bot.
+        itself never passes through the bot. The first version of an empty path becomes
+        current: that is a secret being set up, not a rotation.
         """
         folder = self._folder(path, create=True)
         with self._locked(path, folder, exclusive=True):
             meta = self._load_meta(path, folder)
+            first = meta.current is None and meta.pending is None and meta.previous is None
             version = self._add_version(path, folder, meta, material)
+            if first:
+                meta.current = version
             self._save_meta(path, folder, meta)
             return version
 

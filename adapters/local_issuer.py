@@ -43,7 +43,9 @@ class LocalIssuer:
         # The key id is a label for people and the audit log: random, never derived from the
         # value, so it reveals nothing about it.
         key_id = f"k-{uuid.uuid4().hex[:8]}"
-        previous = self.minted[-1] if self.minted else None
+        # The previous credential is the last one still valid, not one taken back.
+        live = [k for k in self.minted if k not in self.revoked]
+        previous = live[-1] if live else None
         self.minted.append(key_id)
         return Minted(material=material, key_id=key_id, previous_key_id=previous)
 

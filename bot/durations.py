@@ -29,7 +29,10 @@ def parse_duration(text: str) -> timedelta:
             )
         seen.append(unit)
         seconds += int(number) * _UNITS[unit]
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any rotation can last") from None
 
 
 def format_duration(td: timedelta) -> str:

@@ -19,12 +19,18 @@ CONSUMERS = [
     ConsumerPlan("worker", "staging", "U2", "restart"),
     ConsumerPlan("web", "prod", "U3", "staged"),
 ]
-STEPS = [StepState.DISTRIBUTED, StepState.VALIDATED, StepState.SIGNED_OFF, StepState.FAILED,
-         StepState.WAITING]
+STEPS = [
+    StepState.DISTRIBUTED,
+    StepState.VALIDATED,
+    StepState.SIGNED_OFF,
+    StepState.FAILED,
+    StepState.WAITING,
+]
 
 event = st.one_of(
-    st.tuples(st.just("step"), st.sampled_from([c.name for c in CONSUMERS]),
-              st.sampled_from(STEPS)),
+    st.tuples(
+        st.just("step"), st.sampled_from([c.name for c in CONSUMERS]), st.sampled_from(STEPS)
+    ),
     st.tuples(st.just("switch")),
     st.tuples(st.just("wait"), st.integers(min_value=1, max_value=180)),
     st.tuples(st.just("alert"), st.sampled_from([c.name for c in CONSUMERS])),
@@ -39,16 +45,31 @@ event = st.one_of(
 
 
 def new_rotation(clock: FixedClock) -> Rotation:
-    r = Rotation.begin(secret="s", lanes=["dev", "staging", "prod"], consumers=CONSUMERS,
-                       overlap=timedelta(hours=24), observe=timedelta(minutes=60),
-                       store_path="p", actor="U0ADMIN", now=clock.now())
+    r = Rotation.begin(
+        secret="s",
+        lanes=["dev", "staging", "prod"],
+        consumers=CONSUMERS,
+        overlap=timedelta(hours=24),
+        observe=timedelta(minutes=60),
+        store_path="p",
+        actor="U0ADMIN",
+        now=clock.now(),
+    )
     r.id = 1
-    r.prepared(old_version="1", new_version="2", old_key_id=None, new_key_id=None,
-               actor="U0ADMIN", now=clock.now())
+    r.prepared(
+        old_version="1",
+        new_version="2",
+        old_key_id=None,
+        new_key_id=None,
+        actor="U0ADMIN",
+        now=clock.now(),
+    )
     return r
 
 
-def run(events: list[tuple[object, ...]]) -> tuple[Rotation, list[Alert], FixedClock, dict[str, bool]]:
+def run(
+    events: list[tuple[object, ...]],
+) -> tuple[Rotation, list[Alert], FixedClock, dict[str, bool]]:
     clock = FixedClock()
     r = new_rotation(clock)
     alerts: list[Alert] = []
@@ -63,9 +84,18 @@ def run(events: list[tuple[object, ...]]) -> tuple[Rotation, list[Alert], FixedC
             elif kind == "wait":
                 clock.advance(timedelta(minutes=int(ev[1])))  # type: ignore[call-overload]
             elif kind == "alert":
-                alerts.append(Alert(consumer=str(ev[1]), secret="s", lane="dev",
-                                    failure_class="authentication", reason="HTTP 401",
-                                    first_seen=clock.now(), last_seen=clock.now(), id=len(alerts)))
+                alerts.append(
+                    Alert(
+                        consumer=str(ev[1]),
+                        secret="s",
+                        lane="dev",
+                        failure_class="authentication",
+                        reason="HTTP 401",
+                        first_seen=clock.now(),
+                        last_seen=clock.now(),
+                        id=len(alerts),
+                    )
+                )
                 r.reopen_observation(reason="alert", now=clock.now())
             elif kind == "resolve":
                 for a in alerts:
@@ -91,8 +121,10 @@ def run(events: list[tuple[object, ...]]) -> tuple[Rotation, list[Alert], FixedC
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(event, max_size=60))
-def test_revoked_only_with_every_sign_off_and_quiet_window(events: list[tuple[object, ...]]) -> None:
-    r, alerts, clock, facts = run(events)
+def test_revoked_only_with_every_sign_off_and_quiet_window(
+    events: list[tuple[object, ...]],
+) -> None:
+    r, _alerts, _clock, facts = run(events)
     if r.phase is Phase.REVOKED:
         assert facts["revoked_with_open_gate"]
         assert all(c.state is StepState.SIGNED_OFF for c in r.consumers.values())
@@ -106,7 +138,8 @@ def test_revoked_only_with_every_sign_off_and_quiet_window(events: list[tuple[ob
 @settings(max_examples=300, deadline=None)
 @given(st.lists(event, max_size=40))
 def test_rollback_reachable_from_every_active_phase_and_none_after_revoke(
-        events: list[tuple[object, ...]]) -> None:
+    events: list[tuple[object, ...]],
+) -> None:
     r, _, clock, _ = run(events)
     before = r.phase
     try:
@@ -139,16 +172,29 @@ def test_every_state_change_has_an_audit_event(events: list[tuple[object, ...]])
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(event, max_size=40))
-def test_higher_lane_never_ahead_of_lower_lane_before_switch(events: list[tuple[object, ...]]) -> None:
+def test_higher_lane_never_ahead_of_lower_lane_before_switch(
+    events: list[tuple[object, ...]],
+) -> None:
     r, _, _, _ = run(events)
     prod = r.consumers["web"]
     dev = r.consumers["api"]
     # prod only moves once dev and staging validated (a later failure may reset dev).
-    prod_moves = [e for e in r.events if e.action == "step" and e.consumer == "web"
-                  and e.after in (StepState.DISTRIBUTED.value, StepState.VALIDATED.value)]
+    prod_moves = [
+        e
+        for e in r.events
+        if e.action == "step"
+        and e.consumer == "web"
+        and e.after in (StepState.DISTRIBUTED.value, StepState.VALIDATED.value)
+    ]
     if prod_moves:
         first = prod_moves[0]
-        dev_validated = [e for e in r.events if e.action == "step" and e.consumer == "api"
-                         and e.after == StepState.VALIDATED.value and e.at <= first.at]
+        dev_validated = [
+            e
+            for e in r.events
+            if e.action == "step"
+            and e.consumer == "api"
+            and e.after == StepState.VALIDATED.value
+            and e.at <= first.at
+        ]
         assert dev_validated
     assert prod.state is not None and dev.state is not None

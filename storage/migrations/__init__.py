@@ -1,0 +1,1 @@
+"""Alembic migrations for rotabot's database (applied by ``storage.migrate.upgrade``)."""

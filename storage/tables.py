@@ -1,0 +1,201 @@
+"""SQLModel tables: rotations, consumer steps, credential version labels, alerts, audit log.
+
+Only references (store path, version, key id) and labels are stored, never a credential
+value. The schema itself is created by the Alembic migrations in storage/migrations; these
+classes are the metadata those migrations are checked against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+# A rotation in one of these phases no longer holds its secret; any other phase does.
+TERMINAL_PHASE_VALUES: tuple[str, ...] = ("revoked", "rolled-back", "cancelled")
+ACTIVE_ROTATION_WHERE = "phase NOT IN ('revoked', 'rolled-back', 'cancelled')"
+ONE_ACTIVE_INDEX = "uq_rotations_one_active_per_secret"
+
+# SQLite only turns an INTEGER PRIMARY KEY into an auto-incrementing rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every back end.
+
+    PostgreSQL keeps the offset (timestamptz); SQLite stores text without one, so values are
+    converted to UTC before they are written and marked UTC when read. A naive datetime is
+    taken to be UTC already.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def __init__(self) -> None:
+        super().__init__(timezone=True)
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # Stored as fixed-format text, so comparisons in SQL stay chronological.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @property
+    def python_type(self) -> type[datetime]:
+        return datetime
+
+
+class RotationRow(SQLModel, table=True):
+    __tablename__ = "rotations"
+    __table_args__ = (
+        Index("ix_rotations_secret_phase", "secret", "phase"),
+        # At most one rotation per secret may hold it: a racing second start fails here.
+        Index(
+            ONE_ACTIVE_INDEX,
+            "secret",
+            unique=True,
+            sqlite_where=text(ACTIVE_ROTATION_WHERE),
+            postgresql_where=text(ACTIVE_ROTATION_WHERE),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret: str = Field(nullable=False)
+    phase: str = Field(nullable=False)
+    lanes: str = Field(sa_type=Text, nullable=False)  # JSON list of lane names, in order
+    overlap_seconds: float = Field(nullable=False)
+    observe_seconds: float = Field(nullable=False)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    started_by: str = Field(nullable=False)
+    store_path: str = Field(default="", nullable=False)
+    prepared_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    switched_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    observe_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    overlap_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failed_from: str | None = Field(default=None)
+    failure_reason: str | None = Field(default=None, sa_type=Text)
+    old_version: str | None = Field(default=None)
+    new_version: str | None = Field(default=None)
+    old_key_id: str | None = Field(default=None)
+    new_key_id: str | None = Field(default=None)
+    channel: str | None = Field(default=None)
+    message_ts: str | None = Field(default=None)
+    urgent: bool = Field(default=False, nullable=False)
+    auto_revoke: bool = Field(default=False, nullable=False)
+    # Optimistic lock: every write is UPDATE ... WHERE revision = <the revision loaded>.
+    revision: int = Field(default=0, nullable=False)
+
+
+class ConsumerStepRow(SQLModel, table=True):
+    __tablename__ = "consumer_steps"
+    __table_args__ = (
+        UniqueConstraint("rotation_id", "name", name="uq_consumer_steps_rotation_name"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rotation_id: int = Field(foreign_key="rotations.id", nullable=False)
+    name: str = Field(nullable=False)
+    lane: str = Field(nullable=False)
+    owner: str = Field(nullable=False)
+    reload: str = Field(nullable=False)
+    state: str = Field(nullable=False)
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_by: str | None = Field(default=None)
+    note: str | None = Field(default=None, sa_type=Text)
+
+
+class CredentialVersionRow(SQLModel, table=True):
+    """A credential version a rotation handles, by reference, with its label."""
+
+    __tablename__ = "credential_versions"
+    __table_args__ = (
+        UniqueConstraint("rotation_id", "version", name="uq_credential_versions_rotation_version"),
+        Index("ix_credential_versions_secret", "secret"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rotation_id: int = Field(foreign_key="rotations.id", nullable=False)
+    secret: str = Field(nullable=False)
+    store_path: str = Field(nullable=False)
+    version: str = Field(nullable=False)
+    key_id: str | None = Field(default=None)
+    label: str = Field(nullable=False)  # pending | current | previous | revoked
+
+
+class AlertRow(SQLModel, table=True):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_consumer_class_last_seen", "consumer", "failure_class", "last_seen"),
+        Index("ix_alerts_secret_last_seen", "secret", "last_seen"),
+        Index("ix_alerts_last_seen", "last_seen"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    consumer: str = Field(nullable=False)
+    secret: str = Field(nullable=False)
+    lane: str = Field(nullable=False)
+    failure_class: str = Field(nullable=False)
+    reason: str = Field(sa_type=Text, nullable=False)
+    first_seen: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_seen: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    source: str = Field(default="unknown", nullable=False)
+    rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
+    phase_at_alert: str | None = Field(default=None)
+    began_during_rotation: bool = Field(default=False, nullable=False)
+    status: str = Field(nullable=False)
+    count: int = Field(default=1, nullable=False)
+    channel: str | None = Field(default=None)
+    message_ts: str | None = Field(default=None)
+    resolved_by: str | None = Field(default=None)
+
+
+class AuditEventRow(SQLModel, table=True):
+    """Append-only: the migration installs triggers that refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_secret_id", "secret", "id"),
+        Index("ix_audit_events_rotation_id", "rotation_id"),
+        Index("ix_audit_events_at", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    actor: str = Field(nullable=False)
+    action: str = Field(nullable=False)
+    secret: str = Field(nullable=False)
+    rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
+    consumer: str | None = Field(default=None)
+    before: str | None = Field(default=None)
+    after: str | None = Field(default=None)
+    reason: str | None = Field(sa_type=Text, default=None)
+    detail: str = Field(default="{}", sa_type=Text, nullable=False)  # JSON object of strings
+
+
+metadata = SQLModel.metadata
+
+
+def table_names() -> tuple[str, ...]:
+    return ("rotations", "consumer_steps", "credential_versions", "alerts", "audit_events")

@@ -70,4 +70,3 @@ def evaluate_gate(
     if usage is not None and usage.in_use:
         unmet.append(f"the old credential is still in use: {usage.summary}")
     return GateResult(tuple(unmet))
-

@@ -76,8 +76,15 @@ ROTATION_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 TERMINAL_PHASES: frozenset[Phase] = frozenset({_P.REVOKED, _P.ROLLED_BACK, _P.CANCELLED})
 # Phases in which a rotation holds two credentials and could be rolled back.
 ACTIVE_PHASES: frozenset[Phase] = frozenset(
-    {_P.PREPARED, _P.DISTRIBUTING, _P.VALIDATING, _P.SWITCHED, _P.OBSERVING, _P.REVOCABLE,
-     _P.FAILED}
+    {
+        _P.PREPARED,
+        _P.DISTRIBUTING,
+        _P.VALIDATING,
+        _P.SWITCHED,
+        _P.OBSERVING,
+        _P.REVOCABLE,
+        _P.FAILED,
+    }
 )
 # Phases after the switch: consumers are on the new credential, `previous` is the old one.
 SWITCHED_PHASES: frozenset[Phase] = frozenset({_P.SWITCHED, _P.OBSERVING, _P.REVOCABLE})

@@ -130,8 +130,13 @@ class Rotation:
             urgent=urgent,
             auto_revoke=auto_revoke,
         )
-        rotation._record(now, actor, "rotation.started", after=Phase.READY_CHECK.value,
-                         detail={"overlap": str(overlap), "observe": str(observe)})
+        rotation._record(
+            now,
+            actor,
+            "rotation.started",
+            after=Phase.READY_CHECK.value,
+            detail={"overlap": str(overlap), "observe": str(observe)},
+        )
         return rotation
 
     # --- reading --------------------------------------------------------------------
@@ -153,8 +158,10 @@ class Rotation:
     def active_lane(self) -> str | None:
         """The lowest lane with a consumer not yet validated; higher lanes wait for it."""
         for lane in self.lanes:
-            if any(step_rank(c.state) < step_rank(StepState.VALIDATED)
-                   for c in self.consumers_in_lane(lane)):
+            if any(
+                step_rank(c.state) < step_rank(StepState.VALIDATED)
+                for c in self.consumers_in_lane(lane)
+            ):
                 return lane
         return None
 
@@ -205,15 +212,23 @@ class Rotation:
         self.old_key_id, self.new_key_id = old_key_id, new_key_id
         self.prepared_at = now
         self.overlap_until = now + self.overlap
-        self._record(now, actor, "credential.prepared", after=new_version,
-                     detail={"old_version": old_version or "", "new_version": new_version})
+        self._record(
+            now,
+            actor,
+            "credential.prepared",
+            after=new_version,
+            detail={"old_version": old_version or "", "new_version": new_version},
+        )
         self._move(Phase.DISTRIBUTING, actor, now)
 
     def switch(self, *, actor: str, now: datetime) -> None:
         """Make the new credential current; the old one stays valid as previous."""
         if not self.ready_to_switch():
-            waiting = [c.name for c in self.consumers_in_order()
-                       if step_rank(c.state) < step_rank(StepState.VALIDATED)]
+            waiting = [
+                c.name
+                for c in self.consumers_in_order()
+                if step_rank(c.state) < step_rank(StepState.VALIDATED)
+            ]
             raise OutOfOrder(
                 f"{self.ref} cannot switch yet: not validated: {', '.join(waiting) or 'none'}"
                 if self.phase is Phase.VALIDATING or self.phase is Phase.DISTRIBUTING
@@ -250,8 +265,13 @@ class Rotation:
         if not gate.open:
             if not (override_reason and override_reason.strip()):
                 raise GateClosed(self.ref, gate.unmet)
-            self._record(now, actor, "revoke.override", reason=override_reason.strip(),
-                         detail={"unmet": " | ".join(gate.unmet)})
+            self._record(
+                now,
+                actor,
+                "revoke.override",
+                reason=override_reason.strip(),
+                detail={"unmet": " | ".join(gate.unmet)},
+            )
         self._move(Phase.REVOKED, actor, now, reason=override_reason)
         self.finished_at = now
 
@@ -296,7 +316,12 @@ class Rotation:
     # --- consumer steps -------------------------------------------------------------
 
     def mark_step(
-        self, consumer: str, target: StepState, *, actor: str, now: datetime,
+        self,
+        consumer: str,
+        target: StepState,
+        *,
+        actor: str,
+        now: datetime,
         note: str | None = None,
     ) -> bool:
         """Move one consumer forward. Returns False when it is already there (a double
@@ -326,28 +351,43 @@ class Rotation:
         c.state, c.updated_at, c.updated_by = target, now, actor
         if note is not None:
             c.note = note
-        self._record(now, actor, "step", consumer=consumer, before=before.value,
-                     after=target.value, reason=note)
+        self._record(
+            now,
+            actor,
+            "step",
+            consumer=consumer,
+            before=before.value,
+            after=target.value,
+            reason=note,
+        )
         self._advance_after_step(actor, now)
         return True
 
     def _advance_after_step(self, actor: str, now: datetime) -> None:
         if self.phase is Phase.DISTRIBUTING and all(
-            step_rank(c.state) >= step_rank(StepState.DISTRIBUTED)
-            for c in self.consumers.values()
+            step_rank(c.state) >= step_rank(StepState.DISTRIBUTED) for c in self.consumers.values()
         ):
             self._move(Phase.VALIDATING, actor, now)
 
     # --- audit ----------------------------------------------------------------------
 
-    def record_refusal(self, *, actor: str, now: datetime, action: str, why: str,
-                       consumer: str | None = None) -> None:
+    def record_refusal(
+        self, *, actor: str, now: datetime, action: str, why: str, consumer: str | None = None
+    ) -> None:
         """A click or command that was refused still leaves a trace."""
-        self._record(now, actor, "refused", consumer=consumer, reason=why,
-                     detail={"attempted": action})
+        self._record(
+            now, actor, "refused", consumer=consumer, reason=why, detail={"attempted": action}
+        )
 
-    def record_note(self, *, actor: str, now: datetime, action: str, reason: str | None = None,
-                    detail: dict[str, str] | None = None) -> None:
+    def record_note(
+        self,
+        *,
+        actor: str,
+        now: datetime,
+        action: str,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
         self._record(now, actor, action, reason=reason, detail=detail or {})
 
     def _move(self, target: Phase, actor: str, now: datetime, reason: str | None = None) -> None:
@@ -356,10 +396,29 @@ class Rotation:
         self.phase = target
         self._record(now, actor, "phase", before=before.value, after=target.value, reason=reason)
 
-    def _record(self, now: datetime, actor: str, action: str, *, consumer: str | None = None,
-                before: str | None = None, after: str | None = None, reason: str | None = None,
-                detail: dict[str, str] | None = None) -> None:
-        self.events.append(AuditEvent(
-            at=now, actor=actor, action=action, secret=self.secret, rotation_id=self.id,
-            consumer=consumer, before=before, after=after, reason=reason, detail=detail or {},
-        ))
+    def _record(
+        self,
+        now: datetime,
+        actor: str,
+        action: str,
+        *,
+        consumer: str | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        self.events.append(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                action=action,
+                secret=self.secret,
+                rotation_id=self.id,
+                consumer=consumer,
+                before=before,
+                after=after,
+                reason=reason,
+                detail=detail or {},
+            )
+        )

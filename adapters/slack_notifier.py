@@ -1,0 +1,167 @@
+"""Posts and updates rotation messages in Slack, coalescing bursts of updates.
+
+One parent message per rotation is updated in place, at most about once per second per
+rotation (Slack's chat.update is Tier 3); thread prompts mention owners when their turn
+begins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.lifecycle import Phase, StepState
+from bot.rotation import ConsumerProgress, Rotation
+from handlers import blocks
+
+log = logging.getLogger("rotabot.slack")
+
+Turn = tuple[ConsumerProgress, StepState]
+
+
+class NotifyError(Exception):
+    """Slack refused a post; the message says what the admin should do."""
+
+
+def explain_slack_error(exc: SlackApiError, channel: str) -> str:
+    error = str(exc.response.get("error", "unknown_error")) if exc.response else "unknown_error"
+    if error in ("not_in_channel", "channel_not_found"):
+        return (
+            f"rotabot is not in <#{channel}>: invite it with `/invite @rotabot` in that "
+            "channel, then `/rotate status` to post the rotation message"
+        )
+    if error == "is_archived":
+        return f"<#{channel}> is archived: set another channel in the catalog"
+    return f"Slack refused the message ({error})"
+
+
+@dataclass
+class SlackNotifier:
+    client: WebClient
+    load: Callable[[int], Rotation]
+    attach: Callable[[int, str, str], None]  # rotation id, channel, ts
+    gate_lines: Callable[[Rotation], object] | None = None
+    min_interval: float = 1.0
+    _locks: dict[int, threading.Lock] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
+    _scheduled: set[int] = field(default_factory=set)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def rotation_changed(self, rotation: Rotation, turns: list[Turn]) -> None:
+        assert rotation.id is not None
+        with self._lock(rotation.id):
+            ts = self._ensure_parent(rotation)
+        if ts is not None:
+            self._post_turns(rotation, ts, turns)
+
+    def _lock(self, rotation_id: int) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(rotation_id, threading.Lock())
+
+    def _ensure_parent(self, rotation: Rotation) -> str | None:
+        rotation_id = rotation.id
+        assert rotation_id is not None
+        if rotation.message_ts is None:
+            fresh = self.load(rotation_id)  # another thread may have posted it meanwhile
+            if fresh.message_ts is not None:
+                rotation = fresh
+        if rotation.message_ts is None:
+            channel = rotation.channel
+            if channel is None:
+                return None
+            text, body = self._render(rotation)
+            try:
+                resp = self.client.chat_postMessage(channel=channel, text=text, blocks=body)
+            except SlackApiError as exc:
+                raise NotifyError(explain_slack_error(exc, channel)) from None
+            ts = str(resp["ts"])
+            self.attach(rotation_id, str(resp.get("channel", channel)), ts)
+            rotation.message_ts = ts
+            self._last[rotation_id] = time.monotonic()
+            return ts
+        self._update_soon(rotation_id)
+        return rotation.message_ts
+
+    def _update_soon(self, rotation_id: int) -> None:
+        """Update now, or once the coalescing interval has passed (one pending at a time)."""
+        with self._guard:
+            if rotation_id in self._scheduled:
+                return
+            wait = self._last.get(rotation_id, 0.0) + self.min_interval - time.monotonic()
+            if wait > 0:
+                self._scheduled.add(rotation_id)
+                timer = threading.Timer(wait, self._deferred_update, args=(rotation_id,))
+                timer.daemon = True
+                timer.start()
+                return
+            self._last[rotation_id] = time.monotonic()
+        self._update(rotation_id)
+
+    def _deferred_update(self, rotation_id: int) -> None:
+        with self._guard:
+            self._scheduled.discard(rotation_id)
+            self._last[rotation_id] = time.monotonic()
+        try:
+            self._update(rotation_id)
+        except Exception:  # a timer thread has no caller to tell: log it
+            log.exception(
+                "deferred rotation message update failed", extra={"rotation_id": rotation_id}
+            )
+
+    def flush(self) -> None:
+        """Wait until no deferred update is pending (tests, shutdown)."""
+        deadline = time.monotonic() + 10
+        while self._scheduled and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _update(self, rotation_id: int) -> None:
+        rotation = self.load(rotation_id)  # always render the stored state
+        if rotation.message_ts is None or rotation.channel is None:
+            return
+        text, body = self._render(rotation)
+        try:
+            self.client.chat_update(
+                channel=rotation.channel, ts=rotation.message_ts, text=text, blocks=body
+            )
+        except SlackApiError as exc:
+            raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+
+    def _render(self, rotation: Rotation) -> blocks.Rendered:
+        gate = None
+        if self.gate_lines is not None and rotation.phase is Phase.OBSERVING:
+            gate = self.gate_lines(rotation)
+        return blocks.rotation_message(rotation, gate)  # type: ignore[arg-type]
+
+    def _post_turns(self, rotation: Rotation, ts: str, turns: list[Turn]) -> None:
+        assert rotation.channel is not None
+        for consumer, step in turns:
+            text, body = blocks.turn_prompt(rotation, consumer, step)
+            try:
+                self.client.chat_postMessage(
+                    channel=rotation.channel, thread_ts=ts, text=text, blocks=body
+                )
+            except SlackApiError as exc:
+                raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+
+    def post(self, channel: str, rendered: blocks.Rendered, thread_ts: str | None = None) -> str:
+        text, body = rendered
+        try:
+            resp = self.client.chat_postMessage(
+                channel=channel, text=text, blocks=body, thread_ts=thread_ts
+            )
+        except SlackApiError as exc:
+            raise NotifyError(explain_slack_error(exc, channel)) from None
+        return str(resp["ts"])
+
+    def update(self, channel: str, ts: str, rendered: blocks.Rendered) -> None:
+        text, body = rendered
+        try:
+            self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
+        except SlackApiError as exc:
+            raise NotifyError(explain_slack_error(exc, channel)) from None

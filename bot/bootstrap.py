@@ -1,0 +1,96 @@
+"""The composition root: builds every dependency once and hands it in. No import-time work."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from sqlalchemy.engine import Engine
+
+from adapters.registry import CatalogBackends
+from adapters.slack_directory import SlackOwnerDirectory
+from adapters.slack_notifier import SlackNotifier
+from bot.catalog import Catalog, load_catalog
+from bot.clock import Clock, SystemClock
+from bot.gate import GateResult
+from bot.rotation import Rotation
+from bot.service import RotationService
+from bot.settings import Settings
+from storage.engine import make_engine
+from storage.migrate import upgrade
+from storage.unit_of_work import sql_unit_of_work_factory
+
+log = logging.getLogger("rotabot")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    catalog: Catalog
+    engine: Engine
+    service: RotationService
+    slack: WebClient
+    notifier: SlackNotifier
+    clock: Clock
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def slack_client(settings: Settings) -> WebClient:
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10)
+    # 429s are retried after Retry-After; 5xx and dropped connections a few times.
+    client.retry_handlers.extend(
+        [
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ServerErrorRetryHandler(max_retry_count=2),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ]
+    )
+    return client
+
+
+def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    migrate: bool | None = None,
+    backends: CatalogBackends | None = None,
+) -> Container:
+    catalog = load_catalog(settings.catalog_path)
+    if migrate is None:
+        migrate = settings.database_url.startswith("sqlite")
+    if migrate:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    clock = clock or SystemClock()
+    client = slack_client(settings)
+    service = RotationService(
+        catalog=catalog,
+        uow_factory=sql_unit_of_work_factory(engine),
+        backends=backends or CatalogBackends(catalog),
+        clock=clock,
+        directory=SlackOwnerDirectory(client),
+    )
+
+    def gate_for(rotation: Rotation) -> GateResult:
+        assert rotation.id is not None
+        return service.gate(rotation.id)
+
+    notifier = SlackNotifier(
+        client=client, load=service.get, attach=service.attach_message, gate_lines=gate_for
+    )
+    service.on_change.append(notifier.rotation_changed)
+    return Container(
+        settings=settings,
+        catalog=catalog,
+        engine=engine,
+        service=service,
+        slack=client,
+        notifier=notifier,
+        clock=clock,
+    )

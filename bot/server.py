@@ -1,0 +1,97 @@
+"""`rotabot serve`: one ASGI process serving Slack, alerts, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from slack_bolt import App
+from slack_bolt.request import BoltRequest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.bootstrap import Container, build
+from bot.settings import Settings, SettingsError
+
+log = logging.getLogger("rotabot.server")
+
+
+def create_web_app(c: Container, bolt: App) -> Starlette:
+    async def slack_events(request: Request) -> Response:
+        body = (await request.body()).decode("utf-8")
+        bolt_request = BoltRequest(
+            body=body, query=request.url.query, headers=dict(request.headers)
+        )
+        # Bolt's sync dispatch returns once the listener has acked; the listener finishes in
+        # Bolt's worker pool. Run it off the event loop so one slow ack cannot stall others.
+        bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
+        headers = {k: v[0] for k, v in bolt_response.headers.items() if v}
+        return Response(
+            content=bolt_response.body, status_code=bolt_response.status, headers=headers
+        )
+
+    async def healthz(request: Request) -> Response:
+        def check() -> dict[str, str]:
+            with c.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return {"status": "ok", "database": "ok"}
+
+        try:
+            return JSONResponse(await run_in_threadpool(check))
+        except Exception as exc:
+            return JSONResponse(
+                {"status": "degraded", "database": type(exc).__name__}, status_code=503
+            )
+
+    async def metrics(request: Request) -> Response:
+        from bot.metrics import render_metrics
+
+        return PlainTextResponse(
+            await run_in_threadpool(render_metrics, c), media_type="text/plain; version=0.0.4"
+        )
+
+    routes = [
+        Route("/slack/events", slack_events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    extra = c.extras.get("routes")
+    if isinstance(extra, list):
+        routes.extend(extra)
+    return Starlette(routes=routes)
+
+
+def start_timers(c: Container) -> object:
+    from bot.timers import TimerWork, start_scheduler
+
+    return start_scheduler(TimerWork(c.service))
+
+
+def serve(host: str, port: int, settings: Settings | None = None) -> int:
+    import uvicorn
+
+    from bot.logs import configure_logging
+    from handlers.app import build_bolt_app
+
+    settings = settings or Settings.from_env()
+    try:
+        settings.check_for_serve()
+    except SettingsError as exc:
+        print(f"rotabot: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    c = build(settings)
+    bolt = build_bolt_app(c)
+    start_timers(c)
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        log.info("connecting to Slack over Socket Mode")
+        SocketModeHandler(bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
+        return 0
+    log.info("serving Slack on http://%s:%s/slack/events", host, port)
+    uvicorn.run(create_web_app(c, bolt), host=host, port=port, log_level="warning")
+    return 0

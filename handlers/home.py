@@ -1,0 +1,33 @@
+"""App Home: the dashboard of active rotations, the viewer's pending steps, recent alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.bootstrap import Container
+from handlers import blocks
+
+
+def register(app: App, c: Container) -> None:
+    @app.event("app_home_opened")
+    def home(event: dict[str, Any], client: WebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        publish_home(c, client, str(event["user"]))
+
+
+def publish_home(c: Container, client: WebClient, user: str) -> None:
+    service = c.service
+    active = service.active()
+    mine = [
+        (r, consumer, step)
+        for r in active
+        for consumer, step in r.pending_steps()
+        if service.owns(user, consumer.owner)
+    ]
+    client.views_publish(
+        user_id=user, view=blocks.home_view(user, active, mine, service.recent_alerts())
+    )

@@ -1,0 +1,64 @@
+"""Action and callback ids, and the typed metadata carried in button values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from bot.lifecycle import StepState
+
+
+class Action(StrEnum):
+    STEP = "rotabot.step"  # Distributed / Validated / Sign off
+    REPORT_PROBLEM = "rotabot.report_problem"
+    SWITCH = "rotabot.switch"
+    REVOKE = "rotabot.revoke"
+    REVOKE_OVERRIDE = "rotabot.revoke_override"
+    ROLLBACK = "rotabot.rollback"
+    CANCEL = "rotabot.cancel"
+    RESUME = "rotabot.resume"
+    CHECK_STORE = "rotabot.check_store"
+    ALERT_ROLLBACK = "rotabot.alert_rollback"
+    ALERT_NOT_RELATED = "rotabot.alert_not_related"
+    ALERT_ACK = "rotabot.alert_ack"
+
+
+class View(StrEnum):
+    START = "rotabot.view.start"
+    REPORT_PROBLEM = "rotabot.view.report_problem"
+    REVOKE_OVERRIDE = "rotabot.view.revoke_override"
+    ROLLBACK = "rotabot.view.rollback"
+
+
+class StepButton(BaseModel):
+    rotation_id: int
+    consumer: str
+    step: StepState
+
+
+class RotationButton(BaseModel):
+    rotation_id: int
+
+
+class AlertButton(BaseModel):
+    alert_id: int
+    rotation_id: int | None = None
+    consumer: str | None = None
+
+
+class BadButton(Exception):
+    """A button value that does not parse: forged or from an older version."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_value(model: type[M], value: str | None) -> M:
+    try:
+        return model.model_validate_json(value or "")
+    except ValidationError:
+        raise BadButton(
+            "this button is out of date; use `/rotate status` to get a fresh one"
+        ) from None

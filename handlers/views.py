@@ -1,0 +1,123 @@
+"""Modal submissions: start, report a problem, break-glass revoke, rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.bootstrap import Container
+from bot.durations import parse_duration
+from bot.lifecycle import StepState
+from handlers import blocks
+from handlers.ids import AlertButton, RotationButton, StepButton, View, parse_value
+from handlers.respond import user_message
+
+
+def _input(view: dict[str, Any], block: str) -> str | None:
+    element = view["state"]["values"].get(block, {}).get("value", {})
+    if "selected_option" in element:
+        option = element.get("selected_option") or {}
+        return str(option.get("value")) if option else None
+    value = element.get("value")
+    return str(value).strip() if value else None
+
+
+def register(app: App, c: Container) -> None:
+    service = c.service
+
+    def dm(client: WebClient, user: str, rendered: blocks.Rendered) -> None:
+        """Tell the submitter what happened: a modal has no channel to answer in."""
+        channel = client.conversations_open(users=user)["channel"]["id"]
+        text, body = rendered
+        client.chat_postMessage(channel=channel, text=text, blocks=[b.to_dict() for b in body])
+
+    @app.view(View.START.value)
+    def start(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        errors: dict[str, str] = {}
+        durations = {}
+        for field in ("overlap", "observe"):
+            raw = _input(view, field)
+            try:
+                durations[field] = parse_duration(raw) if raw else None
+            except ValueError:
+                errors[field] = "Use a duration like 30m, 2h or 3d"
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        ack()
+        user = str(body["user"]["id"])
+        secret = _input(view, "secret") or ""
+        try:
+            r = service.start(
+                secret, actor=user, overlap=durations["overlap"], observe=durations["observe"]
+            )
+            dm(client, user, blocks.text_message(f"Started {r.ref} for `{secret}`."))
+        except Exception as exc:
+            dm(client, user, user_message(exc))
+
+    @app.view(View.REPORT_PROBLEM.value)
+    def report(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            button = parse_value(StepButton, view.get("private_metadata"))
+            what = _input(view, "what") or "problem reported"
+            service.report_problem(
+                button.rotation_id, button.consumer, actor=user, description=what
+            )
+        except Exception as exc:
+            dm(client, user, user_message(exc))
+
+    @app.view(View.REVOKE_OVERRIDE.value)
+    def override(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        reason = _input(view, "reason") or ""
+        if len(reason) < 10:
+            ack(response_action="errors", errors={"reason": "Say why, in a sentence"})
+            return
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            button = parse_value(RotationButton, view.get("private_metadata"))
+            r = service.revoke(button.rotation_id, actor=user, override_reason=reason)
+            if r.channel and r.message_ts:
+                c.notifier.post(
+                    r.channel,
+                    blocks.text_message(
+                        f":rotating_light: {blocks.mention(user)} revoked the old credential of "
+                        f"{r.ref} past the gate (break-glass). Reason: {reason}"
+                    ),
+                    r.message_ts,
+                )
+        except Exception as exc:
+            dm(client, user, user_message(exc))
+
+    @app.view(View.ROLLBACK.value)
+    def rollback(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            meta = parse_value(AlertButton, view.get("private_metadata"))
+            assert meta.rotation_id is not None
+            r = service.rollback(
+                meta.rotation_id,
+                actor=user,
+                revoke_new=_input(view, "new_credential") == "revoke",
+                reason=_input(view, "reason"),
+                consumer=meta.consumer,
+            )
+            if r.channel and r.message_ts:
+                c.notifier.post(
+                    r.channel,
+                    blocks.text_message(
+                        f"{blocks.mention(user)} rolled back {r.ref}: the previous credential is "
+                        "current again."
+                    ),
+                    r.message_ts,
+                )
+        except Exception as exc:
+            dm(client, user, user_message(exc))
+
+
+__all__ = ["StepState", "register"]

@@ -82,7 +82,10 @@ class CatalogBackends:
         if kind == "local":
             from adapters.local_issuer import LocalIssuer
 
-            return LocalIssuer(fields=tuple(getattr(config, "fields", ("api_key",))))
+            from bot.catalog import LocalIssuer as LocalIssuerConfig
+
+            assert isinstance(config, LocalIssuerConfig)
+            return LocalIssuer(fields=tuple(config.fields))
         if kind == "redis-acl":
             from adapters.redis_acl import RedisAclIssuer
 

@@ -225,6 +225,17 @@ class ManualIssuer(_Strict):
     instructions: str | None = None
 
 
+class LocalIssuer(_Strict):
+    """Mints random values itself: for the sandbox and trials, nothing outside accepts them."""
+
+    kind: Literal["local"]
+    fields: list[str] = Field(default_factory=lambda: ["api_key"], min_length=1)
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
 class RedisAclIssuer(_Strict):
     """Redis 6+ ACL: one user holds both passwords during the overlap."""
 
@@ -283,7 +294,7 @@ class HttpIssuer(_Strict):
     dual_valid: bool = True
 
 
-AnyIssuer = ManualIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer
+AnyIssuer = ManualIssuer | LocalIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer
 IssuerConfig = Annotated[AnyIssuer, Field(discriminator="kind")]
 
 

@@ -71,40 +71,29 @@ class CatalogBackends:
             return self._issuers[secret]
 
     def _build_issuer(self, secret: str) -> Issuer:
+        from adapters.http_issuer import HttpIssuer
+        from adapters.local_issuer import LocalIssuer
+        from adapters.manual_issuer import ManualIssuer
+        from bot import catalog as cfg
+
         resolved = self._catalog.resolved_issuer(secret)
         config = resolved.config
         kind: str = config.kind
         what = f"issuer of {secret} ({kind})"
-        if kind == "manual":
-            from adapters.manual_issuer import ManualIssuer
-
+        if isinstance(config, cfg.ManualIssuer):
             return ManualIssuer(keeps_both_valid=resolved.dual_valid)
-        if kind == "local":
-            from adapters.local_issuer import LocalIssuer
-
-            from bot.catalog import LocalIssuer as LocalIssuerConfig
-
-            assert isinstance(config, LocalIssuerConfig)
+        if isinstance(config, cfg.LocalIssuer):
             return LocalIssuer(fields=tuple(config.fields))
-        if kind == "redis-acl":
+        if isinstance(config, cfg.RedisAclIssuer):
             from adapters.redis_acl import RedisAclIssuer
 
-            return RedisAclIssuer(
-                self._from_env(getattr(config, "url_env"), what),  # noqa: B009
-                user=getattr(config, "user", None) or secret,
-            )
-        if kind == "postgres-role":
+            return RedisAclIssuer(self._from_env(config.url_env, what),
+                                  user=config.user or secret)
+        if isinstance(config, cfg.PostgresRoleIssuer):
             from adapters.postgres_role import PostgresRoleIssuer
 
-            return PostgresRoleIssuer(
-                self._from_env(getattr(config, "url_env"), what),  # noqa: B009
-                base_role=getattr(config, "base_role"),
-            )  # noqa: B009
-        if kind == "http":
-            from adapters.http_issuer import HttpIssuer
-
-            from bot.catalog import HttpIssuer as HttpIssuerConfig
-
-            assert isinstance(config, HttpIssuerConfig)
+            return PostgresRoleIssuer(self._from_env(config.url_env, what),
+                                      base_role=config.base_role)
+        if isinstance(config, cfg.HttpIssuer):
             return HttpIssuer.from_config(config, env=self._env)
         raise IssuerError(f"{what}: kind {kind!r} is not supported")

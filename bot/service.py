@@ -366,7 +366,7 @@ class RotationService:
         revoke at once where the secret sets auto_revoke). Idempotent."""
         gate = self.gate(rotation_id)
         rotation = self._mutate(
-            rotation_id, lambda r, uow: r.open_gate(gate, now=self.clock.now()) 
+            rotation_id, lambda r, uow: r.open_gate(gate, now=self.clock.now())
         )
         if rotation.phase is Phase.REVOCABLE and rotation.auto_revoke:
             return self.revoke(rotation_id, actor="rotabot")
@@ -482,7 +482,7 @@ class RotationService:
             rotation = uow.rotations.get(rotation_id)
             self._require_admin(uow, rotation, actor, "resume")
         rotation = self._mutate(
-            rotation_id, lambda r, uow: r.resume(actor=actor, now=self.clock.now()) 
+            rotation_id, lambda r, uow: r.resume(actor=actor, now=self.clock.now())
         )
         if rotation.phase is Phase.READY_CHECK:
             return self.prepare(rotation_id, actor=actor)

@@ -195,13 +195,10 @@ def rotation_message(rotation: Rotation, gate: GateResult | None = None) -> Rend
         )
     )
     if len(blocks) > MESSAGE_BLOCK_LIMIT:
-        blocks = blocks[: MESSAGE_BLOCK_LIMIT - 1] + [
-            ContextBlock(
-                elements=[
-                    _md("More detail than one message holds: see App Home or `/rotate status`.")
-                ]
-            )
-        ]
+        overflow = ContextBlock(
+            elements=[_md("More detail than one message holds: see App Home or `/rotate status`.")]
+        )
+        blocks = [*blocks[: MESSAGE_BLOCK_LIMIT - 1], overflow]
     return text, blocks
 
 

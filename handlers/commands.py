@@ -6,9 +6,9 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from slack_sdk.models.views import View as SlackView
 
 from bot.bootstrap import Container
-from slack_sdk.models.views import View as SlackView
 from bot.commands import USAGE, Command, parse_command
 from bot.dependency_map import dependency_map
 from handlers import blocks

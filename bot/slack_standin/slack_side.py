@@ -75,7 +75,7 @@ class SlackSide:
         signing_secret: str,
         *,
         api_app_id: str = "A0ROTABOT",
-        verification_token: str = "sandbox-verification-token",
+        verification_token: str = "sandbox-verification-token",  # noqa: S107 - not a secret
         http: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -150,9 +150,7 @@ class SlackSide:
 
     # ------------------------------------------------------------------ slash commands
 
-    def command(
-        self, user: str, channel: str, text: str, *, command: str = "/rotate"
-    ) -> BotReply:
+    def command(self, user: str, channel: str, text: str, *, command: str = "/rotate") -> BotReply:
         """A slash command, form-encoded as Slack posts it."""
         info = self._user(user)
         chan = self._channel(channel)
@@ -399,7 +397,7 @@ class SlackSide:
         return reply
 
     def close_view(self, user: str, view_id: str) -> BotReply | None:
-        """The user pressed Cancel/×; the app hears about it only with notify_on_close."""
+        """The user closed the modal; the app hears of it only with notify_on_close."""
         record = self._view(view_id)
         notify = bool(record.view.get("notify_on_close"))
         self.state.close_view(view_id)
@@ -417,24 +415,29 @@ class SlackSide:
         }
         return self._post_payload("view_closed", payload)
 
+    # response_action update/push is Slack acting on the app's answer, not a Web API call by
+    # the app, so it must not appear in the call log; the state has no public hook for it yet.
     def _replace_view(self, record: ViewRecord, view: Any) -> None:
-        if isinstance(view, dict):
-            self.state.handle_api(
-                "views.update",
-                {"view_id": record.id, "view": json.dumps(view)},
-                token="xoxb-slack-side",
-                as_json=False,
-            )
+        if not isinstance(view, dict):
+            return
+        state = self.state
+        with state._lock:
+            record.view = view
+            record.hash = f"{int(self.clock())}.{uuid.uuid4().hex[:8]}"
+            state._change("view_updated", user=record.user, view_id=record.id)
 
     def _push_view(self, record: ViewRecord, view: Any) -> None:
-        if isinstance(view, dict):
-            trigger = self.state.new_trigger_id(record.user)
-            self.state.handle_api(
-                "views.push",
-                {"trigger_id": trigger, "view": json.dumps(view)},
-                token="xoxb-slack-side",
-                as_json=False,
+        if not isinstance(view, dict):
+            return
+        state = self.state
+        with state._lock:
+            stack = state.modal_stacks.setdefault(record.user, [])
+            pushed = state._new_view(
+                record.user, view, previous=stack[-1] if stack else None, root=record.root_view_id
             )
+            state.views[pushed.id] = pushed
+            stack.append(pushed.id)
+            state._change("view_opened", user=record.user, view_id=pushed.id)
 
     # ------------------------------------------------------------------ events
 

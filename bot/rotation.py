@@ -185,7 +185,8 @@ class Rotation:
             if c.state is StepState.FAILED or c.state is StepState.SIGNED_OFF:
                 continue
             if c.state is StepState.VALIDATED:
-                if self.phase in SWITCHED_PHASES or self.phase is Phase.VALIDATING:
+                # Signing off means "OK to revoke the old credential": asked after the switch.
+                if self.phase in SWITCHED_PHASES:
                     out.append((c, StepState.SIGNED_OFF))
                 continue
             if self.phase in (Phase.DISTRIBUTING, Phase.VALIDATING) and (
@@ -333,6 +334,7 @@ class Rotation:
             if self.phase not in ACTIVE_PHASES:
                 raise IllegalTransition("rotation", self.phase.value, "report a problem")
         elif target is StepState.SIGNED_OFF:
+            # Owners are asked after the switch, but one who validated may sign off early.
             if self.phase not in (Phase.VALIDATING, *SWITCHED_PHASES):
                 raise IllegalTransition(f"consumer {consumer}", self.phase.value, target.value)
         elif target is StepState.WAITING:

@@ -6,6 +6,7 @@ notifications and to screen readers.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -73,6 +74,14 @@ PHASE_WORDS = {
 
 def mention(owner: str) -> str:
     return f"<!subteam^{owner}>" if owner.startswith("S") else f"<@{owner}>"
+
+
+_OWNER_ID = re.compile(r"\bowner ([UWS][A-Z0-9]{2,})\b")
+
+
+def with_mentions(text: str) -> str:
+    """The domain speaks of `owner U0ALICE`; in Slack that reads better as a mention."""
+    return _OWNER_ID.sub(lambda m: "owner " + mention(m.group(1)), text)
 
 
 def when(ts: datetime | None) -> str:
@@ -180,7 +189,9 @@ def rotation_message(rotation: Rotation, gate: GateResult | None = None) -> Rend
             blocks.extend(_sections([consumer_line(c) for c in consumers], heading))
     if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
         blocks.append(DividerBlock())
-        blocks.extend(_sections([f"• {u}" for u in gate.unmet[:20]], "*Before revocation*"))
+        blocks.extend(
+            _sections([f"• {with_mentions(u)}" for u in gate.unmet[:20]], "*Before revocation*")
+        )
     actions = rotation_actions(rotation)
     if actions:
         blocks.append(ActionsBlock(elements=actions))
@@ -317,6 +328,7 @@ def plan_message(plan: Plan) -> Rendered:
 
 
 def error_message(message: str, usage: str | None = None) -> Rendered:
+    message = with_mentions(message)
     lines = [f":warning: {message}"]
     if usage:
         lines.append(f"Usage:\n```{usage}```")
@@ -355,18 +367,22 @@ def history_message(secret: str, rotations: Sequence[Rotation]) -> Rendered:
 
 
 def map_message(dmap: DependencyMap) -> Rendered:
-    lines = [f"*{dmap.secret}*: {dmap.description}",
-             f"issuer `{dmap.issuer_kind}`" + (f" ({dmap.issuer_name})" if dmap.issuer_name
-                                              else "")
-             + ("" if dmap.dual_valid else " · :warning: hard cutover"),
-             f"store `{dmap.store_name}` ({dmap.store_kind}, {dmap.store_location}) at "
-             f"`{dmap.store_path}`"]
+    lines = [
+        f"*{dmap.secret}*: {dmap.description}",
+        f"issuer `{dmap.issuer_kind}`"
+        + (f" ({dmap.issuer_name})" if dmap.issuer_name else "")
+        + ("" if dmap.dual_valid else " · :warning: hard cutover"),
+        f"store `{dmap.store_name}` ({dmap.store_kind}, {dmap.store_location}) at "
+        f"`{dmap.store_path}`",
+    ]
     for lane in dmap.lanes:
         lines.append(f"*{lane.name}*")
         for c in lane.consumers:
             check = c.health_check.describe() if c.health_check else "no health check"
-            lines.append(f"   • `{c.name}` · {mention(c.owner)} · {c.reload} · {check} · "
-                         f"rollback: {c.rollback or 'no rollback note'}")
+            lines.append(
+                f"   • `{c.name}` · {mention(c.owner)} · {c.reload} · {check} · "
+                f"rollback: {c.rollback or 'no rollback note'}"
+            )
     return f"Dependency map of {dmap.secret}", _sections(lines)
 
 
@@ -478,7 +494,8 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
         close=PlainTextObject(text="Cancel"),
         blocks=[
             *_sections(
-                [f"• {u}" for u in gate.unmet[:20]], f"*{rotation.ref} is not ready to revoke:*"
+                [f"• {with_mentions(u)}" for u in gate.unmet[:20]],
+                f"*{rotation.ref} is not ready to revoke:*",
             ),
             InputBlock(
                 block_id="reason",

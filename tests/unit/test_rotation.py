@@ -363,7 +363,8 @@ def test_pending_steps_follow_the_lanes() -> None:
     assert pending(r) == [("web", "distributed")]
     advance(r, "web", StepState.DISTRIBUTED)
     assert r.phase is Phase.VALIDATING
-    assert pending(r) == [("api", "signed-off"), ("worker", "signed-off"), ("web", "validated")]
+    # Sign-off ("OK to revoke the old credential") is asked only after the switch.
+    assert pending(r) == [("web", "validated")]
 
 
 def test_pending_steps_after_switch_are_sign_offs_only() -> None:

@@ -53,8 +53,11 @@ def create_web_app(c: Container, bolt: App) -> Starlette:
             await run_in_threadpool(render_metrics, c), media_type="text/plain; version=0.0.4"
         )
 
+    from handlers.alerts_http import alerts_route
+
     routes = [
         Route("/slack/events", slack_events, methods=["POST"]),
+        alerts_route(c),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

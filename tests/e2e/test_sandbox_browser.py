@@ -222,7 +222,6 @@ def test_whole_rotation_by_clicking(page: Page) -> None:
     shot(page, "10-app-home")
 
 
-@pytest.mark.xfail(reason="the bot has no POST /alerts yet (issue 3/7); remove when it does")
 def test_alert_panel_reaches_the_bot_signed(page: Page) -> None:
     """A connector's alert, signed with the alert secret, is accepted and shown in #incidents."""
     act_as(page, "U0ADMIN")

@@ -1,0 +1,56 @@
+"""Alert buttons: Acknowledge and Not related (Roll back lives in handlers/actions.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.alert_service import AlertOutcome
+from bot.bootstrap import Container
+from handlers import blocks
+from handlers.alerts_http import alert_service
+from handlers.ids import Action, AlertButton, parse_value
+from handlers.respond import ephemeral, user_message
+
+
+def _clicked_message(body: dict[str, Any]) -> tuple[str, str] | None:
+    container = body.get("container") or {}
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    return (str(channel), str(ts)) if channel and ts else None
+
+
+def register(app: App, c: Container) -> None:
+    svc = alert_service(c)
+
+    def handler(kind: str) -> Any:
+        def on_click(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+            ack()  # within Slack's 3 seconds; the work below may take longer
+            user = str(body["user"]["id"])
+            try:
+                button = parse_value(AlertButton, str(body["actions"][0].get("value", "")))
+                message = _clicked_message(body)
+                outcome: AlertOutcome
+                if kind == "ack":
+                    outcome = svc.acknowledge(button.alert_id, actor=user, message=message)
+                else:
+                    outcome = svc.not_related(button.alert_id, actor=user, message=message)
+                if not outcome.changed:
+                    ephemeral(
+                        respond,
+                        blocks.text_message(
+                            f"{outcome.alert.ref} is already {outcome.alert.status.value}; "
+                            "nothing changed."
+                        ),
+                    )
+                    return
+                # The service re-renders every known copy of the alert (the clicked one
+                # included), paced with the other updates of this alert.
+                svc.refresh(button.alert_id)
+            except Exception as exc:
+                ephemeral(respond, user_message(exc))
+
+        return on_click
+
+    app.action(Action.ALERT_ACK.value)(handler("ack"))
+    app.action(Action.ALERT_NOT_RELATED.value)(handler("not_related"))

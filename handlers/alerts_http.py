@@ -1,0 +1,208 @@
+"""`POST /alerts`: signed failure reports from connectors and Alertmanager, into AlertService.
+
+Order of checks, cheapest first, so nothing unauthenticated costs a database call:
+size (413, before the body is read whole) → signature and timestamp (401) → delivery id
+(200 duplicate) → schema (422) → flood limit per source (429 + Retry-After) → catalog (404 with
+the closest names, 422 for an ambiguous consumer) → store and post (200 with the alert refs).
+Log lines name consumers and secrets only: no other value from a body reaches a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.slack_notifier import SlackNotifier
+from bot.alert import Alert
+from bot.alert_intake import (
+    MAX_BODY_BYTES,
+    DeliveryLog,
+    RateLimiter,
+    SchemaError,
+    SignatureError,
+    check_delivery_id,
+    parse_body,
+    retry_after_header,
+    verify_signature,
+)
+from bot.alert_service import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
+from bot.bootstrap import Container
+from handlers import blocks
+
+log = logging.getLogger("rotabot.alerts")
+
+_SERVICE_KEY = "alert_service"
+
+
+@dataclass
+class SlackAlertMessenger:
+    """AlertMessenger over the Slack notifier: the incident message with its buttons."""
+
+    notifier: SlackNotifier
+
+    def post(
+        self,
+        channel: str,
+        alert: Alert,
+        context: str,
+        rotation_id: int | None,
+        thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        ts = self.notifier.post(
+            channel, blocks.alert_message(alert, context, rotation_id), thread_ts=thread_ts
+        )
+        return channel, ts
+
+    def update(
+        self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
+    ) -> None:
+        self.notifier.update(channel, ts, blocks.alert_message(alert, context, rotation_id))
+
+
+def alert_service(c: Container) -> AlertService:
+    """The process's one AlertService (its coalescing state is shared by route and buttons)."""
+    existing = c.extras.get(_SERVICE_KEY)
+    if isinstance(existing, AlertService):
+        return existing
+    svc = AlertService(rotations=c.service, messenger=SlackAlertMessenger(c.notifier))
+    c.extras[_SERVICE_KEY] = svc
+    return svc
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message, **extra}, status_code=status)
+
+
+def _summary(r: IngestResult) -> dict[str, Any]:
+    a = r.alert
+    return {
+        "ref": a.ref,
+        "new": r.new,
+        "count": a.count,
+        "consumer": a.consumer,
+        "secret": a.secret,
+        "lane": a.lane,
+        "class": a.failure_class,
+        "rotation": r.context.rotation_ref if a.rotation_id is not None else None,
+        "began_during_rotation": a.began_during_rotation,
+        "status": a.status.value,
+    }
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refusing as soon as it passes ``limit`` (a lying or absent Content-Length
+    cannot make us buffer more)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise _TooLarge  # unparseable length: refuse rather than trust the stream
+        if int(declared) > limit:
+            raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def alerts_route(
+    c: Container,
+    *,
+    service: AlertService | None = None,
+    limiter: RateLimiter | None = None,
+    deliveries: DeliveryLog | None = None,
+    max_body: int = MAX_BODY_BYTES,
+) -> Route:
+    svc = service or alert_service(c)
+    limiter = limiter or RateLimiter()
+    deliveries = deliveries or DeliveryLog()
+
+    async def receive(request: Request) -> Response:
+        try:
+            body = await _read_limited(request, max_body)
+        except _TooLarge:
+            return _error(413, f"body over {max_body // 1024} KiB; send one failure per request")
+        secret = c.settings.alert_secret
+        if not secret:
+            return _error(503, "alert intake is off: set ROTABOT_ALERT_SECRET on the bot")
+        try:
+            verify_signature(
+                secret,
+                timestamp=request.headers.get("x-rotabot-timestamp"),
+                signature=request.headers.get("x-rotabot-signature"),
+                body=body,
+                now=c.clock.now().timestamp(),
+            )
+        except SignatureError as exc:
+            log.warning("alert refused: %s", exc)
+            return _error(401, str(exc))
+        try:
+            delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
+        except SchemaError as exc:
+            return _error(422, exc.problem, field=exc.field)
+        if delivery is not None and not deliveries.reserve(delivery):
+            return JSONResponse({"ok": True, "duplicate": True})
+        ok = False
+        try:
+            response = await _handle(request, body)
+            ok = response.status_code < 300
+            return response
+        finally:
+            if delivery is not None and not ok:
+                deliveries.release(delivery)  # the sender's retry must be processed
+
+    async def _handle(request: Request, body: bytes) -> Response:
+        try:
+            parsed = parse_body(body)
+        except SchemaError as exc:
+            log.info("alert refused: schema error in %s", exc.field[:100])
+            return _error(422, f"{exc.field} {exc.problem}", field=exc.field)
+        if not parsed.reports:
+            # Alertmanager "resolved" notifications resolve nothing by themselves: a person
+            # marks an alert handled, so a flapping check cannot reopen the revocation gate.
+            return JSONResponse(
+                {"ok": True, "alerts": [], "resolved_ignored": parsed.resolved_ignored}
+            )
+        host = request.client.host if request.client else "unknown"
+        source = parsed.source or f"ip:{host}"
+        wait = limiter.take(source, cost=len(parsed.reports))
+        if wait is not None:
+            log.warning("alerts from one source rate-limited", extra={"source_limited": True})
+            return JSONResponse(
+                {"ok": False, "error": "too many alerts from this source; retry later",
+                 "retry_after": int(retry_after_header(wait))},
+                status_code=429,
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+        try:
+            results = await run_in_threadpool(svc.ingest_many, parsed.reports)
+        except NotInCatalog as exc:
+            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
+            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
+        except AmbiguousConsumer as exc:
+            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.error("alert intake failed (ref %s): %s", ref, type(exc).__name__)
+            return _error(500, f"rotabot could not store the alert (ref {ref}); retry")
+        out: dict[str, Any] = {"ok": True, "alerts": [_summary(r) for r in results]}
+        if len(results) == 1:
+            out["ref"] = results[0].alert.ref
+            out["context"] = results[0].context.text
+        if parsed.alertmanager:
+            out["resolved_ignored"] = parsed.resolved_ignored
+        return JSONResponse(out)
+
+    return Route("/alerts", receive, methods=["POST"])

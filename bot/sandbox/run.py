@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -171,7 +172,8 @@ class Sandbox:
                 slack_api_url=standin.base_url,
                 slack_bot_token="xoxb-sandbox-" + secrets.token_hex(12),
                 slack_signing_secret=secrets.token_hex(16),
-                alert_secret=secrets.token_hex(24),
+                # Honour the caller's alert secret so the README's curl line works here too.
+                alert_secret=os.environ.get("ROTABOT_ALERT_SECRET") or secrets.token_hex(24),
                 log_level="INFO",
             )
             container = build(settings)
@@ -496,6 +498,9 @@ def run_sandbox(host: str, port: int, data_dir: str) -> int:
     print(f"rotabot sandbox: data in {sandbox.data_dir}", flush=True)
     print(f"rotabot sandbox: Slack stand-in at {sandbox.standin.root_url}", flush=True)
     print(f"rotabot sandbox: open http://{shown}:{real_port}/ in a browser", flush=True)
+    if os.environ.get("ROTABOT_ALERT_SECRET"):
+        print(f"rotabot sandbox: alerts at http://{shown}:{real_port}/alerts, signed with "
+              "ROTABOT_ALERT_SECRET", flush=True)
     config = uvicorn.Config(
         sandbox.app,
         log_level="warning",

@@ -6,19 +6,16 @@ import logging
 from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
 from sqlalchemy.engine import Engine
 
 from adapters.registry import CatalogBackends
+from adapters.slack_client import slack_client as counting_slack_client
 from adapters.slack_directory import SlackOwnerDirectory
 from adapters.slack_notifier import SlackNotifier
 from bot.catalog import Catalog, load_catalog
 from bot.clock import Clock, SystemClock
 from bot.gate import GateResult
+from bot.health_service import HealthService, RotationEvidence
 from bot.rotation import Rotation
 from bot.service import RotationService
 from bot.settings import Settings
@@ -39,19 +36,11 @@ class Container:
     notifier: SlackNotifier
     clock: Clock
     extras: dict[str, object] = field(default_factory=dict)
+    health: HealthService | None = None
 
 
 def slack_client(settings: Settings) -> WebClient:
-    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10)
-    # 429s are retried after Retry-After; 5xx and dropped connections a few times.
-    client.retry_handlers.extend(
-        [
-            RateLimitErrorRetryHandler(max_retry_count=3),
-            ServerErrorRetryHandler(max_retry_count=2),
-            ConnectionErrorRetryHandler(max_retry_count=2),
-        ]
-    )
-    return client
+    return counting_slack_client(settings.slack_bot_token, settings.slack_api_url)
 
 
 def build(
@@ -81,8 +70,21 @@ def build(
         assert rotation.id is not None
         return service.gate(rotation.id)
 
+    from adapters.health import HealthChecker
+
+    # Owners pressing Validated trigger the consumer's catalog health check.
+    health = HealthService(service=service, probe=HealthChecker()).install()
+
+    def evidence_for(rotation: Rotation) -> RotationEvidence | None:
+        try:
+            return health.evidence(rotation)
+        except Exception as exc:  # the message still renders without its evidence
+            log.warning("rotation evidence unavailable: %s", type(exc).__name__)
+            return None
+
     notifier = SlackNotifier(
-        client=client, load=service.get, attach=service.attach_message, gate_lines=gate_for
+        client=client, load=service.get, attach=service.attach_message, gate_lines=gate_for,
+        evidence=evidence_for,
     )
     service.on_change.append(notifier.rotation_changed)
     return Container(
@@ -93,4 +95,5 @@ def build(
         slack=client,
         notifier=notifier,
         clock=clock,
+        health=health,
     )

@@ -12,17 +12,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.lifecycle import Phase, StepState
+from bot.logs import rotation_context
 from bot.rotation import ConsumerProgress, Rotation
 from handlers import blocks
 
 log = logging.getLogger("rotabot.slack")
 
 Turn = tuple[ConsumerProgress, StepState]
+
+
+PARENT = "rotation-message"  # the claim kind of a rotation's one message
+
+
+class PostClaims(Protocol):
+    """Once-only posts across replicas and restarts (storage/claims.py implements it)."""
+
+    def claim(self, rotation_id: int, kind: str, consumer: str = "") -> bool: ...
+
+    def done(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
+
+    def release(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
 
 
 class NotifyError(Exception):
@@ -47,6 +62,13 @@ class SlackNotifier:
     load: Callable[[int], Rotation]
     attach: Callable[[int, str, str], None]  # rotation id, channel, ts
     gate_lines: Callable[[Rotation], object] | None = None
+    # Usage evidence and health results for the message (bot/health_service.py).
+    evidence: Callable[[Rotation], object] | None = None
+    # Replicas share one rotation and a crash may fall between a change and its post: the
+    # rotation message and each thread prompt are claimed (storage/claims.py) before they are
+    # posted, so exactly one replica posts each, once. None: one process, no restarts.
+    claims: PostClaims | None = None
+    parent_wait: float = 10.0
     min_interval: float = 1.0
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
     _last: dict[int, float] = field(default_factory=dict)
@@ -75,18 +97,71 @@ class SlackNotifier:
             channel = rotation.channel
             if channel is None:
                 return None
+            if self.claims is not None and not self.claims.claim(rotation_id, PARENT):
+                # Another replica is posting it: thread prompts need its ts, so wait for it.
+                waited = self._await_parent(rotation_id)
+                if waited is None:
+                    log.warning("rotation message not posted yet by the replica that claimed it",
+                                extra=rotation_context(rotation))
+                    return None
+                rotation.message_ts = waited
+                self._update_soon(rotation_id)
+                return waited
+            fresh = self.load(rotation_id)  # a stale claim we took over may have been used
+            if fresh.message_ts is not None:
+                rotation.message_ts = fresh.message_ts
+                self._update_soon(rotation_id)
+                return fresh.message_ts
             text, body = self._render(rotation)
             try:
                 resp = self.client.chat_postMessage(channel=channel, text=text, blocks=body)
             except SlackApiError as exc:
+                self._release(rotation_id, PARENT)  # not in channel: `/rotate status` posts later
                 raise NotifyError(explain_slack_error(exc, channel)) from None
+            except BaseException:
+                self._release(rotation_id, PARENT)
+                raise
             ts = str(resp["ts"])
             self.attach(rotation_id, str(resp.get("channel", channel)), ts)
+            if self.claims is not None:
+                self.claims.done(rotation_id, PARENT)
             rotation.message_ts = ts
             self._last[rotation_id] = time.monotonic()
             return ts
         self._update_soon(rotation_id)
         return rotation.message_ts
+
+    def _await_parent(self, rotation_id: int) -> str | None:
+        deadline = time.monotonic() + self.parent_wait
+        while time.monotonic() < deadline:
+            ts = self.load(rotation_id).message_ts
+            if ts is not None:
+                return ts
+            time.sleep(0.1)
+        return None
+
+    def _release(self, rotation_id: int, kind: str, consumer: str = "") -> None:
+        if self.claims is not None:
+            try:
+                self.claims.release(rotation_id, kind, consumer)
+            except Exception:  # the claim then expires by its lease instead
+                log.exception("could not release a post claim",
+                              extra={"rotation_id": rotation_id, "kind": kind})
+
+    def catch_up(self, rotations: list[Rotation]) -> None:
+        """Post what a crash may have left unposted (the message, the current prompts);
+        claims make it a no-op for whatever already went out."""
+        for rotation in rotations:
+            if rotation.terminal:
+                continue
+            try:
+                if rotation.message_ts is None:
+                    self.rotation_changed(rotation, rotation.pending_steps())
+                else:  # only what is missing: no update of a message that is right
+                    self._post_turns(rotation, rotation.message_ts, rotation.pending_steps())
+            except Exception:  # one rotation's Slack trouble must not stop the others
+                log.exception("catching up a rotation's messages failed",
+                              extra=rotation_context(rotation))
 
     def _update_soon(self, rotation_id: int) -> None:
         """Update now, or once the coalescing interval has passed (one pending at a time)."""
@@ -136,18 +211,29 @@ class SlackNotifier:
         gate = None
         if self.gate_lines is not None and rotation.phase is Phase.OBSERVING:
             gate = self.gate_lines(rotation)
-        return blocks.rotation_message(rotation, gate)  # type: ignore[arg-type]
+        extra = self.evidence(rotation) if self.evidence is not None else None
+        return blocks.rotation_message(rotation, gate, extra)  # type: ignore[arg-type]
 
     def _post_turns(self, rotation: Rotation, ts: str, turns: list[Turn]) -> None:
         assert rotation.channel is not None
+        assert rotation.id is not None
         for consumer, step in turns:
+            kind = f"prompt:{step.value}"
+            if self.claims is not None and not self.claims.claim(rotation.id, kind, consumer.name):
+                continue  # posted already (or being posted) by this or another replica
             text, body = blocks.turn_prompt(rotation, consumer, step)
             try:
                 self.client.chat_postMessage(
                     channel=rotation.channel, thread_ts=ts, text=text, blocks=body
                 )
             except SlackApiError as exc:
+                self._release(rotation.id, kind, consumer.name)
                 raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+            except BaseException:
+                self._release(rotation.id, kind, consumer.name)
+                raise
+            if self.claims is not None:
+                self.claims.done(rotation.id, kind, consumer.name)
 
     def post(self, channel: str, rendered: blocks.Rendered, thread_ts: str | None = None) -> str:
         text, body = rendered
@@ -158,6 +244,21 @@ class SlackNotifier:
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, channel)) from None
         return str(resp["ts"])
+
+    def direct_message(self, user: str, text: str) -> str:
+        """DM one user (timer reminders): conversations.open, then chat.postMessage."""
+        try:
+            channel = str(self.client.conversations_open(users=user)["channel"]["id"])
+        except SlackApiError as exc:
+            raise NotifyError(explain_slack_error(exc, user)) from None
+        return self.post(channel, blocks.text_message(text))
+
+    def thread_note(self, rotation: Rotation, text: str) -> str | None:
+        """Post in the rotation's thread (in its channel if it has no message yet)."""
+        if rotation.channel is None:
+            return None
+        rendered = blocks.text_message(blocks.with_mentions(text))
+        return self.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
 
     def update(self, channel: str, ts: str, rendered: blocks.Rendered) -> None:
         text, body = rendered

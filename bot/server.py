@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
@@ -14,6 +15,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bot.bootstrap import Container, build
+
+if TYPE_CHECKING:
+    from bot.health_schedule import HealthSchedule
+    from bot.timers import TimerWork
 from bot.settings import Settings, SettingsError
 
 log = logging.getLogger("rotabot.server")
@@ -67,10 +72,63 @@ def create_web_app(c: Container, bolt: App) -> Starlette:
     return Starlette(routes=routes)
 
 
-def start_timers(c: Container) -> object:
-    from bot.timers import TimerWork, start_scheduler
+def timer_work(c: Container) -> TimerWork:
+    """The timers of this process: leader-elected on PostgreSQL, reminders through Slack."""
+    from bot.leader import leader_for
+    from bot.timers import TimerWork
+    from storage.repositories import SqlReminderLog
 
-    return start_scheduler(TimerWork(c.service))
+    leader = leader_for(c.settings.database_url)
+    c.extras["leader"] = leader
+    return TimerWork(
+        c.service,
+        is_leader=leader.is_leader,
+        reminders=SqlReminderLog(c.engine),
+        notices=c.notifier,
+    )
+
+
+def health_schedule(c: Container) -> HealthSchedule:
+    """Scheduled health checks, failures into the alert pipeline (ROTABOT_HEALTH_INTERVAL)."""
+    from adapters.health import HealthChecker
+    from bot.health_schedule import HealthSchedule, interval_from_env
+    from handlers.alerts_http import alert_service
+
+    probe = c.health.probe if c.health is not None else None
+    checker = probe if isinstance(probe, HealthChecker) else HealthChecker()
+    schedule = HealthSchedule(alert_service(c), checker, interval_from_env())
+    c.extras["health_schedule"] = schedule
+    return schedule
+
+
+def start_timers(c: Container) -> object:
+    from bot.timers import start_scheduler
+
+    work = timer_work(c)
+    c.extras["timers"] = work
+    work.extra.append(health_schedule(c).run_due)  # health checks while rotations run
+    from handlers.schedule_actions import schedule_service
+
+    work.extra.append(schedule_service(c).run_due)  # scheduled rotations, max_age reminders
+    return start_scheduler(work)
+
+
+def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
+    """At start and then every `interval` s: post the rotation messages and prompts that a
+    dead process (this one before a restart, or another replica) committed but never posted.
+    Claims skip whatever went out; a dead holder's claim is taken over after its lease."""
+    import threading
+    import time
+
+    def run() -> None:
+        while True:
+            try:
+                c.notifier.catch_up(c.service.active())
+            except Exception:
+                log.exception("catching up unposted rotation messages failed")
+            time.sleep(interval)
+
+    threading.Thread(target=run, name="rotabot-catch-up", daemon=True).start()
 
 
 def serve(host: str, port: int, settings: Settings | None = None) -> int:
@@ -89,6 +147,7 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
     c = build(settings)
     bolt = build_bolt_app(c)
     start_timers(c)
+    catch_up_in_background(c)
     if settings.slack_app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 

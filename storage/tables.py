@@ -194,8 +194,112 @@ class AuditEventRow(SQLModel, table=True):
     detail: str = Field(default="{}", sa_type=Text, nullable=False)  # JSON object of strings
 
 
+class ReminderSentRow(SQLModel, table=True):
+    """One reminder, escalation or notice already sent; the unique key makes it once-only
+    across replicas (``consumer`` is "" for notices about the whole rotation)."""
+
+    __tablename__ = "reminders_sent"
+    __table_args__ = (
+        UniqueConstraint(
+            "rotation_id", "consumer", "kind", name="uq_reminders_sent_rotation_consumer_kind"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rotation_id: int = Field(foreign_key="rotations.id", nullable=False)
+    consumer: str = Field(nullable=False)
+    kind: str = Field(nullable=False)
+    sent_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+OPEN_SCHEDULE_WHERE = "status IN ('readiness-passed', 'review-posted', 'scheduled')"
+
+
+class ScheduledRotationRow(SQLModel, table=True):
+    """`/rotate schedule`: a planned rotation, its readiness review and how it ended."""
+
+    __tablename__ = "scheduled_rotations"
+    __table_args__ = (
+        Index("ix_scheduled_rotations_status_at", "status", "at"),
+        # At most one open schedule per secret: a second `/rotate schedule` replaces the first.
+        Index(
+            "uq_scheduled_rotations_one_open_per_secret",
+            "secret",
+            unique=True,
+            sqlite_where=text(OPEN_SCHEDULE_WHERE),
+            postgresql_where=text(OPEN_SCHEDULE_WHERE),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret: str = Field(nullable=False)
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    created_by: str = Field(nullable=False)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    status: str = Field(nullable=False)
+    review_channel: str | None = Field(default=None)
+    review_ts: str | None = Field(default=None)
+    reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    findings: str = Field(default="[]", sa_type=Text, nullable=False)  # JSON list of findings
+    rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
+    outcome: str | None = Field(default=None, sa_type=Text)
+    changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # last transition
+
+
+class ReadinessConfirmationRow(SQLModel, table=True):
+    """An owner confirmed readiness for a scheduled rotation (once per owner)."""
+
+    __tablename__ = "readiness_confirmations"
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "owner", name="uq_readiness_confirmations_schedule_owner"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_id: int = Field(foreign_key="scheduled_rotations.id", nullable=False)
+    owner: str = Field(nullable=False)
+    confirmed_by: str = Field(nullable=False)
+    confirmed_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class SecretSeenRow(SQLModel, table=True):
+    """When rotabot first saw a secret: its age for max_age until a rotation finishes."""
+
+    __tablename__ = "secrets_seen"
+
+    secret: str = Field(primary_key=True)
+    first_seen: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class DueReminderRow(SQLModel, table=True):
+    """A max_age "due" reminder already sent; the unique key makes each one once-only."""
+
+    __tablename__ = "due_reminders"
+    __table_args__ = (
+        UniqueConstraint(
+            "secret", "due_since", "slot", name="uq_due_reminders_secret_due_since_slot"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret: str = Field(nullable=False)
+    due_since: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    slot: int = Field(nullable=False)
+    sent_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 metadata = SQLModel.metadata
 
 
 def table_names() -> tuple[str, ...]:
-    return ("rotations", "consumer_steps", "credential_versions", "alerts", "audit_events")
+    return (
+        "rotations",
+        "consumer_steps",
+        "credential_versions",
+        "alerts",
+        "audit_events",
+        "reminders_sent",
+        "scheduled_rotations",
+        "readiness_confirmations",
+        "secrets_seen",
+        "due_reminders",
+    )

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.alert import Alert, AlertStatus
@@ -124,9 +124,10 @@ def all_validated(r: Rotation) -> None:
 def test_migrations_apply_from_empty_and_upgrade_is_idempotent(database_url: str) -> None:
     assert current_revision(database_url) is None
     upgrade(database_url)
-    assert current_revision(database_url) == head_revision() == "0001"
+    head = head_revision()
+    assert current_revision(database_url) == head
     upgrade(database_url)  # a second start, or `rotabot db upgrade` run twice
-    assert current_revision(database_url) == "0001"
+    assert current_revision(database_url) == head
     eng = make_engine(database_url)
     try:
         assert set(table_names()) <= set(inspect(eng).get_table_names())
@@ -440,6 +441,44 @@ def test_racing_starts_one_wins_the_other_is_already_active(
         assert len(u.rotations.list_active()) == 1
 
 
+@pytest.mark.postgres
+def test_start_that_loses_at_the_unique_index_is_already_active(postgres_url: str) -> None:
+    """The index, not the pre-check, decides: B checks before A commits, then waits on A's
+    uncommitted row. (PostgreSQL only: SQLite serializes writers, so that moment cannot be
+    observed from outside; the racing test above covers SQLite's outcome.)"""
+    upgrade(postgres_url)
+    eng = make_engine(postgres_url)
+    outcome: list[object] = []
+
+    def second_start() -> None:
+        try:
+            with SqlUnitOfWork(eng) as u:
+                u.rotations.add(new_rotation())
+                u.commit()
+                outcome.append("won")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    try:
+        with SqlUnitOfWork(eng) as first:
+            r = first.rotations.add(new_rotation())
+            racer = threading.Thread(target=second_start)
+            racer.start()
+            with eng.connect() as watch:
+                while not watch.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                ).scalar_one():
+                    watch.rollback()  # statistics are a snapshot per transaction
+                    racer.join(timeout=0.05)
+                    assert racer.is_alive(), outcome
+            first.commit()
+        racer.join(timeout=60)
+        assert len(outcome) == 1 and isinstance(outcome[0], AlreadyActive), outcome
+        assert outcome[0].rotation_ref == r.ref
+    finally:
+        eng.dispose()
+
+
 # --- audit -----------------------------------------------------------------------------
 
 
@@ -614,3 +653,30 @@ def test_a_database_that_is_down_is_store_unavailable_without_the_password(
             assert "rotabot:***@" in message and "PostgreSQL is running" in message
         else:
             assert "/nonexistent-rotabot-dir/sub/rotabot.db" in message
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_mid_transaction_is_store_unavailable(postgres_url: str) -> None:
+    """(PostgreSQL only: a SQLite file cannot go away under an open connection.)"""
+    upgrade(postgres_url)
+    eng = make_engine(postgres_url)
+    password = make_url(postgres_url).password
+    assert password
+    try:
+        with SqlUnitOfWork(eng) as u:
+            r = u.rotations.add(new_rotation())
+            with eng.connect() as admin:
+                admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                admin.commit()
+            with pytest.raises(StoreUnavailable, match="cannot be reached") as caught:
+                u.rotations.history(r.secret)
+            assert password not in "".join(traceback.format_exception(caught.value))
+        with SqlUnitOfWork(eng) as u:  # the pool replaces the dead connection
+            assert u.rotations.history(r.secret) == []  # the insert died with its transaction
+    finally:
+        eng.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.durations import parse_duration
 
@@ -21,6 +21,7 @@ USAGE = {
     "cancel": "/rotate cancel R-N",
     "resume": "/rotate resume R-N",
     "history": "/rotate history SECRET",
+    "schedule": "/rotate schedule SECRET at 2026-12-01T09:00Z",
 }
 SUBCOMMANDS = tuple(USAGE)
 _ROTATION_REF = re.compile(r"^[Rr]-?(\d{1,9})$")
@@ -44,6 +45,7 @@ class Command:
     dry_run: bool = False
     urgent: bool = False
     extra: tuple[str, ...] = field(default_factory=tuple)
+    at: datetime | None = None  # schedule: when, in UTC
 
 
 def parse_command(text: str) -> Command:
@@ -69,6 +71,8 @@ def parse_command(text: str) -> Command:
         return Command(name, secret=_one(args, "SECRET", usage))
     if name == "start":
         return _parse_start(args, usage)
+    if name == "schedule":
+        return _parse_schedule(args, usage)
     ref = _one(args, "R-N", usage)
     match = _ROTATION_REF.match(ref)
     if not match:
@@ -113,6 +117,20 @@ def _parse_start(args: list[str], usage: str) -> Command:
     return Command(
         "start", secret=secret, overlap=overlap, observe=observe, dry_run=dry_run, urgent=urgent
     )
+
+
+def _parse_schedule(args: list[str], usage: str) -> Command:
+    from bot.schedule import BadTime, parse_at
+
+    # "at" is optional to type but reads naturally: `schedule x at 2026-12-01T09:00Z`.
+    words = [w for i, w in enumerate(args) if not (i == 1 and w.lower() == "at")]
+    if len(words) != 2:
+        raise CommandError("expected a secret and a time", usage)
+    try:
+        at = parse_at(words[1])
+    except BadTime as exc:
+        raise CommandError(str(exc), usage) from None
+    return Command("schedule", secret=words[0], at=at)
 
 
 def _one(args: list[str], what: str, usage: str) -> str:

@@ -7,7 +7,7 @@ import logging
 from slack_bolt import App
 
 from bot.bootstrap import Container
-from handlers import actions, alert_actions, commands, home, views
+from handlers import actions, alert_actions, commands, home, schedule_actions, views
 
 log = logging.getLogger("rotabot.handlers")
 
@@ -33,4 +33,5 @@ def build_bolt_app(
     views.register(app, c)
     home.register(app, c)
     alert_actions.register(app, c)
+    schedule_actions.register(app, c)
     return app

@@ -52,6 +52,12 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
     if cmd.name == "history":
         assert cmd.secret is not None
         return blocks.history_message(cmd.secret, service.history(cmd.secret))
+    if cmd.name == "schedule":
+        from handlers.schedule_actions import schedule_service, scheduled_message
+
+        assert cmd.secret is not None and cmd.at is not None
+        svc = schedule_service(c)
+        return scheduled_message(svc, svc.schedule(cmd.secret, cmd.at, actor=user))
     if cmd.name == "start":
         assert cmd.secret is not None
         if cmd.dry_run:
@@ -69,10 +75,12 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
     rid = cmd.rotation_id
     if cmd.name == "status":
         rotation = service.get(rid)
-        if rotation.message_ts is None and not rotation.terminal:
-            c.notifier.rotation_changed(rotation, rotation.pending_steps())  # (re)post it
+        if not rotation.terminal and (rotation.message_ts is None or c.notifier.claims):
+            # (Re)post the message and any prompt a crash left unposted; claims skip the rest.
+            c.notifier.rotation_changed(rotation, rotation.pending_steps())
         gate = service.gate(rid) if not rotation.terminal else None
-        return blocks.rotation_message(rotation, gate)
+        evidence = c.health.evidence(rotation) if c.health is not None else None
+        return blocks.rotation_message(rotation, gate, evidence)
     if cmd.name == "switch":
         r = service.switch(rid, actor=user)
         return blocks.text_message(f"{r.ref}: {blocks.PHASE_WORDS[r.phase]}")
@@ -88,18 +96,24 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
     raise AssertionError(f"unhandled command {cmd.name}")
 
 
-def rollback_view(c: Container, rotation_id: int, consumer: str | None) -> SlackView:
-    rotation = c.service.get(rotation_id)
-    if rotation.terminal:
-        from bot.errors import RotabotError
+def rollback_view(
+    c: Container, rotation_id: int, consumer: str | None, alert_id: int = 0
+) -> SlackView:
+    """The confirmation modal: rollback before revocation, an emergency re-rotation after."""
+    from bot.emergency import URGENT_FACTOR, owners_to_act
+    from bot.errors import RotabotError
 
-        if rotation.phase.value == "revoked":
-            rotation.rollback(actor="", now=c.clock.now())  # raises: emergency re-rotation
-        raise RotabotError(f"{rotation.ref} is {rotation.phase.value}: nothing to roll back")
-    spec = c.catalog.secret(rotation.secret)
+    rotation = c.service.get(rotation_id)
+    if rotation.phase.value == "revoked":
+        return blocks.emergency_modal(rotation, URGENT_FACTOR, alert_id, consumer)
+    if rotation.terminal:
+        raise RotabotError(
+            f"{rotation.ref} is already {rotation.phase.value}: nothing to roll back, nothing "
+            "changed"
+        )
     notes = [
-        f"{blocks.mention(cs.owner)} `{name}` ({cs.reload}): {cs.rollback or 'no rollback note'}"
-        for name, cs in spec.consumers.items()
-        if str(cs.reload) in ("restart", "staged")
+        f"{blocks.mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
+        f"{n.note or 'no rollback note'}"
+        for n in owners_to_act(c.catalog, rotation.secret)
     ]
-    return blocks.rollback_modal(rotation, consumer, notes)
+    return blocks.rollback_modal(rotation, consumer, notes, alert_id)

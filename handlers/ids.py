@@ -23,6 +23,8 @@ class Action(StrEnum):
     ALERT_ROLLBACK = "rotabot.alert_rollback"
     ALERT_NOT_RELATED = "rotabot.alert_not_related"
     ALERT_ACK = "rotabot.alert_ack"
+    CONFIRM_READY = "rotabot.confirm_ready"  # an owner confirms a scheduled rotation
+    EMERGENCY_ROTATE = "rotabot.emergency_rotate"  # after revocation: an urgent re-rotation
 
 
 class View(StrEnum):
@@ -30,6 +32,7 @@ class View(StrEnum):
     REPORT_PROBLEM = "rotabot.view.report_problem"
     REVOKE_OVERRIDE = "rotabot.view.revoke_override"
     ROLLBACK = "rotabot.view.rollback"
+    EMERGENCY = "rotabot.view.emergency"
 
 
 class StepButton(BaseModel):

@@ -19,6 +19,7 @@ from bot.health_service import HealthService, RotationEvidence
 from bot.rotation import Rotation
 from bot.service import RotationService
 from bot.settings import Settings
+from storage.claims import SqlPostClaims
 from storage.engine import make_engine
 from storage.migrate import upgrade
 from storage.unit_of_work import sql_unit_of_work_factory
@@ -85,6 +86,8 @@ def build(
     notifier = SlackNotifier(
         client=client, load=service.get, attach=service.attach_message, gate_lines=gate_for,
         evidence=evidence_for,
+        # One replica posts each message and prompt, once, even across crashes.
+        claims=SqlPostClaims(engine, service.clock.now),
     )
     service.on_change.append(notifier.rotation_changed)
     return Container(

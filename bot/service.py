@@ -9,6 +9,7 @@ from) that can be resumed, rolled back or cancelled.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,12 +23,13 @@ from adapters.base import (
     StoreState,
     UsageEvidence,
 )
-from bot.alert import Alert
-from bot.catalog import Catalog, ConsumerSpec
+from bot.alert import Alert, AlertStatus
+from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings
 from bot.clock import Clock
 from bot.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
 from bot.gate import GateResult, evaluate_gate
 from bot.lifecycle import SWITCHED_PHASES, Phase, StepState
+from bot.logs import rotation_context
 from bot.ports import BackendRegistry, OwnerDirectory, UnitOfWork, UnitOfWorkFactory
 from bot.readiness import is_slack_id, readiness_findings
 from bot.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
@@ -35,6 +37,8 @@ from bot.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
 log = logging.getLogger("rotabot.service")
 
 Turn = tuple[ConsumerProgress, StepState]
+# (rotation, consumer, actor) -> an evidence note, or raises to refuse the step.
+StepCheck = Callable[[Rotation, str, str], str | None]
 
 # A click that races another click on the same rotation reloads and tries again.
 _RETRIES = 5
@@ -81,11 +85,20 @@ class RotationService:
     directory: OwnerDirectory | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
+    # Run before a consumer is marked validated (bot/health_service.py): each returns an
+    # evidence note for the step or raises to refuse it.
+    step_checks: list[StepCheck] = field(default_factory=list)
+    _rollback_locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # One writer per rotation in this process: concurrent clicks on one rotation otherwise
+    # collide on the revision guard, reload and retry, and ran out of retries under load.
+    _write_locks: dict[int, threading.RLock] = field(default_factory=dict, repr=False)
 
     # --- who may do what ---------------------------------------------------------------
 
     def is_admin(self, user: str, secret: str) -> bool:
-        return user in self.catalog.settings_for(secret).admins
+        # `admins` lists users and user groups (S...); a group's members are admins too.
+        return any(self.owns(user, admin) for admin in self.catalog.settings_for(secret).admins)
 
     def owns(self, user: str, owner: str) -> bool:
         if user == owner:
@@ -110,12 +123,20 @@ class RotationService:
     ) -> None:
         if rotation_id is None:
             return
-        with self.uow_factory() as uow:
-            rotation = uow.rotations.get(rotation_id)
-            rotation.record_refusal(
-                actor=actor, now=self.clock.now(), action=action, why=why, consumer=consumer
-            )
-            uow.commit()
+        # A refusal racing an owner's click on the same rotation must still be audited.
+        for attempt in range(_RETRIES):
+            try:
+                with self.uow_factory() as uow:
+                    rotation = uow.rotations.get(rotation_id)
+                    rotation.record_refusal(
+                        actor=actor, now=self.clock.now(), action=action, why=why,
+                        consumer=consumer,
+                    )
+                    uow.commit()
+                return
+            except ChangedMeanwhile:
+                if attempt == _RETRIES - 1:
+                    raise
 
     # --- planning and starting ---------------------------------------------------------
 
@@ -255,7 +276,7 @@ class RotationService:
                     )
                 except StoreError:
                     # Do not strand a credential that no store holds: take it back.
-                    self._best_effort_revoke(issuer, minted.key_id)
+                    self._best_effort_revoke(issuer, minted.key_id, rotation)
                     raise
         except (StoreError, IssuerError) as exc:
             return self._fail(
@@ -286,11 +307,14 @@ class RotationService:
             store.mark_pending(path, new_version)
         return new_version
 
-    def _best_effort_revoke(self, issuer: Issuer, key_id: str | None) -> None:
+    def _best_effort_revoke(
+        self, issuer: Issuer, key_id: str | None, rotation: Rotation | None = None
+    ) -> None:
         try:
             issuer.revoke(key_id)
         except IssuerError as exc:
-            log.error("could not take back a minted credential %s: %s", key_id, exc)
+            log.error("could not take back a minted credential %s: %s", key_id, exc,
+                      extra=rotation_context(rotation))
 
     # --- owner steps -------------------------------------------------------------------
 
@@ -310,6 +334,15 @@ class RotationService:
             why = f"this step is <{'!subteam^' if owner.startswith('S') else '@'}{owner}>'s"
             self._audit_refusal(rotation_id, actor, f"{target.value} {consumer}", why, consumer)
             raise NotAuthorized(why)
+        if (
+            target is StepState.VALIDATED
+            and rotation.consumer(consumer).state is StepState.DISTRIBUTED
+            and rotation.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
+        ):
+            for check in self.step_checks:
+                evidence = check(rotation, consumer, actor)
+                if evidence is not None and note is None:
+                    note = evidence
         changed = False
 
         def apply(r: Rotation, uow: UnitOfWork) -> None:
@@ -342,6 +375,15 @@ class RotationService:
                 r.switch(actor=actor, now=self.clock.now()) if r.phase is Phase.VALIDATING else None
             ),
         )
+
+    def reminder_settings(
+        self, rotation: Rotation, settings: EffectiveSettings
+    ) -> EffectiveSettings:
+        """The reminder timing of one rotation: an urgent one (an emergency re-rotation)
+        reminds and escalates sooner (bot/emergency.py)."""
+        from bot.emergency import reminder_settings
+
+        return reminder_settings(rotation, settings)
 
     def gate(self, rotation_id: int) -> GateResult:
         with self.uow_factory() as uow:
@@ -397,8 +439,11 @@ class RotationService:
             return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
         return self._mutate(
             rotation_id,
-            lambda r, uow: r.revoke(
-                gate, actor=actor, now=self.clock.now(), override_reason=override_reason
+            # Already revoked by a concurrent caller (another replica's timer): nothing to do.
+            lambda r, uow: (
+                r.revoke(gate, actor=actor, now=self.clock.now(), override_reason=override_reason)
+                if r.phase is not Phase.REVOKED
+                else None
             ),
         )
 
@@ -413,6 +458,23 @@ class RotationService:
     ) -> Rotation:
         """Before revocation: the previous credential becomes current again. Allowed to admins,
         and to the owner of the consumer an alert is about."""
+        return self.rollback_once(
+            rotation_id, actor=actor, revoke_new=revoke_new, reason=reason, consumer=consumer
+        )[0]
+
+    def rollback_once(
+        self,
+        rotation_id: int,
+        *,
+        actor: str,
+        revoke_new: bool = False,
+        reason: str | None = None,
+        consumer: str | None = None,
+    ) -> tuple[Rotation, bool]:
+        """As rollback; also says whether this call rolled back (False: it already was, a
+        second click or a racing modal). Serialized per rotation in this process, and the store
+        is restored only while the new version is still current, so a retry or a race never
+        restores the new credential over the old one."""
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
         allowed = self.is_admin(actor, rotation.secret) or (
@@ -422,8 +484,19 @@ class RotationService:
             why = f"only admins of {rotation.secret} or the affected consumer's owner may roll back"
             self._audit_refusal(rotation_id, actor, "rollback", why)
             raise NotAuthorized(why)
+        with self._rollback_lock(rotation_id):
+            return self._rollback_locked(rotation_id, actor, revoke_new, reason)
+
+    def _rollback_lock(self, rotation_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._rollback_locks.setdefault(rotation_id, threading.Lock())
+
+    def _rollback_locked(
+        self, rotation_id: int, actor: str, revoke_new: bool, reason: str | None
+    ) -> tuple[Rotation, bool]:
+        rotation = self.get(rotation_id)  # fresh: a racing rollback may have finished
         if rotation.phase is Phase.ROLLED_BACK:
-            return rotation
+            return rotation, False
         if rotation.phase is Phase.REVOKED:
             rotation.rollback(actor=actor, now=self.clock.now())  # raises: emergency re-rotation
         store = self.backends.store_for(rotation.secret)
@@ -431,22 +504,38 @@ class RotationService:
         switched = rotation.switched_at is not None
         try:
             if switched:
-                store.restore_previous(rotation.store_path)
+                state = store.describe(rotation.store_path)
+                # Only while the new version is current: after a restore (a retry of a rollback
+                # that failed later on) "previous" is the new credential, not the old one.
+                if state.current == rotation.new_version:
+                    store.restore_previous(rotation.store_path)
             if revoke_new:
                 issuer.revoke(rotation.new_key_id)
-                if rotation.new_version is not None and not switched:
+                if rotation.new_version is not None:
+                    # After a restore the new version is labelled previous; either way it is
+                    # not current, and a revoked credential must not stay readable.
                     store.retire(rotation.store_path, rotation.new_version)
         except (IssuerError, StoreError) as exc:
-            return self._fail(rotation_id, f"rollback failed: {exc}")
+            return self._fail(rotation_id, f"rollback failed: {exc}"), False
         detail = {"new_credential": "revoked" if revoke_new else "kept pending"}
+        changed = False
 
         def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal changed
+            if r.phase is Phase.ROLLED_BACK:  # another replica got there first
+                return
             now = self.clock.now()
             r.record_note(actor=actor, now=now, action="rollback.detail", reason=reason,
                           detail=detail)
             r.rollback(actor=actor, now=now, reason=reason)
+            changed = True
 
-        return self._mutate(rotation_id, apply)
+        rotation = self._mutate(rotation_id, apply)
+        log.warning(
+            "rolled back %s; new credential %s", rotation.ref, detail["new_credential"],
+            extra=rotation_context(rotation),
+        )
+        return rotation, changed
 
     def cancel(self, rotation_id: int, *, actor: str, reason: str | None = None) -> Rotation:
         with self.uow_factory() as uow:
@@ -531,6 +620,66 @@ class RotationService:
         self._mutate(rotation_id, apply)
         return alert
 
+    def record_health(
+        self,
+        rotation_id: int,
+        consumer: str,
+        *,
+        actor: str,
+        ok: bool,
+        failure_class: str | None,
+        reason: str,
+        version: str | None = None,
+    ) -> Alert | None:
+        """Record one health check result of a consumer (an audit event). A failing one
+        opens an alert tagged with the rotation, or counts into the open one of the same
+        class, so the gate stays closed; a passing one resolves the alerts earlier health
+        checks of this consumer opened. Returns the failing check's alert."""
+        rotation = self.get(rotation_id)
+        c = rotation.consumer(consumer)
+        now = self.clock.now()
+        source = f"health check of {consumer}"
+        outcome: Alert | None = None
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal outcome
+            detail = {"consumer": consumer, "ok": "yes" if ok else "no"}
+            if failure_class:
+                detail["failure_class"] = failure_class
+            if version:
+                detail["version"] = version
+            r.record_note(actor=actor, now=now, action="health.checked", reason=reason,
+                          detail=detail)
+            mine = [
+                a for a in uow.alerts.for_secret(r.secret, unresolved_only=True,
+                                                 since=r.created_at)
+                if a.consumer == consumer and a.rotation_id == rotation_id
+                and a.source == source
+            ]
+            if ok:
+                for a in mine:
+                    a.status, a.resolved_by = AlertStatus.RESOLVED, actor
+                    uow.alerts.save(a)
+                return
+            same = [a for a in mine if a.failure_class == (failure_class or "unknown")]
+            if same:
+                alert = same[0]
+                alert.count += 1
+                alert.last_seen, alert.reason = now, reason
+                uow.alerts.save(alert)
+            else:
+                alert = uow.alerts.add(Alert(
+                    consumer=consumer, secret=r.secret, lane=c.lane,
+                    failure_class=failure_class or "unknown", reason=reason,
+                    first_seen=now, last_seen=now, source=source, rotation_id=rotation_id,
+                    phase_at_alert=r.phase.value, began_during_rotation=True,
+                ))
+            r.reopen_observation(reason=f"health check of {consumer} failed", now=now)
+            outcome = alert
+
+        self._mutate(rotation_id, apply)
+        return outcome
+
     def attach_message(self, rotation_id: int, channel: str, ts: str) -> None:
         """Remember where the rotation's message lives (no listeners: it is not a change
         anybody needs to hear about)."""
@@ -576,18 +725,22 @@ class RotationService:
         self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
     ) -> Rotation:
         """Load, apply, commit; a concurrent writer makes us reload and apply again."""
-        for attempt in range(_RETRIES):
-            try:
-                with self.uow_factory() as uow:
-                    rotation = uow.rotations.get(rotation_id)
-                    before = {(c.name, s) for c, s in rotation.pending_steps()}
-                    revision = rotation.revision
-                    apply(rotation, uow)
-                    uow.commit()
-                break
-            except ChangedMeanwhile:
-                if attempt == _RETRIES - 1:
-                    raise
+        with self._locks_guard:
+            write_lock = self._write_locks.setdefault(rotation_id, threading.RLock())
+        # Another replica can still write meanwhile: the revision guard and retries stay.
+        with write_lock:
+            for attempt in range(_RETRIES):
+                try:
+                    with self.uow_factory() as uow:
+                        rotation = uow.rotations.get(rotation_id)
+                        before = {(c.name, s) for c, s in rotation.pending_steps()}
+                        revision = rotation.revision
+                        apply(rotation, uow)
+                        uow.commit()
+                    break
+                except ChangedMeanwhile:
+                    if attempt == _RETRIES - 1:
+                        raise
         if rotation.revision != revision:
             self._notify(
                 rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
@@ -599,8 +752,10 @@ class RotationService:
             listener(rotation, turns)
 
     def _fail(self, rotation_id: int, reason: str, *, paused: bool = False) -> Rotation:
-        log.warning("rotation step failed", extra={"rotation_id": rotation_id, "reason": reason})
         note = " (paused: someone else wrote the secret; check, then resume)" if paused else ""
-        return self._mutate(
+        rotation = self._mutate(
             rotation_id, lambda r, uow: r.fail(reason=reason + note, now=self.clock.now())
         )
+        # The reason is built from store/issuer errors, which name paths and causes, not values.
+        log.warning("%s failed: %s", rotation.ref, reason, extra=rotation_context(rotation))
+        return rotation

@@ -33,6 +33,7 @@ from bot.alert import Alert
 from bot.dependency_map import DependencyMap
 from bot.durations import format_duration
 from bot.gate import GateResult
+from bot.health_service import RotationEvidence
 from bot.lifecycle import Phase, StepState
 from bot.rotation import ConsumerProgress, Rotation
 from bot.service import Plan
@@ -132,7 +133,42 @@ def consumer_line(c: ConsumerProgress) -> str:
     )
 
 
-def rotation_message(rotation: Rotation, gate: GateResult | None = None) -> Rendered:
+def _escape(text: str) -> str:
+    """Text from back ends and consumers (application names, reasons) is shown, not parsed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+HEALTH_LINES = 20  # per message; the rest is in `/rotate status`
+
+
+def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Block]:
+    """Usage of the old credential (after the switch) and the latest health result per
+    consumer, where known."""
+    lines: list[str] = []
+    usage = evidence.usage
+    if usage is not None and rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
+        in_use = usage.in_use
+        icon = ":grey_question:" if in_use is None else (
+            ":warning:" if in_use else ":white_check_mark:"
+        )
+        lines.append(f"{icon} old credential: {_escape(usage.summary)[:600]}")
+    known = [c for c in rotation.consumers_in_order() if c.name in evidence.health]
+    for c in known[:HEALTH_LINES]:
+        h = evidence.health[c.name]
+        icon = ":large_green_circle:" if h.ok else ":red_circle:"
+        lines.append(f"{icon} `{c.name}` health: {_escape(h.reason)[:300]} · {when(h.at)}")
+    if len(known) > HEALTH_LINES:
+        lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
+    if not lines:
+        return []
+    return [DividerBlock(), *_sections(lines, "*Evidence*")]
+
+
+def rotation_message(
+    rotation: Rotation,
+    gate: GateResult | None = None,
+    evidence: RotationEvidence | None = None,
+) -> Rendered:
     """The one parent message of a rotation, updated in place."""
     text = f"{rotation.ref} {rotation.secret}: {PHASE_WORDS[rotation.phase]}"
     blocks: list[Block] = [
@@ -187,6 +223,8 @@ def rotation_message(rotation: Rotation, gate: GateResult | None = None) -> Rend
             blocks.extend(_sections([line], heading))
         else:
             blocks.extend(_sections([consumer_line(c) for c in consumers], heading))
+    if evidence is not None:
+        blocks.extend(evidence_blocks(rotation, evidence))
     if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
         blocks.append(DividerBlock())
         blocks.extend(
@@ -412,7 +450,13 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
         ),
     ]
     buttons = []
-    if rotation_id is not None and alert.unresolved:
+    if rotation_id is not None and alert.rotation_id is None and alert.unresolved:
+        # After R-N revoked the old credential there is nothing to roll back to
+        # (bot.alert_service.prompt_rotation): offer an urgent re-rotation instead.
+        buttons.append(
+            _button("Emergency re-rotation", Action.EMERGENCY_ROTATE, value, style="danger")
+        )
+    elif rotation_id is not None and alert.unresolved:
         buttons.append(
             _button(f"Roll back R-{rotation_id}", Action.ALERT_ROLLBACK, value, style="danger")
         )
@@ -507,26 +551,42 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
 
 
 def rollback_modal(
-    rotation: Rotation, consumer: str | None, restart_notes: Sequence[str]
+    rotation: Rotation, consumer: str | None, restart_notes: Sequence[str], alert_id: int = 0
 ) -> SlackView:
+    """The confirmation before a rollback: what the store and issuer will do, what happens to
+    the new credential (the admin's choice), and which owners must act."""
     switched = rotation.switched_at is not None
-    what = (
-        "The previous credential becomes current again in the store and stays valid."
-        if switched
-        else "Consumers keep using the current (old) credential; the new one is abandoned."
+    old = f"version {rotation.old_version}" if rotation.old_version else "the old credential"
+    new = f"version {rotation.new_version}" if rotation.new_version else "the new credential"
+    if switched:
+        what = (
+            f"The previous credential ({old}) becomes current again at `{rotation.store_path}` "
+            "(its data is written back as the current version) and the issuer keeps it valid. "
+            f"The new credential ({new}) stops being current."
+        )
+    else:
+        what = (
+            f"Nothing changes for consumers that read the current credential: the previous "
+            f"one ({old}) is still current at `{rotation.store_path}` and the issuer keeps it "
+            f"valid. The new credential ({new}) is never made current."
+        )
+    what += (
+        f" {rotation.ref} ends as rolled back. Below you choose whether the new credential "
+        "stays valid but unused (pending) or is revoked now. Owners of restart and staged "
+        "consumers are mentioned in the rotation thread with their rollback notes."
     )
     notes = list(restart_notes) or ["No consumer needs a restart to go back."]
     return SlackView(
         type="modal",
         callback_id=View.ROLLBACK.value,
         private_metadata=AlertButton(
-            alert_id=0, rotation_id=rotation.id, consumer=consumer
+            alert_id=alert_id, rotation_id=rotation.id, consumer=consumer
         ).model_dump_json(),
         title=PlainTextObject(text=f"Roll back {rotation.ref}"[:24]),
         submit=PlainTextObject(text="Roll back"),
         close=PlainTextObject(text="Cancel"),
         blocks=[
-            SectionBlock(text=_md(f"*What will happen:* {what}")),
+            SectionBlock(text=_md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
             *_sections([f"• {n}" for n in notes], "*Owners to act*"),
             InputBlock(
                 block_id="new_credential",
@@ -534,14 +594,73 @@ def rollback_modal(
                 element=RadioButtonsElement(
                     action_id="value",
                     initial_option=Option(
-                        text=PlainTextObject(text="Keep it pending"), value="keep"
+                        text=PlainTextObject(text="Keep it pending (valid, unused)"),
+                        value="keep",
                     ),
                     options=[
-                        Option(text=PlainTextObject(text="Keep it pending"), value="keep"),
-                        Option(text=PlainTextObject(text="Revoke it"), value="revoke"),
+                        Option(
+                            text=PlainTextObject(text="Keep it pending (valid, unused)"),
+                            value="keep",
+                        ),
+                        Option(text=PlainTextObject(text="Revoke it now"), value="revoke"),
                     ],
                 ),
             ),
+            InputBlock(
+                block_id="reason",
+                optional=True,
+                label=PlainTextObject(text="Reason"),
+                element=PlainTextInputElement(action_id="value"),
+            ),
+        ],
+    )
+
+
+def rollback_done(
+    rotation: Rotation, actor: str, new_credential: str, owner_lines: Sequence[str]
+) -> Rendered:
+    """The thread note after a rollback: who, what the store holds now, who must act."""
+    text = (
+        f":leftwards_arrow_with_hook: {mention(actor)} rolled back {rotation.ref}: the previous "
+        f"credential of `{rotation.secret}` is current again and stays valid; the new one is "
+        f"{new_credential}."
+    )
+    lines = [f"• {line}" for line in owner_lines]
+    heading = (
+        "*Owners to act now* (these consumers do not pick it up by themselves):"
+        if lines
+        else None
+    )
+    blocks: list[Block] = [SectionBlock(text=_md(text))]
+    if lines:
+        blocks.extend(_sections(lines, heading))
+    fallback = text + ("\n" + "\n".join(lines) if lines else "")
+    return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
+
+
+def emergency_modal(
+    revoked: Rotation, factor: int, alert_id: int = 0, consumer: str | None = None
+) -> SlackView:
+    """After revocation rollback is impossible: confirm an urgent re-rotation instead."""
+    what = (
+        f"{revoked.ref} already revoked the old credential of `{revoked.secret}`"
+        f"{' on ' + when(revoked.finished_at) if revoked.finished_at else ''}: there is no "
+        "previous credential to go back to. An *emergency re-rotation* starts a new rotation of "
+        f"`{revoked.secret}` marked urgent: a new credential is created beside the current one "
+        "(both stay valid), owners are asked again lane by lane, and their reminders and "
+        f"escalations come {factor} times sooner than usual."
+    )
+    return SlackView(
+        type="modal",
+        callback_id=View.EMERGENCY.value,
+        private_metadata=AlertButton(
+            alert_id=alert_id, rotation_id=revoked.id, consumer=consumer
+        ).model_dump_json(),
+        title=PlainTextObject(text="Emergency re-rotation"),
+        submit=PlainTextObject(text="Start urgent rotation"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=_md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
             InputBlock(
                 block_id="reason",
                 optional=True,

@@ -41,6 +41,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_MAX_WAIT = 30.0  # seconds; a Retry-After beyond this is cut to it
 BACKOFF_BASE = 0.5  # seconds; doubled per attempt when the provider names no wait
 MATERIAL_FIELD = "api_key"  # the field name consumers find the key under in the store
+KEY_ID_FIELD = "key_id"  # stored beside it: not secret, and needed to revoke it later
 # Transport errors where the request never reached the provider: always safe to retry.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -203,7 +204,14 @@ class HttpIssuer:
                 "provider"
             )
         log.info("%s issuer: created key %s (%s)", KIND, key_id, where)
-        return Minted(material=SecretMaterial({MATERIAL_FIELD: secret}), key_id=str(key_id))
+        # The key id travels with the value (it is not secret) so the next rotation knows
+        # which key to revoke.
+        previous = current.reveal().get(KEY_ID_FIELD) if current is not None else None
+        return Minted(
+            material=SecretMaterial({MATERIAL_FIELD: secret, KEY_ID_FIELD: str(key_id)}),
+            key_id=str(key_id),
+            previous_key_id=previous or None,
+        )
 
     def revoke(self, key_id: str | None) -> None:
         """Revoke key ``key_id``; a 404 or 410 means it is already gone (idempotent)."""

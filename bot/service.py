@@ -432,20 +432,27 @@ class RotationService:
         issuer = self.backends.issuer_for(rotation.secret)
         store = self.backends.store_for(rotation.secret)
         try:
-            issuer.revoke(rotation.old_key_id)
+            # No key id means the old credential predates rotabot (or a person minted it):
+            # nobody can revoke it for us, so the audit trail and the message say so.
+            if rotation.old_key_id is not None:
+                issuer.revoke(rotation.old_key_id)
             if rotation.old_version is not None:
                 store.retire(rotation.store_path, rotation.old_version)
         except (IssuerError, StoreError) as exc:
             return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
-        return self._mutate(
-            rotation_id,
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
             # Already revoked by a concurrent caller (another replica's timer): nothing to do.
-            lambda r, uow: (
-                r.revoke(gate, actor=actor, now=self.clock.now(), override_reason=override_reason)
-                if r.phase is not Phase.REVOKED
-                else None
-            ),
-        )
+            if r.phase is Phase.REVOKED:
+                return
+            now = self.clock.now()
+            if r.old_key_id is None and issuer.kind != "manual":
+                r.record_note(actor=actor, now=now, action="revoke.by-hand",
+                              reason=f"the {issuer.kind} issuer has no id for the old "
+                              "credential: revoke it at the provider by hand")
+            r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
+
+        return self._mutate(rotation_id, apply)
 
     def rollback(
         self,

@@ -207,8 +207,11 @@ def test_mint_creates_a_key_and_returns_its_secret_and_id(
 
     assert minted.key_id == "key_1"
     assert minted.material is not None
-    assert minted.material.reveal() == {"api_key": state.keys["key_1"]}
-    request = state.seen[-1]
+    assert minted.material.reveal() == {"api_key": state.keys["key_1"], "key_id": "key_1"}
+    assert minted.previous_key_id is None  # the old value carried no key id
+    again = issuer.mint(minted.material)
+    assert again.previous_key_id == "key_1"  # the next rotation knows which key to revoke
+    request = state.seen[-2]
     assert (request.method, request.path) == ("POST", "/v1/keys")
     assert request.body == {"name": "rotabot", "scopes": ["inference"]}
     assert request.headers["Authorization"] == f"Bearer {ADMIN_TOKEN}"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackends, FakeDatabase, FakeDirectory
 
-from adapters.base import StoreError, StoreState, VersionLabel
+from adapters.base import IssuerError, Minted, StoreError, StoreState, VersionLabel
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from adapters.manual_issuer import ManualIssuer
@@ -484,3 +484,30 @@ def test_blank_override_reason_revokes_nothing(world: World, reason: str) -> Non
     assert world.service.get(rid).phase is Phase.OBSERVING
     assert not world.issuer.is_revoked(world.old_key)
     assert labels(world.store) == {"1": {"previous"}, "2": {"current"}}
+
+
+class ForgetfulIssuer(LocalIssuer):
+    """An issuer that, like an http provider with a pre-existing key, has no id for the old
+    credential, and refuses to revoke without one."""
+
+    kind = "http"
+
+    def mint(self, current: SecretMaterial | None) -> Minted:
+        minted = super().mint(current)
+        return Minted(minted.material, minted.key_id, previous_key_id=None)
+
+    def revoke(self, key_id: str | None) -> None:
+        if key_id is None:
+            raise IssuerError("revoke needs the id of the key to revoke")
+        super().revoke(key_id)
+
+
+def test_revoke_without_an_old_key_id_says_to_revoke_by_hand(tmp_path: Path) -> None:
+    w = make_world(tmp_path, issuer=ForgetfulIssuer())
+    rid = switched(w)
+    w.clock.advance(timedelta(hours=2))
+    rotation = w.service.revoke(rid, actor=ADMIN)
+    assert rotation.phase is Phase.REVOKED
+    notes = w.db.events(rid, "revoke.by-hand")
+    assert len(notes) == 1 and "revoke it at the provider by hand" in (notes[0].reason or "")
+    assert labels(w.store)["1"] == {"revoked"}

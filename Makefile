@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: help venv services lint test run bench clean
+.PHONY: help venv services lint test run bench soak clean
 
 help:
 	@echo "make venv      create $(VENV) and install rotabot[dev] (again only when pyproject.toml changes)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test      venv + services + lint + the whole pytest suite"
 	@echo "make run       start the local sandbox (rotabot sandbox)"
 	@echo "make bench     run the benchmarks"
+	@echo "make soak      the reliability suite's long runs (SOAK_ROUNDS crash/fault rounds, default 20)"
 
 venv:
 	@scripts/ensure-venv.sh
@@ -37,6 +38,11 @@ test: venv services
 
 run: venv
 	$(BIN)/rotabot sandbox
+
+# The reliability suite with many rounds (replica races, kill -9 cycles, fault cycles).
+SOAK_ROUNDS ?= 20
+soak: venv services
+	ROTABOT_SOAK_ROUNDS=$(SOAK_ROUNDS) $(BIN)/pytest -q tests/reliability --timeout 3600
 
 bench: venv
 	$(BIN)/python -m benchmarks

@@ -28,7 +28,7 @@ from bot.alert_intake import AlertReport
 from bot.audit import AuditEvent
 from bot.catalog import UnknownSecret
 from bot.errors import NotAuthorized, RotabotError
-from bot.failures import classify
+from bot.failures import Classification, classify
 from bot.lifecycle import Phase
 from bot.ports import UnitOfWork
 from bot.rotation import Rotation
@@ -139,6 +139,27 @@ class IngestResult:
 class AlertOutcome:
     alert: Alert
     changed: bool  # False: it already had that status (double click)
+
+
+def prompt_rotation(alert: Alert, context: AlertContext) -> int | None:
+    """The rotation an alert's buttons act on: its own (Roll back), or, for a failure that
+    began after a rotation revoked the old credential, that revoked rotation: rollback is
+    impossible then, so the message offers an emergency re-rotation of it instead (the
+    renderer tells the two apart: only the second has ``alert.rotation_id`` None)."""
+    if alert.rotation_id is not None:
+        return alert.rotation_id
+    return context.rotation_id if context.since == "revocation" else None
+
+
+def _alert_context(alert: Alert) -> dict[str, object]:
+    """Log context of a line about an alert: its rotation, secret, consumer and lane."""
+    return {
+        "alert_id": alert.id,
+        "rotation_id": alert.rotation_id,
+        "secret": alert.secret,
+        "consumer": alert.consumer,
+        "lane": alert.lane,
+    }
 
 
 def mention(owner: str) -> str:
@@ -252,6 +273,7 @@ class AlertService:
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _last_update: dict[int, float] = field(default_factory=dict)
     _scheduled: set[int] = field(default_factory=set)
+    _refreshing: int = 0  # deferred updates running now
     # Messages beside the incident one (the rotation thread, a clicked copy), per alert.
     # In memory: after a restart only the incident message keeps being updated.
     _extra_messages: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
@@ -295,13 +317,20 @@ class AlertService:
         targets = [self.resolve(r) for r in reports]
         return [self._ingest(r, t) for r, t in zip(reports, targets, strict=True)]
 
-    def ingest(self, report: AlertReport) -> IngestResult:
-        return self._ingest(report, self.resolve(report))
+    def ingest(
+        self, report: AlertReport, *, verdict: Classification | None = None
+    ) -> IngestResult:
+        """``verdict``: a caller that classified the failure itself (a scheduled health
+        check, from the exception it saw) passes it; otherwise the report is classified."""
+        return self._ingest(report, self.resolve(report), verdict)
 
-    def _ingest(self, report: AlertReport, target: Target) -> IngestResult:
-        verdict = classify(
-            status_code=report.status_code, error=report.error, message=report.message
-        )
+    def _ingest(
+        self, report: AlertReport, target: Target, verdict: Classification | None = None
+    ) -> IngestResult:
+        if verdict is None:
+            verdict = classify(
+                status_code=report.status_code, error=report.error, message=report.message
+            )
         fclass = verdict.failure_class.value
         with self._key_lock((target.secret, target.consumer, fclass)):
             now = self.rotations.clock.now()
@@ -318,7 +347,12 @@ class AlertService:
             ):
                 alert = self._repeat(latest, now, rotation)
                 self._update_soon(alert)
-                return IngestResult(alert, new=False, context=self.context_for(alert))
+                # The rotation was just read: reloading it (every consumer) for each repeat
+                # was most of a repeat's cost in an alert burst.
+                same = None
+                if rotation is not None and rotation.id == alert.rotation_id:
+                    same = rotation
+                return IngestResult(alert, new=False, context=self.context_for(alert, same))
             alert = Alert(
                 consumer=target.consumer,
                 secret=target.secret,
@@ -416,7 +450,9 @@ class AlertService:
         channel = self.rotations.catalog.settings_for(alert.secret).incident_channel
         posted = False
         try:
-            where, ts = self.messenger.post(channel, alert, context.text, alert.rotation_id)
+            where, ts = self.messenger.post(
+                channel, alert, context.text, prompt_rotation(alert, context)
+            )
             posted = True
             alert.channel, alert.message_ts = where, ts
             self._remember_message(alert.id, where, ts)
@@ -426,7 +462,7 @@ class AlertService:
                 "posting alert %s to the incident channel failed: %s",
                 alert.ref,
                 type(exc).__name__,
-                extra={"alert_id": alert.id, "consumer": alert.consumer, "secret": alert.secret},
+                extra=_alert_context(alert),
             )
         if rotation is not None and rotation.channel and rotation.message_ts:
             try:
@@ -445,7 +481,7 @@ class AlertService:
                     alert.ref,
                     rotation.ref,
                     type(exc).__name__,
-                    extra={"alert_id": alert.id, "rotation_id": rotation.id},
+                    extra=_alert_context(alert),
                 )
         return posted
 
@@ -479,7 +515,12 @@ class AlertService:
     def _deferred(self, alert_id: int) -> None:
         with self._guard:
             self._scheduled.discard(alert_id)
-        self.refresh(alert_id)
+            self._refreshing += 1  # flush() waits for this update to reach Slack too
+        try:
+            self.refresh(alert_id)
+        finally:
+            with self._guard:
+                self._refreshing -= 1
 
     def refresh(self, alert_id: int) -> None:
         """Re-render every known message of the alert from the stored state, now."""
@@ -494,7 +535,9 @@ class AlertService:
             if alert.channel and alert.message_ts:
                 messages.add((alert.channel, alert.message_ts))
             for channel, ts in sorted(messages):
-                self.messenger.update(channel, ts, alert, context.text, alert.rotation_id)
+                self.messenger.update(
+                    channel, ts, alert, context.text, prompt_rotation(alert, context)
+                )
         except Exception as exc:  # a timer thread has no caller to tell
             log.error(
                 "updating alert A-%s failed: %s", alert_id, type(exc).__name__,
@@ -504,7 +547,7 @@ class AlertService:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until no deferred update is pending (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._scheduled and time.monotonic() < deadline:
+        while (self._scheduled or self._refreshing) and time.monotonic() < deadline:
             time.sleep(0.02)
 
     # --- context -------------------------------------------------------------------------
@@ -618,7 +661,7 @@ class AlertService:
             alert.ref,
             target.value,
             actor,
-            extra={"alert_id": alert_id, "consumer": alert.consumer, "secret": alert.secret},
+            extra=_alert_context(alert),
         )
         # The caller (the button listener) re-renders the messages at once with refresh().
         return AlertOutcome(result[0], changed=True)

@@ -1,13 +1,83 @@
-"""Structured JSON logs; rotation context (id, secret, consumer, lane) rides on each line."""
+"""Structured JSON logs; rotation context (id, secret, consumer, lane) rides on each line.
+
+Call sites pass the context as ``extra=rotation_context(rotation, consumer=...)`` (or the
+keys by hand). The formatter never prints an exception's text: an exception passed as a
+message argument or carried in ``exc_info`` is shown by its type name only, because texts
+from back ends (HTTP bodies, driver errors) may echo a credential. A
+:class:`bot.secret_material.SecretMaterial` renders itself redacted.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-CONTEXT_FIELDS = ("rotation_id", "secret", "consumer", "lane", "alert_id")
+if TYPE_CHECKING:
+    from bot.rotation import Rotation
+
+CONTEXT_FIELDS = ("rotation_id", "rotation", "secret", "consumer", "lane", "alert_id", "kind")
+
+
+def rotation_context(
+    rotation: Rotation | None = None,
+    *,
+    consumer: str | None = None,
+    lane: str | None = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """The ``extra=`` of a log line about a rotation: its id, ref, secret, and the
+    consumer's name and lane when the line is about one consumer."""
+    out: dict[str, Any] = {}
+    if rotation is not None:
+        out["rotation_id"] = rotation.id
+        if rotation.id is not None:
+            out["rotation"] = rotation.ref
+        out["secret"] = rotation.secret
+        if consumer is not None and lane is None and consumer in rotation.consumers:
+            lane = rotation.consumers[consumer].lane
+    if consumer is not None:
+        out["consumer"] = consumer
+    if lane is not None:
+        out["lane"] = lane
+    out.update({k: v for k, v in more.items() if v is not None})
+    return out
+
+
+def _safe_arg(value: object) -> object:
+    # An exception's text may carry a response body or a DSN with a password: type only.
+    if isinstance(value, BaseException):
+        return type(value).__name__
+    return value
+
+
+def _safe_message(record: logging.LogRecord) -> str:
+    msg = str(record.msg) if not isinstance(record.msg, BaseException) else type(
+        record.msg).__name__
+    args = record.args
+    if not args:
+        return msg
+    if isinstance(args, Mapping):
+        safe: object = {k: _safe_arg(v) for k, v in args.items()}
+    else:
+        safe = tuple(_safe_arg(a) for a in args)
+    try:
+        return msg % safe
+    except (TypeError, ValueError, KeyError):
+        return msg
+
+
+def _scalar(value: object) -> object:
+    # Context fields are ids and names; anything else is shown as its str (which for
+    # SecretMaterial is redacted) so json.dumps cannot reach into an object.
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, BaseException):
+        return type(value).__name__
+    return str(value)
 
 
 class JsonFormatter(logging.Formatter):
@@ -16,12 +86,12 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _safe_message(record),
         }
         for key in CONTEXT_FIELDS:
             value = getattr(record, key, None)
             if value is not None:
-                line[key] = value
+                line[key] = _scalar(value)
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: exception texts from back ends may echo request bodies.
             line["exception"] = record.exc_info[0].__name__

@@ -134,7 +134,25 @@ def register(app: App, c: Container) -> None:
                 service.rollback(button.rotation_id, actor=user, consumer=button.consumer)
             client.views_open(
                 trigger_id=body["trigger_id"],
-                view=rollback_view(c, button.rotation_id, button.consumer),
+                view=rollback_view(c, button.rotation_id, button.consumer, button.alert_id),
+            )
+        except Exception as exc:
+            ephemeral(respond, user_message(exc))
+
+    @app.action(Action.EMERGENCY_ROTATE.value)
+    def emergency(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        """An alert after revocation: confirm an urgent re-rotation (admins only)."""
+        ack()
+        try:
+            from bot.emergency import require_admin
+
+            button = parse_value(AlertButton, _value(body))
+            if button.rotation_id is None:
+                raise ValueError("alert has no rotation")
+            require_admin(service, service.get(button.rotation_id), _user(body))
+            client.views_open(
+                trigger_id=body["trigger_id"],
+                view=rollback_view(c, button.rotation_id, button.consumer, button.alert_id),
             )
         except Exception as exc:
             ephemeral(respond, user_message(exc))

@@ -98,24 +98,74 @@ def register(app: App, c: Container) -> None:
         ack()
         user = str(body["user"]["id"])
         try:
+            from bot.emergency import owners_to_act
+
             meta = parse_value(AlertButton, view.get("private_metadata"))
             assert meta.rotation_id is not None
-            r = service.rollback(
+            revoke_new = _input(view, "new_credential") == "revoke"
+            r, changed = service.rollback_once(
                 meta.rotation_id,
                 actor=user,
-                revoke_new=_input(view, "new_credential") == "revoke",
+                revoke_new=revoke_new,
                 reason=_input(view, "reason"),
                 consumer=meta.consumer,
             )
-            if r.channel and r.message_ts:
+            if not changed:
+                # A second modal submitted after the first one rolled back: say so, do nothing.
+                dm(client, user, blocks.text_message(
+                    f"{r.ref} is {r.phase.value}; nothing changed."))
+                return
+            owners = [
+                f"{blocks.mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
+                f"{n.note or 'no rollback note in the catalog'}"
+                for n in owners_to_act(c.catalog, r.secret)
+            ]
+            if r.channel:
                 c.notifier.post(
                     r.channel,
-                    blocks.text_message(
-                        f"{blocks.mention(user)} rolled back {r.ref}: the previous credential is "
-                        "current again."
+                    blocks.rollback_done(
+                        r, user, "revoked" if revoke_new else "kept pending (valid, unused)",
+                        owners,
                     ),
                     r.message_ts,
                 )
+            if meta.alert_id:
+                from handlers.alerts_http import alert_service
+
+                alert_service(c).refresh(meta.alert_id)
+        except Exception as exc:
+            dm(client, user, user_message(exc))
+
+    @app.view(View.EMERGENCY.value)
+    def emergency(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        try:
+            from bot.emergency import start_emergency
+
+            meta = parse_value(AlertButton, view.get("private_metadata"))
+            assert meta.rotation_id is not None
+            outcome = start_emergency(
+                service, meta.rotation_id, actor=user, reason=_input(view, "reason")
+            )
+            r = outcome.rotation
+            if not outcome.started:
+                dm(client, user, blocks.text_message(
+                    f"{r.ref} of `{r.secret}` is already running ({r.phase.value}); nothing "
+                    "new was started."))
+                return
+            old = service.get(meta.rotation_id)
+            if old.channel and old.message_ts:
+                c.notifier.post(
+                    old.channel,
+                    blocks.text_message(
+                        f":rotating_light: {blocks.mention(user)} started {r.ref}, an urgent "
+                        f"re-rotation of `{r.secret}` (rollback is impossible after revocation)."
+                    ),
+                    old.message_ts,
+                )
+            dm(client, user, blocks.text_message(
+                f"Started {r.ref}, an urgent re-rotation of `{r.secret}`."))
         except Exception as exc:
             dm(client, user, user_message(exc))
 

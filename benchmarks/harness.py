@@ -1,0 +1,451 @@
+"""Shared machinery: catalogs, the Slack stand-in, `rotabot serve` and the bare Bolt app as
+real processes, PostgreSQL (reusing tests/servers.py), pre-signed requests and the load
+generator subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.slack_standin.server import StandinServer
+from bot.slack_standin.slack_side import BotReply, SlackSide, slack_signature
+from bot.slack_standin.state import Message, StandinState
+from handlers.ids import Action, StepButton, parse_value
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN = "U0ADMIN"
+CHANNEL = "C0ROTATE"
+INCIDENTS = "C0INCIDENT"
+LANES = ("dev", "staging", "prod")
+
+
+def owner_id(i: int) -> str:
+    return f"U0OWN{i:04d}"
+
+
+def consumer_name(i: int) -> str:
+    return f"svc-{i:04d}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- catalog and workspace ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    name: str
+    consumers: int
+    lanes: Sequence[str] = LANES  # consumers are spread round-robin over these lanes
+
+
+def catalog_yaml(store_dir: Path, specs: Sequence[SecretSpec]) -> str:
+    lines = [
+        "version: 1",
+        "defaults:",
+        f"  channel: {CHANNEL}",
+        f"  incident_channel: {INCIDENTS}",
+        f"  admins: [{ADMIN}]",
+        f"  lanes: [{', '.join(LANES)}]",
+        "  overlap: 24h",
+        "  observe: 2h",
+        "stores:",
+        "  local:",
+        "    kind: file",
+        f"    path: {store_dir}",
+        "secrets:",
+    ]
+    for spec in specs:
+        lines += [
+            f"  {spec.name}:",
+            f"    description: benchmark secret with {spec.consumers} consumers",
+            "    issuer: {kind: local}",
+            f"    store: {{name: local, path: bench/{spec.name}}}",
+            "    consumers:",
+        ]
+        for i in range(spec.consumers):
+            lane = spec.lanes[i % len(spec.lanes)]
+            lines += [
+                f"      {consumer_name(i)}:",
+                f"        owner: {owner_id(i)}",
+                f"        lane: {lane}",
+                "        reload: hot",
+                "        rollback: Pin the previous version",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def make_workspace(owners: int) -> StandinState:
+    state = StandinState(team_id="T0ROTABOT", team_name="rotabot-bench")
+    state.add_user(ADMIN, "ada", real_name="Ada", is_admin=True)
+    members = [ADMIN]
+    for i in range(owners):
+        state.add_user(owner_id(i), f"owner{i}", real_name=f"Owner {i}")
+        members.append(owner_id(i))
+    state.add_channel(CHANNEL, "rotations", members=members)
+    state.add_channel(INCIDENTS, "incidents", members=members)
+    return state
+
+
+# --- captured (not sent) Slack requests ------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """A request body and headers, ready to post (signed when built)."""
+
+    body: str
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def resign(self, signing_secret: str) -> Prepared:
+        """The same request signed now (Slack refuses signatures older than 5 minutes)."""
+        ts = str(int(time.time()))
+        return Prepared(self.body, self.content_type, {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": slack_signature(signing_secret, ts, self.body),
+        })
+
+    def to_json(self) -> dict[str, Any]:
+        return {"body": self.body, "headers": {"Content-Type": self.content_type, **self.headers}}
+
+
+class RequestBuilder(SlackSide):
+    """SlackSide that builds and signs requests without posting them, so a load generator in
+    another process can send them. Signatures are valid for Slack's 5 minutes."""
+
+    def __init__(self, state: StandinState, signing_secret: str) -> None:
+        super().__init__(state, "http://unused.invalid/", signing_secret)
+        self.captured: list[Prepared] = []
+
+    def post(
+        self,
+        kind: str,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> BotReply:
+        self.captured.append(Prepared(body, content_type, self.sign(body, timestamp)))
+        return BotReply(kind, 0, "", body)
+
+    def take(self) -> Prepared:
+        return self.captured.pop()
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{url} did not start:\n{log.read_text(errors='replace')[-4000:]}")
+        time.sleep(0.1)
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set) of a running process, in MiB (Linux)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Server:
+    """A server process on loopback: `rotabot serve` or the bare Bolt app."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def events_url(self) -> str:
+        return self.url + "/slack/events"
+
+    def peak_rss_mib(self) -> float | None:
+        return peak_rss_mib(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_process(
+    name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int
+) -> Server:
+    log_path = workdir / f"{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, proc, log_path)
+    return Server(name, url, proc, log_path)
+
+
+@dataclass
+class BotEnv:
+    """Everything one `rotabot serve` run needs and leaves behind."""
+
+    workdir: Path
+    standin: StandinServer
+    signing_secret: str
+    alert_secret: str
+    database_url: str
+    catalog_path: Path
+    bot: Server | None = None
+
+    @property
+    def state(self) -> StandinState:
+        return self.standin.state
+
+
+@contextmanager
+def bot_env(
+    specs: Sequence[SecretSpec], database_url: str | None = None, *, owners: int | None = None
+) -> Iterator[BotEnv]:
+    """A stand-in workspace, a catalog and `rotabot serve` (started as tests/e2e does)."""
+    workdir = Path(tempfile.mkdtemp(prefix="rotabot-bench-"))
+    store_dir = workdir / "secrets"
+    store_dir.mkdir()
+    catalog = workdir / "catalog.yml"
+    catalog.write_text(catalog_yaml(store_dir, specs))
+    n_owners = owners if owners is not None else max(s.consumers for s in specs)
+    standin = StandinServer(make_workspace(n_owners)).start()
+    env = BotEnv(
+        workdir=workdir,
+        standin=standin,
+        signing_secret=secrets.token_hex(16),
+        alert_secret=secrets.token_hex(16),
+        database_url=database_url or f"sqlite:///{workdir / 'rotabot.db'}",
+        catalog_path=catalog,
+    )
+    try:
+        proc_env = {
+            **os.environ,
+            "SLACK_BOT_TOKEN": "xoxb-bench-" + secrets.token_hex(6),
+            "SLACK_SIGNING_SECRET": env.signing_secret,
+            "SLACK_API_URL": standin.base_url,
+            "DATABASE_URL": env.database_url,
+            "ROTABOT_CATALOG": str(catalog),
+            "ROTABOT_ALERT_SECRET": env.alert_secret,
+            "ROTABOT_LOG_LEVEL": "WARNING",
+        }
+        proc_env.pop("SLACK_APP_TOKEN", None)
+        if not env.database_url.startswith("sqlite"):
+            subprocess.run(
+                [sys.executable, "-m", "bot.cli", "db", "upgrade"],
+                cwd=workdir, env=proc_env, check=True, capture_output=True,
+            )
+        port = free_port()
+        env.bot = start_process(
+            "rotabot",
+            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            proc_env, workdir, port,
+        )
+        yield env
+    except BaseException:
+        print(f"benchmark files kept for inspection in {workdir}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if env.bot is not None:
+            env.bot.stop()
+        standin.stop()
+
+
+def start_bare(workdir: Path, signing_secret: str, api_url: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "SLACK_SIGNING_SECRET": signing_secret, "SLACK_API_URL": api_url,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    return start_process(
+        "bare-bolt",
+        [sys.executable, "-m", "benchmarks.bare_app", "--port", str(port)],
+        env, workdir, port,
+    )
+
+
+# --- PostgreSQL (the test suite's own starter) -------------------------------------------
+
+
+@contextmanager
+def postgres() -> Iterator[Any]:
+    """A throwaway PostgreSQL server started exactly as the test suite starts it."""
+    tests_dir = str(ROOT / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)
+    from servers import PostgresServer  # type: ignore[import-not-found]  # tests/servers.py
+
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- driving the bot ---------------------------------------------------------------------
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+def wait_quiet(state: StandinState, quiet: float = 1.0, timeout: float = 300) -> float:
+    """Wait until the bot has made no Web API call for `quiet` seconds; returns when the last
+    call was seen (monotonic)."""
+    deadline = time.monotonic() + timeout
+    last_n, last_change = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        n = len(state.calls)
+        now = time.monotonic()
+        if n != last_n:
+            last_n, last_change = n, now
+        elif now - last_change >= quiet:
+            return last_change
+        time.sleep(0.05)
+    raise TimeoutError("the bot kept calling Slack; never quiet")
+
+
+def parent_message(state: StandinState, ref: str = "R-1") -> Message | None:
+    for m in state.channel_messages(CHANNEL):
+        if m.thread_ts in (None, m.ts) and m.text.startswith(ref + " "):
+            return m
+    return None
+
+
+def step_buttons(state: StandinState, parent_ts: str) -> dict[tuple[str, str], Message]:
+    """(consumer, step) -> the thread prompt holding that step's button."""
+    out: dict[tuple[str, str], Message] = {}
+    for m in state.thread(CHANNEL, parent_ts):
+        for b in m.blocks:
+            if b.get("type") != "actions":
+                continue
+            for e in b.get("elements", []):
+                if e.get("action_id") == Action.STEP.value:
+                    button = parse_value(StepButton, e.get("value"))
+                    out[(button.consumer, button.step.value)] = m
+    return out
+
+
+def send(side: SlackSide, req: Prepared, timeout: float = 30) -> httpx.Response:
+    return side.http.post(
+        side.events_url, content=req.body.encode(),
+        headers={"Content-Type": req.content_type, **req.headers}, timeout=timeout,
+    )
+
+
+def command_now(env: BotEnv, user: str, text: str) -> BotReply:
+    assert env.bot is not None
+    side = SlackSide(env.state, env.bot.events_url, env.signing_secret)
+    return side.command(user, CHANNEL, text)
+
+
+def click_now(env: BotEnv, user: str, message: Message) -> BotReply:
+    assert env.bot is not None
+    side = SlackSide(env.state, env.bot.events_url, env.signing_secret)
+    return side.click(user, channel=CHANNEL, message_ts=message.ts, action_id=Action.STEP.value)
+
+
+# --- load generation ---------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    latencies_ms: list[float]
+    statuses: dict[str, int]
+    wall_s: float
+    errors: list[str]
+
+    @property
+    def ok(self) -> int:
+        return sum(n for s, n in self.statuses.items() if s.startswith("2"))
+
+
+def run_load(
+    url: str, requests: Sequence[Prepared], concurrency: int, workdir: Path, warmup: int = 0
+) -> LoadResult:
+    """Post every request from `concurrency` clients in a separate process (benchmarks.loadgen),
+    so the stand-in in this process does not share a GIL with the clock that times them."""
+    job = workdir / f"load-{secrets.token_hex(4)}.json"
+    out = job.with_suffix(".out.json")
+    job.write_text(
+        json.dumps(
+            {
+                "url": url,
+                "concurrency": concurrency,
+                "warmup": warmup,
+                "requests": [r.to_json() for r in requests],
+            }
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.loadgen", str(job), str(out)], check=True, cwd=ROOT
+    )
+    data = json.loads(out.read_text())
+    job.unlink()
+    out.unlink()
+    return LoadResult(data["latencies_ms"], data["statuses"], data["wall_s"], data["errors"])
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(latencies: Sequence[float]) -> dict[str, float]:
+    return {
+        "n": float(len(latencies)),
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99),
+        "mean": statistics.fmean(latencies) if latencies else float("nan"),
+        "max": max(latencies) if latencies else float("nan"),
+    }

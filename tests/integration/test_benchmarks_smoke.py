@@ -1,0 +1,77 @@
+"""Each benchmark scenario at a tiny size: the machinery works and the behaviour it checks
+holds. No timing is asserted; `make bench` measures."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from benchmarks import ack_latency, alert_burst, click_storm, report, scale
+
+
+def test_ack_latency_reaches_bot_and_bare_app_with_signed_requests() -> None:
+    r = ack_latency.run("SQLite", None, consumers=6, requests=8, concurrencies=(1, 2),
+                        issue3_commands=3)
+    assert [(x.payload, x.concurrency) for x in r.runs] == [
+        ("status", 1), ("status", 2), ("click", 1), ("click", 2)]
+    for x in r.runs:
+        # Every request was verified and acked by both apps (a bad signature would be 401).
+        assert x.bot_statuses == {"200": 8 + ack_latency.WARMUP}
+        assert x.bare_statuses == {"200": 8 + ack_latency.WARMUP}
+        assert x.bot["n"] == x.bare["n"] == 8
+    assert r.issue3 is not None and r.issue3["n"] == 3
+    assert r.violations == 0
+
+
+@pytest.mark.postgres
+def test_click_storm_applies_every_step_once(postgres_url: str) -> None:
+    r = click_storm.run("PostgreSQL", postgres_url, consumers=5, clients=4, duplicates=0.4)
+    assert r.duplicates_sent == 3 * 2
+    assert (r.lost, r.doubled, r.switch_refused) == (0, 0, False)
+    assert r.parent_updates >= 1
+    assert r.violations == 0
+
+
+def test_alert_burst_stores_every_accepted_report() -> None:
+    r = alert_burst.run("SQLite", None, alerts=40, consumers=4, clients=4)
+    assert r.pending is None
+    assert r.accepted == 40 and r.rejected == {}
+    assert (r.stored_alert_rows, r.stored_count_sum) == (4, 40)
+    assert r.posted_per_consumer_max <= 2
+    assert r.violations == 0
+
+
+def test_scale_posts_within_limits_and_counts_queries_per_click() -> None:
+    p = scale.run_process("SQLite", None, consumers=9)
+    assert p.first_lane_prompts == 3 and p.violations == 0
+    assert p.peak_rss_mib is not None and p.peak_rss_mib > 0
+    small = scale.run_clicks("SQLite", None, 9, clicks=2)
+    large = scale.run_clicks("SQLite", None, 12, clicks=2)
+    assert small.queries_per_click and large.queries_per_click
+    assert statistics.median(small.queries_per_click) == statistics.median(
+        large.queries_per_click)
+
+
+def test_report_renders_every_scenario() -> None:
+    # Figures shaped as the scenarios return them (no servers: the scenarios run above).
+    figures = ack_latency.summary([1.0, 2.0, 3.0])
+    ack = ack_latency.AckResult("SQLite", 3, 3, runs=[ack_latency.AckRun(
+        "status", 1, figures, ack_latency.summary([2.0, 4.0, 9.0]), {"200": 3}, {"200": 3},
+        0.1, 0.2)])
+    storm = click_storm.StormResult("SQLite", 3, 2, clicks_sent=9)
+    results = {
+        "started": 0.0, "finished": 1.0,
+        "ack": [ack_latency.as_dict(ack)],
+        "storm": [click_storm.as_dict(storm)],
+        "burst": [alert_burst.as_dict(alert_burst.BurstResult("SQLite", 1, 1, 1,
+                                                              pending="not wired"))],
+        "scale_process": [], "scale_clicks": [],
+    }
+    text = report.render(json.loads(json.dumps(results)), smoke=True)
+    for heading in ("## 1. Ack latency", "## 2. Click storm", "## 3. Alert burst", "## 4. Scale"):
+        assert heading in text
+    assert "**Pending on SQLite**: not wired" in text
+    assert "**Target missed** (p99 within 1.5 x bare) for: status at 1 client(s)" in text
+    assert "Commit:" in text and "CPUs" in text

@@ -585,7 +585,51 @@ def load_catalog(path: str | Path) -> Catalog:
 
 def parse_catalog(text: str, file: str = "catalog.yml") -> Catalog:
     """Validate catalog YAML given as text; ``file`` is used in error messages."""
-    loader = yaml.SafeLoader(text)
+    try:
+        return _parse_catalog(text, file)
+    except RecursionError:
+        # Nesting deeper than Python's stack (YAML's composer and our walkers recurse); a
+        # real catalog is a few levels deep, so say so instead of crashing with a traceback.
+        raise CatalogInvalid([CatalogError(
+            file, 1, "", "invalid YAML: nested too deeply (a catalog is a few levels deep)"
+        )]) from None
+
+
+class _CatalogLoader(yaml.SafeLoader):
+    """SafeLoader whose number and date constructors fail with the node's line: PyYAML's
+    own raise a bare ValueError for scalars its resolver accepted (``0x_``, ``2001-02-30``)."""
+
+
+def _guarded(tag: str) -> Any:
+    construct = yaml.SafeLoader.yaml_constructors[tag]
+    kind = tag.rsplit(":", 1)[-1]
+
+    def wrapper(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError):
+            # Not the value itself: a catalog field might hold something sensitive.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {kind}; quote it to keep it text",
+                node.start_mark,
+            ) from None
+
+    return wrapper
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"):
+    _CatalogLoader.add_constructor(_tag, _guarded(_tag))
+
+
+def _parse_catalog(text: str, file: str) -> Catalog:
+    try:
+        # The reader rejects control characters as soon as it is built, before any mark.
+        loader = _CatalogLoader(text)
+    except yaml.reader.ReaderError as exc:
+        at_line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise CatalogInvalid([CatalogError(
+            file, at_line, "", f"invalid YAML: character {exc.character:#06x} is not allowed"
+        )]) from None
     try:
         node = loader.get_single_node()
         errors = _duplicate_keys(node, (), file, set()) if node is not None else []

@@ -200,9 +200,10 @@ def bot(tmp_path: Path, bot_config: BotConfig) -> Iterator[Bot]:
     try:
         yield b
     finally:
-        process.terminate()
+        # b.process, not process: a test may have restarted the server.
+        b.process.terminate()
         try:
-            process.wait(timeout=10)
+            b.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            b.process.kill()
         standin.stop()

@@ -32,6 +32,7 @@ from slack_sdk.models.views import View as SlackView
 from bot.alert import Alert
 from bot.dependency_map import DependencyMap
 from bot.durations import format_duration
+from bot.emergency import OwnerNote
 from bot.gate import GateResult
 from bot.health_service import RotationEvidence
 from bot.lifecycle import Phase, StepState
@@ -548,6 +549,15 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
             ),
         ],
     )
+
+
+def owner_rollback_lines(notes: Sequence[OwnerNote]) -> list[str]:
+    """One line per owner who must act on a rollback, for the modal and the thread alike."""
+    return [
+        f"{mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
+        f"{n.note or 'no rollback note in the catalog'}"
+        for n in notes
+    ]
 
 
 def rollback_modal(

@@ -111,9 +111,5 @@ def rollback_view(
             f"{rotation.ref} is already {rotation.phase.value}: nothing to roll back, nothing "
             "changed"
         )
-    notes = [
-        f"{blocks.mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
-        f"{n.note or 'no rollback note'}"
-        for n in owners_to_act(c.catalog, rotation.secret)
-    ]
+    notes = blocks.owner_rollback_lines(owners_to_act(c.catalog, rotation.secret))
     return blocks.rollback_modal(rotation, consumer, notes, alert_id)

@@ -115,11 +115,7 @@ def register(app: App, c: Container) -> None:
                 dm(client, user, blocks.text_message(
                     f"{r.ref} is {r.phase.value}; nothing changed."))
                 return
-            owners = [
-                f"{blocks.mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
-                f"{n.note or 'no rollback note in the catalog'}"
-                for n in owners_to_act(c.catalog, r.secret)
-            ]
+            owners = blocks.owner_rollback_lines(owners_to_act(c.catalog, r.secret))
             if r.channel:
                 c.notifier.post(
                     r.channel,

@@ -124,19 +124,8 @@ class RotationService:
         if rotation_id is None:
             return
         # A refusal racing an owner's click on the same rotation must still be audited.
-        for attempt in range(_RETRIES):
-            try:
-                with self.uow_factory() as uow:
-                    rotation = uow.rotations.get(rotation_id)
-                    rotation.record_refusal(
-                        actor=actor, now=self.clock.now(), action=action, why=why,
-                        consumer=consumer,
-                    )
-                    uow.commit()
-                return
-            except ChangedMeanwhile:
-                if attempt == _RETRIES - 1:
-                    raise
+        self._write(rotation_id, lambda r, uow: r.record_refusal(
+            actor=actor, now=self.clock.now(), action=action, why=why, consumer=consumer))
 
     # --- planning and starting ---------------------------------------------------------
 
@@ -690,22 +679,13 @@ class RotationService:
     def attach_message(self, rotation_id: int, channel: str, ts: str) -> None:
         """Remember where the rotation's message lives (no listeners: it is not a change
         anybody needs to hear about)."""
-        for attempt in range(_RETRIES):
-            try:
-                with self.uow_factory() as uow:
-                    rotation = uow.rotations.get(rotation_id)
-                    rotation.channel, rotation.message_ts = channel, ts
-                    rotation.record_note(
-                        actor="rotabot",
-                        now=self.clock.now(),
-                        action="message.posted",
-                        detail={"channel": channel, "ts": ts},
-                    )
-                    uow.commit()
-                return
-            except ChangedMeanwhile:
-                if attempt == _RETRIES - 1:
-                    raise
+
+        def apply(rotation: Rotation, uow: UnitOfWork) -> None:
+            rotation.channel, rotation.message_ts = channel, ts
+            rotation.record_note(actor="rotabot", now=self.clock.now(), action="message.posted",
+                                 detail={"channel": channel, "ts": ts})
+
+        self._write(rotation_id, apply)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -731,7 +711,19 @@ class RotationService:
     def _mutate(
         self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
     ) -> Rotation:
-        """Load, apply, commit; a concurrent writer makes us reload and apply again."""
+        """Load, apply, commit, then tell listeners whose turn just began."""
+        rotation, before, revision = self._write(rotation_id, apply)
+        if rotation.revision != revision:
+            self._notify(
+                rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
+            )
+        return rotation
+
+    def _write(
+        self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
+    ) -> tuple[Rotation, set[tuple[str, StepState]], int]:
+        """Load, apply, commit; a concurrent writer makes us reload and apply again.
+        Returns the rotation, its pending steps before, and its revision before."""
         with self._locks_guard:
             write_lock = self._write_locks.setdefault(rotation_id, threading.RLock())
         # Another replica can still write meanwhile: the revision guard and retries stay.
@@ -744,15 +736,11 @@ class RotationService:
                         revision = rotation.revision
                         apply(rotation, uow)
                         uow.commit()
-                    break
+                    return rotation, before, revision
                 except ChangedMeanwhile:
                     if attempt == _RETRIES - 1:
                         raise
-        if rotation.revision != revision:
-            self._notify(
-                rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
-            )
-        return rotation
+        raise AssertionError("unreachable: the loop returns or raises")
 
     def _notify(self, rotation: Rotation, turns: list[Turn]) -> None:
         for listener in self.on_change:

@@ -73,6 +73,8 @@ class SlackNotifier:
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
     _last: dict[int, float] = field(default_factory=dict)
     _scheduled: set[int] = field(default_factory=set)
+    # Deferred updates taken off _scheduled but still talking to Slack: flush waits for them too.
+    _in_flight: int = 0
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
     def rotation_changed(self, rotation: Rotation, turns: list[Turn]) -> None:
@@ -179,20 +181,29 @@ class SlackNotifier:
         self._update(rotation_id)
 
     def _deferred_update(self, rotation_id: int) -> None:
+        # Off _scheduled before rendering, so a change made during this update schedules
+        # another one instead of being lost; counted in flight until Slack has answered.
         with self._guard:
             self._scheduled.discard(rotation_id)
             self._last[rotation_id] = time.monotonic()
+            self._in_flight += 1
         try:
             self._update(rotation_id)
         except Exception:  # a timer thread has no caller to tell: log it
             log.exception(
                 "deferred rotation message update failed", extra={"rotation_id": rotation_id}
             )
+        finally:
+            with self._guard:
+                self._in_flight -= 1
 
     def flush(self) -> None:
-        """Wait until no deferred update is pending (tests, shutdown)."""
+        """Wait until no deferred update is pending or in flight (tests, shutdown)."""
         deadline = time.monotonic() + 10
-        while self._scheduled and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._guard:
+                if not self._scheduled and self._in_flight == 0:
+                    return
             time.sleep(0.05)
 
     def _update(self, rotation_id: int) -> None:

@@ -35,6 +35,8 @@ class PostClaims(Protocol):
 
     def claim(self, rotation_id: int, kind: str, consumer: str = "") -> bool: ...
 
+    def finished(self, rotation_id: int) -> set[tuple[str, str]]: ...
+
     def done(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
 
     def release(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
@@ -157,13 +159,18 @@ class SlackNotifier:
             if rotation.terminal:
                 continue
             try:
-                if rotation.message_ts is None:
-                    self.rotation_changed(rotation, rotation.pending_steps())
-                else:  # only what is missing: no update of a message that is right
-                    self._post_turns(rotation, rotation.message_ts, rotation.pending_steps())
+                self.post_missing(rotation)
             except Exception:  # one rotation's Slack trouble must not stop the others
                 log.exception("catching up a rotation's messages failed",
                               extra=rotation_context(rotation))
+
+    def post_missing(self, rotation: Rotation) -> None:
+        """Post the rotation message if it is missing and any current prompt not yet out;
+        a message that is right is not updated. NotifyError when Slack refuses."""
+        if rotation.message_ts is None:
+            self.rotation_changed(rotation, rotation.pending_steps())
+        else:
+            self._post_turns(rotation, rotation.message_ts, rotation.pending_steps())
 
     def _update_soon(self, rotation_id: int) -> None:
         """Update now, or once the coalescing interval has passed (one pending at a time)."""
@@ -228,8 +235,13 @@ class SlackNotifier:
     def _post_turns(self, rotation: Rotation, ts: str, turns: list[Turn]) -> None:
         assert rotation.channel is not None
         assert rotation.id is not None
+        # Most turns re-offered (`/rotate status`, catch-up) went out long ago: skip those
+        # with one read before claiming the rest one by one.
+        sent = self.claims.finished(rotation.id) if self.claims is not None and turns else set()
         for consumer, step in turns:
             kind = f"prompt:{step.value}"
+            if (kind, consumer.name) in sent:
+                continue
             if self.claims is not None and not self.claims.claim(rotation.id, kind, consumer.name):
                 continue  # posted already (or being posted) by this or another replica
             text, body = blocks.turn_prompt(rotation, consumer, step)

@@ -68,8 +68,7 @@ def build(
     )
 
     def gate_for(rotation: Rotation) -> GateResult:
-        assert rotation.id is not None
-        return service.gate(rotation.id)
+        return service.gate_of(rotation)
 
     from adapters.health import HealthChecker
 

@@ -375,8 +375,11 @@ class RotationService:
         return reminder_settings(rotation, settings)
 
     def gate(self, rotation_id: int) -> GateResult:
+        return self.gate_of(self.get(rotation_id))
+
+    def gate_of(self, rotation: Rotation) -> GateResult:
+        """The gate of a rotation already loaded: reads only its unresolved alerts."""
         with self.uow_factory() as uow:
-            rotation = uow.rotations.get(rotation_id)
             alerts = uow.alerts.for_secret(
                 rotation.secret, unresolved_only=True, since=rotation.created_at
             )

@@ -76,9 +76,10 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
     if cmd.name == "status":
         rotation = service.get(rid)
         if not rotation.terminal and (rotation.message_ts is None or c.notifier.claims):
-            # (Re)post the message and any prompt a crash left unposted; claims skip the rest.
+            # (Re)post the message and any prompt a crash left unposted (claims skip the rest)
+            # and refresh the message, at most once per coalescing interval.
             c.notifier.rotation_changed(rotation, rotation.pending_steps())
-        gate = service.gate(rid) if not rotation.terminal else None
+        gate = service.gate_of(rotation) if not rotation.terminal else None
         evidence = c.health.evidence(rotation) if c.health is not None else None
         return blocks.rotation_message(rotation, gate, evidence)
     if cmd.name == "switch":

@@ -79,6 +79,20 @@ class SqlPostClaims:
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
 
+    def finished(self, rotation_id: int) -> set[tuple[str, str]]:
+        """(kind, consumer) of every post of this rotation that went out: one read, so
+        re-offering a lane's pending prompts costs one query, not one per consumer."""
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(CLAIMS.c.kind, CLAIMS.c.consumer, CLAIMS.c.sent_at).where(
+                        CLAIMS.c.rotation_id == rotation_id
+                    )
+                ).all()
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(self._engine.url, exc) from None
+        return {(kind, consumer) for kind, consumer, sent in rows if sent.year == DONE.year}
+
     def done(self, rotation_id: int, kind: str, consumer: str = "") -> None:
         """The post went out: the claim never goes stale now."""
         self._write(

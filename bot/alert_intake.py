@@ -10,7 +10,9 @@ alert secret can sign with both while the bot's setting changes).
 
 The signature does not cover ``X-Rotabot-Delivery``; de-duplication on it stops honest
 retries from counting twice, the 5-minute tolerance bounds how long a captured request can be
-replayed at all.
+replayed at all. De-duplication is a ``Deliveries`` port: the route uses the database's
+(storage/deliveries.py, shared by every replica and kept across restarts); ``DeliveryLog`` is
+the in-process one for tests.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -326,12 +328,35 @@ def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-class DeliveryLog:
-    """Delivery ids seen within ``ttl`` seconds: a retried delivery is answered, not counted.
+class DeliveryInFlight(Exception):
+    """The delivery id is reserved by a request still being processed (here or on another
+    replica): whether it will be counted is not known yet, so the sender should retry."""
 
-    ``reserve`` claims an id (False: already claimed); the route ``release``\\s it when the
-    request fails, so the sender's retry is processed. In-process only: with several replicas
-    a retry landing on another replica is counted again (it coalesces into the same alert).
+
+class Deliveries(Protocol):
+    """De-duplication of ``X-Rotabot-Delivery`` ids: a retried delivery is answered, not counted.
+
+    The route ``reserve``\\s an id before it processes a request (False: that delivery was
+    taken already, a duplicate), then marks it ``done`` when the alert was taken, or
+    ``release``\\s it when the request failed, so the sender's retry is processed. A shared
+    implementation may raise DeliveryInFlight while another request holds the id and lets an
+    unfinished reservation lapse after a short lease (its process died), so a retry is never
+    answered as a duplicate of an alert that was not stored.
+    """
+
+    def reserve(self, delivery_id: str) -> bool: ...
+
+    def done(self, delivery_id: str) -> None: ...
+
+    def release(self, delivery_id: str) -> None: ...
+
+
+class DeliveryLog:
+    """Deliveries in this process's memory: ids seen within ``ttl`` seconds.
+
+    Holds for one process only (a retry landing on another replica, or after a restart, is
+    counted again) and answers False for an unfinished reservation too; the bot uses
+    storage/deliveries.py, this one serves unit tests and tools.
     """
 
     def __init__(
@@ -361,6 +386,9 @@ class DeliveryLog:
             while len(self._seen) > self._max:
                 self._seen.popitem(last=False)
             return True
+
+    def done(self, delivery_id: str) -> None:
+        pass  # the whole ttl was reserved already: a lost process loses its memory anyway
 
     def release(self, delivery_id: str) -> None:
         with self._lock:

@@ -4,7 +4,10 @@ Order of checks, cheapest first, so nothing unauthenticated costs a database cal
 size (413, before the body is read whole) → signature and timestamp (401) → delivery id
 (200 duplicate) → schema (422) → flood limit per source (429 + Retry-After) → catalog (404 with
 the closest names, 422 for an ambiguous consumer) → store and post (200 with the alert refs).
-Log lines name consumers and secrets only: no other value from a body reaches a log.
+Delivery ids are reserved in the database (storage/deliveries.py), so a retry counts once
+whichever replica it reaches. A database that cannot be reached is a 503 the sender retries,
+never a silent loss. Log lines name consumers and secrets only: no other value from a body
+reaches a log.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +27,8 @@ from adapters.slack_notifier import SlackNotifier
 from bot.alert import Alert
 from bot.alert_intake import (
     MAX_BODY_BYTES,
-    DeliveryLog,
+    Deliveries,
+    DeliveryInFlight,
     RateLimiter,
     SchemaError,
     SignatureError,
@@ -34,11 +39,15 @@ from bot.alert_intake import (
 )
 from bot.alert_service import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
 from bot.bootstrap import Container
+from bot.errors import StoreUnavailable
 from handlers import blocks
+from storage.deliveries import SqlDeliveryLog
 
 log = logging.getLogger("rotabot.alerts")
 
 _SERVICE_KEY = "alert_service"
+# Seconds a sender is asked to wait after a 503 (database unreachable, delivery in flight).
+_RETRY_AFTER = "5"
 
 
 @dataclass
@@ -78,6 +87,23 @@ def alert_service(c: Container) -> AlertService:
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"ok": False, "error": message, **extra}, status_code=status)
+
+
+def _storage_failed(exc: Exception, doing: str) -> JSONResponse:
+    """503 when the database cannot be reached, 500 otherwise; both tell the sender to retry
+    and give a ref that finds the log line (which names the error type, never a value)."""
+    ref = uuid.uuid4().hex[:8]
+    if isinstance(exc, StoreUnavailable):
+        # Its text is written for the operator: host and port, never the password.
+        log.error("alert intake: %s failed (ref %s): %s", doing, ref, exc)
+        return JSONResponse(
+            {"ok": False, "error": f"rotabot's database is unavailable, nothing was stored "
+                                   f"(ref {ref}); retry later"},
+            status_code=503,
+            headers={"Retry-After": _RETRY_AFTER},
+        )
+    log.error("alert intake: %s failed (ref %s): %s", doing, ref, type(exc).__name__)
+    return _error(500, f"rotabot could not store the alert (ref {ref}); retry")
 
 
 def _summary(r: IngestResult) -> dict[str, Any]:
@@ -122,12 +148,13 @@ def alerts_route(
     *,
     service: AlertService | None = None,
     limiter: RateLimiter | None = None,
-    deliveries: DeliveryLog | None = None,
+    deliveries: Deliveries | None = None,
     max_body: int = MAX_BODY_BYTES,
 ) -> Route:
     svc = service or alert_service(c)
     limiter = limiter or RateLimiter()
-    deliveries = deliveries or DeliveryLog()
+    # In the database every replica shares, so a retry landing on another one counts once.
+    seen: Deliveries = deliveries or SqlDeliveryLog(c.engine, c.clock)
 
     async def receive(request: Request) -> Response:
         try:
@@ -152,7 +179,22 @@ def alerts_route(
             delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
         except SchemaError as exc:
             return _error(422, exc.problem, field=exc.field)
-        if delivery is not None and not deliveries.reserve(delivery):
+        if delivery is None:
+            return await _handle(request, body)
+        try:
+            fresh = await run_in_threadpool(seen.reserve, delivery)
+        except DeliveryInFlight:
+            # Answering "duplicate" now would lose the alert if that request fails.
+            log.info("alert delivery still being processed elsewhere; the sender should retry")
+            return JSONResponse(
+                {"ok": False, "error": "this X-Rotabot-Delivery is still being processed; "
+                                       "retry later"},
+                status_code=503,
+                headers={"Retry-After": _RETRY_AFTER},
+            )
+        except Exception as exc:
+            return _storage_failed(exc, "reserving the delivery id")
+        if not fresh:
             return JSONResponse({"ok": True, "duplicate": True})
         ok = False
         try:
@@ -160,8 +202,21 @@ def alerts_route(
             ok = response.status_code < 300
             return response
         finally:
-            if delivery is not None and not ok:
-                deliveries.release(delivery)  # the sender's retry must be processed
+            await _settle(delivery, ok)
+
+    async def _settle(delivery: str, ok: bool) -> None:
+        """Keep the id for the whole ttl once the alert was taken; free it when the request
+        failed, so the sender's retry is processed. When that write fails the reservation
+        lapses with its lease (storage/deliveries.py); the response is unchanged."""
+        try:
+            # Shielded: a cancelled request must still release its id, or its retry is lost.
+            with anyio.CancelScope(shield=True):
+                await run_in_threadpool(seen.done if ok else seen.release, delivery)
+        except Exception as exc:
+            log.warning(
+                "alert intake: could not %s a delivery id (%s); it lapses after its lease",
+                "keep" if ok else "release", type(exc).__name__,
+            )
 
     async def _handle(request: Request, body: bytes) -> Response:
         try:
@@ -194,9 +249,7 @@ def alerts_route(
         except AmbiguousConsumer as exc:
             return _error(422, str(exc), field="secret", secrets=exc.secrets)
         except Exception as exc:
-            ref = uuid.uuid4().hex[:8]
-            log.error("alert intake failed (ref %s): %s", ref, type(exc).__name__)
-            return _error(500, f"rotabot could not store the alert (ref {ref}); retry")
+            return _storage_failed(exc, "storing the alert")
         out: dict[str, Any] = {"ok": True, "alerts": [_summary(r) for r in results]}
         if len(results) == 1:
             out["ref"] = results[0].alert.ref

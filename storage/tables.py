@@ -15,6 +15,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    String,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -287,6 +288,18 @@ class DueReminderRow(SQLModel, table=True):
     sent_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class AlertDeliveryRow(SQLModel, table=True):
+    """An ``X-Rotabot-Delivery`` id some replica reserved, until ``expires_at``; once ``done``
+    (the alert was taken) a retry of it is answered, not counted. storage/deliveries.py."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (Index("ix_alert_deliveries_expires_at", "expires_at"),)
+
+    delivery_id: str = Field(primary_key=True, sa_type=String(200))  # as the sender sent it
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    done: bool = Field(default=False, nullable=False)
+
+
 metadata = SQLModel.metadata
 
 
@@ -302,4 +315,5 @@ def table_names() -> tuple[str, ...]:
         "readiness_confirmations",
         "secrets_seen",
         "due_reminders",
+        "alert_deliveries",
     )

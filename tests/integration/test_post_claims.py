@@ -3,7 +3,7 @@ re-offering a lane's prompts does not cost a query per consumer; on SQLite and P
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import event, text
 

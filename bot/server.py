@@ -144,6 +144,17 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         print(f"rotabot: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if not settings.database_url.startswith("sqlite"):  # SQLite is migrated by build()
+        from bot.errors import StoreUnavailable
+        from storage.migrate import schema_problem
+
+        try:
+            problem = schema_problem(settings.database_url)
+        except StoreUnavailable as exc:
+            problem = str(exc)
+        if problem is not None:
+            print(f"rotabot: {problem}", file=sys.stderr)
+            return 2
     c = build(settings)
     bolt = build_bolt_app(c)
     start_timers(c)

@@ -59,3 +59,23 @@ def current_revision(url: str | URL) -> str | None:
         raise unavailable(engine.url, exc) from None
     finally:
         engine.dispose()
+
+
+def schema_problem(url: str | URL) -> str | None:
+    """None when the database is at this rotabot's schema; otherwise what to do, in words.
+    A replica started before `rotabot db upgrade` would fail request by request instead."""
+    have, want = current_revision(url), head_revision()
+    if have == want:
+        return None
+    if have is None:
+        return "the database has no rotabot tables yet: run `rotabot db upgrade` first"
+    known = {r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if have not in known:
+        return (
+            f"the database schema ({have}) is newer than this rotabot ({want}): "
+            "run the rotabot version that migrated it"
+        )
+    return (
+        f"the database schema is at {have}, this rotabot needs {want}: "
+        "run `rotabot db upgrade` (from this version) first"
+    )

@@ -1,6 +1,6 @@
 """Shared machinery: catalogs, the Slack stand-in, `rotabot serve` and the bare Bolt app as
-real processes, PostgreSQL (reusing tests/servers.py), pre-signed requests and the load
-generator subprocess."""
+real processes, PostgreSQL, pre-signed requests and the load generator subprocess. Processes
+and servers start as the test suite starts them (tests/harness, tests/servers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,24 @@ from bot.slack_standin.state import Message, StandinState
 from handlers.ids import Action, StepButton, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
+# pytest puts tests/ on sys.path (pyproject's pythonpath); `python -m benchmarks` does not.
+if str(ROOT / "tests") not in sys.path:
+    sys.path.append(str(ROOT / "tests"))
+
+from harness.messages import is_rotation_message  # noqa: E402
+from harness.serve import (  # noqa: E402  (needs tests/ on sys.path, just above)
+    catalog_head,
+    eventually,
+    free_port,
+    process_env,
+    serve_command,
+    serve_env,
+    spawn,
+    stop_process,
+    wait_healthy,
+)
+from servers import PostgresServer  # noqa: E402
+
 ADMIN = "U0ADMIN"
 CHANNEL = "C0ROTATE"
 INCIDENTS = "C0INCIDENT"
@@ -42,12 +59,6 @@ def consumer_name(i: int) -> str:
     return f"svc-{i:04d}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # --- catalog and workspace ----------------------------------------------------------------
 
 
@@ -60,14 +71,7 @@ class SecretSpec:
 
 def catalog_yaml(store_dir: Path, specs: Sequence[SecretSpec]) -> str:
     lines = [
-        "version: 1",
-        "defaults:",
-        f"  channel: {CHANNEL}",
-        f"  incident_channel: {INCIDENTS}",
-        f"  admins: [{ADMIN}]",
-        f"  lanes: [{', '.join(LANES)}]",
-        "  overlap: 24h",
-        "  observe: 2h",
+        *catalog_head(observe="2h", overlap="24h", admins=(ADMIN,), lanes=LANES).splitlines(),
         "stores:",
         "  local:",
         "    kind: file",
@@ -156,20 +160,6 @@ class RequestBuilder(SlackSide):
 # --- processes ---------------------------------------------------------------------------
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{url} did not start:\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.1)
-
-
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM (peak resident set) of a running process, in MiB (Linux)."""
     try:
@@ -198,23 +188,16 @@ class Server:
         return peak_rss_mib(self.process.pid)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
 
 
 def start_process(
     name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int
 ) -> Server:
     log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn(argv, env=env, cwd=workdir, log_path=log_path)
     url = f"http://127.0.0.1:{port}"
-    _wait_healthy(url, proc, log_path)
+    wait_healthy(proc, url, log_path, timeout=60, what=f"{name} at {url}", probe_timeout=2)
     return Server(name, url, proc, log_path)
 
 
@@ -256,28 +239,17 @@ def bot_env(
         catalog_path=catalog,
     )
     try:
-        proc_env = {
-            **os.environ,
-            "SLACK_BOT_TOKEN": "xoxb-bench-" + secrets.token_hex(6),
-            "SLACK_SIGNING_SECRET": env.signing_secret,
-            "SLACK_API_URL": standin.base_url,
-            "DATABASE_URL": env.database_url,
-            "ROTABOT_CATALOG": str(catalog),
-            "ROTABOT_ALERT_SECRET": env.alert_secret,
-            "ROTABOT_LOG_LEVEL": "WARNING",
-        }
-        proc_env.pop("SLACK_APP_TOKEN", None)
+        proc_env = process_env(serve_env(
+            token_tag="bench", standin_url=standin.base_url, database_url=env.database_url,
+            catalog=catalog, signing_secret=env.signing_secret, alert_secret=env.alert_secret,
+            extra={"ROTABOT_LOG_LEVEL": "WARNING"}))
         if not env.database_url.startswith("sqlite"):
             subprocess.run(
                 [sys.executable, "-m", "bot.cli", "db", "upgrade"],
                 cwd=workdir, env=proc_env, check=True, capture_output=True,
             )
         port = free_port()
-        env.bot = start_process(
-            "rotabot",
-            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            proc_env, workdir, port,
-        )
+        env.bot = start_process("rotabot", serve_command(port), proc_env, workdir, port)
         yield env
     except BaseException:
         print(f"benchmark files kept for inspection in {workdir}", file=sys.stderr)
@@ -306,13 +278,8 @@ def start_bare(workdir: Path, signing_secret: str, api_url: str) -> Server:
 
 
 @contextmanager
-def postgres() -> Iterator[Any]:
+def postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server started exactly as the test suite starts it."""
-    tests_dir = str(ROOT / "tests")
-    if tests_dir not in sys.path:
-        sys.path.insert(0, tests_dir)
-    from servers import PostgresServer  # type: ignore[import-not-found]  # tests/servers.py
-
     server = PostgresServer.start()
     try:
         yield server
@@ -324,14 +291,7 @@ def postgres() -> Iterator[Any]:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(poll)
+    return eventually(predicate, timeout, what, poll=poll, error=TimeoutError)
 
 
 def wait_quiet(state: StandinState, quiet: float = 1.0, timeout: float = 300) -> float:
@@ -351,10 +311,7 @@ def wait_quiet(state: StandinState, quiet: float = 1.0, timeout: float = 300) ->
 
 
 def parent_message(state: StandinState, ref: str = "R-1") -> Message | None:
-    for m in state.channel_messages(CHANNEL):
-        if m.thread_ts in (None, m.ts) and m.text.startswith(ref + " "):
-            return m
-    return None
+    return next((m for m in state.channel_messages(CHANNEL) if is_rotation_message(m, ref)), None)
 
 
 def step_buttons(state: StandinState, parent_ts: str) -> dict[tuple[str, str], Message]:

@@ -78,7 +78,8 @@ def _why_not_ready(proc: subprocess.Popen[bytes] | None, what: str) -> str:
     return f"did not {what} within {START_TIMEOUT:.0f}s"
 
 
-def _stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM, then SIGKILL if it is still running after `timeout` seconds; reaps it."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -407,6 +408,55 @@ class PostgresServer:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
+class _ChildServer:
+    """What RedisServer and OpenBaoServer share: one child process started in ``base``, whose
+    output goes to ``log_path`` and whose readiness ``_ready`` probes."""
+
+    base: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _launch(
+        self, argv: list[str], *, name: str, ready_means: str, env: dict[str, str] | None = None
+    ) -> None:
+        """Start the process and wait until it is ready; else stop it (keeping its files for
+        the message) and raise ServerStartError with the tail of its log."""
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+            env=env,
+        )
+        log.close()
+        if _wait_until(self._ready, START_TIMEOUT, self._alive):
+            return
+        why = _why_not_ready(self.proc, ready_means)
+        self.stop(remove=False)
+        raise ServerStartError(
+            f"{name} on port {self.port} {why}\n"
+            f"--- {self.log_path} ---\n{log_tail(self.log_path)}"
+        )
+
+    def stop(self, remove: bool = True) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+        if remove:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Redis
 # --------------------------------------------------------------------------------------------
@@ -421,7 +471,7 @@ def _resp(*parts: str) -> bytes:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(_ChildServer):
     """A running redis-server with an ACL admin user; the default user needs the same password."""
 
     base: Path
@@ -463,9 +513,6 @@ class RedisServer:
         except (OSError, ServerStartError):
             return False
 
-    def _alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def reset(self) -> None:
         """Empty every database and delete ACL users that tests created."""
         self.command("FLUSHALL")
@@ -492,8 +539,7 @@ class RedisServer:
 
         def once(port: int) -> RedisServer:
             server = cls(base=base, port=port, password=password)
-            log = server.log_path.open("ab")
-            server.proc = subprocess.Popen(
+            server._launch(
                 [
                     binary,
                     "--port",
@@ -520,28 +566,12 @@ class RedisServer:
                     "&*",
                     "+@all",
                 ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=base,
+                name="redis-server",
+                ready_means="answering PING",
             )
-            log.close()
-            if _wait_until(server._ready, START_TIMEOUT, server._alive):
-                return server
-            why = _why_not_ready(server.proc, "answering PING")
-            server.stop(remove=False)
-            raise ServerStartError(
-                f"redis-server on port {port} {why}\n"
-                f"--- {server.log_path} ---\n{log_tail(server.log_path)}"
-            )
+            return server
 
         return _with_retries(once)
-
-    def stop(self, remove: bool = True) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc)
-        if remove:
-            shutil.rmtree(self.base, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,7 +591,7 @@ def find_bao() -> str:
 
 
 @dataclass
-class OpenBaoServer:
+class OpenBaoServer(_ChildServer):
     """A running `bao server -dev` (in memory, unsealed, KV v2 mounted at secret/)."""
 
     base: Path
@@ -577,9 +607,6 @@ class OpenBaoServer:
     @property
     def log_path(self) -> Path:
         return self.base / "bao.log"
-
-    def _alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def _get(self, path: str, token: str | None = None) -> tuple[int, object]:
         req = urllib.request.Request(self.url + path)
@@ -609,10 +636,9 @@ class OpenBaoServer:
 
         def once(port: int) -> OpenBaoServer:
             server = cls(base=base, port=port)
-            log = server.log_path.open("ab")
             env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
             env["HOME"] = str(base)  # the dev server must not touch the real ~/.bao-token
-            server.proc = subprocess.Popen(
+            server._launch(
                 [
                     binary,
                     "server",
@@ -621,26 +647,10 @@ class OpenBaoServer:
                     f"-dev-listen-address={server.host}:{port}",
                     "-dev-no-store-token",
                 ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=base,
+                name="bao server -dev",
+                ready_means="being healthy",
                 env=env,
             )
-            log.close()
-            if _wait_until(server._ready, START_TIMEOUT, server._alive):
-                return server
-            why = _why_not_ready(server.proc, "being healthy")
-            server.stop(remove=False)
-            raise ServerStartError(
-                f"bao server -dev on port {port} {why}\n"
-                f"--- {server.log_path} ---\n{log_tail(server.log_path)}"
-            )
+            return server
 
         return _with_retries(once)
-
-    def stop(self, remove: bool = True) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc)
-        if remove:
-            shutil.rmtree(self.base, ignore_errors=True)

@@ -10,24 +10,26 @@ burst of 1,000 reports are checked through the same process.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import hvac
 import pytest
-import redis
 from conftest import BotConfig
-from e2e_helpers import parent_message, prompt_for, wait_ephemeral
+from e2e_helpers import click_step, parent_message, prompt_for, wait_ephemeral, wait_parent
+from harness.backends import (
+    RedisInBao,
+    catalog_backends,
+    give_bot_canary_credentials,
+    redis_in_bao,
+)
+from harness.serve import alert_headers, catalog_head
 
 from bot.slack_standin.state import Message
 from handlers.ids import Action
@@ -45,12 +47,8 @@ def send_alert(bot: Bot, payload: dict[str, Any] | bytes, *, ts: int | None = No
                signature: str | None = None) -> httpx.Response:
     """What the README's curl and Python lines send."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    stamp = str(int(time.time()) if ts is None else ts)
-    sig = hmac.new(key.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return httpx.post(bot.url + "/alerts", content=body, timeout=30, headers={
-        "Content-Type": "application/json", "X-Rotabot-Timestamp": stamp,
-        "X-Rotabot-Signature": signature or f"v1={sig}",
-        "X-Rotabot-Delivery": delivery or str(uuid.uuid4())})
+    return httpx.post(bot.url + "/alerts", content=body, timeout=30, headers=alert_headers(
+        key, body, timestamp=ts, signature=signature, delivery=delivery or str(uuid.uuid4())))
 
 
 def buttons(message: Message) -> dict[str, str]:
@@ -67,20 +65,6 @@ def incident_message(bot: Bot, needle: str) -> Message:
     return bot.state.wait_for(find, 15)
 
 
-def click_step(bot: Bot, user: str, consumer: str, label: str) -> None:
-    prompt = prompt_for(bot, consumer, label)
-    assert bot.slack.click(user, channel="C0ROTATE", message_ts=prompt.ts,
-                           action_id=Action.STEP.value).status == 200
-    bot.state.wait_for(lambda s: (m := s.find_message("C0ROTATE", prompt.ts)) is not None
-                       and " by " in m.text and not any(b.get("type") == "actions"
-                                                        for b in m.blocks), 10)
-
-
-def wait_parent(bot: Bot, needle: str, timeout: float = 15) -> None:
-    bot.state.wait_for(lambda s: needle in parent_message(bot).text
-                       + json.dumps(parent_message(bot).blocks), timeout)
-
-
 def alerts_table(bot: Bot) -> list[tuple[Any, ...]]:
     with sqlite3.connect(bot.db_path) as db:
         return db.execute("select consumer, failure_class, count, source from alerts "
@@ -89,57 +73,7 @@ def alerts_table(bot: Bot) -> list[tuple[Any, ...]]:
 
 # --- real OpenBao + Redis -----------------------------------------------------------------
 
-
-@dataclass
-class Backends:
-    user: str
-    path: str
-    initial: str
-    redis_host: str
-    redis_port: int
-    bao: hvac.Client
-    vault_token: str
-    redis_admin_password: str
-
-    def auth_ok(self, password: str) -> bool:
-        client = redis.Redis(host=self.redis_host, port=self.redis_port, username=self.user,
-                             password=password, socket_timeout=5)
-        try:
-            return bool(client.ping())
-        except redis.AuthenticationError:
-            return False
-        finally:
-            client.close()
-
-    def labels(self) -> dict[str, str]:
-        meta = self.bao.secrets.kv.v2.read_secret_metadata(path=self.path)["data"]
-        return {k: v for k, v in (meta["custom_metadata"] or {}).items()
-                if k.startswith("rotabot-")}
-
-    def read(self, version: int | None = None) -> dict[str, str]:
-        """What an unpinned consumer reads (the latest version), or one version."""
-        data: dict[str, str] = self.bao.secrets.kv.v2.read_secret_version(
-            path=self.path, version=version, raise_on_deleted_version=True)["data"]["data"]
-        return data
-
-    def destroyed(self, version: int) -> bool:
-        meta = self.bao.secrets.kv.v2.read_secret_metadata(path=self.path)["data"]
-        return bool(meta["versions"][str(version)]["destroyed"])
-
-
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 1h
-stores:
-  bao: {{kind: vault-kv2, url: "{bao_url}", mount: secret, token_env: VAULT_TOKEN}}
-issuers:
-  cache: {{kind: redis-acl, url_env: REDIS_ADMIN_URL}}
+CATALOG = catalog_head(observe="1h") + catalog_backends("{bao_url}", redis=True) + """\
 secrets:
   cache-password:
     issuer: {{name: cache, user: {user}}}
@@ -159,33 +93,12 @@ secrets:
 
 
 @pytest.fixture
-def backends(request: pytest.FixtureRequest) -> Backends:
+def backends(request: pytest.FixtureRequest) -> RedisInBao:
     openbao_server = request.getfixturevalue("openbao_server")
     redis_server = request.getfixturevalue("redis_server")
-    redis_url = request.getfixturevalue("redis_url")
-    tag = secrets.token_hex(4)
-    user, initial = f"cache_{tag}", "initial-" + secrets.token_hex(12)
-    admin = redis.Redis.from_url(redis_url)
-    # The bot's own Redis admin credential and OpenBao token are canaries too.
-    admin_password = f"canary-redis-{tag}"
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{initial}", "~*", "+@all")
-    admin.execute_command("ACL", "SETUSER", f"rotabot_{tag}", "on", f">{admin_password}",
-                          "~*", "+@all")
-    admin.close()
-    bao = hvac.Client(url=openbao_server.url, token=openbao_server.token)
-    path = f"e2e-rollback/{tag}/cache"
-    bao.secrets.kv.v2.create_or_update_secret(path=path,
-                                              secret={"username": user, "password": initial})
-    token = f"canary-vault-{tag}"
-    bao.sys.create_or_update_policy(name=f"rb-{tag}", policy=(
-        f'path "secret/data/e2e-rollback/{tag}/*" {{ capabilities = ["create", "read", '
-        '"update"] }\n'
-        f'path "secret/metadata/e2e-rollback/{tag}/*" {{ capabilities = ["create", "read", '
-        '"update"] }\n'
-        f'path "secret/destroy/e2e-rollback/{tag}/*" {{ capabilities = ["update"] }}\n'))
-    bao.auth.token.create(id=token, policies=[f"rb-{tag}"], ttl="30m")
-    return Backends(user, path, initial, redis_server.host, redis_server.port, bao, token,
-                    admin_password)
+    return redis_in_bao(request.getfixturevalue("redis_url"), redis_server.host,
+                        redis_server.port, openbao_server.url, openbao_server.token,
+                        f"e2e-rollback/{secrets.token_hex(4)}/cache")
 
 
 @pytest.fixture
@@ -194,19 +107,19 @@ def bot_config(request: pytest.FixtureRequest, tmp_path: Path) -> BotConfig:
     env = {"ROTABOT_ALERT_SECRET": ALERT_SECRET}
     if "backends" not in request.fixturenames:
         return BotConfig(catalog=BURST_CATALOG.format(store=tmp_path / "secrets"), env=env)
-    b: Backends = request.getfixturevalue("backends")
-    server = request.getfixturevalue("redis_server")
+    b: RedisInBao = request.getfixturevalue("backends")
+    # The bot's own Redis admin credential and OpenBao token are canaries too.
+    credentials = give_bot_canary_credentials(b, request.getfixturevalue("redis_url"),
+                                              b.path.rsplit("/", 1)[0])
     return BotConfig(
         catalog=CATALOG.format(bao_url=request.getfixturevalue("openbao_server").url,
                                user=b.user, path=b.path),
-        env={**env, "VAULT_TOKEN": b.vault_token,
-             "REDIS_ADMIN_URL": f"redis://rotabot_{b.user[6:]}:{b.redis_admin_password}@"
-                                f"{server.host}:{server.port}/0"},
+        env={**env, **credentials},
         forbid=(b.initial, b.vault_token, b.redis_admin_password),
     )
 
 
-def switched_rotation(bot: Bot, b: Backends) -> str:
+def switched_rotation(bot: Bot, b: RedisInBao) -> str:
     """/rotate start, both owners distribute and validate, the admin switches. Returns the
     new password (read from OpenBao with the test's own root token)."""
     bot.slack.command("U0ADMIN", "C0ROTATE", "start cache-password")
@@ -231,7 +144,7 @@ def switched_rotation(bot: Bot, b: Backends) -> str:
 @pytest.mark.redis
 @pytest.mark.parametrize("choice", ["keep", "revoke"])
 def test_alert_then_rollback_click_restores_the_previous_credential_on_the_servers(
-    bot: Bot, backends: Backends, choice: str
+    bot: Bot, backends: RedisInBao, choice: str
 ) -> None:
     b = backends
     new_password = switched_rotation(bot, b)
@@ -313,15 +226,7 @@ def test_alert_then_rollback_click_restores_the_previous_credential_on_the_serve
 
 # --- POST /alerts refusals and a burst, through serve -------------------------------------
 
-BURST_CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 1h
+BURST_CATALOG = catalog_head(observe="1h") + """\
 stores:
   local: {{kind: file, path: "{store}"}}
 secrets:

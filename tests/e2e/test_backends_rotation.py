@@ -12,23 +12,37 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import hvac
 import psycopg
 import pytest
-import redis
 from conftest import BotConfig
-from e2e_helpers import parent_message, prompt_for, wait_ephemeral
-from psycopg import sql
+from e2e_helpers import (
+    click_parent,
+    click_step,
+    has_button,
+    prompt_for,
+    wait_ephemeral,
+    wait_parent,
+)
+from harness.backends import (
+    RedisInBao,
+    catalog_backends,
+    drop_pg_roles,
+    first_pg_credential,
+    give_bot_canary_credentials,
+    pg_dsn,
+    pg_login_ok,
+    redis_in_bao,
+)
+from harness.loopback import Loopback, QuietHandler
+from harness.serve import catalog_head
 
-from adapters.postgres_role import PostgresRoleIssuer
 from handlers.ids import Action
 
 pytestmark = [pytest.mark.openbao]
@@ -46,26 +60,16 @@ class ConsumerStandin:
         self.hits = 0
         standin = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 standin.hits += 1
-                payload = json.dumps(standin.body).encode()
-                self.send_response(standin.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.reply(standin.status, standin.body)
 
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = Loopback(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/healthz/deep"
+        return self.server.url + "/healthz/deep"
 
     def wait_for_hits(self, n: int, timeout: float = 20, required: bool = True) -> None:
         deadline = time.monotonic() + timeout
@@ -76,8 +80,7 @@ class ConsumerStandin:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
@@ -87,95 +90,10 @@ def consumer_standin() -> Iterator[ConsumerStandin]:
     standin.stop()
 
 
-def click_step(bot: Bot, user: str, consumer: str, label: str) -> None:
-    prompt = prompt_for(bot, consumer, label)
-    reply = bot.slack.click(user, channel="C0ROTATE", message_ts=prompt.ts,
-                            action_id=Action.STEP.value)
-    assert reply.status == 200
-    bot.state.wait_for(lambda s: (m := s.find_message("C0ROTATE", prompt.ts)) is not None
-                       and " by " in m.text and not any(b.get("type") == "actions"
-                                                        for b in m.blocks), 10)
-
-
-def click_parent(bot: Bot, action: Action) -> None:
-    parent = parent_message(bot)
-    reply = bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=parent.ts,
-                            action_id=action.value)
-    assert reply.status == 200
-
-
-def wait_parent(bot: Bot, needle: str, timeout: float = 15) -> str:
-    def found(_: object) -> str | None:
-        blob = json.dumps(parent_message(bot).blocks) + parent_message(bot).text
-        return blob if needle in blob else None
-    return bot.state.wait_for(found, timeout)
-
-
-def has_button(bot: Bot, action: Action) -> bool:
-    return any(e.get("action_id") == action.value for b in parent_message(bot).blocks
-               for e in b.get("elements", []))
-
-
 # --- redis-acl in OpenBao ----------------------------------------------------------------
 
 
-@dataclass
-class RedisWorld:
-    user: str
-    path: str
-    initial: str
-    redis_host: str
-    redis_port: int
-    bao: hvac.Client
-    vault_token: str = ""  # the bot's credentials (canaries), set by bot_config
-    redis_admin_password: str = ""
-
-    def auth_ok(self, password: str) -> bool:
-        client = redis.Redis(host=self.redis_host, port=self.redis_port, username=self.user,
-                             password=password, socket_timeout=5)
-        try:
-            return bool(client.ping())
-        except redis.AuthenticationError:
-            return False
-        finally:
-            client.close()
-
-    def labels(self) -> dict[str, str]:
-        meta = self.bao.secrets.kv.v2.read_secret_metadata(path=self.path)["data"]
-        return {k: v for k, v in (meta["custom_metadata"] or {}).items()
-                if k.startswith("rotabot-")}
-
-    def versions(self) -> dict[str, Any]:
-        data: dict[str, Any] = self.bao.secrets.kv.v2.read_secret_metadata(
-            path=self.path)["data"]["versions"]
-        return data
-
-    def password(self, version: int) -> str:
-        data = self.bao.secrets.kv.v2.read_secret_version(
-            path=self.path, version=version, raise_on_deleted_version=True)["data"]["data"]
-        assert data["username"] == self.user
-        return str(data["password"])
-
-
-REDIS_CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 3s
-stores:
-  bao:
-    kind: vault-kv2
-    url: {bao_url}
-    mount: secret
-    token_env: VAULT_TOKEN
-issuers:
-  cache:
-    kind: redis-acl
-    url_env: REDIS_ADMIN_URL
+REDIS_CATALOG = catalog_head(observe="3s") + catalog_backends("{bao_url}", redis=True) + """\
 secrets:
   cache-password:
     description: Redis password of the retrieval cache
@@ -197,23 +115,15 @@ secrets:
 
 
 @pytest.fixture
-def redis_world(redis_url: str, redis_server: Any, openbao_server: Any) -> RedisWorld:
-    user = f"cache_{secrets.token_hex(3)}"
-    initial = "initial-" + secrets.token_hex(12)
-    admin = redis.Redis.from_url(redis_url)
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{initial}", "~*", "+@all")
-    admin.close()
-    bao = hvac.Client(url=openbao_server.url, token=openbao_server.token)
-    path = f"e2e/{uuid.uuid4().hex[:10]}/cache"
+def redis_world(redis_url: str, redis_server: Any, openbao_server: Any) -> RedisInBao:
     # As a person put it there before rotabot: one unlabelled version, adopted as current.
-    bao.secrets.kv.v2.create_or_update_secret(path=path,
-                                              secret={"username": user, "password": initial})
-    return RedisWorld(user, path, initial, redis_server.host, redis_server.port, bao)
+    return redis_in_bao(redis_url, redis_server.host, redis_server.port, openbao_server.url,
+                        openbao_server.token, f"e2e/{uuid.uuid4().hex[:10]}/cache")
 
 
 @pytest.mark.redis
 def test_redis_acl_secret_in_openbao_from_start_to_revoke(
-    bot: Bot, redis_world: RedisWorld, consumer_standin: ConsumerStandin
+    bot: Bot, redis_world: RedisInBao, consumer_standin: ConsumerStandin
 ) -> None:
     w = redis_world
     assert w.labels() == {}
@@ -301,26 +211,8 @@ def test_redis_acl_secret_in_openbao_from_start_to_revoke(
 # --- postgres-role in OpenBao: usage evidence at the gate --------------------------------
 
 
-PG_CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 2s
-stores:
-  bao:
-    kind: vault-kv2
-    url: {bao_url}
-    mount: secret
-    token_env: VAULT_TOKEN
-issuers:
-  warehouse:
-    kind: postgres-role
-    url_env: PG_ADMIN_DSN
-    base_role: {base}
+PG_CATALOG = (catalog_head(observe="2s") + catalog_backends("{bao_url}", pg_base_role="{base}")
+              + """\
 secrets:
   warehouse-login:
     issuer: {{name: warehouse}}
@@ -331,7 +223,7 @@ secrets:
         lane: dev
         reload: restart
         rollback: Restart with the previous store version pinned
-"""
+""")
 
 
 @dataclass
@@ -342,16 +234,11 @@ class PgWorld:
     port: int
     bao: hvac.Client
 
-    def dsn(self, user: str, password: str, app: str = "e2e") -> str:
-        return (f"host={self.host} port={self.port} dbname=postgres user={user} "
-                f"password={password} application_name={app} connect_timeout=10")
+    def dsn(self, user: str, password: str, app: str) -> str:
+        return pg_dsn(self.host, self.port, user, password, app)
 
     def login_ok(self, user: str, password: str) -> bool:
-        try:
-            with psycopg.connect(self.dsn(user, password)) as conn:
-                return conn.execute("SELECT current_user").fetchone() == (user,)
-        except psycopg.OperationalError:
-            return False
+        return pg_login_ok(self.host, self.port, user, password)
 
     def credential(self, version: int) -> tuple[str, str]:
         data = self.bao.secrets.kv.v2.read_secret_version(
@@ -362,20 +249,12 @@ class PgWorld:
 @pytest.fixture
 def pg_world(postgres_server: Any, openbao_server: Any) -> Iterator[PgWorld]:
     base = f"wh_{secrets.token_hex(3)}"
-    issuer = PostgresRoleIssuer(postgres_server.dsn, base)
-    issuer.ensure_roles()
-    first = issuer.mint(None)  # app_a, as an operator's one-time takeover would
-    assert first.material is not None
+    first = first_pg_credential(postgres_server.dsn, base)
     bao = hvac.Client(url=openbao_server.url, token=openbao_server.token)
     path = f"e2e/{uuid.uuid4().hex[:10]}/warehouse"
-    bao.secrets.kv.v2.create_or_update_secret(path=path, secret=first.material.reveal())
+    bao.secrets.kv.v2.create_or_update_secret(path=path, secret=first)
     yield PgWorld(base, path, postgres_server.host, postgres_server.port, bao)
-    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        for role in (f"{base}_a", f"{base}_b"):
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE usename = %s", (role,))
-        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}, {}").format(
-            sql.Identifier(f"{base}_a"), sql.Identifier(f"{base}_b"), sql.Identifier(base)))
+    drop_pg_roles(postgres_server.dsn, base)
 
 
 @pytest.mark.postgres
@@ -436,29 +315,13 @@ def bot_config(request: pytest.FixtureRequest, openbao_server: Any) -> BotConfig
             catalog=PG_CATALOG.format(bao_url=openbao_server.url, base=pg.base, path=pg.path),
             env={"VAULT_TOKEN": openbao_server.token, "PG_ADMIN_DSN": postgres_server.dsn},
         )
-    w: RedisWorld = request.getfixturevalue("redis_world")
+    w: RedisInBao = request.getfixturevalue("redis_world")
     standin: ConsumerStandin = request.getfixturevalue("consumer_standin")
-    redis_server = request.getfixturevalue("redis_server")
-    # The bot's own credentials are canaries, valid on the servers: an OpenBao token created
-    # with the canary as its id, a Redis admin user with the canary as its password.
-    tag = secrets.token_hex(6)
-    w.vault_token, w.redis_admin_password = f"canary-vault-{tag}", f"canary-redis-{tag}"
-    policy = f"e2e-{tag}"
-    w.bao.sys.create_or_update_policy(name=policy, policy=(
-        'path "secret/data/e2e/*" { capabilities = ["create", "read", "update"] }\n'
-        'path "secret/metadata/e2e/*" { capabilities = ["create", "read", "update"] }\n'
-        'path "secret/destroy/e2e/*" { capabilities = ["update"] }\n'))
-    w.bao.auth.token.create(id=w.vault_token, policies=[policy], ttl="30m")
-    admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    admin.execute_command("ACL", "SETUSER", f"rotabot_{tag}", "on",
-                          f">{w.redis_admin_password}", "~*", "+@all")
-    admin.close()
+    # The bot's own credentials are canaries, valid on the servers.
+    credentials = give_bot_canary_credentials(w, request.getfixturevalue("redis_url"), "e2e")
     return BotConfig(
         catalog=REDIS_CATALOG.format(bao_url=openbao_server.url, user=w.user, path=w.path,
                                      health_url=standin.url),
-        env={"VAULT_TOKEN": w.vault_token,
-             "REDIS_ADMIN_URL": f"redis://rotabot_{tag}:{w.redis_admin_password}@"
-                                f"{redis_server.host}:{redis_server.port}/0",
-             "ROTABOT_LOG_LEVEL": "DEBUG", "ROTABOT_HEALTH_INTERVAL": "24h"},
+        env={**credentials, "ROTABOT_LOG_LEVEL": "DEBUG", "ROTABOT_HEALTH_INTERVAL": "24h"},
         forbid=(w.initial, w.vault_token, w.redis_admin_password),
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 from conftest import CANARY_NEW, CANARY_OLD, Bot
-from test_rotation_flow import click_step, start_and_write_new_version
+from e2e_helpers import click_step
+from test_rotation_flow import start_and_write_new_version
 
 
 def test_metrics_count_phases_steps_and_slack_rate_limits(bot: Bot) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import CATALOG, Bot, BotConfig
-from e2e_helpers import parent_message
-from test_rotation_flow import click_step, start_and_write_new_version
+from e2e_helpers import click_step, parent_message, switch_when_ready
+from test_rotation_flow import start_and_write_new_version
 
 from handlers.ids import Action
 
@@ -37,16 +37,11 @@ def observe_until(bot: Bot) -> datetime:
 
 
 def switch_and_sign_off(bot: Bot) -> None:
-    parent = start_and_write_new_version(bot)
+    start_and_write_new_version(bot)
     for consumer, owner in OWNERS:
         click_step(bot, owner, consumer, "Distributed")
         click_step(bot, owner, consumer, "Validated")
-    bot.state.wait_for(lambda s: any(
-        e.get("action_id") == Action.SWITCH.value for b in parent_message(bot).blocks
-        for e in b.get("elements", [])), 10)
-    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=parent.ts,
-                    action_id=Action.SWITCH.value)
-    bot.state.wait_for(lambda s: "observing" in parent_message(bot).text, 10)
+    switch_when_ready(bot)
     for consumer, owner in OWNERS:
         click_step(bot, owner, consumer, "Sign off")
 

@@ -7,7 +7,13 @@ import sqlite3
 import time
 
 from conftest import CANARY_NEW, CANARY_OLD, Bot
-from e2e_helpers import parent_message, prompt_for, wait_ephemeral
+from e2e_helpers import (
+    click_step,
+    parent_message,
+    prompt_for,
+    switch_when_ready,
+    wait_ephemeral,
+)
 
 from bot.secret_material import SecretMaterial
 from bot.slack_standin.state import Message
@@ -30,16 +36,6 @@ def start_and_write_new_version(bot: Bot) -> Message:
     return parent_message(bot)
 
 
-def click_step(bot: Bot, user: str, consumer: str, label: str) -> None:
-    prompt = prompt_for(bot, consumer, label)
-    reply = bot.slack.click(user, channel="C0ROTATE", message_ts=prompt.ts,
-                            action_id=Action.STEP.value)
-    assert reply.status == 200
-    bot.state.wait_for(lambda s: (m := s.find_message("C0ROTATE", prompt.ts)) is not None
-                       and "by" in m.text and not any(b.get("type") == "actions"
-                                                      for b in m.blocks), 10)
-
-
 def test_whole_rotation_from_start_to_revoke(bot: Bot) -> None:
     parent = start_and_write_new_version(bot)
     assert bot.store.describe(PATH).pending == "2"
@@ -52,12 +48,7 @@ def test_whole_rotation_from_start_to_revoke(bot: Bot) -> None:
         click_step(bot, owner, consumer, "Distributed")
         click_step(bot, owner, consumer, "Validated")
 
-    bot.state.wait_for(lambda s: any(
-        e.get("action_id") == Action.SWITCH.value for b in parent_message(bot).blocks
-        for e in b.get("elements", [])), 10)
-    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=parent.ts,
-                    action_id=Action.SWITCH.value)
-    bot.state.wait_for(lambda s: "observing" in parent_message(bot).text, 10)
+    switch_when_ready(bot)
     state = bot.store.describe(PATH)
     assert (state.current, state.previous) == ("2", "1")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness.serve import stop_process
 
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
@@ -68,11 +69,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert httpx.get(url + "healthz", timeout=10).status_code == 200
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=10)
         log.close()
         if proc.returncode not in (0, -15, None):
             print(log_path.read_text()[-3000:])

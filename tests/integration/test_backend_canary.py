@@ -21,23 +21,28 @@ import logging
 import re
 import secrets
 import sqlite3
-import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import hvac
 import psycopg
 import pytest
-import redis
+from harness.backends import (
+    bao_rules,
+    bao_token,
+    catalog_backends,
+    drop_pg_roles,
+    first_pg_credential,
+    redis_acl_user,
+)
+from harness.loopback import Loopback, QuietHandler
+from harness.serve import ADMIN, catalog_head
 from psycopg import sql
 from servers import OpenBaoServer, PostgresServer, RedisServer
 
-from adapters.postgres_role import PostgresRoleIssuer
 from bot.bootstrap import Container, build
 from bot.clock import FixedClock
 from bot.lifecycle import Phase, StepState
@@ -47,7 +52,7 @@ from bot.slack_standin.state import StandinState
 
 pytestmark = [pytest.mark.redis, pytest.mark.openbao, pytest.mark.postgres]
 
-ADMIN, OWNER = "U0ADMIN", "U0BOB"
+OWNER = "U0BOB"
 
 
 class Echoing:
@@ -61,44 +66,31 @@ class Echoing:
         self.healthy = False
         peer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._reply(200, {"id": f"key_{secrets.token_hex(3)}",
-                                  "secret": f"sk-{secrets.token_hex(12)}"})
+                self.reply(200, {"id": f"key_{secrets.token_hex(3)}",
+                                 "secret": f"sk-{secrets.token_hex(12)}"})
 
             def do_DELETE(self) -> None:
-                self._reply(500, {"error": "internal",
-                                  "debug": f"Authorization: {self.headers.get('Authorization')}"})
+                self.reply(500, {"error": "internal",
+                                 "debug": f"Authorization: {self.headers.get('Authorization')}"})
 
             def do_GET(self) -> None:
                 if peer.healthy:
-                    self._reply(200, {"credential_version": "2"})
+                    self.reply(200, {"credential_version": "2"})
                 else:
-                    self._reply(401, {"error": "bad credential",
-                                      "got": self.headers.get("Authorization")})
+                    self.reply(401, {"error": "bad credential",
+                                     "got": self.headers.get("Authorization")})
 
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = Loopback(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 @pytest.fixture
@@ -108,28 +100,8 @@ def echoing() -> Iterator[Echoing]:
     peer.stop()
 
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [{admin}]
-  lanes: [dev]
-  overlap: 24h
-  observe: 1h
-stores:
-  bao:
-    kind: vault-kv2
-    url: {bao_url}
-    token_env: VAULT_TOKEN
-issuers:
-  cache:
-    kind: redis-acl
-    url_env: REDIS_ADMIN_URL
-  warehouse:
-    kind: postgres-role
-    url_env: PG_ADMIN_DSN
-    base_role: {base_role}
+CATALOG = (catalog_head(observe="1h", lanes=("dev",))
+           + catalog_backends("{bao_url}", redis=True, pg_base_role="{base_role}") + """\
   provider:
     kind: http
     create:
@@ -164,7 +136,7 @@ secrets:
     store: {{name: bao, path: {prefix}/model}}
     consumers:
       inference: {{owner: {owner}, lane: dev, reload: hot, rollback: pin the previous}}
-"""
+""")
 
 
 def workspace(canaries: list[str]) -> StandinState:
@@ -200,22 +172,13 @@ def test_back_end_credentials_never_reach_logs_slack_database_or_exceptions(
     # --- real credentials with canary values, on the real servers --------------------------
     root = hvac.Client(url=openbao_server.url, token=openbao_server.token)
     prefix = f"canary/{uuid.uuid4().hex[:10]}"
-    policy = f"canary-{tag}"
     # Everything on our paths except destroying versions: revocation will fail halfway.
-    root.sys.create_or_update_policy(name=policy, policy=(
-        f'path "secret/data/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}\n'
-        f'path "secret/metadata/{prefix}/*" {{ capabilities = ["create", "read", "update"] }}\n'
-    ))
-    root.auth.token.create(id=vault_token, policies=[policy], ttl="30m")
+    bao_token(root, f"canary-{tag}", bao_rules(f"{prefix}/*"), token_id=vault_token)
 
     redis_admin_user = f"canary_admin_{tag}"
     redis_user = f"cache_{tag}"
-    admin = redis.Redis.from_url(redis_url)
-    admin.execute_command("ACL", "SETUSER", redis_admin_user, "on", f">{redis_password}",
-                          "~*", "+@all")
-    admin.execute_command("ACL", "SETUSER", redis_user, "on", ">initial-cache-password",
-                          "~*", "+@all")
-    admin.close()
+    redis_acl_user(redis_url, redis_admin_user, redis_password)
+    redis_acl_user(redis_url, redis_user, "initial-cache-password")
     root.secrets.kv.v2.create_or_update_secret(
         path=f"{prefix}/cache",
         secret={"username": redis_user, "password": "initial-cache-password"})
@@ -229,12 +192,8 @@ def test_back_end_credentials_never_reach_logs_slack_database_or_exceptions(
             sql.Identifier(pg_admin)))
     pg_dsn = (f"host={postgres_server.host} port={postgres_server.port} dbname=postgres "
               f"user={pg_admin} password={pg_password} connect_timeout=10")
-    issuer = PostgresRoleIssuer(pg_dsn, base_role)
-    issuer.ensure_roles()
-    first = issuer.mint(None)
-    assert first.material is not None
     root.secrets.kv.v2.create_or_update_secret(path=f"{prefix}/warehouse",
-                                               secret=first.material.reveal())
+                                               secret=first_pg_credential(pg_dsn, base_role))
 
     # --- the bot, built by the composition root, credentials from the environment ----------
     redis_admin_url = (f"redis://{redis_admin_user}:{redis_password}@{redis_server.host}:"
@@ -245,7 +204,7 @@ def test_back_end_credentials_never_reach_logs_slack_database_or_exceptions(
         monkeypatch.setenv(name, value)
     catalog = tmp_path / "catalog.yml"
     catalog.write_text(CATALOG.format(
-        admin=ADMIN, owner=OWNER, bao_url=openbao_server.url, base_role=base_role,
+        owner=OWNER, bao_url=openbao_server.url, base_role=base_role,
         peer=echoing.url, redis_user=redis_user, prefix=prefix))
     # The catalog itself names variables only.
     assert not any(n in catalog.read_text() for n in needles)
@@ -325,10 +284,4 @@ def test_back_end_credentials_never_reach_logs_slack_database_or_exceptions(
         assert "DEBUG" in caplog.text or any(r.levelno == logging.DEBUG for r in caplog.records)
     finally:
         standin.stop()
-        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-            for role in (f"{base_role}_a", f"{base_role}_b"):
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE usename = %s", (role,))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}, {}, {}").format(
-                sql.Identifier(f"{base_role}_a"), sql.Identifier(f"{base_role}_b"),
-                sql.Identifier(base_role), sql.Identifier(pg_admin)))
+        drop_pg_roles(postgres_server.dsn, base_role, pg_admin)

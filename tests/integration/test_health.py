@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from harness.loopback import Loopback, QuietHandler
 
 from adapters.health import HealthChecker, HealthResult
 from bot.catalog import HealthCheck
@@ -34,34 +34,22 @@ class Consumer:
 
 
 def _handler(state: Consumer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _reply(self, status: int, body: Any) -> None:
-            data = (body if isinstance(body, str) else json.dumps(body)).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(data)
-
+    class Handler(QuietHandler):
         def _serve(self) -> None:
             state.seen_headers.append(dict(self.headers))
             path = self.path.split("?")[0]
             if path == "/ok":
-                self._reply(200, {"status": "ok", "credential": {"version": 7}})
+                self.reply(200, {"status": "ok", "credential": {"version": 7}})
             elif path == "/plain":
-                self._reply(200, "all good")
+                self.reply(200, "all good")
             elif path.startswith("/status/"):
-                self._reply(int(path.rsplit("/", 1)[1]),
+                self.reply(int(path.rsplit("/", 1)[1]),
                             {"error": "failed", "echo": BODY_CANARY, "header": HEADER_CANARY})
             elif path == "/auth":
                 if self.headers.get("X-Api-Key") == HEADER_CANARY:
-                    self._reply(200, {"build": {"credential_version": "v8"}})
+                    self.reply(200, {"build": {"credential_version": "v8"}})
                 else:
-                    self._reply(401, {"error": "invalid_api_key", "echo": BODY_CANARY})
+                    self.reply(401, {"error": "invalid_api_key", "echo": BODY_CANARY})
             elif path == "/hang":
                 state.release.wait(10)
             elif path == "/trickle":
@@ -88,9 +76,9 @@ def _handler(state: Consumer) -> type[BaseHTTPRequestHandler]:
                 with state.cond:
                     state.in_flight -= 1
                     state.cond.notify_all()
-                self._reply(200, {"version": 3})
+                self.reply(200, {"version": 3})
             else:
-                self._reply(404, {"error": "no route"})
+                self.reply(404, {"error": "no route"})
 
         do_GET = _serve
         do_HEAD = _serve
@@ -102,16 +90,8 @@ def _handler(state: Consumer) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def consumer() -> Iterator[tuple[Consumer, str]]:
     state = Consumer()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
+    with Loopback(_handler(state), before_stop=state.release.set) as server:
+        yield state, server.url
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
 import pytest
+from harness.loopback import Loopback, QuietHandler
 
 from adapters.base import Issuer, IssuerError
 from adapters.http_issuer import HttpIssuer, HttpIssuerError, json_lookup
@@ -75,21 +76,7 @@ class Provider:
 
 
 def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep pytest output clean
-
-        def _reply(self, status: int, body: str | None, headers: dict[str, str] | None = None,
-                   content_type: str = "application/json") -> None:
-            data = (body or "").encode()
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(QuietHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
@@ -107,10 +94,11 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                 assert fault.status is not None
                 content_type = "application/json" if fault.body is None or fault.body.startswith(
                     "{") else "text/plain"
-                self._reply(fault.status, fault.body, fault.headers, content_type)
+                self.reply(fault.status, fault.body, headers=fault.headers,
+                           content_type=content_type)
                 return
             if self.headers.get("Authorization") != f"Bearer {ADMIN_TOKEN}":
-                self._reply(401, json.dumps({"error": "invalid_api_key"}))
+                self.reply(401, json.dumps({"error": "invalid_api_key"}))
                 return
             if self.command == "POST" and self.path in ("/v1/keys", "/v2/keys"):
                 wanted = body.get("id") if isinstance(body, dict) else None
@@ -119,18 +107,18 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
                     answer: Any = {"data": {"id": key_id, "key": {"secret": secret}}}
                 else:
                     answer = {"data": [{"id": key_id, "secret": secret}], "count": 1}
-                self._reply(201, json.dumps(answer))
+                self.reply(201, json.dumps(answer))
                 return
             if self.command == "DELETE" and self.path.startswith("/v1/keys/"):
                 key_id = unquote(self.path.removeprefix("/v1/keys/"))
                 with provider.lock:
                     gone = provider.keys.pop(key_id, None)
                 if gone is None:
-                    self._reply(404, json.dumps({"error": "not_found", "id": key_id}))
+                    self.reply(404, json.dumps({"error": "not_found", "id": key_id}))
                 else:
-                    self._reply(204, None)
+                    self.reply(204, None)
                 return
-            self._reply(404, json.dumps({"error": "no such route"}))
+            self.reply(404, json.dumps({"error": "no such route"}))
 
         do_POST = _serve
         do_PUT = _serve
@@ -142,16 +130,8 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def provider() -> Iterator[tuple[Provider, str]]:
     state = Provider()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        state.release.set()
-        server.shutdown()
-        server.server_close()
+    with Loopback(_handler(state), before_stop=state.release.set) as server:
+        yield state, server.url
 
 
 def config(base: str, *, create_path: str = "/v1/keys", key_id_path: str = "data.id",

@@ -17,16 +17,26 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import hvac
 import psycopg
 import pytest
 import redis
-from psycopg import sql
+from harness.backends import (
+    FULL,
+    RedisInBao,
+    bao_rules,
+    bao_token,
+    catalog_backends,
+    drop_pg_roles,
+    first_pg_credential,
+    pg_login_ok,
+    redis_in_bao,
+)
+from harness.serve import ADMIN, catalog_head
 from servers import OpenBaoServer, PostgresServer, RedisServer
 
 from adapters.base import (
@@ -53,38 +63,18 @@ from storage.unit_of_work import sql_unit_of_work_factory
 
 pytestmark = [pytest.mark.redis, pytest.mark.openbao]
 
-ADMIN = "U0ADMIN"
 OWNER = "U0BOB"
 SECRET = "cache-password"
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  admins: [{admin}]
-  lanes: [dev]
-  overlap: 24h
-  observe: 1h
-stores:
-  bao:
-    kind: vault-kv2
-    url: {bao_url}
-    token_env: VAULT_TOKEN
-issuers:
-  cache:
-    kind: redis-acl
-    url_env: REDIS_ADMIN_URL
-  warehouse:
-    kind: postgres-role
-    url_env: PG_ADMIN_DSN
-    base_role: {base_role}
+CATALOG = (catalog_head(observe="1h", lanes=("dev",))
+           + catalog_backends("{bao_url}", redis=True, pg_base_role="{base_role}") + """\
 secrets:
   {secret}:
     issuer: {{name: {issuer}{user}}}
     store: {{name: bao, path: {path}}}
     consumers:
       retriever: {{owner: {owner}, lane: dev, reload: restart, rollback: pin the previous}}
-"""
+""")
 
 
 # --- faults at the port: a wrapper that fails (or meddles before) one call ------------------
@@ -186,34 +176,24 @@ class Wrapped:
 # --- the world: real servers, a service built like bootstrap builds it ----------------------
 
 
-@dataclass
-class World:
+@dataclass(kw_only=True)
+class World(RedisInBao):
+    """The Redis user in OpenBao (asked directly: auth_ok, labels, destroyed), and the
+    service rotating it."""
+
     service: RotationService
     clock: FixedClock
-    root: hvac.Client
-    bao_url: str
-    path: str
-    redis_server: RedisServer | None = None
-    user: str = ""
-    initial: str = ""
-    backends: Wrapped | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    redis_admin_url: str
+    backends: Wrapped
+    policy: str = ""  # the OpenBao policy the bot's token holds, when not the root token
+
+    def grant(self, rules: str) -> None:
+        """An operator changes what the bot's token may do."""
+        self.bao.sys.create_or_update_policy(name=self.policy, policy=rules)
 
     # Redis, asked directly.
-    def auth_ok(self, password: str) -> bool:
-        assert self.redis_server is not None
-        client = redis.Redis(host=self.redis_server.host, port=self.redis_server.port,
-                             username=self.user, password=password, socket_timeout=5)
-        try:
-            return bool(client.ping())
-        except redis.AuthenticationError:
-            return False
-        finally:
-            client.close()
-
     def password_hashes(self) -> set[str]:
-        assert self.redis_server is not None
-        admin = redis.Redis.from_url(self.redis_server.admin_url, decode_responses=True)
+        admin = redis.Redis.from_url(self.redis_admin_url, decode_responses=True)
         try:
             info = admin.execute_command("ACL", "GETUSER", self.user)
         finally:
@@ -223,22 +203,13 @@ class World:
 
     # OpenBao, read with the root token (not the bot's).
     def store_view(self) -> VaultKV2Store:
-        return VaultKV2Store(hvac.Client(url=self.bao_url, token="root"))
+        return VaultKV2Store(self.bao)
 
     def current_material(self) -> SecretMaterial:
         return self.store_view().read(self.path)
 
     def current_password(self) -> str:
         return self.current_material().reveal()["password"]
-
-    def labels(self) -> dict[str, str]:
-        meta = self.root.secrets.kv.v2.read_secret_metadata(path=self.path)["data"]
-        return {k: v for k, v in (meta["custom_metadata"] or {}).items()
-                if k.startswith("rotabot-")}
-
-    def destroyed(self, version: str) -> bool:
-        meta = self.root.secrets.kv.v2.read_secret_metadata(path=self.path)["data"]
-        return bool(meta["versions"][version]["destroyed"])
 
     # The rotation, driven through the service as the Slack handlers drive it.
     def start(self) -> Rotation:
@@ -282,47 +253,28 @@ def build_service(tmp_path: Path, catalog_text: str, backends: Callable[[Catalog
     return service, registry
 
 
-def policy_token(root: hvac.Client, name: str, rules: str) -> str:
-    root.sys.create_or_update_policy(name=name, policy=rules)
-    token: str = root.auth.token.create(policies=[name], ttl="30m")["auth"]["client_token"]
-    return token
-
-
-def rules(path: str, data: str, metadata: str, destroy: str | None = None) -> str:
-    text = (f'path "secret/data/{path}" {{ capabilities = [{data}] }}\n'
-            f'path "secret/metadata/{path}" {{ capabilities = [{metadata}] }}\n')
-    if destroy:
-        text += f'path "secret/destroy/{path}" {{ capabilities = [{destroy}] }}\n'
-    return text
-
-
-FULL = '"create", "read", "update"'
-
-
 def redis_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
-                redis_server: RedisServer, bao: OpenBaoServer, *, token: str | None = None,
-                path: str | None = None,
+                redis_server: RedisServer, bao: OpenBaoServer, *,
+                rules: Callable[[str], str] | None = None,
                 wrap: Callable[[CatalogBackends], Wrapped] = Wrapped) -> World:
-    """A Redis ACL user with one password, stored in OpenBao as one unlabelled version."""
-    user = f"cache_{secrets.token_hex(3)}"
-    initial = "initial-" + secrets.token_hex(12)
-    admin = redis.Redis.from_url(redis_url)
-    admin.execute_command("ACL", "SETUSER", user, "on", f">{initial}", "~*", "+@all")
-    admin.close()
-    root = hvac.Client(url=bao.url, token=bao.token)
-    path = path or f"stranded/{uuid.uuid4().hex[:10]}/cache"
-    root.secrets.kv.v2.create_or_update_secret(path=path,
-                                               secret={"username": user, "password": initial})
-    monkeypatch.setenv("VAULT_TOKEN", token or bao.token)
+    """A Redis ACL user with one password, stored in OpenBao as one unlabelled version. The
+    bot's OpenBao token is the root token, or with `rules` one holding only the policy
+    ``rules(path)`` (World.grant changes it)."""
+    s = redis_in_bao(redis_url, redis_server.host, redis_server.port, bao.url, bao.token,
+                     f"stranded/{uuid.uuid4().hex[:10]}/cache")
+    policy = f"bot-{uuid.uuid4().hex[:8]}" if rules else ""
+    monkeypatch.setenv("VAULT_TOKEN",
+                       bao_token(s.bao, policy, rules(s.path)) if rules else bao.token)
     monkeypatch.setenv("REDIS_ADMIN_URL", redis_url)
     monkeypatch.setenv("PG_ADMIN_DSN", "unused")
     clock = FixedClock()
     service, registry = build_service(
         tmp_path,
-        CATALOG.format(admin=ADMIN, owner=OWNER, bao_url=bao.url, secret=SECRET, issuer="cache",
-                       user=f", user: {user}", path=path, base_role="unused"),
+        CATALOG.format(owner=OWNER, bao_url=bao.url, secret=SECRET, issuer="cache",
+                       user=f", user: {s.user}", path=s.path, base_role="unused"),
         wrap, clock)
-    return World(service, clock, root, bao.url, path, redis_server, user, initial, registry)
+    return World(s.user, s.path, s.initial, s.redis_host, s.redis_port, s.bao, service=service,
+                 clock=clock, redis_admin_url=redis_url, backends=registry, policy=policy)
 
 
 def assert_failed_from(r: Rotation, phase: Phase, words: str) -> None:
@@ -338,13 +290,9 @@ def test_store_write_refused_by_policy_takes_the_minted_password_back_then_resum
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
     redis_server: RedisServer, openbao_server: OpenBaoServer,
 ) -> None:
-    path = f"stranded/{uuid.uuid4().hex[:10]}/cache"
-    root = hvac.Client(url=openbao_server.url, token=openbao_server.token)
-    policy = f"bot-{uuid.uuid4().hex[:8]}"
     # The bot may read the secret but not write a new version: the store write will fail.
-    token = policy_token(root, policy, rules(path, '"read"', '"read"'))
     w = redis_world(tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
-                    token=token, path=path)
+                    rules=lambda path: bao_rules(path, '"read"', '"read"'))
 
     r = w.start()
     assert_failed_from(r, Phase.READY_CHECK, "token lacks permission")
@@ -355,34 +303,43 @@ def test_store_write_refused_by_policy_takes_the_minted_password_back_then_resum
     assert w.labels() == {}
 
     # An operator fixes the policy; resume prepares again and the rotation goes on.
-    root.sys.create_or_update_policy(name=policy, policy=rules(path, FULL, FULL))
+    w.grant(bao_rules(w.path, FULL, FULL))
     assert r.id is not None
     resumed = w.service.resume(r.id, actor=ADMIN)
     assert resumed.phase is Phase.DISTRIBUTING
     assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
-    pending = w.store_view().read(path, "2").reveal()["password"]
+    pending = w.store_view().read(w.path, "2").reveal()["password"]
     assert w.auth_ok(w.initial) and w.auth_ok(pending)
     assert w.password_hashes() == {password_hash(w.initial), password_hash(pending)}
+
+
+def competing_writer_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
+                           redis_server: RedisServer, bao: OpenBaoServer, *, call: str,
+                           extra: dict[str, str]) -> World:
+    """redis_world, where a person saves the secret again (the same password, plus `extra`)
+    just before the store's `call` runs."""
+    box: dict[str, World] = {}
+
+    def someone_else_writes() -> None:
+        w = box["w"]
+        w.bao.secrets.kv.v2.create_or_update_secret(
+            path=w.path, secret={"username": w.user, "password": w.initial, **extra})
+
+    box["w"] = redis_world(
+        tmp_path, monkeypatch, redis_url, redis_server, bao,
+        wrap=lambda b: Wrapped(b, store_wrapper=lambda s: FaultyStore(
+            s, call, before=someone_else_writes)))
+    return box["w"]
 
 
 def test_competing_writer_makes_a_cas_conflict_then_cancel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
     redis_server: RedisServer, openbao_server: OpenBaoServer,
 ) -> None:
-    box: dict[str, World] = {}
-
-    def someone_else_writes() -> None:
-        # A person re-saves the secret (same password, one more field) between our read and
-        # our write: OpenBao's check-and-set refuses our write.
-        w = box["w"]
-        w.root.secrets.kv.v2.create_or_update_secret(
-            path=w.path, secret={"username": w.user, "password": w.initial, "note": "resaved"})
-
-    w = redis_world(
-        tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
-        wrap=lambda b: Wrapped(b, store_wrapper=lambda s: FaultyStore(
-            s, "write_pending", before=someone_else_writes)))
-    box["w"] = w
+    # A person re-saves the secret (same password, one more field) between our read and our
+    # write: OpenBao's check-and-set refuses our write.
+    w = competing_writer_world(tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
+                               call="write_pending", extra={"note": "resaved"})
 
     r = w.start()
     assert_failed_from(r, Phase.READY_CHECK, "someone else wrote")
@@ -429,7 +386,7 @@ def test_sealed_store_at_switch_fails_then_rollback_keeps_the_old_credential(
     rid = w.validated()
     pending = w.store_view().read(w.path, "2").reveal()["password"]
 
-    w.root.sys.seal()
+    w.bao.sys.seal()
     r = w.service.switch(rid, actor=ADMIN)
     assert_failed_from(r, Phase.VALIDATING, "is sealed")
     # Nothing was half-done on Redis: both passwords still authenticate.
@@ -452,18 +409,8 @@ def test_competing_write_before_promotion_fails_then_rollback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
     redis_server: RedisServer, openbao_server: OpenBaoServer,
 ) -> None:
-    box: dict[str, World] = {}
-
-    def someone_else_writes() -> None:
-        w = box["w"]
-        w.root.secrets.kv.v2.create_or_update_secret(
-            path=w.path, secret={"username": w.user, "password": w.initial})
-
-    w = redis_world(
-        tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
-        wrap=lambda b: Wrapped(b, store_wrapper=lambda s: FaultyStore(
-            s, "promote", before=someone_else_writes)))
-    box["w"] = w
+    w = competing_writer_world(tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
+                               call="promote", extra={})
     rid = w.validated()
     pending = w.store_view().read(w.path, "2").reveal()["password"]
 
@@ -489,13 +436,9 @@ def test_issuer_revoke_done_but_store_retire_refused_then_resume_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str,
     redis_server: RedisServer, openbao_server: OpenBaoServer,
 ) -> None:
-    path = f"stranded/{uuid.uuid4().hex[:10]}/cache"
-    root = hvac.Client(url=openbao_server.url, token=openbao_server.token)
-    policy = f"bot-{uuid.uuid4().hex[:8]}"
     # Everything except destroying versions.
-    token = policy_token(root, policy, rules(path, FULL, FULL))
     w = redis_world(tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
-                    token=token, path=path)
+                    rules=lambda path: bao_rules(path, FULL, FULL))
     rid = w.revocable()
     new = w.current_password()
     assert new != w.initial
@@ -507,7 +450,7 @@ def test_issuer_revoke_done_but_store_retire_refused_then_resume_finishes(
     assert w.auth_ok(new) and not w.auth_ok(w.initial)
     assert not w.destroyed("1")
 
-    root.sys.create_or_update_policy(name=policy, policy=rules(path, FULL, FULL, '"update"'))
+    w.grant(bao_rules(w.path, FULL, FULL, '"update"'))
     assert w.service.resume(rid, actor=ADMIN).phase is Phase.REVOCABLE
     done = w.service.revoke(rid, actor=ADMIN)  # the issuer's revoke is idempotent
     assert done.phase is Phase.REVOKED
@@ -546,34 +489,23 @@ def test_postgres_role_store_write_fails_minted_role_is_locked_again_then_resume
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_server: PostgresServer,
     openbao_server: OpenBaoServer,
 ) -> None:
-    from adapters.postgres_role import PostgresRoleIssuer
-
     base = f"st_{secrets.token_hex(3)}"
-    issuer = PostgresRoleIssuer(postgres_server.dsn, base)
-    issuer.ensure_roles()
-    first = issuer.mint(None)
-    assert first.material is not None
+    first = first_pg_credential(postgres_server.dsn, base)
     root = hvac.Client(url=openbao_server.url, token=openbao_server.token)
     path = f"stranded/{uuid.uuid4().hex[:10]}/warehouse"
-    root.secrets.kv.v2.create_or_update_secret(path=path, secret=first.material.reveal())
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret=first)
     monkeypatch.setenv("VAULT_TOKEN", openbao_server.token)
     monkeypatch.setenv("PG_ADMIN_DSN", postgres_server.dsn)
     monkeypatch.setenv("REDIS_ADMIN_URL", "redis://unused")
     clock = FixedClock()
     service, _ = build_service(
         tmp_path,
-        CATALOG.format(admin=ADMIN, owner=OWNER, bao_url=openbao_server.url, secret=SECRET,
+        CATALOG.format(owner=OWNER, bao_url=openbao_server.url, secret=SECRET,
                        issuer="warehouse", user="", path=path, base_role=base),
         lambda b: Wrapped(b, store_wrapper=lambda s: FaultyStore(s, "write_pending")), clock)
 
     def login(user: str, password: str) -> bool:
-        try:
-            with psycopg.connect(host=postgres_server.host, port=postgres_server.port,
-                                 dbname="postgres", user=user, password=password,
-                                 connect_timeout=10) as conn:
-                return conn.execute("SELECT current_user").fetchone() == (user,)
-        except psycopg.OperationalError:
-            return False
+        return pg_login_ok(postgres_server.host, postgres_server.port, user, password)
 
     def can_login(role: str) -> bool:
         with psycopg.connect(postgres_server.dsn) as conn:
@@ -597,6 +529,4 @@ def test_postgres_role_store_write_fails_minted_role_is_locked_again_then_resume
         assert login(new["username"], new["password"])
         assert login(stored["username"], stored["password"])
     finally:
-        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}, {}").format(
-                sql.Identifier(f"{base}_a"), sql.Identifier(f"{base}_b"), sql.Identifier(base)))
+        drop_pg_roles(postgres_server.dsn, base)

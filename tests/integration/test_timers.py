@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.backends import LocalBackends
+from harness.serve import catalog_head
 from sqlalchemy import func, select, text
 
-from adapters.base import Issuer, Store
-from adapters.file_store import FileStore
-from adapters.local_issuer import LocalIssuer
 from bot.bootstrap import Container, build
 from bot.clock import FixedClock
 from bot.leader import AlwaysLeader, PostgresLeader, leader_for
@@ -33,15 +32,7 @@ from storage.repositories import AUDIT, REMINDERS
 SIGNING_SECRET = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
-CATALOG = """\
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0SECOPS]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 2h
+CATALOG = catalog_head(observe="2h", admins=("U0SECOPS",)) + """\
   remind_after: 30m
   escalate_after: 2h
 stores:
@@ -71,20 +62,6 @@ def many_secrets(n: int) -> str:
       worker-{i:02d}: {{owner: U0BOB, lane: dev, reload: hot}}
 """ for i in range(n)]
     return "".join(lines)
-
-
-class LocalBackends:
-    """Real file store and local issuer for every secret."""
-
-    def __init__(self, root: Path) -> None:
-        self.store = FileStore(root)
-        self.issuer = LocalIssuer()
-
-    def store_for(self, secret: str) -> Store:
-        return self.store
-
-    def issuer_for(self, secret: str) -> Issuer:
-        return self.issuer
 
 
 class World:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from faultproxy import FaultProxy
-from rel_cluster import APP_USER, Cluster, build_cluster
-from servers import OpenBaoServer, PostgresServer, RedisServer
+from harness.backends import redis_acl_user
+from rel_cluster import APP_USER, Cluster, build_cluster, seed_vault, with_port
+from servers import OpenBaoServer, PostgresServer
 
 
 @pytest.fixture
@@ -33,18 +33,6 @@ def proxy_for() -> Iterator[Callable[[str, int], FaultProxy]]:
     yield make
     for p in started:
         p.stop()
-
-
-@pytest.fixture
-def redis_app_user(redis_server: RedisServer, redis_url: str) -> Callable[[str], None]:
-    """Create the ACL user the redis-acl issuer rotates, with one password."""
-
-    def create(password: str) -> None:
-        admin = redis.Redis.from_url(redis_url)
-        admin.execute_command("ACL", "SETUSER", APP_USER, "on", f">{password}", "~*", "+@all")
-        admin.close()
-
-    return create
 
 
 @pytest.fixture
@@ -70,3 +58,29 @@ def make_cluster(
         c.stop()
 
 
+@pytest.fixture
+def redis_acl_cluster(
+    make_cluster: Callable[..., Cluster],
+    openbao_server: OpenBaoServer,
+    redis_url: str,
+    store_path: str,
+) -> Callable[..., Cluster]:
+    """A one-replica cluster rotating the Redis ACL user APP_USER with the redis-acl issuer.
+
+    ``make(old_password, redis_port=..., **kw)``: the user is created on Redis with
+    `old_password`, which is seeded in OpenBao as the current version; the bot's Redis admin
+    URL points at `redis_port` (a fault proxy in front of Redis) or at Redis itself; `kw` goes
+    to make_cluster."""
+
+    def make(old_password: str, *, redis_port: int | None = None, **kw: Any) -> Cluster:
+        redis_acl_user(redis_url, APP_USER, old_password)
+        seed_vault(openbao_server.url, openbao_server.token, store_path,
+                   {"username": APP_USER, "password": old_password})
+        admin_url = redis_url if redis_port is None else with_port(redis_url, redis_port)
+        return make_cluster(
+            replicas=1, store_path=store_path,
+            issuer="{kind: redis-acl, url_env: REDIS_ADMIN_URL, user: app}",
+            extra_env={"REDIS_ADMIN_URL": admin_url}, **kw,
+        )
+
+    return make

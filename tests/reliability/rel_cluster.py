@@ -6,19 +6,20 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from faultproxy import FaultProxy
+from harness.backends import catalog_backends, redis_auth_ok
+from harness.messages import asks, button_labels, is_rotation_message
+from harness.serve import ServeProcess, catalog_head, process_env, serve_env, workspace
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -27,7 +28,6 @@ from bot.slack_standin.slack_side import BotReply, SlackSide
 from bot.slack_standin.state import Ephemeral, Message, StandinState
 from handlers.ids import Action
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 CHANNEL = "C0ROTATE"
 APP_USER = "app"  # the Redis ACL user the redis-acl issuer rotates
@@ -42,21 +42,8 @@ def rounds(default: int) -> int:
     return ROUNDS if ROUNDS > 0 else default
 
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: {observe}
-stores:
-  bao:
-    kind: vault-kv2
-    url: {vault_url}
-    mount: secret
-    token_env: VAULT_TOKEN
+# After catalog_head(observe=...).
+CATALOG_BODY = catalog_backends("{vault_url}") + """\
 secrets:
   model-api-key:
     description: Model provider key
@@ -74,14 +61,6 @@ secrets:
 
 # Owner of each consumer, in lane order, as the catalog above says.
 OWNERS = [("retriever", "U0BOB"), ("nightly-ingest", "U0CAROL"), ("inference-api", "U0ALICE")]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_port(url: str, port: int) -> str:
@@ -108,83 +87,14 @@ def url_port(url: str) -> int:
     return int(port)
 
 
-def make_workspace() -> StandinState:
-    state = StandinState(team_id="T0ROTABOT", team_name="rotabot-reliability")
-    for uid, name in [("U0ADMIN", "ada"), ("U0ALICE", "alice"), ("U0BOB", "bob"),
-                      ("U0CAROL", "carol"), ("U0MALLORY", "mallory")]:
-        state.add_user(uid, name, real_name=name.title(), is_admin=uid == "U0ADMIN")
-    state.add_usergroup("S0DATA", "data-eng", ["U0CAROL"])
-    members = ["U0ADMIN", "U0ALICE", "U0BOB", "U0CAROL", "U0MALLORY"]
-    state.add_channel(CHANNEL, "rotations", members=members)
-    state.add_channel("C0INCIDENT", "incidents", members=members)
-    return state
+class Replica(ServeProcess):
+    """One of the cluster's `rotabot serve` processes; each start is marked in its log."""
 
-
-@dataclass
-class Replica:
-    """One `rotabot serve` process; its port stays the same across restarts."""
-
-    index: int
-    port: int
-    env: dict[str, str]
-    workdir: Path
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"replica-{self.index}.log"
-
-    def start(self, timeout: float = 30) -> Replica:
-        self.starts += 1
+    def start(self, timeout: float = 30, probe_timeout: float = 2) -> Replica:
         with self.log_path.open("ab") as log:
-            log.write(f"\n--- start {self.starts} ---\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port",
-                 str(self.port)],
-                cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill9()
-                raise RuntimeError(
-                    f"replica {self.index} did not start:\n{self.log_text()[-4000:]}")
-            time.sleep(0.1)
-
-    def kill9(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a node lost mid-work."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+            log.write(f"\n--- start {self.starts + 1} ---\n".encode())
+        super().start(timeout, probe_timeout)
+        return self
 
 
 @dataclass
@@ -228,7 +138,7 @@ class Cluster:
 
     def parents(self, rotation: str = "R-1") -> list[Message]:
         return [m for m in self.state.channel_messages(CHANNEL)
-                if m.thread_ts in (None, m.ts) and m.text.startswith(rotation + " ")]
+                if is_rotation_message(m, rotation)]
 
     def parent(self, rotation: str = "R-1", timeout: float = 15) -> Message:
         return self.state.wait_for(lambda s: next(iter(self.parents(rotation)), None), timeout)
@@ -240,24 +150,14 @@ class Cluster:
         for parent in self.parents():
             for m in self.state.thread(CHANNEL, parent.ts):
                 if m.ts != parent.ts and m.text.startswith(consumer + " ") and (
-                        label.lower() in m.text.lower()
-                        or any(e.get("text", {}).get("text") == label
-                               for b in m.blocks if b.get("type") == "actions"
-                               for e in b.get("elements", []))):
+                        label.lower() in m.text.lower() or label in button_labels(m)):
                     found.append(m)
         return found
 
     def open_prompt(self, consumer: str, label: str, timeout: float = 15) -> Message:
-        def find(_: object) -> Message | None:
-            for parent in self.parents():
-                for m in reversed(self.state.thread(CHANNEL, parent.ts)):
-                    buttons = [e for b in m.blocks if b.get("type") == "actions"
-                               for e in b.get("elements", [])]
-                    if m.text.startswith(consumer + " ") and any(
-                            e.get("text", {}).get("text") == label for e in buttons):
-                        return m
-            return None
-        return self.state.wait_for(find, timeout)
+        return self.state.wait_for(lambda s: next(
+            (m for parent in self.parents() for m in reversed(s.thread(CHANNEL, parent.ts))
+             if asks(m, consumer, label)), None), timeout)
 
     def wait_ephemeral(self, user: str, needle: str, timeout: float = 15,
                        after: int = 0) -> Ephemeral:
@@ -336,7 +236,7 @@ def build_cluster(
     ``proxied`` names the back ends ("slack", "db", "vault") that every replica reaches
     through a fault proxy (``cluster.proxies[name]``); ``proxies`` adds ones the test made."""
     db_upgrade(database_url)
-    standin = StandinServer(make_workspace()).start()
+    standin = StandinServer(workspace("rotabot-reliability")).start()
     signing_secret = secrets.token_hex(16)
     cluster = Cluster(standin=standin, replicas=[], database_url=database_url,
                       signing_secret=signing_secret, workdir=workdir,
@@ -352,38 +252,20 @@ def build_cluster(
             return with_port(url, proxy.port) if proxy is not None else url
 
         catalog = workdir / "catalog.yml"
-        catalog.write_text(CATALOG.format(observe=observe, vault_url=through("vault", vault_url),
-                                          issuer=issuer, path=store_path))
-        env = {
-            **os.environ,
-            "SLACK_BOT_TOKEN": "xoxb-rel-" + secrets.token_hex(6),
-            "SLACK_SIGNING_SECRET": signing_secret,
-            "SLACK_API_URL": through("slack", standin.base_url.rstrip("/")) + "/",
-            "DATABASE_URL": through("db", database_url),
-            "ROTABOT_CATALOG": str(catalog),
-            "ROTABOT_ALERT_SECRET": secrets.token_hex(16),
-            "VAULT_TOKEN": vault_token,
-            **(extra_env or {}),
-        }
-        env.pop("SLACK_APP_TOKEN", None)
+        catalog.write_text(catalog_head(observe=observe) + CATALOG_BODY.format(
+            vault_url=through("vault", vault_url), issuer=issuer, path=store_path))
+        env = process_env(serve_env(
+            token_tag="rel", standin_url=through("slack", standin.base_url.rstrip("/")) + "/",
+            database_url=through("db", database_url), catalog=catalog,
+            signing_secret=signing_secret, alert_secret=secrets.token_hex(16),
+            extra={"VAULT_TOKEN": vault_token, **(extra_env or {})}))
         for i in range(replicas):
-            cluster.replicas.append(Replica(i, free_port(), env, workdir).start())
+            cluster.replicas.append(Replica(env, workdir, workdir / f"replica-{i}.log",
+                                            name=f"replica {i}").start())
     except BaseException:
         cluster.stop()
         raise
     return cluster
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 15, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy (no fixed sleeps in tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def seed_vault(vault_url: str, token: str, path: str, data: dict[str, str]) -> None:
@@ -404,16 +286,7 @@ def vault_versions(vault_url: str, token: str, path: str) -> dict[str, Any]:
 
 def authenticates(redis_port: int, password: str) -> bool:
     """Does the real Redis accept the app user with this password right now?"""
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=redis_port, username=APP_USER,
-                         password=password, socket_timeout=5)
-    try:
-        return bool(client.ping())
-    except redis.AuthenticationError:
-        return False
-    finally:
-        client.close()
+    return redis_auth_ok("127.0.0.1", redis_port, APP_USER, password)
 
 
 def race(*calls: Callable[[], BotReply]) -> list[BotReply]:

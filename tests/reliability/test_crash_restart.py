@@ -13,20 +13,9 @@ from collections.abc import Callable
 
 import pytest
 from faultproxy import FaultProxy
-from rel_cluster import (
-    APP_USER,
-    OWNERS,
-    SECRET,
-    Cluster,
-    authenticates,
-    eventually,
-    parent_posts,
-    rounds,
-    seed_vault,
-    thread_posts,
-    with_port,
-)
-from servers import OpenBaoServer, RedisServer
+from harness.serve import eventually
+from rel_cluster import OWNERS, SECRET, Cluster, authenticates, parent_posts, rounds, thread_posts
+from servers import RedisServer
 
 from bot.lifecycle import Phase
 from handlers.ids import Action
@@ -58,23 +47,12 @@ def assert_posted_once(cluster: Cluster) -> None:
 @pytest.mark.parametrize("round_", range(rounds(1)))
 def test_kill_at_each_phase_boundary_and_mid_issuer_call(
     round_: int,
-    make_cluster: Callable[..., Cluster],
-    openbao_server: OpenBaoServer,
+    redis_acl_cluster: Callable[..., Cluster],
     redis_server: RedisServer,
-    redis_url: str,
-    redis_app_user: Callable[[str], None],
     proxy_for: Callable[[str, int], FaultProxy],
-    store_path: str,
 ) -> None:
-    redis_app_user(OLD_PASSWORD)
-    seed_vault(openbao_server.url, openbao_server.token, store_path,
-               {"username": APP_USER, "password": OLD_PASSWORD})
     redis_proxy = proxy_for("redis", redis_server.port)
-    cluster = make_cluster(
-        replicas=1, store_path=store_path,
-        issuer="{kind: redis-acl, url_env: REDIS_ADMIN_URL, user: app}",
-        extra_env={"REDIS_ADMIN_URL": with_port(redis_url, redis_proxy.port)},
-    )
+    cluster = redis_acl_cluster(OLD_PASSWORD, redis_port=redis_proxy.port)
 
     # 1. Killed in the middle of minting: Redis holds the bot's ACL SETUSER, unanswered.
     redis_proxy.stall()
@@ -146,23 +124,12 @@ def test_kill_at_each_phase_boundary_and_mid_issuer_call(
 @pytest.mark.parametrize("round_", range(rounds(1)))
 def test_kill_right_after_the_ack_leaves_a_named_state_and_no_duplicate(
     round_: int,
-    make_cluster: Callable[..., Cluster],
-    openbao_server: OpenBaoServer,
+    redis_acl_cluster: Callable[..., Cluster],
     redis_server: RedisServer,
-    redis_url: str,
-    redis_app_user: Callable[[str], None],
-    store_path: str,
 ) -> None:
     """The listener runs after the ack: dying then may lose the click (the owner presses
     again) but must never leave a half state or a double post."""
-    redis_app_user(OLD_PASSWORD)
-    seed_vault(openbao_server.url, openbao_server.token, store_path,
-               {"username": APP_USER, "password": OLD_PASSWORD})
-    cluster = make_cluster(
-        replicas=1, store_path=store_path,
-        issuer="{kind: redis-acl, url_env: REDIS_ADMIN_URL, user: app}",
-        extra_env={"REDIS_ADMIN_URL": redis_url},
-    )
+    cluster = redis_acl_cluster(OLD_PASSWORD)
     cluster.command("U0ADMIN", f"start {SECRET}")
     cluster.wait_phase("distributing", timeout=30)
     for consumer, owner in OWNERS:

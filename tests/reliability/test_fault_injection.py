@@ -8,20 +8,9 @@ from collections.abc import Callable
 
 import pytest
 from faultproxy import FaultProxy
-from rel_cluster import (
-    APP_USER,
-    OWNERS,
-    SECRET,
-    Cluster,
-    authenticates,
-    eventually,
-    parent_posts,
-    rounds,
-    seed_vault,
-    thread_posts,
-    with_port,
-)
-from servers import OpenBaoServer, RedisServer
+from harness.serve import eventually
+from rel_cluster import OWNERS, SECRET, Cluster, authenticates, parent_posts, rounds, thread_posts
+from servers import RedisServer
 from sqlalchemy.engine import make_url
 
 from bot.slack_standin.slack_side import BotReply
@@ -41,25 +30,14 @@ def timed(call: Callable[[], BotReply]) -> tuple[BotReply, float]:
 
 @pytest.fixture
 def faulty(
-    make_cluster: Callable[..., Cluster],
-    openbao_server: OpenBaoServer,
+    redis_acl_cluster: Callable[..., Cluster],
     redis_server: RedisServer,
-    redis_url: str,
-    redis_app_user: Callable[[str], None],
     proxy_for: Callable[[str, int], FaultProxy],
-    store_path: str,
 ) -> Cluster:
     """One replica that reaches every back end through its own fault proxy."""
-    redis_app_user(OLD_PASSWORD)
-    seed_vault(openbao_server.url, openbao_server.token, store_path,
-               {"username": APP_USER, "password": OLD_PASSWORD})
     redis_proxy = proxy_for("redis", redis_server.port)
-    return make_cluster(
-        replicas=1, store_path=store_path, proxied=("slack", "db", "vault"),
-        proxies={"redis": redis_proxy},
-        issuer="{kind: redis-acl, url_env: REDIS_ADMIN_URL, user: app}",
-        extra_env={"REDIS_ADMIN_URL": with_port(redis_url, redis_proxy.port)},
-    )
+    return redis_acl_cluster(OLD_PASSWORD, redis_port=redis_proxy.port,
+                             proxied=("slack", "db", "vault"), proxies={"redis": redis_proxy})
 
 
 def advance_to_validating(cluster: Cluster) -> None:

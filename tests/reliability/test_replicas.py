@@ -8,12 +8,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from harness.serve import eventually
 from rel_cluster import (
     OWNERS,
     SECRET,
     Cluster,
     clicks,
-    eventually,
     on_every_replica,
     parent_posts,
     race,
@@ -72,17 +72,26 @@ def run_replicated_rotation(cluster: Cluster) -> None:
     assert state.violations == []
 
 
-def test_rotation_across_three_replicas_is_consistent_and_applied_once(
+@pytest.fixture
+def three_replicas(
     make_cluster: Callable[..., Cluster],
     openbao_server: OpenBaoServer,
     store_path: str,
-) -> None:
+) -> Cluster:
+    """Three replicas rotating a seeded local-issuer secret, behind a slow Slack."""
     seed_vault(openbao_server.url, openbao_server.token, store_path, {"api_key": "v1-value"})
     # A slow Slack (every Web API call takes a little longer) widens the window in which the
     # rotation exists but its message does not: the window the replicas must not both fill.
     cluster = make_cluster(replicas=3, issuer="{kind: local}", store_path=store_path,
                            proxied=("slack",))
     cluster.proxies["slack"].set_latency(0.2)
+    return cluster
+
+
+def test_rotation_across_three_replicas_is_consistent_and_applied_once(
+    three_replicas: Cluster, openbao_server: OpenBaoServer, store_path: str
+) -> None:
+    cluster = three_replicas
     run_replicated_rotation(cluster)
 
     row = cluster.rotation_row()
@@ -123,16 +132,10 @@ def test_rotation_across_three_replicas_is_consistent_and_applied_once(
 
 @pytest.mark.parametrize("n", range(rounds(2)))
 def test_parent_message_is_posted_once_when_replicas_race_for_it(
-    n: int,
-    make_cluster: Callable[..., Cluster],
-    openbao_server: OpenBaoServer,
-    store_path: str,
+    n: int, three_replicas: Cluster
 ) -> None:
     """Only the start and status race: repeated, since a lost race is a matter of timing."""
-    seed_vault(openbao_server.url, openbao_server.token, store_path, {"api_key": "v1-value"})
-    cluster = make_cluster(replicas=3, issuer="{kind: local}", store_path=store_path,
-                           proxied=("slack",))
-    cluster.proxies["slack"].set_latency(0.2)
+    cluster = three_replicas
     race(*start_and_status(cluster, per_replica=4))
     cluster.wait_phase("distributing")
     eventually(lambda: cluster.open_prompt("retriever", "Distributed"))

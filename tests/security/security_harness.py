@@ -8,15 +8,9 @@ database after each request without waiting. Both speak to the bot only through 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import secrets
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from harness.serve import (
+    ServeProcess,
+    alert_headers,
+    catalog_head,
+    eventually,
+    process_env,
+    serve_env,
+    workspace,
+)
 from starlette.testclient import TestClient
 
 from bot.slack_standin.server import StandinServer
@@ -32,48 +35,29 @@ from bot.slack_standin.state import StandinState
 
 T = TypeVar("T")
 
-USERS = {
-    "U0ADMIN": "ada",  # listed in admins
-    "U0ALICE": "alice",
-    "U0BOB": "bob",
-    "U0CAROL": "carol",  # member of S0DATA (owners) and S0SECOPS (admins)
-    "U0MALLORY": "mallory",  # nobody
-}
+# User groups (harness.serve.USERS are the people): U0CAROL owns through S0DATA and
+# administers through S0SECOPS.
 GROUPS = {"S0DATA": ["U0CAROL"], "S0SECOPS": ["U0CAROL"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# One manual-issuer secret with a consumer in each lane, on a file store in the working
+# directory: what the fuzzers drive the in-process app with.
+FUZZ_CATALOG = catalog_head(observe=None, overlap=None, lanes=("dev", "prod")) + """\
+stores:
+  local: {kind: file, path: ./secrets}
+secrets:
+  model-api-key:
+    issuer: {kind: manual}
+    store: {name: local, path: ai/model-api-key}
+    consumers:
+      inference-api: {owner: U0ALICE, lane: prod, reload: hot, rollback: pin previous}
+      retriever: {owner: U0BOB, lane: dev, reload: hot, rollback: pin previous}
+"""
 
 
 def make_workspace(forbidden: tuple[str, ...] = ()) -> StandinState:
-    state = StandinState(team_id="T0ROTABOT", team_name="rotabot-security")
-    for uid, name in USERS.items():
-        state.add_user(uid, name, real_name=name.title(), is_admin=uid == "U0ADMIN")
-    for gid, members in GROUPS.items():
-        state.add_usergroup(gid, gid.lower(), members)
-    for channel, name in [("C0ROTATE", "rotations"), ("C0INCIDENT", "incidents")]:
-        state.add_channel(channel, name, members=list(USERS))
-    for value in forbidden:
-        state.forbid(value)
-    return state
-
-
-def alert_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """``X-Rotabot-Signature`` as documented in docs/openapi.yaml (v1=HMAC over ts.body)."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
-
-
-def signed_alert_headers(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    return {
-        "Content-Type": "application/json",
-        "X-Rotabot-Timestamp": ts,
-        "X-Rotabot-Signature": alert_signature(secret, ts, body),
-    }
+    return workspace("rotabot-security", forbid=forbidden,
+                     groups={gid: (gid.lower(), members) for gid, members in GROUPS.items()})
 
 
 @dataclass
@@ -100,7 +84,7 @@ class BotHandle:
 
     def post_alert(self, payload: bytes, *, sign: bool = True) -> httpx.Response:
         headers = (
-            signed_alert_headers(self.alert_secret, payload)
+            alert_headers(self.alert_secret, payload)
             if sign
             else {"Content-Type": "application/json"}
         )
@@ -122,14 +106,7 @@ class BotHandle:
             return int(conn.execute(f"select count(*) from {table}").fetchone()[0])
 
     def wait_for(self, predicate: Callable[[], T | None], timeout: float = 15) -> T:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for the bot")
-            time.sleep(0.05)
+        return eventually(predicate, timeout, "the bot")
 
 
 def _env(
@@ -137,15 +114,9 @@ def _env(
 ) -> tuple[dict[str, str], str, str]:
     signing_secret = secrets.token_hex(16)
     alert_secret = "alert-secret-" + secrets.token_hex(12)
-    env = {
-        "SLACK_BOT_TOKEN": "xoxb-security-" + secrets.token_hex(8),
-        "SLACK_SIGNING_SECRET": signing_secret,
-        "SLACK_API_URL": standin.base_url,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'rotabot.db'}",
-        "ROTABOT_CATALOG": str(catalog),
-        "ROTABOT_ALERT_SECRET": alert_secret,
-        **extra,
-    }
+    env = serve_env(token_tag="security", standin_url=standin.base_url,
+                    database_url=f"sqlite:///{tmp_path / 'rotabot.db'}", catalog=catalog,
+                    signing_secret=signing_secret, alert_secret=alert_secret, extra=extra)
     return env, signing_secret, alert_secret
 
 
@@ -162,42 +133,18 @@ def served_bot(
     catalog.write_text(catalog_text)
     standin = StandinServer(make_workspace(forbidden)).start()
     values, signing_secret, alert_secret = _env(tmp_path, catalog, standin, env or {})
-    full_env = {k: v for k, v in os.environ.items() if k != "SLACK_APP_TOKEN"}
-    full_env.update(values)
-    full_env["ROTABOT_LOG_LEVEL"] = "DEBUG"  # the most a log can say
-    port = free_port()
-    log_path = tmp_path / "rotabot.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    # The most a log can say.
+    server = ServeProcess(process_env({**values, "ROTABOT_LOG_LEVEL": "DEBUG"}), tmp_path,
+                          tmp_path / "rotabot.log")
     http = httpx.Client(timeout=30)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if http.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            standin.stop()
-            raise RuntimeError("rotabot serve did not start:\n" + log_path.read_text())
-        time.sleep(0.1)
-    slack = SlackSide(standin.state, url + "/slack/events", signing_secret)
-    handle = BotHandle(url, http, tmp_path / "rotabot.db", standin, slack, signing_secret,
-                       alert_secret, log_path=log_path, process=process,
-                       extras={"env": values})
     try:
-        yield handle
+        server.start()
+        slack = SlackSide(standin.state, server.url + "/slack/events", signing_secret)
+        yield BotHandle(server.url, http, tmp_path / "rotabot.db", standin, slack,
+                        signing_secret, alert_secret, log_path=server.log_path,
+                        process=server.process, extras={"env": values})
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()
         http.close()
         standin.stop()
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.serve import USERS, catalog_head
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from security_harness import GROUPS, USERS, BotHandle, inprocess_bot
+from security_harness import GROUPS, BotHandle, inprocess_bot
 
 from adapters.file_store import FileStore
 from bot.secret_material import SecretMaterial
@@ -43,15 +44,7 @@ OWNERS = {
     "model-api-key": {"retriever": "U0BOB", "nightly-ingest": "S0DATA", "inference-api": "U0ALICE"},
     "cache-password": {"cache-dev": "U0ALICE", "cache-api": "S0DATA"},
 }
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN, S0SECOPS]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 1h
+CATALOG = catalog_head(observe="1h", admins=("U0ADMIN", "S0SECOPS")) + """\
 stores:
   local: {kind: file, path: ./secrets}
 secrets:

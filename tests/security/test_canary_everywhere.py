@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from security_harness import BotHandle, free_port, served_bot
+from harness.loopback import Loopback, QuietHandler
+from harness.messages import asks, is_rotation_message
+from harness.serve import catalog_head
+from security_harness import BotHandle, served_bot
 
 from adapters.file_store import FileStore
 from bot.secret_material import SecretMaterial
@@ -39,43 +39,24 @@ PROVIDER_KEY = canary("provider-key")
 ENV_CANARY = canary("env")  # an unused credential-shaped variable in the bot's environment
 
 
-class Provider(BaseHTTPRequestHandler):
+class Provider(QuietHandler):
     """A key-management API that fails creation and echoes secrets in its error body."""
 
     seen_auth: list[str] = []
 
     def do_POST(self) -> None:
         Provider.seen_auth.append(self.headers.get("Authorization", ""))
-        body = json.dumps({"error": "quota exceeded", "echo_auth": self.headers.get(
-            "Authorization"), "last_key": PROVIDER_KEY}).encode()
-        self.send_response(400)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        self.reply(400, {"error": "quota exceeded", "echo_auth": self.headers.get(
+            "Authorization"), "last_key": PROVIDER_KEY})
 
 
 @pytest.fixture
 def provider() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Provider)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with Loopback(Provider) as server:
+        yield server.url
 
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, staging, prod]
-  overlap: 24h
-  observe: 3s
+CATALOG = catalog_head(observe="3s") + """\
 stores:
   local: {{kind: file, path: {store}}}
 secrets:
@@ -114,12 +95,8 @@ secrets:
 
 
 def parent(bot: BotHandle, ref: str) -> Message:
-    def find() -> Message | None:
-        for m in bot.state.channel_messages("C0ROTATE"):
-            if m.thread_ts in (None, m.ts) and m.text.startswith(ref + " "):
-                return m
-        return None
-    return bot.wait_for(find)
+    return bot.wait_for(lambda: next(
+        (m for m in bot.state.channel_messages("C0ROTATE") if is_rotation_message(m, ref)), None))
 
 
 def has_button(message: Message, action: Action) -> bool:
@@ -128,15 +105,9 @@ def has_button(message: Message, action: Action) -> bool:
 
 
 def click_step(bot: BotHandle, ref: str, user: str, consumer: str, label: str) -> None:
-    def prompt() -> Message | None:
-        top = parent(bot, ref)
-        for m in reversed(bot.state.thread("C0ROTATE", top.ts)):
-            labels = [e.get("text", {}).get("text") for b in m.blocks
-                      if b.get("type") == "actions" for e in b.get("elements", [])]
-            if m.text.startswith(consumer + " ") and label in labels:
-                return m
-        return None
-    message = bot.wait_for(prompt)
+    message = bot.wait_for(lambda: next(
+        (m for m in reversed(bot.state.thread("C0ROTATE", parent(bot, ref).ts))
+         if asks(m, consumer, label)), None))
     assert bot.slack.click(user, channel="C0ROTATE", message_ts=message.ts,
                            action_id=Action.STEP.value).status == 200
     bot.wait_for(lambda: (m := bot.state.find_message("C0ROTATE", message.ts)) is not None
@@ -145,6 +116,19 @@ def click_step(bot: BotHandle, ref: str, user: str, consumer: str, label: str) -
 
 def wait_phase(bot: BotHandle, ref: str, words: str, timeout: float = 20) -> Message:
     return bot.wait_for(lambda: m if words in (m := parent(bot, ref)).text else None, timeout)
+
+
+def distribute_validate_switch(bot: BotHandle, ref: str,
+                               owners: list[tuple[str, str]]) -> Message:
+    """Each (consumer, owner) distributes and validates; the admin switches once the button
+    shows. Returns the rotation message once it observes."""
+    for consumer, owner in owners:
+        click_step(bot, ref, owner, consumer, "Distributed")
+        click_step(bot, ref, owner, consumer, "Validated")
+    top = bot.wait_for(lambda: m if has_button(m := parent(bot, ref), Action.SWITCH) else None)
+    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=top.ts,
+                    action_id=Action.SWITCH.value)
+    return wait_phase(bot, ref, "observing")
 
 
 def submit_open_view(bot: BotHandle, user: str, callback: View, values: dict[str, str]) -> None:
@@ -172,13 +156,7 @@ def run_scenarios(bot: BotHandle, store: FileStore) -> list[str]:
                     action_id=Action.CHECK_STORE.value)
     wait_phase(bot, "R-1", "distributing")
     owners = [("retriever", "U0BOB"), ("nightly-ingest", "U0CAROL"), ("inference-api", "U0ALICE")]
-    for consumer, owner in owners:
-        click_step(bot, "R-1", owner, consumer, "Distributed")
-        click_step(bot, "R-1", owner, consumer, "Validated")
-    bot.wait_for(lambda: has_button(parent(bot, "R-1"), Action.SWITCH))
-    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=top.ts,
-                    action_id=Action.SWITCH.value)
-    wait_phase(bot, "R-1", "observing")
+    distribute_validate_switch(bot, "R-1", owners)
     for consumer, owner in owners:
         click_step(bot, "R-1", owner, consumer, "Sign off")
     wait_phase(bot, "R-1", "ready to revoke")
@@ -200,13 +178,7 @@ def run_scenarios(bot: BotHandle, store: FileStore) -> list[str]:
     bot.slack.command("U0ADMIN", "C0ROTATE", "start cache-password")
     wait_phase(bot, "R-3", "distributing")
     harvest("infra/cache")
-    click_step(bot, "R-3", "U0BOB", "cache-api", "Distributed")
-    click_step(bot, "R-3", "U0BOB", "cache-api", "Validated")
-    top3 = bot.wait_for(lambda: m if has_button(m := parent(bot, "R-3"), Action.SWITCH)
-                        else None)
-    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=top3.ts,
-                    action_id=Action.SWITCH.value)
-    wait_phase(bot, "R-3", "observing")
+    distribute_validate_switch(bot, "R-3", [("cache-api", "U0BOB")])
     bot.slack.command("U0ADMIN", "C0ROTATE", "rollback R-3")
     submit_open_view(bot, "U0ADMIN", View.ROLLBACK,
                      {"reason": "cache errors after the switch", "new_credential": "revoke"})
@@ -216,13 +188,7 @@ def run_scenarios(bot: BotHandle, store: FileStore) -> list[str]:
     bot.slack.command("U0ADMIN", "C0ROTATE", "start db-password")
     wait_phase(bot, "R-4", "distributing")
     harvest("infra/db")
-    click_step(bot, "R-4", "U0CAROL", "reporting", "Distributed")
-    click_step(bot, "R-4", "U0CAROL", "reporting", "Validated")
-    top4 = bot.wait_for(lambda: m if has_button(m := parent(bot, "R-4"), Action.SWITCH)
-                        else None)
-    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=top4.ts,
-                    action_id=Action.SWITCH.value)
-    top4 = wait_phase(bot, "R-4", "observing")
+    top4 = distribute_validate_switch(bot, "R-4", [("reporting", "U0CAROL")])
     bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=top4.ts,
                     action_id=Action.REVOKE.value)
     submit_open_view(bot, "U0ADMIN", View.REVOKE_OVERRIDE,

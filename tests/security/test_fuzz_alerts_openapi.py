@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+from harness.serve import alert_headers
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.core import NOT_SET
@@ -27,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from security_harness import BotHandle, inprocess_bot, signed_alert_headers
+from security_harness import FUZZ_CATALOG, BotHandle, inprocess_bot
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = schemathesis.openapi.from_path(str(ROOT / "docs" / "openapi.yaml"))
@@ -51,28 +52,9 @@ FUZZ = settings(
     database=None,
 )
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, prod]
-stores:
-  local: {kind: file, path: ./secrets}
-secrets:
-  model-api-key:
-    issuer: {kind: manual}
-    store: {name: local, path: ai/model-api-key}
-    consumers:
-      inference-api: {owner: U0ALICE, lane: prod, reload: hot, rollback: pin previous}
-      retriever: {owner: U0BOB, lane: dev, reload: hot, rollback: pin previous}
-"""
-
-
 @pytest.fixture(scope="module")
 def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotHandle]:
-    with inprocess_bot(tmp_path_factory.mktemp("fuzz-alerts"), CATALOG) as handle:
+    with inprocess_bot(tmp_path_factory.mktemp("fuzz-alerts"), FUZZ_CATALOG) as handle:
         yield handle
 
 
@@ -93,7 +75,7 @@ def send(bot: BotHandle, case: schemathesis.Case, *, sign: bool) -> httpx.Respon
     if sign:
         headers = {k: v for k, v in headers.items()
                    if k.lower() not in ("x-rotabot-timestamp", "x-rotabot-signature")}
-        headers.update(signed_alert_headers(bot.alert_secret, body))
+        headers.update(alert_headers(bot.alert_secret, body))
     headers.setdefault("Content-Type", case.media_type or "application/json")
     return bot.http.request(case.method, bot.url + case.formatted_path, content=body,
                             headers=headers, params=case.query or None)
@@ -165,8 +147,8 @@ def test_wrong_key_stale_and_malformed_signatures_are_401(bot: BotHandle) -> Non
     body = b'{"consumer":"inference-api","status_code":401}'
     before = counts(bot)
     variants: list[dict[str, Any]] = [
-        signed_alert_headers("not-the-key", body),
-        signed_alert_headers(bot.alert_secret, body, timestamp=1),  # replayed from long ago
+        alert_headers("not-the-key", body),
+        alert_headers(bot.alert_secret, body, timestamp=1),  # replayed from long ago
         {"X-Rotabot-Timestamp": "nan", "X-Rotabot-Signature": "v1=00"},
         {"X-Rotabot-Timestamp": "9" * 40, "X-Rotabot-Signature": "v1=" + "0" * 64},
         {"X-Rotabot-Signature": "sha256=abc"},

@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.serve import USERS
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
-from security_harness import USERS, BotHandle, inprocess_bot
+from security_harness import FUZZ_CATALOG, BotHandle, inprocess_bot
 
 from bot.catalog import Catalog, CatalogInvalid, parse_catalog
 from bot.commands import SUBCOMMANDS, Command, CommandError, parse_command
@@ -140,27 +141,9 @@ def test_the_example_itself_parses() -> None:
 
 # --- through the real app ------------------------------------------------------------------
 
-CATALOG = """
-version: 1
-defaults:
-  channel: C0ROTATE
-  incident_channel: C0INCIDENT
-  admins: [U0ADMIN]
-  lanes: [dev, prod]
-stores:
-  local: {kind: file, path: ./secrets}
-secrets:
-  model-api-key:
-    issuer: {kind: manual}
-    store: {name: local, path: ai/model-api-key}
-    consumers:
-      inference-api: {owner: U0ALICE, lane: prod, reload: hot, rollback: pin previous}
-"""
-
-
 @pytest.fixture(scope="module")
 def bot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotHandle]:
-    with inprocess_bot(tmp_path_factory.mktemp("fuzz-commands"), CATALOG) as handle:
+    with inprocess_bot(tmp_path_factory.mktemp("fuzz-commands"), FUZZ_CATALOG) as handle:
         yield handle
 
 

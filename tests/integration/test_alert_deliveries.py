@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.backends import LocalBackends
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from adapters.base import Issuer, Store
-from adapters.file_store import FileStore
-from adapters.local_issuer import LocalIssuer
 from bot.alert_intake import Deliveries, DeliveryInFlight, sign
 from bot.bootstrap import Container, build
 from bot.clock import FixedClock
@@ -220,16 +218,6 @@ def test_replicas_racing_for_one_delivery_grant_it_exactly_once(
 # --- end to end: two replicas behind a load balancer, signed HTTP -------------------------
 
 
-class LocalBackends:
-    def __init__(self, root: Path) -> None:
-        self.store = FileStore(root)
-        self.issuer = LocalIssuer()
-
-    def store_for(self, secret: str) -> Store:
-        return self.store
-
-    def issuer_for(self, secret: str) -> Issuer:
-        return self.issuer
 
 
 class Replica:

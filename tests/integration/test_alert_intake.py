@@ -19,14 +19,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from harness.backends import LocalBackends
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from adapters.base import Issuer, Store
-from adapters.file_store import FileStore
-from adapters.local_issuer import LocalIssuer
 from bot.alert import AlertStatus
 from bot.alert_intake import DeliveryLog, RateLimiter, sign
 from bot.alert_service import AlertService
@@ -79,18 +77,6 @@ secrets:
 BURST_CONSUMERS = ("embedder", "retriever", "nightly-ingest", "reranker", "inference-api")
 
 
-class LocalBackends:
-    """Real file store and local issuer for every secret (no external system to mint on)."""
-
-    def __init__(self, root: Path) -> None:
-        self.store = FileStore(root)
-        self.issuer = LocalIssuer()
-
-    def store_for(self, secret: str) -> Store:
-        return self.store
-
-    def issuer_for(self, secret: str) -> Issuer:
-        return self.issuer
 
 
 class World:

@@ -17,13 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from harness.backends import LocalBackends
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.testclient import TestClient
 
-from adapters.base import Issuer, Store
-from adapters.file_store import FileStore
-from adapters.local_issuer import LocalIssuer
 from bot.audit import AuditEvent
 from bot.bootstrap import Container, build
 from bot.clock import FixedClock
@@ -186,15 +184,6 @@ secrets:
 """
 
 
-class LocalBackends:
-    def __init__(self, root: Path) -> None:
-        self.store, self.issuer = FileStore(root), LocalIssuer()
-
-    def store_for(self, secret: str) -> Store:
-        return self.store
-
-    def issuer_for(self, secret: str) -> Issuer:
-        return self.issuer
 
 
 @pytest.fixture

@@ -16,11 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from harness.backends import LocalBackends
 
-from adapters.base import Issuer, Store
-from adapters.file_store import FileStore
 from adapters.health import HealthChecker
-from adapters.local_issuer import LocalIssuer
 from bot.alert import Alert
 from bot.bootstrap import Container, build
 from bot.clock import FixedClock
@@ -77,16 +75,6 @@ class Consumers:
         self.server.server_close()
 
 
-class LocalBackends:
-    def __init__(self, root: Path) -> None:
-        self.store = FileStore(root)
-        self.issuer = LocalIssuer()
-
-    def store_for(self, secret: str) -> Store:
-        return self.store
-
-    def issuer_for(self, secret: str) -> Issuer:
-        return self.issuer
 
 
 def catalog(consumers: Consumers, names: list[str]) -> str:

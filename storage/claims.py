@@ -26,6 +26,11 @@ DONE = datetime(9999, 1, 1, tzinfo=UTC)
 DEFAULT_LEASE = timedelta(seconds=30)
 
 
+def _is_done(sent_at: datetime) -> bool:
+    # By year: SQLite hands the timestamp back without its time zone.
+    return sent_at.year == DONE.year
+
+
 class SqlPostClaims:
     """The notifier's PostClaims (adapters/slack_notifier.py) on the ``reminders_sent`` table."""
 
@@ -56,7 +61,7 @@ class SqlPostClaims:
                 sent = conn.execute(
                     select(CLAIMS.c.sent_at).where(self._key(rotation_id, kind, consumer))
                 ).scalar_one_or_none()
-            if sent is not None and sent.year == DONE.year:
+            if sent is not None and _is_done(sent):
                 return False
             try:
                 with self._engine.begin() as conn:
@@ -91,7 +96,7 @@ class SqlPostClaims:
                 ).all()
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
-        return {(kind, consumer) for kind, consumer, sent in rows if sent.year == DONE.year}
+        return {(kind, consumer) for kind, consumer, sent in rows if _is_done(sent)}
 
     def done(self, rotation_id: int, kind: str, consumer: str = "") -> None:
         """The post went out: the claim never goes stale now."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from adapters.base import (
+from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
@@ -39,7 +39,7 @@ from adapters.base import (
     VersionLabel,
     VersionUnavailable,
 )
-from bot.secret_material import SecretMaterial
+from bot.domain.secret_material import SecretMaterial
 
 META_NAME = "meta.json"
 LOCK_NAME = ".lock"

@@ -4,7 +4,8 @@ A :class:`bot.catalog.HealthCheck` names the URL, method, headers (from environm
 the expected status, a timeout and optionally a JSON field where the consumer reports which
 credential version it uses; a reported version is evidence that the new credential reached it
 ("inference-api reports version 7"). :class:`HealthChecker` runs many checks at once, at most
-``max_concurrency`` in flight, and classifies every failure with :func:`bot.failures.classify`.
+``max_concurrency`` in flight, and classifies every failure with
+:func:`bot.domain.failures.classify`.
 
 A :class:`HealthResult`'s ``reason`` is built from the consumer name, status numbers, failure
 labels and the reported version only: never a response body (a misbehaving consumer may echo
@@ -25,7 +26,7 @@ import httpx
 
 from adapters.http_issuer import json_lookup
 from bot.catalog import HealthCheck
-from bot.failures import FailureClass, classify
+from bot.domain.failures import FailureClass, classify
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class HealthResult:
     lane: str
     ok: bool
     status_code: int | None
-    failure_class: str | None  # a bot.failures.FailureClass value when not ok
+    failure_class: str | None  # a bot.domain.failures.FailureClass value when not ok
     reason: str
     reported_version: str | None
     elapsed_ms: float

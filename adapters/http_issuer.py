@@ -5,7 +5,7 @@ JSON body, the dotted JSON paths of the new key's id and secret in the response)
 URL template with ``{key_id}``). Request headers (``Authorization: Bearer ...``) come from
 environment variables the catalog names; the catalog never holds them.
 
-Failures are classified with :func:`bot.failures.classify` and reported as
+Failures are classified with :func:`bot.domain.failures.classify` and reported as
 :class:`HttpIssuerError`, whose message names the call, the failure class and the HTTP status.
 It never carries the response body (a provider may echo the key) or the request headers (they
 hold the bot's admin credential), and it is raised without an exception chain so a logged
@@ -28,10 +28,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from adapters.base import IssuerError, Minted, UsageEvidence
 from bot import catalog
-from bot.failures import Classification, FailureClass, classify
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence
+from bot.domain.failures import Classification, FailureClass, classify
+from bot.domain.secret_material import SecretMaterial
 
 log = logging.getLogger(__name__)
 

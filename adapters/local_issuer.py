@@ -11,8 +11,8 @@ import secrets
 import uuid
 from collections.abc import Iterable
 
-from adapters.base import IssuerError, Minted, UsageEvidence
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence
+from bot.domain.secret_material import SecretMaterial
 
 USAGE_UNKNOWN = "local issuer: nothing reports use of these credentials"
 

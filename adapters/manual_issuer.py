@@ -2,20 +2,23 @@
 
 rotabot never sees this credential's value. The person creates it at the provider and writes
 it to the store as a new version (for the ``file`` store: :meth:`FileStore.put`); the bot
-notices that version (:func:`find_new_version`), labels it pending and carries on. Revocation
-is likewise done by the person at the provider, after the gate opens.
+notices that version (:func:`bot.domain.credentials.find_new_version`), labels it pending
+and carries on. Revocation is likewise done by the person at the provider, after the gate
+opens.
 """
 
 from __future__ import annotations
 
-from adapters.base import Minted, StoreState, UsageEvidence
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import Minted, UsageEvidence, find_new_version
+from bot.domain.secret_material import SecretMaterial
+
+__all__ = ["USAGE_UNKNOWN", "ManualIssuer", "find_new_version"]
 
 USAGE_UNKNOWN = "manual issuer: the platform cannot tell whether the old credential is still used"
 
 
 class ManualIssuer:
-    """An :class:`adapters.base.Issuer` that touches no system (``kind = "manual"``)."""
+    """An :class:`bot.services.ports.Issuer` that touches no system (``kind = "manual"``)."""
 
     kind: str = "manual"
 
@@ -42,19 +45,3 @@ class ManualIssuer:
 
     def usage(self, key_id: str | None) -> UsageEvidence:
         return UsageEvidence(in_use=None, summary=USAGE_UNKNOWN)
-
-
-def find_new_version(state: StoreState) -> str | None:
-    """The version a person wrote for this rotation, or ``None`` while there is none yet.
-
-    That is the newest live (neither destroyed nor deleted) version that is newer than the
-    current one and carries no label: a version already labelled pending, previous or revoked
-    belongs to a rotation, and one older than current is history, not a new credential.
-    """
-    floor = int(state.current) if state.current is not None else 0
-    candidates = [
-        int(v.version)
-        for v in state.versions
-        if not v.destroyed and not v.deleted and not v.labels and int(v.version) > floor
-    ]
-    return str(max(candidates)) if candidates else None

@@ -27,8 +27,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from adapters.base import IssuerError, Minted, UsageEvidence
-from bot.secret_material import REDACTED, SecretMaterial
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence
+from bot.domain.secret_material import REDACTED, SecretMaterial
 
 log = logging.getLogger(__name__)
 

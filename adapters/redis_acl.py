@@ -21,8 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
-from adapters.base import IssuerError, Minted, UsageEvidence
-from bot.secret_material import REDACTED, SecretMaterial
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence
+from bot.domain.secret_material import REDACTED, SecretMaterial
 
 log = logging.getLogger(__name__)
 

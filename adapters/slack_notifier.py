@@ -17,9 +17,10 @@ from typing import Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.lifecycle import Phase, StepState
-from bot.logs import rotation_context
-from bot.rotation import ConsumerProgress, Rotation
+from bot.domain.errors import NotifyError
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.log_context import rotation_context
+from bot.domain.rotation import ConsumerProgress, Rotation
 from handlers import blocks
 
 log = logging.getLogger("rotabot.slack")
@@ -40,10 +41,6 @@ class PostClaims(Protocol):
     def done(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
 
     def release(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
-
-
-class NotifyError(Exception):
-    """Slack refused a post; the message says what the admin should do."""
 
 
 def explain_slack_error(exc: SlackApiError, channel: str) -> str:

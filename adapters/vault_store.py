@@ -51,7 +51,7 @@ import hvac.exceptions
 import hvac.utils
 import requests
 
-from adapters.base import (
+from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
@@ -59,7 +59,7 @@ from adapters.base import (
     VersionLabel,
     VersionUnavailable,
 )
-from bot.secret_material import SecretMaterial
+from bot.domain.secret_material import SecretMaterial
 
 KIND = "vault-kv2"
 LABEL_PREFIX = "rotabot-"

@@ -30,7 +30,7 @@ from benchmarks.harness import (
     wait_for,
     wait_quiet,
 )
-from bot.alert_intake import sign
+from bot.domain.alert_intake import sign
 
 SECRET = "bench-alerts"
 

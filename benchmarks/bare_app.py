@@ -1,4 +1,4 @@
-"""The floor: a Bolt app that only acks, served by bot.server.create_web_app under uvicorn
+"""The floor: a Bolt app that only acks, served by bot.runtime.server.create_web_app under uvicorn
 exactly as `rotabot serve` is (Starlette, sync Bolt dispatched in the thread pool).
 
 Usage: SLACK_SIGNING_SECRET=... SLACK_API_URL=... python -m benchmarks.bare_app --port P
@@ -17,7 +17,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy import create_engine
 
-from bot.server import create_web_app
+from bot.runtime.server import create_web_app
 
 
 def build_bare_app(signing_secret: str, api_url: str) -> App:

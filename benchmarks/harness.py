@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 
-from bot.slack_standin.server import StandinServer
-from bot.slack_standin.slack_side import BotReply, SlackSide, slack_signature
-from bot.slack_standin.state import Message, StandinState
+from bot.sandbox.slack_standin.server import StandinServer
+from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, slack_signature
+from bot.sandbox.slack_standin.state import Message, StandinState
 from handlers.ids import Action, StepButton, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,7 +245,7 @@ def bot_env(
             extra={"ROTABOT_LOG_LEVEL": "WARNING"}))
         if not env.database_url.startswith("sqlite"):
             subprocess.run(
-                [sys.executable, "-m", "bot.cli", "db", "upgrade"],
+                [sys.executable, "-m", "bot.runtime.cli", "db", "upgrade"],
                 cwd=workdir, env=proc_env, check=True, capture_output=True,
             )
         port = free_port()

@@ -101,8 +101,8 @@ def _ack(results: dict[str, Any], before: dict[str, Any] | None, out: list[str])
     out += [
         "Signed requests posted to `rotabot serve` (a real process; the Slack stand-in in the "
         "benchmark process) and, in the same run with the same payloads, to a bare Bolt app on "
-        "the same stack (`bot.server.create_web_app`: Starlette + uvicorn + sync Bolt in the "
-        "thread pool) whose listeners only ack. Clients run in their own process, each client "
+        "the same stack (`bot.runtime.server.create_web_app`: Starlette + uvicorn + sync Bolt in "
+        "the thread pool) whose listeners only ack. Clients run in their own process, each client "
         "sends its next request as soon as the previous is answered (closed loop). "
         "`status` is `/rotate status R-1`; `click` presses a dev-lane owner's *Distributed* "
         "button (the first press per consumer changes state; later ones are replays that the "

@@ -31,9 +31,9 @@ from benchmarks.harness import (
     wait_for,
     wait_quiet,
 )
-from bot.bootstrap import build
-from bot.settings import Settings
-from bot.slack_standin.server import StandinServer
+from bot.runtime.bootstrap import build
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin.server import StandinServer
 from handlers.app import build_bolt_app
 from handlers.ids import Action
 

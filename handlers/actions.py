@@ -7,9 +7,9 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.bootstrap import Container
-from bot.errors import GateClosed
-from bot.lifecycle import StepState
+from bot.domain.errors import GateClosed
+from bot.domain.lifecycle import StepState
+from bot.runtime.bootstrap import Container
 from handlers import blocks
 from handlers.commands import rollback_view
 from handlers.ids import Action, AlertButton, RotationButton, StepButton, parse_value
@@ -144,7 +144,7 @@ def register(app: App, c: Container) -> None:
         """An alert after revocation: confirm an urgent re-rotation (admins only)."""
         ack()
         try:
-            from bot.emergency import require_admin
+            from bot.services.emergency import require_admin
 
             button = parse_value(AlertButton, _value(body))
             if button.rotation_id is None:

@@ -6,8 +6,8 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot.alert_service import AlertOutcome
-from bot.bootstrap import Container
+from bot.runtime.bootstrap import Container
+from bot.services.alerts import AlertOutcome
 from handlers import blocks
 from handlers.alerts_http import alert_service
 from handlers.ids import Action, AlertButton, parse_value

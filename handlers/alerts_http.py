@@ -24,8 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.slack_notifier import SlackNotifier
-from bot.alert import Alert
-from bot.alert_intake import (
+from bot.domain.alert import Alert
+from bot.domain.alert_intake import (
     MAX_BODY_BYTES,
     Deliveries,
     DeliveryInFlight,
@@ -37,9 +37,9 @@ from bot.alert_intake import (
     retry_after_header,
     verify_signature,
 )
-from bot.alert_service import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
-from bot.bootstrap import Container
-from bot.errors import StoreUnavailable
+from bot.domain.errors import StoreUnavailable
+from bot.runtime.bootstrap import Container
+from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
 from handlers import blocks
 from storage.deliveries import SqlDeliveryLog
 

@@ -6,7 +6,7 @@ import logging
 
 from slack_bolt import App
 
-from bot.bootstrap import Container
+from bot.runtime.bootstrap import Container
 from handlers import actions, alert_actions, commands, home, schedule_actions, views
 
 log = logging.getLogger("rotabot.handlers")

@@ -29,15 +29,15 @@ from slack_sdk.models.blocks.block_elements import RadioButtonsElement
 from slack_sdk.models.blocks.blocks import InputBlock
 from slack_sdk.models.views import View as SlackView
 
-from bot.alert import Alert
-from bot.dependency_map import DependencyMap
-from bot.durations import format_duration
-from bot.emergency import OwnerNote
-from bot.gate import GateResult
-from bot.health_service import RotationEvidence
-from bot.lifecycle import Phase, StepState
-from bot.rotation import ConsumerProgress, Rotation
-from bot.service import Plan
+from bot.catalog.dependency_map import DependencyMap
+from bot.domain.alert import Alert
+from bot.domain.durations import format_duration
+from bot.domain.gate import GateResult
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.emergency import OwnerNote
+from bot.services.health import RotationEvidence
+from bot.services.rotations import Plan
 from handlers.ids import Action, AlertButton, RotationButton, StepButton, View
 
 Rendered = tuple[str, list[Block]]
@@ -453,7 +453,7 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
     buttons = []
     if rotation_id is not None and alert.rotation_id is None and alert.unresolved:
         # After R-N revoked the old credential there is nothing to roll back to
-        # (bot.alert_service.prompt_rotation): offer an urgent re-rotation instead.
+        # (bot.services.alerts.prompt_rotation): offer an urgent re-rotation instead.
         buttons.append(
             _button("Emergency re-rotation", Action.EMERGENCY_ROTATE, value, style="danger")
         )

@@ -8,9 +8,9 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.models.views import View as SlackView
 
-from bot.bootstrap import Container
-from bot.commands import USAGE, Command, parse_command
-from bot.dependency_map import dependency_map
+from bot.catalog.dependency_map import dependency_map
+from bot.domain.commands import USAGE, Command, parse_command
+from bot.runtime.bootstrap import Container
 from handlers import blocks
 from handlers.respond import ephemeral, user_message
 
@@ -101,8 +101,8 @@ def rollback_view(
     c: Container, rotation_id: int, consumer: str | None, alert_id: int = 0
 ) -> SlackView:
     """The confirmation modal: rollback before revocation, an emergency re-rotation after."""
-    from bot.emergency import URGENT_FACTOR, owners_to_act
-    from bot.errors import RotabotError
+    from bot.domain.errors import RotabotError
+    from bot.services.emergency import URGENT_FACTOR, owners_to_act
 
     rotation = c.service.get(rotation_id)
     if rotation.phase.value == "revoked":

@@ -7,7 +7,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.bootstrap import Container
+from bot.runtime.bootstrap import Container
 from handlers import blocks
 
 

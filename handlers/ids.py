@@ -7,7 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bot.lifecycle import StepState
+from bot.domain.lifecycle import StepState
 
 
 class Action(StrEnum):

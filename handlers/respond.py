@@ -7,12 +7,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from adapters.base import IssuerError, StoreError
-from adapters.slack_notifier import NotifyError
 from bot.catalog import UnknownSecret
-from bot.commands import CommandError
-from bot.errors import RotabotError
-from bot.lifecycle import IllegalTransition
+from bot.domain.commands import CommandError
+from bot.domain.credentials import IssuerError, StoreError
+from bot.domain.errors import NotifyError, RotabotError
+from bot.domain.lifecycle import IllegalTransition
 from handlers import blocks
 from handlers.ids import BadButton
 

@@ -22,17 +22,17 @@ from slack_sdk.models.blocks import (
 )
 
 from adapters.slack_notifier import SlackNotifier
-from bot.bootstrap import Container
 from bot.catalog import Catalog
-from bot.durations import format_duration
-from bot.schedule import (
+from bot.domain.durations import format_duration
+from bot.domain.schedule import (
     Confirmation,
     DueSecret,
     ScheduledRotation,
     ScheduleStatus,
     format_at,
 )
-from bot.schedule_service import ScheduleService
+from bot.runtime.bootstrap import Container
+from bot.services.schedules import ScheduleService
 from handlers import blocks
 from handlers.ids import Action, parse_value
 from handlers.respond import ephemeral, user_message

@@ -7,9 +7,9 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.bootstrap import Container
-from bot.durations import parse_duration
-from bot.lifecycle import StepState
+from bot.domain.durations import parse_duration
+from bot.domain.lifecycle import StepState
+from bot.runtime.bootstrap import Container
 from handlers import blocks
 from handlers.ids import AlertButton, RotationButton, StepButton, View, parse_value
 from handlers.respond import user_message
@@ -98,7 +98,7 @@ def register(app: App, c: Container) -> None:
         ack()
         user = str(body["user"]["id"])
         try:
-            from bot.emergency import owners_to_act
+            from bot.services.emergency import owners_to_act
 
             meta = parse_value(AlertButton, view.get("private_metadata"))
             assert meta.rotation_id is not None
@@ -137,7 +137,7 @@ def register(app: App, c: Container) -> None:
         ack()
         user = str(body["user"]["id"])
         try:
-            from bot.emergency import start_emergency
+            from bot.services.emergency import start_emergency
 
             meta = parse_value(AlertButton, view.get("private_metadata"))
             assert meta.rotation_id is not None

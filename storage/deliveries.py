@@ -21,8 +21,8 @@ from sqlalchemy import Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql import Executable
 
-from bot.alert_intake import TOLERANCE_SECONDS, DeliveryInFlight
-from bot.clock import Clock
+from bot.domain.alert_intake import TOLERANCE_SECONDS, DeliveryInFlight
+from bot.domain.clock import Clock
 from storage.engine import unavailable
 from storage.tables import AlertDeliveryRow, metadata
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from bot.errors import StoreUnavailable
+from bot.domain.errors import StoreUnavailable
 
 DEFAULT_DATABASE_URL = "sqlite:///./rotabot.db"
 # How long a SQLite writer waits for another one before giving up (milliseconds).

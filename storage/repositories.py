@@ -33,12 +33,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from bot.alert import UNRESOLVED, Alert, AlertStatus
-from bot.audit import AuditEvent
-from bot.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
-from bot.lifecycle import SWITCHED_PHASES, Phase, StepState
-from bot.rotation import ConsumerProgress, Rotation
-from bot.schedule import (
+from bot.domain.alert import UNRESOLVED, Alert, AlertStatus
+from bot.domain.audit import AuditEvent
+from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
+from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.domain.schedule import (
     OPEN_STATUS_VALUES,
     Confirmation,
     ReviewFinding,

@@ -19,7 +19,7 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bot.ports import (
+from bot.services.ports import (
     AlertRepository,
     AuditLog,
     RotationRepository,

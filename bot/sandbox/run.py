@@ -3,8 +3,8 @@
 One address serves everything a person needs: the page (``/``), its small JSON API
 (``/sandbox/...``) and the bot itself (``/slack/events``, ``/alerts``, ``/healthz``). The
 page never talks to the bot directly: it asks the sandbox API, which plays Slack's side
-(:class:`bot.slack_standin.slack_side.SlackSide`) and sends the bot signed requests exactly as
-Slack would. The Slack Web API the bot calls is the stand-in, on its own loopback port.
+(:class:`bot.sandbox.slack_standin.slack_side.SlackSide`) and sends the bot signed requests
+exactly as Slack would. The Slack Web API the bot calls is the stand-in, on its own loopback port.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.catalog import CatalogInvalid, load_catalog
-from bot.secret_material import SecretMaterial
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
-from bot.slack_standin.slack_side import BotReply, SlackSide, SlackSideError
+from bot.domain.secret_material import SecretMaterial
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, SlackSideError
 
 log = logging.getLogger("rotabot.sandbox")
 
@@ -159,8 +159,8 @@ class Sandbox:
 
     @classmethod
     def create(cls, data_dir: str) -> Sandbox:
-        from bot.bootstrap import build
-        from bot.server import create_web_app
+        from bot.runtime.bootstrap import build
+        from bot.runtime.server import create_web_app
         from handlers.app import build_bolt_app
 
         root, notes = prepare_data_dir(data_dir)
@@ -206,7 +206,7 @@ class Sandbox:
         )
 
     def start_timers(self) -> None:
-        from bot.server import start_timers
+        from bot.runtime.server import start_timers
 
         self.timers = start_timers(self.container)
 
@@ -462,7 +462,7 @@ def run_sandbox(host: str, port: int, data_dir: str) -> int:
     """Start the sandbox and serve until interrupted; prints the address to open."""
     import uvicorn
 
-    from bot.logs import configure_logging
+    from bot.runtime.logs import configure_logging
 
     try:
         sock = _bind(host, port)

@@ -25,15 +25,15 @@ import uuid
 
 import pytest
 
-from adapters.base import (
-    Store,
+from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
     VersionLabel,
     VersionUnavailable,
 )
-from bot.secret_material import SecretMaterial
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Store
 
 OLD = SecretMaterial({"api_key": "old-value-1111"})
 NEW = SecretMaterial({"api_key": "new-value-2222"})

@@ -1,5 +1,5 @@
 """End-to-end harness: `rotabot serve` as a real process, the Slack stand-in on loopback,
-and Slack's side of the conversation (signed requests) from bot.slack_standin.slack_side."""
+and Slack's side of the conversation (signed requests) from bot.sandbox.slack_standin.slack_side."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 from harness.serve import ServeProcess, catalog_head, process_env, serve_env, workspace
 
 from adapters.file_store import FileStore
-from bot.secret_material import SecretMaterial
-from bot.slack_standin.server import StandinServer
-from bot.slack_standin.slack_side import SlackSide
-from bot.slack_standin.state import StandinState
+from bot.domain.secret_material import SecretMaterial
+from bot.sandbox.slack_standin.server import StandinServer
+from bot.sandbox.slack_standin.slack_side import SlackSide
+from bot.sandbox.slack_standin.state import StandinState
 
 CATALOG = catalog_head(observe="3s") + """\
 stores:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from harness.messages import asks, is_rotation_message
 
-from bot.slack_standin.state import Ephemeral, Message
+from bot.sandbox.slack_standin.state import Ephemeral, Message
 from handlers.ids import Action
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from harness.backends import (
 )
 from harness.serve import alert_headers, catalog_head
 
-from bot.slack_standin.state import Message
+from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action
 
 Bot = Any  # conftest.Bot, under the name the fixture gives it

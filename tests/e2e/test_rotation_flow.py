@@ -15,8 +15,8 @@ from e2e_helpers import (
     wait_ephemeral,
 )
 
-from bot.secret_material import SecretMaterial
-from bot.slack_standin.state import Message
+from bot.domain.secret_material import SecretMaterial
+from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action
 
 PATH = "ai/model-api-key"

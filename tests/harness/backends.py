@@ -14,10 +14,10 @@ import psycopg
 import redis
 from psycopg import sql
 
-from adapters.base import Issuer, Store
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from adapters.postgres_role import PostgresRoleIssuer
+from bot.services.ports import Issuer, Store
 
 # --- Redis -----------------------------------------------------------------------------------
 

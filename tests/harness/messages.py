@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.slack_standin.state import Message
+from bot.sandbox.slack_standin.state import Message
 
 
 def is_rotation_message(m: Message, rotation: str) -> bool:

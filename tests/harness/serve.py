@@ -23,7 +23,7 @@ from typing import TypeVar
 import httpx
 from servers import free_port, stop_process
 
-from bot.slack_standin.state import StandinState
+from bot.sandbox.slack_standin.state import StandinState
 
 __all__ = [
     "ADMIN",
@@ -145,7 +145,8 @@ def process_env(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "bot.runtime.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(port)]
 
 
 def spawn(

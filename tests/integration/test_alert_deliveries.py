@@ -22,11 +22,11 @@ from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from bot.alert_intake import Deliveries, DeliveryInFlight, sign
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
+from bot.domain.alert_intake import Deliveries, DeliveryInFlight, sign
+from bot.domain.clock import FixedClock
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
 from handlers.alerts_http import alert_service, alerts_route
 from storage.deliveries import DEFAULT_LEASE, DELIVERIES, SqlDeliveryLog
 from storage.engine import make_engine

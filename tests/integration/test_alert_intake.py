@@ -1,6 +1,6 @@
 """POST /alerts end to end in one process: real database, real Slack stand-in, signed HTTP.
 
-The app is the composition root's Container (bot.bootstrap.build) with the alerts route
+The app is the composition root's Container (bot.runtime.bootstrap.build) with the alerts route
 mounted, served by Starlette's TestClient; Slack calls go through a real slack_sdk WebClient
 to the loopback stand-in, which records them.
 """
@@ -25,15 +25,15 @@ from slack_bolt.request import BoltRequest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from bot.alert import AlertStatus
-from bot.alert_intake import DeliveryLog, RateLimiter, sign
-from bot.alert_service import AlertService
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.errors import NotAuthorized
-from bot.lifecycle import Phase, StepState
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
+from bot.domain.alert import AlertStatus
+from bot.domain.alert_intake import DeliveryLog, RateLimiter, sign
+from bot.domain.clock import FixedClock
+from bot.domain.errors import NotAuthorized
+from bot.domain.lifecycle import Phase, StepState
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.services.alerts import AlertService
 from handlers import alert_actions
 from handlers.alerts_http import alert_service, alerts_route
 from handlers.ids import Action, AlertButton

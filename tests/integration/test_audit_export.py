@@ -22,15 +22,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from starlette.testclient import TestClient
 
-from bot.audit import AuditEvent
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.lifecycle import StepState
-from bot.rotation import ConsumerPlan, Rotation
-from bot.server import create_web_app
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
-from bot.slack_standin.slack_side import SlackSide
+from bot.domain.audit import AuditEvent
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.server import create_web_app
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.sandbox.slack_standin.slack_side import SlackSide
 from handlers.app import build_bolt_app
 from storage.engine import make_engine
 from storage.migrate import upgrade
@@ -86,7 +86,7 @@ def audit_db(tmp_path: Path) -> str:
 def export(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "-m", "bot.cli", "audit", "export", *args],
+        [sys.executable, "-m", "bot.runtime.cli", "audit", "export", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 

@@ -43,12 +43,12 @@ from harness.serve import ADMIN, catalog_head
 from psycopg import sql
 from servers import OpenBaoServer, PostgresServer, RedisServer
 
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.lifecycle import Phase, StepState
-from bot.settings import Settings
-from bot.slack_standin.server import StandinServer
-from bot.slack_standin.state import StandinState
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import Phase, StepState
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin.server import StandinServer
+from bot.sandbox.slack_standin.state import StandinState
 
 pytestmark = [pytest.mark.redis, pytest.mark.openbao, pytest.mark.postgres]
 

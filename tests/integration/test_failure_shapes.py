@@ -1,4 +1,4 @@
-"""Real failures, produced on loopback and by real servers, classified by bot.failures."""
+"""Real failures, produced on loopback and by real servers, classified by bot.domain.failures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sqlalchemy
 import sqlalchemy.exc
 from servers import OpenBaoServer, PostgresServer, RedisServer
 
-from bot.failures import Classification, FailureClass, classify
+from bot.domain.failures import Classification, FailureClass, classify
 
 WRONG_PASSWORD = "wrong-CANARY-5b1e0f-not-the-password"
 NAME_RESOLUTION_LABELS = (

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from contract.store_contract import NEW, OLD, StoreContract, canary
 
-from adapters.base import Store, StoreConflict, StoreError, VersionUnavailable
 from adapters.file_store import FileStore
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import StoreConflict, StoreError, VersionUnavailable
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Store
 
 WRITERS = 6
 

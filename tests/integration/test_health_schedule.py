@@ -19,14 +19,14 @@ import pytest
 from harness.backends import LocalBackends
 
 from adapters.health import HealthChecker
-from bot.alert import Alert
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.health_schedule import SOURCE, HealthSchedule, interval_from_env
-from bot.lifecycle import Phase, StepState
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
-from bot.slack_standin.state import Call
+from bot.domain.alert import Alert
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import Phase, StepState
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.sandbox.slack_standin.state import Call
+from bot.services.health_schedule import SOURCE, HealthSchedule, interval_from_env
 from handlers.alerts_http import alert_service
 
 ADMIN = "U0SECOPS"

@@ -19,10 +19,11 @@ import httpx
 import pytest
 from harness.loopback import Loopback, QuietHandler
 
-from adapters.base import Issuer, IssuerError
 from adapters.http_issuer import HttpIssuer, HttpIssuerError, json_lookup
 from bot import catalog
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Issuer
 
 ADMIN_TOKEN = "admin-CANARY-7f3a91-provider-admin-token"
 # Failure bodies echo this, as careless providers echo the key they were sent or made.

@@ -1,7 +1,7 @@
 """No step strands a credential: a failure injected at each step, checked on the real servers.
 
 The RotationService is built as bot/bootstrap.py builds it (SQLite storage migrated by
-Alembic, adapters from adapters.registry.CatalogBackends with credentials in environment
+Alembic, adapters from bot.runtime.backends.CatalogBackends with credentials in environment
 variables), on the session's real Redis, OpenBao and PostgreSQL. Faults come from the back
 ends themselves (a token whose policy forbids a step, a sealed server, a competing writer) or
 from a small wrapper at the Store/Issuer port that fails one call. After each failure a valid
@@ -39,24 +39,17 @@ from harness.backends import (
 from harness.serve import ADMIN, catalog_head
 from servers import OpenBaoServer, PostgresServer, RedisServer
 
-from adapters.base import (
-    Issuer,
-    IssuerError,
-    Minted,
-    Store,
-    StoreError,
-    StoreState,
-    UsageEvidence,
-)
 from adapters.redis_acl import password_hash
-from adapters.registry import CatalogBackends
 from adapters.vault_store import VaultKV2Store
 from bot.catalog import load_catalog
-from bot.clock import FixedClock
-from bot.lifecycle import Phase, StepState
-from bot.rotation import Rotation
-from bot.secret_material import SecretMaterial
-from bot.service import RotationService
+from bot.domain.clock import FixedClock
+from bot.domain.credentials import IssuerError, Minted, StoreError, StoreState, UsageEvidence
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import Rotation
+from bot.domain.secret_material import SecretMaterial
+from bot.runtime.backends import CatalogBackends
+from bot.services.ports import Issuer, Store
+from bot.services.rotations import RotationService
 from storage.engine import make_engine
 from storage.migrate import upgrade
 from storage.unit_of_work import sql_unit_of_work_factory

@@ -12,9 +12,10 @@ import pytest
 from psycopg import sql
 from servers import PostgresServer
 
-from adapters.base import Issuer, IssuerError, Minted
 from adapters.postgres_role import PostgresRoleIssuer
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError, Minted
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Issuer
 
 pytestmark = pytest.mark.postgres
 

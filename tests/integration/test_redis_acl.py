@@ -9,9 +9,10 @@ import pytest
 import redis
 from servers import RedisServer
 
-from adapters.base import Issuer, IssuerError
 from adapters.redis_acl import RedisAclIssuer, password_hash
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Issuer
 
 pytestmark = pytest.mark.redis
 

@@ -23,21 +23,21 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from starlette.testclient import TestClient
 
-from adapters.base import Issuer, Store
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
-from adapters.registry import CatalogBackends
-from bot.bootstrap import Container, build
 from bot.catalog import load_catalog
-from bot.clock import FixedClock
-from bot.lifecycle import Phase, StepState
-from bot.schedule import ScheduleStatus
-from bot.schedule_service import ScheduleService
-from bot.server import create_web_app
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
-from bot.slack_standin.slack_side import SlackSide
-from bot.slack_standin.state import Ephemeral, Message
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.schedule import ScheduleStatus
+from bot.runtime.backends import CatalogBackends
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.server import create_web_app
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.sandbox.slack_standin.slack_side import SlackSide
+from bot.sandbox.slack_standin.state import Ephemeral, Message
+from bot.services.ports import Issuer, Store
+from bot.services.schedules import ScheduleService
 from handlers.app import build_bolt_app
 from handlers.ids import Action
 from handlers.schedule_actions import schedule_service
@@ -532,7 +532,7 @@ def test_a_rotation_started_just_before_a_crash_is_adopted(world: World) -> None
 
 
 def test_the_servers_timer_runs_the_schedules(world: World) -> None:
-    from bot.server import start_timers
+    from bot.runtime.server import start_timers
 
     world.schedule()
     world.clock.advance(AT - timedelta(days=2) - T0)

@@ -15,12 +15,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, make_url, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from bot.alert import Alert, AlertStatus
-from bot.audit import AuditEvent
-from bot.errors import AlreadyActive, ChangedMeanwhile, RotationNotFound, StoreUnavailable
-from bot.gate import GateResult
-from bot.lifecycle import Phase, StepState
-from bot.rotation import ConsumerPlan, Rotation
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.audit import AuditEvent
+from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotationNotFound, StoreUnavailable
+from bot.domain.gate import GateResult
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
 from storage.engine import make_engine
 from storage.migrate import current_revision, head_revision, upgrade
 from storage.repositories import SqlAuditLog

@@ -19,14 +19,14 @@ from harness.backends import LocalBackends
 from harness.serve import catalog_head
 from sqlalchemy import func, select, text
 
-from bot.bootstrap import Container, build
-from bot.clock import FixedClock
-from bot.leader import AlwaysLeader, PostgresLeader, leader_for
-from bot.lifecycle import Phase, StepState
-from bot.server import timer_work
-from bot.settings import Settings
-from bot.slack_standin import StandinServer, StandinState
-from bot.timers import TimerWork, start_scheduler
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import Phase, StepState
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.server import timer_work
+from bot.runtime.settings import Settings
+from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.services.timers import TimerWork, start_scheduler
+from storage.leader import AlwaysLeader, PostgresLeader, leader_for
 from storage.repositories import AUDIT, REMINDERS
 
 SIGNING_SECRET = "0123456789abcdef0123456789abcdef"

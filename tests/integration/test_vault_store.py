@@ -19,13 +19,6 @@ import pytest
 from contract.store_contract import NEW, OLD, OTHER, StoreContract, canary
 from servers import OpenBaoServer, free_port
 
-from adapters.base import (
-    Store,
-    StoreConflict,
-    StoreError,
-    VersionLabel,
-    VersionUnavailable,
-)
 from adapters.vault_store import (
     StorePermissionDenied,
     StoreSealed,
@@ -33,7 +26,9 @@ from adapters.vault_store import (
     VaultKV2Store,
     make_vault_client,
 )
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import StoreConflict, StoreError, VersionLabel, VersionUnavailable
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Store
 
 pytestmark = pytest.mark.openbao
 

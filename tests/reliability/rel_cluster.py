@@ -23,9 +23,9 @@ from harness.serve import ServeProcess, catalog_head, process_env, serve_env, wo
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from bot.slack_standin.server import StandinServer
-from bot.slack_standin.slack_side import BotReply, SlackSide
-from bot.slack_standin.state import Ephemeral, Message, StandinState
+from bot.sandbox.slack_standin.server import StandinServer
+from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide
+from bot.sandbox.slack_standin.state import Ephemeral, Message, StandinState
 from handlers.ids import Action
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ class Cluster:
 
 def db_upgrade(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env,
+    done = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "db", "upgrade"], env=env,
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"rotabot db upgrade failed:\n{done.stdout}\n{done.stderr}")

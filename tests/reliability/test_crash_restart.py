@@ -17,7 +17,7 @@ from harness.serve import eventually
 from rel_cluster import OWNERS, SECRET, Cluster, authenticates, parent_posts, rounds, thread_posts
 from servers import RedisServer
 
-from bot.lifecycle import Phase
+from bot.domain.lifecycle import Phase
 from handlers.ids import Action
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.openbao]

@@ -13,7 +13,7 @@ from rel_cluster import OWNERS, SECRET, Cluster, authenticates, parent_posts, ro
 from servers import RedisServer
 from sqlalchemy.engine import make_url
 
-from bot.slack_standin.slack_side import BotReply
+from bot.sandbox.slack_standin.slack_side import BotReply
 from handlers.ids import Action
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.openbao]

@@ -24,7 +24,7 @@ from rel_cluster import (
 )
 from servers import OpenBaoServer
 
-from bot.slack_standin.slack_side import BotReply
+from bot.sandbox.slack_standin.slack_side import BotReply
 from handlers.ids import Action
 
 pytestmark = [pytest.mark.postgres, pytest.mark.openbao]

@@ -29,9 +29,9 @@ from harness.serve import (
 )
 from starlette.testclient import TestClient
 
-from bot.slack_standin.server import StandinServer
-from bot.slack_standin.slack_side import SlackSide
-from bot.slack_standin.state import StandinState
+from bot.sandbox.slack_standin.server import StandinServer
+from bot.sandbox.slack_standin.slack_side import SlackSide
+from bot.sandbox.slack_standin.state import StandinState
 
 T = TypeVar("T")
 
@@ -158,9 +158,9 @@ def inprocess_bot(
     Bolt runs with process_before_response, so when a request returns its listener has
     finished and the database shows its effect. No timers run.
     """
-    from bot.bootstrap import build
-    from bot.server import create_web_app
-    from bot.settings import Settings
+    from bot.runtime.bootstrap import build
+    from bot.runtime.server import create_web_app
+    from bot.runtime.settings import Settings
     from handlers.app import build_bolt_app
 
     catalog = tmp_path / "catalog.yml"

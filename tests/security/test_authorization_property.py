@@ -35,8 +35,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from security_harness import GROUPS, BotHandle, inprocess_bot
 
 from adapters.file_store import FileStore
-from bot.secret_material import SecretMaterial
-from bot.slack_standin.state import Message
+from bot.domain.secret_material import SecretMaterial
+from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action, View
 
 ADMINS = {"model-api-key": ["U0ADMIN", "S0SECOPS"], "cache-password": ["U0ADMIN"]}

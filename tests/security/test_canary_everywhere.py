@@ -24,8 +24,8 @@ from harness.serve import catalog_head
 from security_harness import BotHandle, served_bot
 
 from adapters.file_store import FileStore
-from bot.secret_material import SecretMaterial
-from bot.slack_standin.state import Message
+from bot.domain.secret_material import SecretMaterial
+from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action, View
 
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from security_harness import FUZZ_CATALOG, BotHandle, inprocess_bot
 
 from bot.catalog import Catalog, CatalogInvalid, parse_catalog
-from bot.commands import SUBCOMMANDS, Command, CommandError, parse_command
+from bot.domain.commands import SUBCOMMANDS, Command, CommandError, parse_command
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = (ROOT / "examples" / "catalog.yml").read_text()

@@ -16,12 +16,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from adapters.base import Issuer, Store
-from bot.alert import Alert
-from bot.audit import AuditEvent
-from bot.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
-from bot.ports import AlertRepository, AuditLog, RotationRepository
-from bot.rotation import Rotation
+from bot.domain.alert import Alert
+from bot.domain.audit import AuditEvent
+from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
+from bot.domain.rotation import Rotation
+from bot.services.ports import AlertRepository, AuditLog, Issuer, RotationRepository, Store
 
 
 @dataclass

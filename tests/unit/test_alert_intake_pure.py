@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.alert_intake import (
+from bot.domain.alert_intake import (
     MAX_ALERTMANAGER_ALERTS,
     DeliveryLog,
     RateLimiter,
@@ -19,9 +19,9 @@ from bot.alert_intake import (
     sign,
     verify_signature,
 )
-from bot.alert_service import describe
-from bot.lifecycle import Phase
-from bot.rotation import ConsumerProgress, Rotation
+from bot.domain.lifecycle import Phase
+from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.alerts import describe
 
 SECRET = "alert-hmac-key"
 NOW = 1_790_000_000

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli_catalog import check, default_catalog_path, show_map
+from bot.runtime.cli_catalog import check, default_catalog_path, show_map
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.yml")
 

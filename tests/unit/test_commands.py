@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import USAGE, Command, CommandError, parse_command
+from bot.domain.commands import USAGE, Command, CommandError, parse_command
 
 ALL_USAGE = "\n".join(USAGE.values())
 

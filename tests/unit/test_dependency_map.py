@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import UnknownSecret, load_catalog, parse_catalog
-from bot.dependency_map import HealthCheckView, dependency_map, render_map
+from bot.catalog.dependency_map import HealthCheckView, dependency_map, render_map
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yml"
 

@@ -11,12 +11,12 @@ from fakes import FakeBackends, FakeDatabase, FakeDirectory
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from bot.catalog import parse_catalog
-from bot.clock import FixedClock
-from bot.emergency import owners_to_act, reminder_settings, start_emergency
-from bot.errors import NotAuthorized, RotabotError
-from bot.lifecycle import Phase, StepState
-from bot.secret_material import SecretMaterial
-from bot.service import RotationService
+from bot.domain.clock import FixedClock
+from bot.domain.errors import NotAuthorized, RotabotError
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.secret_material import SecretMaterial
+from bot.services.emergency import owners_to_act, reminder_settings, start_emergency
+from bot.services.rotations import RotationService
 
 ADMIN = "U0SECOPS"
 CATALOG = """\

@@ -19,7 +19,7 @@ import sqlalchemy.exc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.failures import (
+from bot.domain.failures import (
     EXCEPTION_RULES,
     STATUS_RULES,
     TEXT_RULES,

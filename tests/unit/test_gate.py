@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.alert import Alert, AlertStatus
-from bot.gate import evaluate_gate
-from bot.lifecycle import Phase, StepState
-from bot.rotation import ConsumerPlan, Rotation
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.gate import evaluate_gate
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 OBSERVE = timedelta(hours=2)

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackends, FakeDatabase
 
-from adapters.base import UsageEvidence
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from bot.catalog import HealthCheck, parse_catalog
-from bot.clock import FixedClock
-from bot.health_service import HealthCheckFailed, HealthLine, HealthService, RotationEvidence
-from bot.lifecycle import Phase, StepState
-from bot.rotation import ConsumerPlan, Rotation
-from bot.service import RotationService
+from bot.domain.clock import FixedClock
+from bot.domain.credentials import UsageEvidence
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
+from bot.services.health import HealthCheckFailed, HealthLine, HealthService, RotationEvidence
+from bot.services.rotations import RotationService
 from handlers.blocks import MESSAGE_BLOCK_LIMIT, SECTION_LIMIT, rotation_message
 
 ADMIN, ALICE, BOB = "U0ADMIN", "U0ALICE", "U0BOB"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from bot.lifecycle import (
+from bot.domain.lifecycle import (
     ROTATION_TRANSITIONS,
     STEP_TRANSITIONS,
     TERMINAL_PHASES,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.base import Issuer, IssuerError
 from adapters.local_issuer import LocalIssuer
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import IssuerError
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Issuer
 
 
 def test_is_an_issuer_that_keeps_both_valid() -> None:

@@ -13,15 +13,16 @@ from fakes import FakeBackends, FakeDatabase, FakeDirectory
 
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
-from bot.alert_intake import AlertReport
-from bot.alert_service import AlertService
 from bot.catalog import parse_catalog
-from bot.clock import FixedClock
-from bot.lifecycle import StepState
-from bot.logs import JsonFormatter, rotation_context
-from bot.rotation import ConsumerPlan, Rotation
-from bot.secret_material import SecretMaterial
-from bot.service import RotationService
+from bot.domain.alert_intake import AlertReport
+from bot.domain.clock import FixedClock
+from bot.domain.lifecycle import StepState
+from bot.domain.log_context import rotation_context
+from bot.domain.rotation import ConsumerPlan, Rotation
+from bot.domain.secret_material import SecretMaterial
+from bot.runtime.logs import JsonFormatter
+from bot.services.alerts import AlertService
+from bot.services.rotations import RotationService
 
 CANARY = "canary-" + secrets.token_hex(8)
 ADMIN = "U0SECOPS"
@@ -100,7 +101,7 @@ def test_exception_text_never_reaches_the_line() -> None:
 
 
 def test_configured_root_handler_writes_safe_json(capfd: pytest.CaptureFixture[str]) -> None:
-    from bot.logs import configure_logging
+    from bot.runtime.logs import configure_logging
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level

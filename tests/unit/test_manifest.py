@@ -13,7 +13,7 @@ import pytest
 import yaml
 from slack_sdk.web.client import WebClient
 
-from bot.slack_scopes import (
+from adapters.slack_scopes import (
     EVENT_SCOPES,
     FEATURE_SCOPES,
     IMPLICIT_METHODS,
@@ -23,7 +23,7 @@ from bot.slack_scopes import (
     manifest_scopes,
     required_scopes,
 )
-from bot.slack_standin import load_manifest_schema, load_web_api_spec
+from bot.sandbox.slack_standin import load_manifest_schema, load_web_api_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "manifest.yml"

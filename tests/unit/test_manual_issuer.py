@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.base import Issuer, StoreState, VersionInfo, VersionLabel
 from adapters.manual_issuer import ManualIssuer, find_new_version
-from bot.secret_material import SecretMaterial
+from bot.domain.credentials import StoreState, VersionInfo, VersionLabel
+from bot.domain.secret_material import SecretMaterial
+from bot.services.ports import Issuer
 
 CURRENT = frozenset({VersionLabel.CURRENT})
 PENDING = frozenset({VersionLabel.PENDING})

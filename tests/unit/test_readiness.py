@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import readiness as r
+from bot.catalog import readiness as r
 from bot.catalog import UnknownSecret, load_catalog, parse_catalog
-from bot.readiness import Finding, is_slack_id, readiness_findings
+from bot.catalog.readiness import Finding, is_slack_id, readiness_findings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yml"
 

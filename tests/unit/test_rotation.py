@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.errors import GateClosed, OutOfOrder, RotabotError
-from bot.gate import GateResult
-from bot.lifecycle import IllegalTransition, Phase, StepState
-from bot.rotation import ConsumerPlan, Rotation
+from bot.domain.errors import GateClosed, OutOfOrder, RotabotError
+from bot.domain.gate import GateResult
+from bot.domain.lifecycle import IllegalTransition, Phase, StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 OBSERVE = timedelta(hours=2)

@@ -7,12 +7,12 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.alert import Alert, AlertStatus
-from bot.clock import FixedClock
-from bot.errors import RotabotError
-from bot.gate import evaluate_gate
-from bot.lifecycle import ACTIVE_PHASES, IllegalTransition, Phase, StepState
-from bot.rotation import ConsumerPlan, Rotation
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.clock import FixedClock
+from bot.domain.errors import RotabotError
+from bot.domain.gate import evaluate_gate
+from bot.domain.lifecycle import ACTIVE_PHASES, IllegalTransition, Phase, StepState
+from bot.domain.rotation import ConsumerPlan, Rotation
 
 CONSUMERS = [
     ConsumerPlan("api", "dev", "U1", "hot"),

@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackends
 
-from adapters.base import IssuerError, StoreError, StoreState
 from adapters.file_store import FileStore
 from adapters.manual_issuer import ManualIssuer
 from bot.catalog import parse_catalog
-from bot.commands import USAGE, CommandError, parse_command
-from bot.readiness import NO_HEALTH_CHECK
-from bot.readiness_review import (
-    ISSUER_UNUSABLE,
-    STORE_UNREACHABLE,
-    owners_of,
-    review_readiness,
-)
-from bot.schedule import (
+from bot.catalog.readiness import NO_HEALTH_CHECK
+from bot.domain.commands import USAGE, CommandError, parse_command
+from bot.domain.credentials import IssuerError, StoreError, StoreState
+from bot.domain.schedule import (
     DUE_REMIND_EVERY,
     BadTime,
     ScheduleAction,
@@ -32,6 +26,12 @@ from bot.schedule import (
     next_action,
     parse_at,
     readiness_outcome,
+)
+from bot.services.readiness_review import (
+    ISSUER_UNUSABLE,
+    STORE_UNREACHABLE,
+    owners_of,
+    review_readiness,
 )
 
 AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)

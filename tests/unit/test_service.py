@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from fakes import FakeBackends, FakeDatabase, FakeDirectory
 
-from adapters.base import IssuerError, Minted, StoreError, StoreState, VersionLabel
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from adapters.manual_issuer import ManualIssuer
 from bot.catalog import Catalog, parse_catalog
-from bot.clock import FixedClock
-from bot.errors import ChangedMeanwhile, GateClosed, NotAuthorized, RotabotError
-from bot.lifecycle import Phase, StepState
-from bot.rotation import Rotation
-from bot.secret_material import SecretMaterial
-from bot.service import RotationService
+from bot.domain.clock import FixedClock
+from bot.domain.credentials import IssuerError, Minted, StoreError, StoreState, VersionLabel
+from bot.domain.errors import ChangedMeanwhile, GateClosed, NotAuthorized, RotabotError
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import Rotation
+from bot.domain.secret_material import SecretMaterial
+from bot.services.rotations import RotationService
 
 SECRET = "model-api-key"
 PATH = "ai/model-api-key"

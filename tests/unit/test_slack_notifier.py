@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.slack_notifier import SlackNotifier
-from bot.rotation import ConsumerPlan, Rotation
+from bot.domain.rotation import ConsumerPlan, Rotation
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 

@@ -26,7 +26,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 from slack_sdk.webhook import WebhookClient
 
-from bot.slack_standin import StandinServer, StandinState
+from bot.sandbox.slack_standin import StandinServer, StandinState
 
 TOKEN = "xoxb-test"
 

@@ -1,0 +1,141 @@
+"""The dependency map of one secret: issuer, store, and every consumer lane by lane.
+
+``dependency_map`` builds a structured form (plain dataclasses) that any renderer can use;
+``render_map`` turns it into the plain text that ``rotabot catalog map`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.catalog import Catalog, FileStore, VaultKv2Store
+from bot.domain.durations import format_duration
+
+
+@dataclass(frozen=True)
+class HealthCheckView:
+    method: str
+    url: str
+    expect_status: int
+    version_field: str | None
+    timeout: str
+
+    def describe(self) -> str:
+        text = f"{self.method} {self.url} -> {self.expect_status}"
+        if self.version_field:
+            text += f" (credential version in '{self.version_field}')"
+        return text
+
+
+@dataclass(frozen=True)
+class ConsumerView:
+    name: str
+    owner: str
+    lane: str
+    reload: str
+    health_check: HealthCheckView | None
+    rollback: str | None
+
+
+@dataclass(frozen=True)
+class LaneView:
+    name: str
+    listed: bool  # False: the lane is not in `lanes`, so it validates last
+    consumers: tuple[ConsumerView, ...]
+
+
+@dataclass(frozen=True)
+class DependencyMap:
+    secret: str
+    description: str
+    issuer_kind: str
+    issuer_name: str | None  # None for an inline issuer
+    dual_valid: bool
+    store_name: str
+    store_kind: str
+    store_location: str  # where the store lives: Vault URL and mount, or the folder
+    store_path: str
+    lanes: tuple[LaneView, ...]
+
+    @property
+    def consumers(self) -> tuple[ConsumerView, ...]:
+        return tuple(c for lane in self.lanes for c in lane.consumers)
+
+
+def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
+    """The map of ``secret``; raises UnknownSecret for a name not in the catalog."""
+    spec = catalog.secret(secret)
+    settings = catalog.settings_for(secret)
+    issuer = catalog.resolved_issuer(secret)
+    store = catalog.resolved_store(secret)
+
+    if isinstance(store.config, VaultKv2Store):
+        location = f"{store.config.url}, mount {store.config.mount}"
+        if store.config.namespace:
+            location += f", namespace {store.config.namespace}"
+    else:
+        assert isinstance(store.config, FileStore)
+        location = f"folder {store.config.path}"
+
+    views: dict[str, list[ConsumerView]] = {lane: [] for lane in settings.lanes}
+    for c in spec.consumers_in_lane_order(settings.lanes):
+        hc = c.health_check
+        views.setdefault(c.lane, []).append(ConsumerView(
+            name=c.name,
+            owner=c.owner,
+            lane=c.lane,
+            reload=c.reload,
+            health_check=None if hc is None else HealthCheckView(
+                method=hc.method,
+                url=hc.url,
+                expect_status=hc.expect_status,
+                version_field=hc.version_field,
+                timeout=format_duration(hc.timeout),
+            ),
+            rollback=c.rollback,
+        ))
+    return DependencyMap(
+        secret=secret,
+        description=spec.description,
+        issuer_kind=issuer.kind,
+        issuer_name=issuer.name,
+        dual_valid=issuer.dual_valid,
+        store_name=store.name,
+        store_kind=store.kind,
+        store_location=location,
+        store_path=store.path,
+        lanes=tuple(
+            LaneView(name=lane, listed=lane in settings.lanes, consumers=tuple(cs))
+            for lane, cs in views.items()
+        ),
+    )
+
+
+def render_map(catalog: Catalog, secret: str) -> str:
+    """Plain-text dependency map of ``secret``."""
+    m = dependency_map(catalog, secret)
+    issuer = f"{m.issuer_kind} '{m.issuer_name}'" if m.issuer_name else f"{m.issuer_kind} (inline)"
+    overlap = (
+        "keeps old and new valid together"
+        if m.dual_valid
+        else "HARD CUTOVER: cannot keep two credentials valid"
+    )
+    out = [
+        f"secret: {m.secret}",
+        f"description: {m.description or '(none)'}",
+        f"issuer: {issuer}, {overlap}",
+        f"store: {m.store_name} ({m.store_kind}, {m.store_location}), path {m.store_path}",
+        "lanes, in validation order: " + " -> ".join(lane.name for lane in m.lanes),
+    ]
+    for lane in m.lanes:
+        out.append("")
+        note = "" if lane.listed else " (not in lanes: validates last)"
+        out.append(f"[{lane.name}]{note}")
+        if not lane.consumers:
+            out.append("  (no consumers)")
+        for c in lane.consumers:
+            out.append(f"  {c.name}: owner {c.owner}, reload {c.reload}")
+            check = c.health_check.describe() if c.health_check else "no health check"
+            out.append(f"    health check: {check}")
+            out.append(f"    rollback: {c.rollback or 'no rollback note'}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""The rotation domain: plain Python, no Slack, SQL, HTTP or Vault; imports only itself."""

@@ -1,0 +1,143 @@
+"""Parse `/rotate ...` text into a command, with errors that carry the usage line."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from bot.domain.durations import parse_duration
+
+USAGE = {
+    "help": "/rotate help",
+    "list": "/rotate list",
+    "map": "/rotate map SECRET",
+    "start": "/rotate start SECRET [--overlap 24h] [--observe 2h] [--dry-run] [--urgent]",
+    "status": "/rotate status R-N",
+    "switch": "/rotate switch R-N",
+    "revoke": "/rotate revoke R-N",
+    "rollback": "/rotate rollback R-N",
+    "cancel": "/rotate cancel R-N",
+    "resume": "/rotate resume R-N",
+    "history": "/rotate history SECRET",
+    "schedule": "/rotate schedule SECRET at 2026-12-01T09:00Z",
+}
+SUBCOMMANDS = tuple(USAGE)
+_ROTATION_REF = re.compile(r"^[Rr]-?(\d{1,9})$")
+
+
+class CommandError(Exception):
+    """Bad input: ``str(exc)`` says what is wrong; ``usage`` is the line to show."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    secret: str | None = None
+    rotation_id: int | None = None
+    overlap: timedelta | None = None
+    observe: timedelta | None = None
+    dry_run: bool = False
+    urgent: bool = False
+    extra: tuple[str, ...] = field(default_factory=tuple)
+    at: datetime | None = None  # schedule: when, in UTC
+
+
+def parse_command(text: str) -> Command:
+    try:
+        words = shlex.split(text or "")
+    except ValueError as exc:
+        raise CommandError(f"could not read the command: {exc}", _all_usage()) from None
+    if not words:
+        return Command("help")
+    name, args = words[0].lower(), words[1:]
+    if name not in USAGE:
+        from difflib import get_close_matches
+
+        close = get_close_matches(name, SUBCOMMANDS, n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise CommandError(f"unknown subcommand `{words[0]}`.{hint}", _all_usage())
+    usage = USAGE[name]
+    if name in ("help", "list"):
+        if args:
+            raise CommandError(f"`{name}` takes no arguments", usage)
+        return Command(name)
+    if name in ("map", "history"):
+        return Command(name, secret=_one(args, "SECRET", usage))
+    if name == "start":
+        return _parse_start(args, usage)
+    if name == "schedule":
+        return _parse_schedule(args, usage)
+    ref = _one(args, "R-N", usage)
+    match = _ROTATION_REF.match(ref)
+    if not match:
+        raise CommandError(f"`{ref}` is not a rotation id like R-42", usage)
+    return Command(name, rotation_id=int(match.group(1)))
+
+
+def _parse_start(args: list[str], usage: str) -> Command:
+    secret: str | None = None
+    overlap = observe = None
+    dry_run = urgent = False
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word in ("--dry-run", "--urgent"):
+            dry_run = dry_run or word == "--dry-run"
+            urgent = urgent or word == "--urgent"
+        elif word.split("=", 1)[0] in ("--overlap", "--observe"):
+            flag, _, value = word.partition("=")
+            if not value:
+                i += 1
+                if i >= len(args):
+                    raise CommandError(f"`{flag}` needs a duration like 30m, 2h or 3d", usage)
+                value = args[i]
+            try:
+                duration = parse_duration(value)
+            except ValueError:
+                raise CommandError(
+                    f"`{flag} {value}` is not a duration: use 30s, 15m, 2h or 3d", usage
+                ) from None
+            if flag == "--overlap":
+                overlap = duration
+            else:
+                observe = duration
+        elif word.startswith("-"):
+            raise CommandError(f"unknown flag `{word}`", usage)
+        elif secret is None:
+            secret = word
+        else:
+            raise CommandError(f"unexpected `{word}`: start takes one secret", usage)
+        i += 1
+    return Command(
+        "start", secret=secret, overlap=overlap, observe=observe, dry_run=dry_run, urgent=urgent
+    )
+
+
+def _parse_schedule(args: list[str], usage: str) -> Command:
+    from bot.domain.schedule import BadTime, parse_at
+
+    # "at" is optional to type but reads naturally: `schedule x at 2026-12-01T09:00Z`.
+    words = [w for i, w in enumerate(args) if not (i == 1 and w.lower() == "at")]
+    if len(words) != 2:
+        raise CommandError("expected a secret and a time", usage)
+    try:
+        at = parse_at(words[1])
+    except BadTime as exc:
+        raise CommandError(str(exc), usage) from None
+    return Command("schedule", secret=words[0], at=at)
+
+
+def _one(args: list[str], what: str, usage: str) -> str:
+    if len(args) != 1:
+        raise CommandError(f"expected exactly one {what}", usage)
+    return args[0]
+
+
+def _all_usage() -> str:
+    return "\n".join(USAGE.values())

@@ -1,0 +1,437 @@
+"""The Rotation aggregate: one run for one secret, and the only place its state changes.
+
+Every change goes through a method that checks the transition table and records an
+AuditEvent in ``rotation.events``; storage writes those events in the same transaction as
+the state, so there is no state change without its audit row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.domain.audit import AuditEvent
+from bot.domain.errors import GateClosed, OutOfOrder, RotabotError
+from bot.domain.lifecycle import (
+    ACTIVE_PHASES,
+    SWITCHED_PHASES,
+    TERMINAL_PHASES,
+    IllegalTransition,
+    Phase,
+    StepState,
+    check_phase_transition,
+    check_step_transition,
+)
+
+
+class GateVerdict(Protocol):
+    """What a rotation needs of the revocation gate (``bot.domain.gate`` computes it)."""
+
+    @property
+    def open(self) -> bool: ...
+
+    @property
+    def unmet(self) -> tuple[str, ...]: ...
+
+
+# The order a consumer's steps go in; FAILED sits outside it.
+STEP_ORDER: tuple[StepState, ...] = (
+    StepState.WAITING,
+    StepState.DISTRIBUTED,
+    StepState.VALIDATED,
+    StepState.SIGNED_OFF,
+)
+
+
+def step_rank(state: StepState) -> int:
+    return STEP_ORDER.index(state) if state in STEP_ORDER else -1
+
+
+@dataclass
+class ConsumerProgress:
+    name: str
+    lane: str
+    owner: str
+    reload: str
+    state: StepState = StepState.WAITING
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ConsumerPlan:
+    """What a rotation needs to know of a catalog consumer."""
+
+    name: str
+    lane: str
+    owner: str
+    reload: str
+
+
+@dataclass
+class Rotation:
+    secret: str
+    lanes: tuple[str, ...]
+    consumers: dict[str, ConsumerProgress]
+    overlap: timedelta
+    observe: timedelta
+    created_at: datetime
+    started_by: str
+    store_path: str = ""
+    id: int | None = None
+    phase: Phase = Phase.READY_CHECK
+    prepared_at: datetime | None = None
+    switched_at: datetime | None = None
+    observe_until: datetime | None = None
+    overlap_until: datetime | None = None
+    finished_at: datetime | None = None
+    failed_from: Phase | None = None
+    failure_reason: str | None = None
+    # Credential references: the version consumers used before (old) and the new one.
+    old_version: str | None = None
+    new_version: str | None = None
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    channel: str | None = None
+    message_ts: str | None = None
+    urgent: bool = False
+    auto_revoke: bool = False
+    revision: int = 0  # optimistic lock, owned by storage
+    events: list[AuditEvent] = field(default_factory=list)
+
+    # --- construction -----------------------------------------------------------------
+
+    @classmethod
+    def begin(
+        cls,
+        *,
+        secret: str,
+        lanes: Sequence[str],
+        consumers: Iterable[ConsumerPlan],
+        overlap: timedelta,
+        observe: timedelta,
+        store_path: str,
+        actor: str,
+        now: datetime,
+        urgent: bool = False,
+        auto_revoke: bool = False,
+    ) -> Rotation:
+        progress = {
+            c.name: ConsumerProgress(name=c.name, lane=c.lane, owner=c.owner, reload=c.reload)
+            for c in consumers
+        }
+        if not progress:
+            raise RotabotError(f"{secret} has no consumers in the catalog; nothing to rotate")
+        known = list(lanes)
+        for c in progress.values():
+            if c.lane not in known:
+                known.append(c.lane)  # unlisted lanes validate last (readiness warns)
+        rotation = cls(
+            secret=secret,
+            lanes=tuple(known),
+            consumers=progress,
+            overlap=overlap,
+            observe=observe,
+            created_at=now,
+            started_by=actor,
+            store_path=store_path,
+            urgent=urgent,
+            auto_revoke=auto_revoke,
+        )
+        rotation._record(
+            now,
+            actor,
+            "rotation.started",
+            after=Phase.READY_CHECK.value,
+            detail={"overlap": str(overlap), "observe": str(observe)},
+        )
+        return rotation
+
+    # --- reading --------------------------------------------------------------------
+
+    @property
+    def ref(self) -> str:
+        return f"R-{self.id}" if self.id is not None else f"R-?({self.secret})"
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    def consumers_in_order(self) -> list[ConsumerProgress]:
+        return sorted(self.consumers.values(), key=lambda c: (self.lanes.index(c.lane), c.name))
+
+    def consumers_in_lane(self, lane: str) -> list[ConsumerProgress]:
+        return [c for c in self.consumers_in_order() if c.lane == lane]
+
+    def active_lane(self) -> str | None:
+        """The lowest lane with a consumer not yet validated; higher lanes wait for it."""
+        for lane in self.lanes:
+            if any(
+                step_rank(c.state) < step_rank(StepState.VALIDATED)
+                for c in self.consumers_in_lane(lane)
+            ):
+                return lane
+        return None
+
+    def consumer(self, name: str) -> ConsumerProgress:
+        try:
+            return self.consumers[name]
+        except KeyError:
+            raise RotabotError(f"{self.ref} has no consumer {name!r}") from None
+
+    def ready_to_switch(self) -> bool:
+        return self.phase is Phase.VALIDATING and all(
+            step_rank(c.state) >= step_rank(StepState.VALIDATED) for c in self.consumers.values()
+        )
+
+    def pending_steps(self) -> list[tuple[ConsumerProgress, StepState]]:
+        """(consumer, the step its owner should click next) for consumers whose turn it is."""
+        out: list[tuple[ConsumerProgress, StepState]] = []
+        lane = self.active_lane()
+        lane_rank = self.lanes.index(lane) if lane is not None else len(self.lanes)
+        for c in self.consumers_in_order():
+            if c.state is StepState.FAILED or c.state is StepState.SIGNED_OFF:
+                continue
+            if c.state is StepState.VALIDATED:
+                # Signing off means "OK to revoke the old credential": asked after the switch.
+                if self.phase in SWITCHED_PHASES:
+                    out.append((c, StepState.SIGNED_OFF))
+                continue
+            if self.phase in (Phase.DISTRIBUTING, Phase.VALIDATING) and (
+                self.lanes.index(c.lane) <= lane_rank
+            ):
+                out.append((c, STEP_ORDER[step_rank(c.state) + 1]))
+        return out
+
+    # --- phase changes --------------------------------------------------------------
+
+    def prepared(
+        self,
+        *,
+        old_version: str | None,
+        new_version: str,
+        old_key_id: str | None,
+        new_key_id: str | None,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """The new credential exists beside the old one (labelled pending)."""
+        self._move(Phase.PREPARED, actor, now)
+        self.old_version, self.new_version = old_version, new_version
+        self.old_key_id, self.new_key_id = old_key_id, new_key_id
+        self.prepared_at = now
+        self.overlap_until = now + self.overlap
+        self._record(
+            now,
+            actor,
+            "credential.prepared",
+            after=new_version,
+            detail={"old_version": old_version or "", "new_version": new_version},
+        )
+        self._move(Phase.DISTRIBUTING, actor, now)
+
+    def switch(self, *, actor: str, now: datetime) -> None:
+        """Make the new credential current; the old one stays valid as previous."""
+        if not self.ready_to_switch():
+            waiting = [
+                c.name
+                for c in self.consumers_in_order()
+                if step_rank(c.state) < step_rank(StepState.VALIDATED)
+            ]
+            raise OutOfOrder(
+                f"{self.ref} cannot switch yet: not validated: {', '.join(waiting) or 'none'}"
+                if self.phase is Phase.VALIDATING or self.phase is Phase.DISTRIBUTING
+                else f"{self.ref} cannot switch while {self.phase.value}"
+            )
+        self._move(Phase.SWITCHED, actor, now)
+        self.switched_at = now
+        self._move(Phase.OBSERVING, actor, now)
+        self.observe_until = now + self.observe
+
+    def open_gate(self, gate: GateVerdict, *, now: datetime, actor: str = "rotabot") -> bool:
+        """Observation elapsed and the gate is open: the old credential may be revoked."""
+        if self.phase is Phase.OBSERVING and gate.open:
+            self._move(Phase.REVOCABLE, actor, now)
+            return True
+        return False
+
+    def reopen_observation(self, *, reason: str, now: datetime, actor: str = "rotabot") -> None:
+        """New evidence (an alert) arrived after the gate opened."""
+        if self.phase is Phase.REVOCABLE:
+            self._move(Phase.OBSERVING, actor, now, reason=reason)
+
+    def revoke(
+        self,
+        gate: GateVerdict,
+        *,
+        actor: str,
+        now: datetime,
+        override_reason: str | None = None,
+    ) -> None:
+        """Revoke the old credential: only with an open gate, or break-glass with a reason."""
+        if self.phase not in (Phase.OBSERVING, Phase.REVOCABLE):
+            raise IllegalTransition("rotation", self.phase.value, Phase.REVOKED.value)
+        if not gate.open:
+            if not (override_reason and override_reason.strip()):
+                raise GateClosed(self.ref, gate.unmet)
+            self._record(
+                now,
+                actor,
+                "revoke.override",
+                reason=override_reason.strip(),
+                detail={"unmet": " | ".join(gate.unmet)},
+            )
+        self._move(Phase.REVOKED, actor, now, reason=override_reason)
+        self.finished_at = now
+
+    def rollback(self, *, actor: str, now: datetime, reason: str | None = None) -> None:
+        if self.phase is Phase.REVOKED:
+            raise RotabotError(
+                f"{self.ref} already revoked the old credential: rollback now means an "
+                f"emergency re-rotation (`/rotate start {self.secret} --urgent`)"
+            )
+        self._move(Phase.ROLLED_BACK, actor, now, reason=reason)
+        self.finished_at = now
+
+    def cancel(self, *, actor: str, now: datetime, reason: str | None = None) -> None:
+        if self.phase in SWITCHED_PHASES:
+            raise RotabotError(
+                f"{self.ref} has switched to the new credential: cancel is no longer possible, "
+                f"use `/rotate rollback {self.ref}`"
+            )
+        self._move(Phase.CANCELLED, actor, now, reason=reason)
+        self.finished_at = now
+
+    def fail(self, *, reason: str, now: datetime, actor: str = "rotabot") -> None:
+        """A step failed; the rotation waits in `failed` to be resumed, rolled back or cancelled."""
+        if self.phase is Phase.FAILED:
+            self.failure_reason = reason
+            self._record(now, actor, "failure", reason=reason)
+            return
+        failed_from = self.phase
+        self._move(Phase.FAILED, actor, now, reason=reason)
+        self.failed_from = failed_from
+        self.failure_reason = reason
+
+    def resume(self, *, actor: str, now: datetime) -> Phase:
+        if self.phase is not Phase.FAILED or self.failed_from is None:
+            raise IllegalTransition("rotation", self.phase.value, "resume")
+        target = self.failed_from
+        self._move(target, actor, now)
+        self.failed_from = None
+        self.failure_reason = None
+        return target
+
+    # --- consumer steps -------------------------------------------------------------
+
+    def mark_step(
+        self,
+        consumer: str,
+        target: StepState,
+        *,
+        actor: str,
+        now: datetime,
+        note: str | None = None,
+    ) -> bool:
+        """Move one consumer forward. Returns False when it is already there (a double
+        click or replay), so each step is applied once."""
+        c = self.consumer(consumer)
+        if c.state is target:
+            return False
+        if target is StepState.FAILED:
+            if self.phase not in ACTIVE_PHASES:
+                raise IllegalTransition("rotation", self.phase.value, "report a problem")
+        elif target is StepState.SIGNED_OFF:
+            # Owners are asked after the switch, but one who validated may sign off early.
+            if self.phase not in (Phase.VALIDATING, *SWITCHED_PHASES):
+                raise IllegalTransition(f"consumer {consumer}", self.phase.value, target.value)
+        elif target is StepState.WAITING:
+            if self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
+                raise IllegalTransition(f"consumer {consumer}", self.phase.value, target.value)
+        else:
+            if self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
+                raise IllegalTransition(f"consumer {consumer}", c.state.value, target.value)
+            lane = self.active_lane()
+            if lane is not None and self.lanes.index(c.lane) > self.lanes.index(lane):
+                raise OutOfOrder(
+                    f"{consumer} ({c.lane}) waits until every {lane} consumer is validated"
+                )
+        check_step_transition(c.state, target, consumer)
+        before = c.state
+        c.state, c.updated_at, c.updated_by = target, now, actor
+        if note is not None:
+            c.note = note
+        self._record(
+            now,
+            actor,
+            "step",
+            consumer=consumer,
+            before=before.value,
+            after=target.value,
+            reason=note,
+        )
+        self._advance_after_step(actor, now)
+        return True
+
+    def _advance_after_step(self, actor: str, now: datetime) -> None:
+        if self.phase is Phase.DISTRIBUTING and all(
+            step_rank(c.state) >= step_rank(StepState.DISTRIBUTED) for c in self.consumers.values()
+        ):
+            self._move(Phase.VALIDATING, actor, now)
+
+    # --- audit ----------------------------------------------------------------------
+
+    def record_refusal(
+        self, *, actor: str, now: datetime, action: str, why: str, consumer: str | None = None
+    ) -> None:
+        """A click or command that was refused still leaves a trace."""
+        self._record(
+            now, actor, "refused", consumer=consumer, reason=why, detail={"attempted": action}
+        )
+
+    def record_note(
+        self,
+        *,
+        actor: str,
+        now: datetime,
+        action: str,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        self._record(now, actor, action, reason=reason, detail=detail or {})
+
+    def _move(self, target: Phase, actor: str, now: datetime, reason: str | None = None) -> None:
+        check_phase_transition(self.phase, target)
+        before = self.phase
+        self.phase = target
+        self._record(now, actor, "phase", before=before.value, after=target.value, reason=reason)
+
+    def _record(
+        self,
+        now: datetime,
+        actor: str,
+        action: str,
+        *,
+        consumer: str | None = None,
+        before: str | None = None,
+        after: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        self.events.append(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                action=action,
+                secret=self.secret,
+                rotation_id=self.id,
+                consumer=consumer,
+                before=before,
+                after=after,
+                reason=reason,
+                detail=detail or {},
+            )
+        )

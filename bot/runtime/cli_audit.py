@@ -1,0 +1,48 @@
+"""`rotabot audit export`: every audit event, oldest first, as JSON lines or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TextIO
+
+from bot.runtime.settings import Settings
+
+FIELDS = ("at", "actor", "action", "secret", "rotation_id", "consumer", "before", "after",
+          "reason", "detail")
+
+
+def parse_since(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def export_audit(*, since: str | None, fmt: str, out: TextIO,
+                 settings: Settings | None = None) -> int:
+    from storage.engine import make_engine
+    from storage.unit_of_work import sql_unit_of_work_factory
+
+    settings = settings or Settings.from_env()
+    try:
+        start = parse_since(since)
+    except ValueError:
+        print(f"rotabot: --since {since!r} is not a date: use YYYY-MM-DD or ISO 8601", file=out)
+        return 2
+    uow_factory = sql_unit_of_work_factory(make_engine(settings.database_url))
+    writer = csv.DictWriter(out, fieldnames=FIELDS) if fmt == "csv" else None
+    if writer:
+        writer.writeheader()
+    with uow_factory() as uow:
+        for event in uow.audit.export(start):
+            row = asdict(event)
+            row["at"] = event.at.isoformat()
+            if writer:
+                row["detail"] = json.dumps(event.detail, sort_keys=True)
+                writer.writerow(row)
+            else:
+                out.write(json.dumps(row, sort_keys=True) + "\n")
+    return 0

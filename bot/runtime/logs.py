@@ -1,0 +1,78 @@
+"""Structured JSON logs; rotation context (id, secret, consumer, lane) rides on each line.
+
+Call sites pass the context as ``extra=rotation_context(rotation, consumer=...)``
+(``bot.domain.log_context``) or the keys by hand. The formatter never prints an exception's
+text: an exception passed as a message argument or carried in ``exc_info`` is shown by its
+type name only, because texts from back ends (HTTP bodies, driver errors) may echo a
+credential. A
+:class:`bot.domain.secret_material.SecretMaterial` renders itself redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from bot.domain.log_context import CONTEXT_FIELDS
+
+
+def _safe_arg(value: object) -> object:
+    # An exception's text may carry a response body or a DSN with a password: type only.
+    if isinstance(value, BaseException):
+        return type(value).__name__
+    return value
+
+
+def _safe_message(record: logging.LogRecord) -> str:
+    msg = str(record.msg) if not isinstance(record.msg, BaseException) else type(
+        record.msg).__name__
+    args = record.args
+    if not args:
+        return msg
+    if isinstance(args, Mapping):
+        safe: object = {k: _safe_arg(v) for k, v in args.items()}
+    else:
+        safe = tuple(_safe_arg(a) for a in args)
+    try:
+        return msg % safe
+    except (TypeError, ValueError, KeyError):
+        return msg
+
+
+def _scalar(value: object) -> object:
+    # Context fields are ids and names; anything else is shown as its str (which for
+    # SecretMaterial is redacted) so json.dumps cannot reach into an object.
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, BaseException):
+        return type(value).__name__
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": _safe_message(record),
+        }
+        for key in CONTEXT_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                line[key] = _scalar(value)
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type only: exception texts from back ends may echo request bodies.
+            line["exception"] = record.exc_info[0].__name__
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

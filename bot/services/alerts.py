@@ -1,0 +1,710 @@
+"""Failure alerts: classify a report, tag it with its rotation, coalesce repeats, tell people.
+
+One alert per consumer and failure class within a window (default 10 minutes): repeats raise
+its count and last-seen time and update the message already posted, at most about once a
+second per alert, so a burst of reports never becomes a burst of Slack messages. A new alert is
+posted to the secret's incident channel and, when a rotation of the secret is running, into the
+rotation's thread. An alert that arrives while the rotation is revocable sends it back to
+observing: the revocation gate then names the alert until someone resolves it.
+
+Plain Python: Slack is behind the AlertMessenger Protocol (handlers/alerts_http.py implements
+it). Coalescing is guarded by an in-process lock per consumer and class; with several replicas
+two replicas may each open an alert for the same burst (both are counted, neither is lost).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.catalog import UnknownSecret
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.alert_intake import AlertReport
+from bot.domain.audit import AuditEvent
+from bot.domain.errors import NotAuthorized, RotabotError
+from bot.domain.failures import Classification, classify
+from bot.domain.lifecycle import Phase
+from bot.domain.rotation import Rotation
+from bot.services.ports import UnitOfWork
+from bot.services.rotations import RotationService
+
+log = logging.getLogger("rotabot.alerts")
+
+DEFAULT_WINDOW = timedelta(minutes=10)
+# A finished rotation still explains a failure this long after it ended (the forgotten
+# consumer that breaks when the old credential is revoked).
+RECENT_ROTATION = timedelta(days=7)
+# A report's occurred_at further back than this is not believed; receipt time is used.
+MAX_BACKDATE = timedelta(days=1)
+
+CLASS_WORDS = {
+    "authentication": "is failing authentication",
+    "rate-limit": "is being rate-limited",
+    "payload": "is failing with payload errors",
+    "network": "is failing with network errors",
+    "unknown": "is failing (cause not recognised)",
+}
+
+
+class NotInCatalog(RotabotError):
+    """A report names a consumer or secret the catalog does not know (HTTP 404)."""
+
+    def __init__(self, field: str, name: str, suggestions: Sequence[str], where: str = "") -> None:
+        self.field = field
+        self.name = name
+        self.suggestions = list(suggestions)
+        hint = (
+            "; did you mean " + " or ".join(f"'{s}'" for s in self.suggestions) + "?"
+            if self.suggestions
+            else ""
+        )
+        super().__init__(f"no {field} '{name}' in the catalog{where}{hint}")
+
+
+class AmbiguousConsumer(RotabotError):
+    """A consumer name used by several secrets, and the report did not say which (HTTP 422)."""
+
+    field = "secret"
+
+    def __init__(self, consumer: str, secrets: Sequence[str]) -> None:
+        self.consumer = consumer
+        self.secrets = sorted(secrets)
+        super().__init__(
+            f"consumer '{consumer}' uses several secrets ({', '.join(self.secrets)}); "
+            "say which one in `secret`"
+        )
+
+
+class AlertMessenger(Protocol):
+    """Posts and updates an alert's message (the Slack side lives in handlers/)."""
+
+    def post(
+        self,
+        channel: str,
+        alert: Alert,
+        context: str,
+        rotation_id: int | None,
+        thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        """Post; returns (channel id, ts) of the new message."""
+        ...
+
+    def update(
+        self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """The catalog consumer a report is about."""
+
+    secret: str
+    consumer: str
+    lane: str
+    owner: str
+    reload: str
+
+
+@dataclass(frozen=True)
+class AlertContext:
+    """What an alert says about its rotation, computed from stored facts."""
+
+    text: str
+    lane: str
+    owner: str | None
+    reload: str | None
+    began_during_rotation: bool
+    rotation_id: int | None = None
+    rotation_ref: str | None = None
+    phase: str | None = None
+    minutes: int | None = None  # since `since`
+    since: str | None = None  # "switch", "preparation", "start", "revocation", "rollback"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    alert: Alert
+    new: bool
+    context: AlertContext
+    posted: bool = False
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    alert: Alert
+    changed: bool  # False: it already had that status (double click)
+
+
+def prompt_rotation(alert: Alert, context: AlertContext) -> int | None:
+    """The rotation an alert's buttons act on: its own (Roll back), or, for a failure that
+    began after a rotation revoked the old credential, that revoked rotation: rollback is
+    impossible then, so the message offers an emergency re-rotation of it instead (the
+    renderer tells the two apart: only the second has ``alert.rotation_id`` None)."""
+    if alert.rotation_id is not None:
+        return alert.rotation_id
+    return context.rotation_id if context.since == "revocation" else None
+
+
+def _alert_context(alert: Alert) -> dict[str, object]:
+    """Log context of a line about an alert: its rotation, secret, consumer and lane."""
+    return {
+        "alert_id": alert.id,
+        "rotation_id": alert.rotation_id,
+        "secret": alert.secret,
+        "consumer": alert.consumer,
+        "lane": alert.lane,
+    }
+
+
+def mention(owner: str) -> str:
+    return f"<!subteam^{owner}>" if owner.startswith("S") else f"<@{owner}>"
+
+
+def _span(delta: timedelta) -> str:
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    return f"{hours // 24} d"
+
+
+def describe(
+    *,
+    consumer: str,
+    lane: str,
+    failure_class: str,
+    secret: str,
+    began: datetime,
+    rotation: Rotation | None,
+    last_finished: Rotation | None = None,
+    owner: str | None = None,
+    reload: str | None = None,
+) -> AlertContext:
+    """The alert in plain words, e.g. "inference-api (prod) is failing authentication, 4 min
+    after R-42 switched model-api-key to the new credential"."""
+    head = f"{consumer} ({lane}) {CLASS_WORDS.get(failure_class, 'is failing')}"
+    rid = ref = phase = since = None
+    minutes: int | None = None
+    during = False
+    if rotation is not None:
+        rid, ref, phase = rotation.id, rotation.ref, rotation.phase.value
+        during = began >= rotation.created_at
+        if not during:
+            text = f"{head}; it began before {ref} started rotating {secret}, so not caused by it"
+        elif rotation.switched_at is not None and began >= rotation.switched_at:
+            since, anchor = "switch", rotation.switched_at
+            text = (
+                f"{head}, {_span(began - anchor)} after {ref} switched {secret} "
+                "to the new credential"
+            )
+        elif rotation.prepared_at is not None and began >= rotation.prepared_at:
+            since, anchor = "preparation", rotation.prepared_at
+            text = (
+                f"{head}, {_span(began - anchor)} after {ref} prepared the new {secret} "
+                "credential (not switched yet)"
+            )
+        else:
+            since, anchor = "start", rotation.created_at
+            text = f"{head}, {_span(began - anchor)} after {ref} started rotating {secret}"
+        if since is not None:
+            minutes = int((began - anchor).total_seconds() // 60)
+    elif (
+        last_finished is not None
+        and last_finished.finished_at is not None
+        and last_finished.phase in (Phase.REVOKED, Phase.ROLLED_BACK)
+        and timedelta(0) <= began - last_finished.finished_at <= RECENT_ROTATION
+    ):
+        ago = began - last_finished.finished_at
+        rid, ref, phase = last_finished.id, last_finished.ref, last_finished.phase.value
+        minutes = int(ago.total_seconds() // 60)
+        if last_finished.phase is Phase.REVOKED:
+            since = "revocation"
+            text = (
+                f"{head}, {_span(ago)} after {ref} revoked the old {secret} credential "
+                "(no rotation is running; a consumer still on the old credential fails like this)"
+            )
+        else:
+            since = "rollback"
+            text = f"{head}, {_span(ago)} after {ref} rolled {secret} back (no rotation is running)"
+    else:
+        text = f"{head}; no rotation of {secret} is running"
+    extra = []
+    if owner:
+        extra.append(f"owner {mention(owner)}")
+    if reload:
+        extra.append(f"reload {reload}")
+    if rotation is not None:
+        extra.append(f"{ref} is {phase}")
+    if extra:
+        details = ", ".join(extra)
+        text = f"{text}. {details[:1].upper()}{details[1:]}."
+    return AlertContext(
+        text=text,
+        lane=lane,
+        owner=owner,
+        reload=reload,
+        began_during_rotation=during,
+        rotation_id=rid,
+        rotation_ref=ref,
+        phase=phase,
+        minutes=minutes,
+        since=since,
+    )
+
+
+@dataclass
+class AlertService:
+    rotations: RotationService
+    messenger: AlertMessenger | None = None
+    window: timedelta = DEFAULT_WINDOW
+    min_update_interval: float = 1.0  # seconds between updates of one alert's messages
+    monotonic: Callable[[], float] = time.monotonic
+    _key_locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _last_update: dict[int, float] = field(default_factory=dict)
+    _scheduled: set[int] = field(default_factory=set)
+    _refreshing: int = 0  # deferred updates running now
+    # Messages beside the incident one (the rotation thread, a clicked copy), per alert.
+    # In memory: after a restart only the incident message keeps being updated.
+    _extra_messages: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+    # --- finding the consumer ------------------------------------------------------------
+
+    def resolve(self, report: AlertReport) -> Target:
+        """The catalog consumer a report names; NotInCatalog / AmbiguousConsumer otherwise."""
+        catalog = self.rotations.catalog
+        name = report.consumer
+        if report.secret:
+            try:
+                spec = catalog.secret(report.secret)
+            except UnknownSecret as exc:
+                raise NotInCatalog("secret", report.secret, exc.suggestions) from None
+            if name not in spec.consumers:
+                close = difflib.get_close_matches(name, sorted(spec.consumers), n=3, cutoff=0.5)
+                raise NotInCatalog("consumer", name, close, where=f" for secret '{spec.name}'")
+            candidates = [spec.name]
+        else:
+            candidates = sorted(s for s, spec in catalog.secrets.items() if name in spec.consumers)
+            if not candidates:
+                every = sorted({c for spec in catalog.secrets.values() for c in spec.consumers})
+                close = difflib.get_close_matches(name, every, n=3, cutoff=0.5)
+                raise NotInCatalog("consumer", name, close)
+            if len(candidates) > 1 and report.lane:
+                in_lane = [
+                    s for s in candidates if catalog.secrets[s].consumers[name].lane == report.lane
+                ]
+                candidates = in_lane or candidates
+            if len(candidates) > 1:
+                raise AmbiguousConsumer(name, candidates)
+        secret = candidates[0]
+        c = catalog.secrets[secret].consumers[name]
+        return Target(secret=secret, consumer=name, lane=c.lane, owner=c.owner, reload=c.reload)
+
+    # --- intake --------------------------------------------------------------------------
+
+    def ingest_many(self, reports: Sequence[AlertReport]) -> list[IngestResult]:
+        """Every report is checked against the catalog before any is stored."""
+        targets = [self.resolve(r) for r in reports]
+        return [self._ingest(r, t) for r, t in zip(reports, targets, strict=True)]
+
+    def ingest(
+        self, report: AlertReport, *, verdict: Classification | None = None
+    ) -> IngestResult:
+        """``verdict``: a caller that classified the failure itself (a scheduled health
+        check, from the exception it saw) passes it; otherwise the report is classified."""
+        return self._ingest(report, self.resolve(report), verdict)
+
+    def _ingest(
+        self, report: AlertReport, target: Target, verdict: Classification | None = None
+    ) -> IngestResult:
+        if verdict is None:
+            verdict = classify(
+                status_code=report.status_code, error=report.error, message=report.message
+            )
+        fclass = verdict.failure_class.value
+        with self._key_lock((target.secret, target.consumer, fclass)):
+            now = self.rotations.clock.now()
+            began = now
+            if report.occurred_at is not None and now - MAX_BACKDATE <= report.occurred_at <= now:
+                began = report.occurred_at
+            with self.rotations.uow_factory() as uow:
+                rotation = uow.rotations.active_for_secret(target.secret)
+                latest = uow.alerts.latest_for(target.consumer, fclass, now - self.window)
+            if (
+                latest is not None
+                and latest.secret == target.secret
+                and latest.status is not AlertStatus.RESOLVED
+            ):
+                alert = self._repeat(latest, now, rotation)
+                self._update_soon(alert)
+                # The rotation was just read: reloading it (every consumer) for each repeat
+                # was most of a repeat's cost in an alert burst.
+                same = None
+                if rotation is not None and rotation.id == alert.rotation_id:
+                    same = rotation
+                return IngestResult(alert, new=False, context=self.context_for(alert, same))
+            alert = Alert(
+                consumer=target.consumer,
+                secret=target.secret,
+                lane=target.lane,
+                failure_class=fclass,
+                reason=verdict.reason,
+                first_seen=began,
+                last_seen=now,
+                source=(report.source or "http")[:100],
+                rotation_id=rotation.id if rotation is not None else None,
+                phase_at_alert=rotation.phase.value if rotation is not None else None,
+                began_during_rotation=rotation is not None and began >= rotation.created_at,
+            )
+            self._store_new(alert, rotation, now)
+            log.warning(
+                "alert %s: %s (%s) %s",
+                alert.ref,
+                alert.consumer,
+                alert.lane,
+                fclass,
+                extra={
+                    "alert_id": alert.id,
+                    "consumer": alert.consumer,
+                    "secret": alert.secret,
+                    "lane": alert.lane,
+                    "rotation_id": alert.rotation_id,
+                },
+            )
+            context = self.context_for(alert, rotation)
+            posted = self._post_new(alert, context, rotation)
+            return IngestResult(alert, new=True, context=context, posted=posted)
+
+    def _store_new(self, alert: Alert, rotation: Rotation | None, now: datetime) -> None:
+        if rotation is not None and rotation.id is not None:
+
+            def apply(r: Rotation, uow: UnitOfWork) -> None:
+                alert.id = None  # a retried transaction inserts afresh
+                uow.alerts.add(alert)
+                r.record_note(
+                    actor="rotabot",
+                    now=now,
+                    action="alert.received",
+                    reason=alert.failure_class,
+                    detail={"alert": alert.ref, "consumer": alert.consumer, "lane": alert.lane},
+                )
+                r.reopen_observation(reason=f"alert {alert.ref} on {alert.consumer}", now=now)
+
+            self.rotations._mutate(rotation.id, apply)
+            return
+        with self.rotations.uow_factory() as uow:
+            uow.alerts.add(alert)
+            uow.audit.append(
+                AuditEvent(
+                    at=now,
+                    actor="rotabot",
+                    action="alert.received",
+                    secret=alert.secret,
+                    consumer=alert.consumer,
+                    reason=alert.failure_class,
+                    detail={"alert": alert.ref, "lane": alert.lane},
+                )
+            )
+            uow.commit()
+
+    def _repeat(self, alert: Alert, now: datetime, rotation: Rotation | None) -> Alert:
+        assert alert.id is not None
+        alert_id = alert.id
+        result: list[Alert] = []
+
+        def bump(uow: UnitOfWork) -> None:
+            fresh = uow.alerts.get(alert_id)  # the stored count, not the one read earlier
+            fresh.count += 1
+            fresh.last_seen = max(fresh.last_seen, now)
+            uow.alerts.save(fresh)
+            result[:] = [fresh]
+
+        if rotation is not None and rotation.id is not None and rotation.phase is Phase.REVOCABLE:
+            # New evidence after the gate opened: back to observing, in the same transaction.
+            def apply(r: Rotation, uow: UnitOfWork) -> None:
+                bump(uow)
+                r.reopen_observation(reason=f"alert A-{alert_id} again", now=now)
+
+            self.rotations._mutate(rotation.id, apply)
+        else:
+            with self.rotations.uow_factory() as uow:
+                bump(uow)
+                uow.commit()
+        return result[0]
+
+    # --- Slack messages ------------------------------------------------------------------
+
+    def _post_new(self, alert: Alert, context: AlertContext, rotation: Rotation | None) -> bool:
+        if self.messenger is None or alert.id is None:
+            return False
+        channel = self.rotations.catalog.settings_for(alert.secret).incident_channel
+        posted = False
+        try:
+            where, ts = self.messenger.post(
+                channel, alert, context.text, prompt_rotation(alert, context)
+            )
+            posted = True
+            alert.channel, alert.message_ts = where, ts
+            self._remember_message(alert.id, where, ts)
+            self._last_update[alert.id] = self.monotonic()
+        except Exception as exc:  # Slack being down must not lose the stored alert
+            log.error(
+                "posting alert %s to the incident channel failed: %s",
+                alert.ref,
+                type(exc).__name__,
+                extra=_alert_context(alert),
+            )
+        if rotation is not None and rotation.channel and rotation.message_ts:
+            try:
+                where, ts = self.messenger.post(
+                    rotation.channel,
+                    alert,
+                    context.text,
+                    alert.rotation_id,
+                    thread_ts=rotation.message_ts,
+                )
+                self._extra_messages.setdefault(alert.id, set()).add((where, ts))
+                posted = True
+            except Exception as exc:
+                log.error(
+                    "posting alert %s into the %s thread failed: %s",
+                    alert.ref,
+                    rotation.ref,
+                    type(exc).__name__,
+                    extra=_alert_context(alert),
+                )
+        return posted
+
+    def _remember_message(self, alert_id: int, channel: str, ts: str) -> None:
+        # Read the fresh row: a click may have changed its status since it was stored.
+        with self.rotations.uow_factory() as uow:
+            fresh = uow.alerts.get(alert_id)
+            fresh.channel, fresh.message_ts = channel, ts
+            uow.alerts.save(fresh)
+            uow.commit()
+
+    def _update_soon(self, alert: Alert) -> None:
+        """Update now, or once the interval since the last update has passed (one pending)."""
+        if self.messenger is None or alert.id is None:
+            return
+        alert_id = alert.id
+        with self._guard:
+            if alert_id in self._scheduled:
+                return
+            wait = self._last_update.get(alert_id, -1e9) + self.min_update_interval
+            wait -= self.monotonic()
+            if wait > 0:
+                self._scheduled.add(alert_id)
+                timer = threading.Timer(wait, self._deferred, args=(alert_id,))
+                timer.daemon = True
+                timer.start()
+                return
+            self._last_update[alert_id] = self.monotonic()  # claimed under the guard
+        self.refresh(alert_id)
+
+    def _deferred(self, alert_id: int) -> None:
+        with self._guard:
+            self._scheduled.discard(alert_id)
+            self._refreshing += 1  # flush() waits for this update to reach Slack too
+        try:
+            self.refresh(alert_id)
+        finally:
+            with self._guard:
+                self._refreshing -= 1
+
+    def refresh(self, alert_id: int) -> None:
+        """Re-render every known message of the alert from the stored state, now."""
+        if self.messenger is None:
+            return
+        with self._guard:
+            self._last_update[alert_id] = self.monotonic()
+        try:
+            alert, rotation = self._load(alert_id)
+            context = self.context_for(alert, rotation)
+            messages = set(self._extra_messages.get(alert_id, set()))
+            if alert.channel and alert.message_ts:
+                messages.add((alert.channel, alert.message_ts))
+            for channel, ts in sorted(messages):
+                self.messenger.update(
+                    channel, ts, alert, context.text, prompt_rotation(alert, context)
+                )
+        except Exception as exc:  # a timer thread has no caller to tell
+            log.error(
+                "updating alert A-%s failed: %s", alert_id, type(exc).__name__,
+                extra={"alert_id": alert_id},
+            )
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until no deferred update is pending (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while (self._scheduled or self._refreshing) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    # --- context -------------------------------------------------------------------------
+
+    def _load(self, alert_id: int) -> tuple[Alert, Rotation | None]:
+        with self.rotations.uow_factory() as uow:
+            alert = uow.alerts.get(alert_id)
+            rotation = (
+                uow.rotations.get(alert.rotation_id) if alert.rotation_id is not None else None
+            )
+        return alert, rotation
+
+    def context_for(self, alert: Alert, rotation: Rotation | None = None) -> AlertContext:
+        if rotation is None and alert.rotation_id is not None:
+            rotation = self.rotations.get(alert.rotation_id)
+        last = None
+        if rotation is None:
+            history = self.rotations.history(alert.secret, 1)
+            last = history[0] if history else None
+        spec = self.rotations.catalog.secrets.get(alert.secret)
+        consumer = spec.consumers.get(alert.consumer) if spec is not None else None
+        owner: str | None = consumer.owner if consumer is not None else None
+        reload: str | None = consumer.reload if consumer is not None else None
+        if rotation is not None and alert.consumer in rotation.consumers:
+            progress = rotation.consumers[alert.consumer]
+            owner, reload = owner or progress.owner, reload or progress.reload
+        return describe(
+            consumer=alert.consumer,
+            lane=alert.lane,
+            failure_class=alert.failure_class,
+            secret=alert.secret,
+            began=alert.first_seen,
+            rotation=rotation,
+            last_finished=last,
+            owner=owner,
+            reload=reload,
+        )
+
+    # --- people acting on an alert -------------------------------------------------------
+
+    def acknowledge(
+        self, alert_id: int, *, actor: str, message: tuple[str, str] | None = None
+    ) -> AlertOutcome:
+        """Someone is looking. Anyone may say so; the alert still blocks revocation."""
+        return self._set_status(alert_id, AlertStatus.ACKNOWLEDGED, actor, message)
+
+    def not_related(
+        self, alert_id: int, *, actor: str, message: tuple[str, str] | None = None
+    ) -> AlertOutcome:
+        """The failure is not caused by the rotation: it stops blocking revocation. Admins of
+        the secret and the consumer's owner only."""
+        alert, rotation = self._load(alert_id)
+        if not self.may_dismiss(actor, alert, rotation):
+            why = (
+                f"only admins of {alert.secret} or the owner of {alert.consumer} may mark "
+                f"{alert.ref} as not related"
+            )
+            self._audit(alert, actor, "refused", why=why, attempted="alert.not-related")
+            raise NotAuthorized(why)
+        return self._set_status(alert_id, AlertStatus.NOT_RELATED, actor, message)
+
+    def may_dismiss(self, actor: str, alert: Alert, rotation: Rotation | None) -> bool:
+        svc = self.rotations
+        if alert.secret in svc.catalog.secrets and svc.is_admin(actor, alert.secret):
+            return True
+        context = self.context_for(alert, rotation)
+        return context.owner is not None and svc.owns(actor, context.owner)
+
+    def _set_status(
+        self, alert_id: int, target: AlertStatus, actor: str, message: tuple[str, str] | None
+    ) -> AlertOutcome:
+        alert, _ = self._load(alert_id)
+        if message is not None and message != (alert.channel, alert.message_ts):
+            self._extra_messages.setdefault(alert_id, set()).add(message)
+        if alert.status is target:
+            return AlertOutcome(alert, changed=False)
+        if alert.status is AlertStatus.RESOLVED or (
+            alert.status is AlertStatus.NOT_RELATED and target is AlertStatus.ACKNOWLEDGED
+        ):
+            by = f" by <@{alert.resolved_by}>" if alert.resolved_by else ""
+            raise RotabotError(f"{alert.ref} is already {alert.status.value}{by}")
+        now = self.rotations.clock.now()
+        result: list[Alert] = []
+
+        def change(uow: UnitOfWork) -> None:
+            fresh = uow.alerts.get(alert_id)
+            fresh.status, fresh.resolved_by = target, actor
+            uow.alerts.save(fresh)
+            result[:] = [fresh]
+
+        action = f"alert.{target.value}"
+        if alert.rotation_id is not None:
+
+            def apply(r: Rotation, uow: UnitOfWork) -> None:
+                change(uow)
+                r.record_note(
+                    actor=actor,
+                    now=now,
+                    action=action,
+                    detail={"alert": alert.ref, "consumer": alert.consumer},
+                )
+
+            self.rotations._mutate(alert.rotation_id, apply)
+        else:
+            with self.rotations.uow_factory() as uow:
+                change(uow)
+                self._append_audit(uow, alert, actor, action, now=now)
+                uow.commit()
+        log.info(
+            "%s %s by %s",
+            alert.ref,
+            target.value,
+            actor,
+            extra=_alert_context(alert),
+        )
+        # The caller (the button listener) re-renders the messages at once with refresh().
+        return AlertOutcome(result[0], changed=True)
+
+    def _audit(
+        self, alert: Alert, actor: str, action: str, *, why: str, attempted: str
+    ) -> None:
+        now = self.rotations.clock.now()
+        if alert.rotation_id is not None:
+            self.rotations._audit_refusal(
+                alert.rotation_id, actor, attempted, why, alert.consumer
+            )
+            return
+        with self.rotations.uow_factory() as uow:
+            self._append_audit(uow, alert, actor, action, now=now, reason=why,
+                               detail={"attempted": attempted})
+            uow.commit()
+
+    def _append_audit(
+        self,
+        uow: UnitOfWork,
+        alert: Alert,
+        actor: str,
+        action: str,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        uow.audit.append(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                action=action,
+                secret=alert.secret,
+                consumer=alert.consumer,
+                reason=reason,
+                detail={"alert": alert.ref, **(detail or {})},
+            )
+        )
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _key_lock(self, key: tuple[str, str, str]) -> threading.Lock:
+        with self._guard:
+            return self._key_locks.setdefault(key, threading.Lock())

@@ -1,0 +1,175 @@
+"""Every Protocol the use cases need: storage (unit of work, repositories), credential back ends
+(Store, Issuer), the catalog's back-end registry and the owner directory.
+
+Adapters and storage implement these structurally; they import the value types of
+``bot.domain`` only, never this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from bot.domain.alert import Alert
+from bot.domain.audit import AuditEvent
+from bot.domain.credentials import Minted, StoreState, UsageEvidence
+from bot.domain.rotation import Rotation
+from bot.domain.secret_material import SecretMaterial
+
+
+class RotationRepository(Protocol):
+    def add(self, rotation: Rotation) -> Rotation:
+        """Insert a new rotation; assigns ``rotation.id`` (so ``R-<id>`` is known at once)."""
+        ...
+
+    def get(self, rotation_id: int) -> Rotation:
+        """Load one rotation with its consumers; raises RotationNotFound."""
+        ...
+
+    def active_for_secret(self, secret: str) -> Rotation | None:
+        """The non-terminal rotation of a secret, if any (at most one may exist)."""
+        ...
+
+    def list_active(self) -> list[Rotation]: ...
+
+    def history(self, secret: str, limit: int = 20) -> list[Rotation]:
+        """Rotations of a secret, newest first, terminal ones included."""
+        ...
+
+
+class AlertRepository(Protocol):
+    def add(self, alert: Alert) -> Alert: ...
+
+    def get(self, alert_id: int) -> Alert: ...
+
+    def save(self, alert: Alert) -> None: ...
+
+    def latest_for(self, consumer: str, failure_class: str, since: datetime) -> Alert | None:
+        """The most recent alert of this consumer and class seen since ``since`` (coalescing)."""
+        ...
+
+    def for_secret(self, secret: str, *, unresolved_only: bool = False,
+                   since: datetime | None = None) -> list[Alert]: ...
+
+    def recent(self, limit: int = 10) -> list[Alert]: ...
+
+
+class AuditLog(Protocol):
+    """Append-only: there is deliberately no update or delete."""
+
+    def append(self, event: AuditEvent) -> None: ...
+
+    def for_secret(self, secret: str, limit: int = 50) -> list[AuditEvent]: ...
+
+    def for_rotation(self, rotation_id: int) -> list[AuditEvent]: ...
+
+    def export(self, since: datetime | None = None) -> Iterator[AuditEvent]: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. ``commit`` writes every loaded or added rotation whose state changed,
+    its consumer steps and its pending audit events together, guarded by the rotation's
+    revision; a concurrent writer makes it raise ChangedMeanwhile and nothing is written."""
+
+    rotations: RotationRepository
+    alerts: AlertRepository
+    audit: AuditLog
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+def unresolved(alerts: Sequence[Alert]) -> list[Alert]:
+    return [a for a in alerts if a.unresolved]
+
+
+class BackendRegistry(Protocol):
+    """The configured store and issuer of each secret (built from the catalog)."""
+
+    def store_for(self, secret: str) -> Store: ...
+
+    def issuer_for(self, secret: str) -> Issuer: ...
+
+
+class OwnerDirectory(Protocol):
+    """Who belongs to an owner user group (Slack usergroups, cached)."""
+
+    def members(self, group_id: str) -> frozenset[str]: ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where consumers read the secret. Versions are strings (KV v2 numbers, file counters)."""
+
+    kind: str
+
+    def describe(self, path: str) -> StoreState:
+        """Versions and labels at ``path`` (references only)."""
+        ...
+
+    def read(self, path: str, version: str | None = None) -> SecretMaterial:
+        """The material of one version (default: current), for handing to an issuer in memory."""
+        ...
+
+    def write_pending(
+        self, path: str, material: SecretMaterial, *, expected_current: str | None
+    ) -> str:
+        """Write a new version labelled pending beside the current one (check-and-set on
+        ``expected_current``; ``None`` means the path must be empty). Returns the version."""
+        ...
+
+    def mark_pending(self, path: str, version: str) -> None:
+        """Label a version someone else wrote (the ``manual`` issuer) as pending."""
+        ...
+
+    def promote(self, path: str, version: str) -> None:
+        """pending -> current; the old current becomes previous (still valid)."""
+        ...
+
+    def restore_previous(self, path: str) -> str:
+        """Rollback: make the previous version's data current again; returns the new current
+        version. Refuses a deleted or destroyed previous version (VersionUnavailable)."""
+        ...
+
+    def retire(self, path: str, version: str) -> None:
+        """After revocation: destroy the old version and label it revoked."""
+        ...
+
+
+@runtime_checkable
+class Issuer(Protocol):
+    """What mints and revokes the credential."""
+
+    kind: str
+
+    @property
+    def keeps_both_valid(self) -> bool:
+        """True when old and new credentials are valid at once (no hard cutover)."""
+        ...
+
+    def mint(self, current: SecretMaterial | None) -> Minted:
+        """Create a new credential beside ``current`` (which stays valid)."""
+        ...
+
+    def revoke(self, key_id: str | None) -> None:
+        """Invalidate the credential ``key_id``. Idempotent."""
+        ...
+
+    def usage(self, key_id: str | None) -> UsageEvidence:
+        """Evidence of use of credential ``key_id`` (``in_use=None`` when unknowable)."""
+        ...

@@ -1,0 +1,774 @@
+"""The rotation service: each user action as one short transaction over the domain.
+
+Listeners and the CLI call these methods and render the result; they never touch storage,
+stores or issuers themselves. Back-end calls (issuer, store) happen between transactions,
+and every failure leaves the rotation in a named state (``failed`` with the phase it failed
+from) that can be resumed, rolled back or cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings
+from bot.catalog.readiness import is_slack_id, readiness_findings
+from bot.domain.alert import Alert, AlertStatus
+from bot.domain.clock import Clock
+from bot.domain.credentials import (
+    IssuerError,
+    StoreConflict,
+    StoreError,
+    StoreState,
+    UsageEvidence,
+    find_new_version,
+)
+from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
+from bot.domain.gate import GateResult, evaluate_gate
+from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
+from bot.domain.log_context import rotation_context
+from bot.domain.reminders import shortened
+from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
+from bot.services.ports import (
+    BackendRegistry,
+    Issuer,
+    OwnerDirectory,
+    Store,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger("rotabot.service")
+
+Turn = tuple[ConsumerProgress, StepState]
+# (rotation, consumer, actor) -> an evidence note, or raises to refuse the step.
+StepCheck = Callable[[Rotation, str, str], str | None]
+
+# A click that races another click on the same rotation reloads and tries again.
+_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    rotation: Rotation
+    changed: bool  # False: it was already done (double click or replay)
+    consumer: str
+    step: StepState
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `/rotate start --dry-run` shows: nothing is changed to produce it."""
+
+    secret: str
+    lanes: tuple[str, ...]
+    order: tuple[tuple[str, tuple[ConsumerPlan, ...]], ...]
+    overlap: timedelta
+    observe: timedelta
+    issuer_kind: str
+    store_kind: str
+    store_path: str
+    blockers: tuple[str, ...]
+    warnings: tuple[str, ...]
+    reload_notes: tuple[str, ...]
+
+
+RELOAD_REQUIREMENTS = {
+    "hot": "picks up the new credential without a restart",
+    "restart": "needs a restart after distribution",
+    "staged": "rolls out in stages; validate after the last stage",
+}
+
+
+@dataclass
+class RotationService:
+    catalog: Catalog
+    uow_factory: UnitOfWorkFactory
+    backends: BackendRegistry
+    clock: Clock
+    directory: OwnerDirectory | None = None
+    # Called after each committed change with the consumers whose turn just began.
+    on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
+    # Run before a consumer is marked validated (bot/health_service.py): each returns an
+    # evidence note for the step or raises to refuse it.
+    step_checks: list[StepCheck] = field(default_factory=list)
+    _rollback_locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # One writer per rotation in this process: concurrent clicks on one rotation otherwise
+    # collide on the revision guard, reload and retry, and ran out of retries under load.
+    _write_locks: dict[int, threading.RLock] = field(default_factory=dict, repr=False)
+
+    # --- who may do what ---------------------------------------------------------------
+
+    def is_admin(self, user: str, secret: str) -> bool:
+        # `admins` lists users and user groups (S...); a group's members are admins too.
+        return any(self.owns(user, admin) for admin in self.catalog.settings_for(secret).admins)
+
+    def owns(self, user: str, owner: str) -> bool:
+        if user == owner:
+            return True
+        if owner.startswith("S") and self.directory is not None:
+            return user in self.directory.members(owner)
+        return False
+
+    def _require_admin(self, uow: UnitOfWork, rotation: Rotation, actor: str, action: str) -> None:
+        if not self.is_admin(actor, rotation.secret):
+            why = f"only admins of {rotation.secret} may {action} {rotation.ref}"
+            self._audit_refusal(rotation.id, actor, action, why)
+            raise NotAuthorized(why)
+
+    def _audit_refusal(
+        self,
+        rotation_id: int | None,
+        actor: str,
+        action: str,
+        why: str,
+        consumer: str | None = None,
+    ) -> None:
+        if rotation_id is None:
+            return
+        # A refusal racing an owner's click on the same rotation must still be audited.
+        self._write(rotation_id, lambda r, uow: r.record_refusal(
+            actor=actor, now=self.clock.now(), action=action, why=why, consumer=consumer))
+
+    # --- planning and starting ---------------------------------------------------------
+
+    def plan(
+        self, secret: str, *, overlap: timedelta | None = None, observe: timedelta | None = None
+    ) -> Plan:
+        spec = self.catalog.secret(secret)
+        settings = self.catalog.settings_for(secret)
+        lanes = tuple(settings.lanes)
+        consumers = [self._consumer_plan(name, c) for name, c in spec.consumers.items()]
+        order: list[tuple[str, tuple[ConsumerPlan, ...]]] = []
+        for lane in (*lanes, *sorted({c.lane for c in consumers} - set(lanes))):
+            in_lane = tuple(sorted((c for c in consumers if c.lane == lane), key=lambda c: c.name))
+            if in_lane:
+                order.append((lane, in_lane))
+        warnings = tuple(f.message for f in readiness_findings(self.catalog, secret))
+        blockers = list(self._blockers(secret))
+        reload_notes = tuple(
+            f"{c.name} ({c.lane}, {c.reload}): {RELOAD_REQUIREMENTS.get(c.reload, c.reload)}"
+            for _, lane_consumers in order
+            for c in lane_consumers
+        )
+        store_cfg = self.catalog.resolved_store(secret)
+        issuer_cfg = self.catalog.resolved_issuer(secret)
+        return Plan(
+            secret=secret,
+            lanes=tuple(lane for lane, _ in order),
+            order=tuple(order),
+            overlap=overlap or settings.overlap,
+            observe=observe or settings.observe,
+            issuer_kind=issuer_cfg.kind,
+            store_kind=store_cfg.kind,
+            store_path=spec.store.path,
+            blockers=tuple(blockers),
+            warnings=warnings,
+            reload_notes=reload_notes,
+        )
+
+    def _consumer_plan(self, name: str, c: ConsumerSpec) -> ConsumerPlan:
+        return ConsumerPlan(
+            name=name,
+            lane=c.lane,
+            owner=c.owner,
+            reload=c.reload,
+        )
+
+    def _blockers(self, secret: str) -> list[str]:
+        """Live readiness: what must be fixed before a rotation may start."""
+        blockers: list[str] = []
+        spec = self.catalog.secret(secret)
+        try:
+            issuer = self.backends.issuer_for(secret)
+            if not issuer.keeps_both_valid:
+                blockers.append(
+                    f"the issuer of {secret} cannot keep two credentials valid at once (a hard "
+                    "cutover): rotabot only runs overlapping rotations"
+                )
+        except (IssuerError, RotabotError) as exc:
+            blockers.append(f"issuer not usable: {exc}")
+        try:
+            self.backends.store_for(secret).describe(spec.store.path)
+        except (StoreError, RotabotError) as exc:
+            blockers.append(f"store not reachable: {exc}")
+        for name, c in spec.consumers.items():
+            if not is_slack_id(c.owner):
+                blockers.append(f"{name}: owner {c.owner!r} is not a Slack user or group id")
+        return blockers
+
+    def start(
+        self,
+        secret: str,
+        *,
+        actor: str,
+        overlap: timedelta | None = None,
+        observe: timedelta | None = None,
+        urgent: bool = False,
+    ) -> Rotation:
+        """Readiness first (creating nothing on failure), then the new credential beside the
+        old one. Raises RotabotError listing what to fix."""
+        plan = self.plan(secret, overlap=overlap, observe=observe)
+        if not self.is_admin(actor, secret):
+            raise NotAuthorized(f"only admins of {secret} may start a rotation")
+        if plan.blockers:
+            lines = "\n".join(f"• {b}" for b in plan.blockers)
+            raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
+        settings = self.catalog.settings_for(secret)
+        with self.uow_factory() as uow:
+            existing = uow.rotations.active_for_secret(secret)
+            if existing is not None:
+                raise AlreadyActive(secret, existing.ref)
+            rotation = Rotation.begin(
+                secret=secret,
+                lanes=plan.lanes,
+                consumers=[c for _, cs in plan.order for c in cs],
+                overlap=plan.overlap,
+                observe=plan.observe,
+                store_path=plan.store_path,
+                actor=actor,
+                now=self.clock.now(),
+                urgent=urgent,
+                auto_revoke=settings.auto_revoke,
+            )
+            rotation.channel = settings.channel
+            uow.rotations.add(rotation)
+            uow.commit()
+            rotation_id = rotation.id
+        assert rotation_id is not None
+        self._notify(rotation, [])
+        return self.prepare(rotation_id, actor=actor)
+
+    def prepare(self, rotation_id: int, *, actor: str) -> Rotation:
+        """Create the new credential beside the old one (or notice a manually written one)."""
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+        if rotation.phase is not Phase.READY_CHECK:
+            return rotation
+        store = self.backends.store_for(rotation.secret)
+        issuer = self.backends.issuer_for(rotation.secret)
+        path = rotation.store_path
+        try:
+            state = store.describe(path)
+            current = state.current
+            if issuer.kind == "manual":
+                new_version = self._notice_manual_version(store, path, state)
+                if new_version is None:
+                    return rotation  # waits in ready-check until someone writes the value
+                minted_key, old_key = None, None
+            else:
+                current_material = store.read(path, current) if current else None
+                minted = issuer.mint(current_material)
+                minted_key, old_key = minted.key_id, minted.previous_key_id
+                if minted.material is None:
+                    raise IssuerError(f"{issuer.kind} issuer returned no credential")
+                try:
+                    new_version = store.write_pending(
+                        path, minted.material, expected_current=current
+                    )
+                except StoreError:
+                    # Do not strand a credential that no store holds: take it back.
+                    self._best_effort_revoke(issuer, minted.key_id, rotation)
+                    raise
+        except (StoreError, IssuerError) as exc:
+            return self._fail(
+                rotation_id,
+                f"preparing the new credential failed: {exc}",
+                paused=isinstance(exc, StoreConflict),
+            )
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            if r.phase is Phase.READY_CHECK:
+                r.prepared(
+                    old_version=current,
+                    new_version=new_version,
+                    old_key_id=old_key,
+                    new_key_id=minted_key,
+                    actor=actor,
+                    now=self.clock.now(),
+                )
+
+        return self._mutate(rotation_id, apply)
+
+    def _notice_manual_version(self, store: Store, path: str, state: StoreState) -> str | None:
+        # A version already marked pending (a retry after a failed save) is taken as found.
+        new_version = state.pending or find_new_version(state)
+        if new_version is not None:
+            store.mark_pending(path, new_version)
+        return new_version
+
+    def _best_effort_revoke(
+        self, issuer: Issuer, key_id: str | None, rotation: Rotation | None = None
+    ) -> None:
+        try:
+            issuer.revoke(key_id)
+        except IssuerError as exc:
+            log.error("could not take back a minted credential %s: %s", key_id, exc,
+                      extra=rotation_context(rotation))
+
+    # --- owner steps -------------------------------------------------------------------
+
+    def step(
+        self,
+        rotation_id: int,
+        consumer: str,
+        target: StepState,
+        *,
+        actor: str,
+        note: str | None = None,
+    ) -> StepOutcome:
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+        owner = rotation.consumer(consumer).owner
+        if not self.owns(actor, owner):
+            why = f"this step is <{'!subteam^' if owner.startswith('S') else '@'}{owner}>'s"
+            self._audit_refusal(rotation_id, actor, f"{target.value} {consumer}", why, consumer)
+            raise NotAuthorized(why)
+        if (
+            target is StepState.VALIDATED
+            and rotation.consumer(consumer).state is StepState.DISTRIBUTED
+            and rotation.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
+        ):
+            for check in self.step_checks:
+                evidence = check(rotation, consumer, actor)
+                if evidence is not None and note is None:
+                    note = evidence
+        changed = False
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal changed
+            changed = r.mark_step(consumer, target, actor=actor, now=self.clock.now(), note=note)
+
+        rotation = self._mutate(rotation_id, apply)
+        return StepOutcome(rotation, changed, consumer, target)
+
+    # --- admin actions -----------------------------------------------------------------
+
+    def switch(self, rotation_id: int, *, actor: str) -> Rotation:
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+            self._require_admin(uow, rotation, actor, "switch")
+        if rotation.phase in SWITCHED_PHASES:
+            return rotation  # already switched: a replay
+        if not rotation.ready_to_switch():
+            rotation.switch(actor=actor, now=self.clock.now())  # raises the reason in words
+        assert rotation.new_version is not None
+        try:
+            self.backends.store_for(rotation.secret).promote(
+                rotation.store_path, rotation.new_version
+            )
+        except StoreError as exc:
+            return self._fail(rotation_id, f"switching to the new credential failed: {exc}")
+        return self._mutate(
+            rotation_id,
+            lambda r, uow: (
+                r.switch(actor=actor, now=self.clock.now()) if r.phase is Phase.VALIDATING else None
+            ),
+        )
+
+    def reminder_settings(
+        self, rotation: Rotation, settings: EffectiveSettings
+    ) -> EffectiveSettings:
+        """The reminder timing of one rotation: an urgent one (an emergency re-rotation)
+        reminds and escalates sooner."""
+        return reminder_settings(rotation, settings)
+
+    def gate(self, rotation_id: int) -> GateResult:
+        return self.gate_of(self.get(rotation_id))
+
+    def gate_of(self, rotation: Rotation) -> GateResult:
+        """The gate of a rotation already loaded: reads only its unresolved alerts."""
+        with self.uow_factory() as uow:
+            alerts = uow.alerts.for_secret(
+                rotation.secret, unresolved_only=True, since=rotation.created_at
+            )
+        return evaluate_gate(
+            rotation, now=self.clock.now(), alerts=alerts, usage=self.usage_of_old(rotation)
+        )
+
+    def usage_of_old(self, rotation: Rotation) -> UsageEvidence | None:
+        if rotation.old_key_id is None:
+            return None
+        try:
+            return self.backends.issuer_for(rotation.secret).usage(rotation.old_key_id)
+        except IssuerError as exc:
+            return UsageEvidence(in_use=None, summary=f"usage evidence unavailable: {exc}")
+
+    def tick(self, rotation_id: int) -> Rotation:
+        """Timer: when observation has elapsed and the gate is open, mark it revocable (and
+        revoke at once where the secret sets auto_revoke). Idempotent."""
+        gate = self.gate(rotation_id)
+        rotation = self._mutate(
+            rotation_id, lambda r, uow: r.open_gate(gate, now=self.clock.now())
+        )
+        if rotation.phase is Phase.REVOCABLE and rotation.auto_revoke:
+            return self.revoke(rotation_id, actor="rotabot")
+        return rotation
+
+    def revoke(
+        self, rotation_id: int, *, actor: str, override_reason: str | None = None
+    ) -> Rotation:
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+            if actor != "rotabot":
+                self._require_admin(uow, rotation, actor, "revoke")
+        if rotation.phase is Phase.REVOKED:
+            return rotation
+        override_reason = (override_reason or "").strip() or None
+        gate = self.gate(rotation_id)
+        if not gate.open and not override_reason:
+            self._audit_refusal(rotation_id, actor, "revoke", "; ".join(gate.unmet))
+            # Raises GateClosed with the unmet conditions in words.
+            rotation.revoke(gate, actor=actor, now=self.clock.now())
+        issuer = self.backends.issuer_for(rotation.secret)
+        store = self.backends.store_for(rotation.secret)
+        try:
+            # No key id means the old credential predates rotabot (or a person minted it):
+            # nobody can revoke it for us, so the audit trail and the message say so.
+            if rotation.old_key_id is not None:
+                issuer.revoke(rotation.old_key_id)
+            if rotation.old_version is not None:
+                store.retire(rotation.store_path, rotation.old_version)
+        except (IssuerError, StoreError) as exc:
+            return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            # Already revoked by a concurrent caller (another replica's timer): nothing to do.
+            if r.phase is Phase.REVOKED:
+                return
+            now = self.clock.now()
+            if r.old_key_id is None and issuer.kind != "manual":
+                r.record_note(actor=actor, now=now, action="revoke.by-hand",
+                              reason=f"the {issuer.kind} issuer has no id for the old "
+                              "credential: revoke it at the provider by hand")
+            r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
+
+        return self._mutate(rotation_id, apply)
+
+    def rollback(
+        self,
+        rotation_id: int,
+        *,
+        actor: str,
+        revoke_new: bool = False,
+        reason: str | None = None,
+        consumer: str | None = None,
+    ) -> Rotation:
+        """Before revocation: the previous credential becomes current again. Allowed to admins,
+        and to the owner of the consumer an alert is about."""
+        return self.rollback_once(
+            rotation_id, actor=actor, revoke_new=revoke_new, reason=reason, consumer=consumer
+        )[0]
+
+    def rollback_once(
+        self,
+        rotation_id: int,
+        *,
+        actor: str,
+        revoke_new: bool = False,
+        reason: str | None = None,
+        consumer: str | None = None,
+    ) -> tuple[Rotation, bool]:
+        """As rollback; also says whether this call rolled back (False: it already was, a
+        second click or a racing modal). Serialized per rotation in this process, and the store
+        is restored only while the new version is still current, so a retry or a race never
+        restores the new credential over the old one."""
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+        allowed = self.is_admin(actor, rotation.secret) or (
+            consumer is not None and self.owns(actor, rotation.consumer(consumer).owner)
+        )
+        if not allowed:
+            why = f"only admins of {rotation.secret} or the affected consumer's owner may roll back"
+            self._audit_refusal(rotation_id, actor, "rollback", why)
+            raise NotAuthorized(why)
+        with self._rollback_lock(rotation_id):
+            return self._rollback_locked(rotation_id, actor, revoke_new, reason)
+
+    def _rollback_lock(self, rotation_id: int) -> threading.Lock:
+        with self._locks_guard:
+            return self._rollback_locks.setdefault(rotation_id, threading.Lock())
+
+    def _rollback_locked(
+        self, rotation_id: int, actor: str, revoke_new: bool, reason: str | None
+    ) -> tuple[Rotation, bool]:
+        rotation = self.get(rotation_id)  # fresh: a racing rollback may have finished
+        if rotation.phase is Phase.ROLLED_BACK:
+            return rotation, False
+        if rotation.phase is Phase.REVOKED:
+            rotation.rollback(actor=actor, now=self.clock.now())  # raises: emergency re-rotation
+        store = self.backends.store_for(rotation.secret)
+        issuer = self.backends.issuer_for(rotation.secret)
+        switched = rotation.switched_at is not None
+        try:
+            if switched:
+                state = store.describe(rotation.store_path)
+                # Only while the new version is current: after a restore (a retry of a rollback
+                # that failed later on) "previous" is the new credential, not the old one.
+                if state.current == rotation.new_version:
+                    store.restore_previous(rotation.store_path)
+            if revoke_new:
+                issuer.revoke(rotation.new_key_id)
+                if rotation.new_version is not None:
+                    # After a restore the new version is labelled previous; either way it is
+                    # not current, and a revoked credential must not stay readable.
+                    store.retire(rotation.store_path, rotation.new_version)
+        except (IssuerError, StoreError) as exc:
+            return self._fail(rotation_id, f"rollback failed: {exc}"), False
+        detail = {"new_credential": "revoked" if revoke_new else "kept pending"}
+        changed = False
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal changed
+            if r.phase is Phase.ROLLED_BACK:  # another replica got there first
+                return
+            now = self.clock.now()
+            r.record_note(actor=actor, now=now, action="rollback.detail", reason=reason,
+                          detail=detail)
+            r.rollback(actor=actor, now=now, reason=reason)
+            changed = True
+
+        rotation = self._mutate(rotation_id, apply)
+        log.warning(
+            "rolled back %s; new credential %s", rotation.ref, detail["new_credential"],
+            extra=rotation_context(rotation),
+        )
+        return rotation, changed
+
+    def cancel(self, rotation_id: int, *, actor: str, reason: str | None = None) -> Rotation:
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+            self._require_admin(uow, rotation, actor, "cancel")
+        if rotation.phase is Phase.CANCELLED:
+            return rotation
+        distributed = [
+            c.name
+            for c in rotation.consumers.values()
+            if step_rank(c.state) >= step_rank(StepState.DISTRIBUTED)
+        ]
+        if rotation.new_version is not None and distributed:
+            raise RotabotError(
+                f"{rotation.ref}: {', '.join(distributed)} already received the new credential; "
+                f"cancelling would strand them. Use `/rotate rollback {rotation.ref}` instead"
+            )
+        if rotation.new_version is not None or rotation.new_key_id is not None:
+            try:
+                self.backends.issuer_for(rotation.secret).revoke(rotation.new_key_id)
+                if rotation.new_version is not None:
+                    self.backends.store_for(rotation.secret).retire(
+                        rotation.store_path, rotation.new_version
+                    )
+            except (IssuerError, StoreError) as exc:
+                return self._fail(rotation_id, f"cancelling failed: {exc}")
+        return self._mutate(
+            rotation_id, lambda r, uow: r.cancel(actor=actor, now=self.clock.now(), reason=reason)
+        )
+
+    def resume(self, rotation_id: int, *, actor: str) -> Rotation:
+        with self.uow_factory() as uow:
+            rotation = uow.rotations.get(rotation_id)
+            self._require_admin(uow, rotation, actor, "resume")
+        rotation = self._mutate(
+            rotation_id, lambda r, uow: r.resume(actor=actor, now=self.clock.now())
+        )
+        if rotation.phase is Phase.READY_CHECK:
+            return self.prepare(rotation_id, actor=actor)
+        return rotation
+
+    def report_problem(
+        self, rotation_id: int, consumer: str, *, actor: str, description: str
+    ) -> Alert:
+        """An owner reports that a consumer fails: it becomes an alert tagged with the
+        rotation, which blocks revocation until resolved."""
+        from bot.domain.failures import classify
+
+        rotation = self.get(rotation_id)
+        c = rotation.consumer(consumer)
+        if not (self.owns(actor, c.owner) or self.is_admin(actor, rotation.secret)):
+            why = f"only {c.owner} (the owner of {consumer}) or an admin may report a problem"
+            self._audit_refusal(rotation_id, actor, "report a problem", why, consumer)
+            raise NotAuthorized(why)
+        verdict = classify(message=description)
+        now = self.clock.now()
+        alert = Alert(
+            consumer=consumer,
+            secret=rotation.secret,
+            lane=c.lane,
+            failure_class=verdict.failure_class.value,
+            reason=verdict.reason,
+            first_seen=now,
+            last_seen=now,
+            source=f"reported by {actor}",
+            rotation_id=rotation_id,
+            phase_at_alert=rotation.phase.value,
+            began_during_rotation=True,
+        )
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            uow.alerts.add(alert)
+            r.record_note(
+                actor=actor,
+                now=now,
+                action="alert.reported",
+                reason=verdict.failure_class.value,
+                detail={"consumer": consumer},
+            )
+            r.reopen_observation(reason=f"alert on {consumer}", now=now)
+
+        self._mutate(rotation_id, apply)
+        return alert
+
+    def record_health(
+        self,
+        rotation_id: int,
+        consumer: str,
+        *,
+        actor: str,
+        ok: bool,
+        failure_class: str | None,
+        reason: str,
+        version: str | None = None,
+    ) -> Alert | None:
+        """Record one health check result of a consumer (an audit event). A failing one
+        opens an alert tagged with the rotation, or counts into the open one of the same
+        class, so the gate stays closed; a passing one resolves the alerts earlier health
+        checks of this consumer opened. Returns the failing check's alert."""
+        rotation = self.get(rotation_id)
+        c = rotation.consumer(consumer)
+        now = self.clock.now()
+        source = f"health check of {consumer}"
+        outcome: Alert | None = None
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal outcome
+            detail = {"consumer": consumer, "ok": "yes" if ok else "no"}
+            if failure_class:
+                detail["failure_class"] = failure_class
+            if version:
+                detail["version"] = version
+            r.record_note(actor=actor, now=now, action="health.checked", reason=reason,
+                          detail=detail)
+            mine = [
+                a for a in uow.alerts.for_secret(r.secret, unresolved_only=True,
+                                                 since=r.created_at)
+                if a.consumer == consumer and a.rotation_id == rotation_id
+                and a.source == source
+            ]
+            if ok:
+                for a in mine:
+                    a.status, a.resolved_by = AlertStatus.RESOLVED, actor
+                    uow.alerts.save(a)
+                return
+            same = [a for a in mine if a.failure_class == (failure_class or "unknown")]
+            if same:
+                alert = same[0]
+                alert.count += 1
+                alert.last_seen, alert.reason = now, reason
+                uow.alerts.save(alert)
+            else:
+                alert = uow.alerts.add(Alert(
+                    consumer=consumer, secret=r.secret, lane=c.lane,
+                    failure_class=failure_class or "unknown", reason=reason,
+                    first_seen=now, last_seen=now, source=source, rotation_id=rotation_id,
+                    phase_at_alert=r.phase.value, began_during_rotation=True,
+                ))
+            r.reopen_observation(reason=f"health check of {consumer} failed", now=now)
+            outcome = alert
+
+        self._mutate(rotation_id, apply)
+        return outcome
+
+    def attach_message(self, rotation_id: int, channel: str, ts: str) -> None:
+        """Remember where the rotation's message lives (no listeners: it is not a change
+        anybody needs to hear about)."""
+
+        def apply(rotation: Rotation, uow: UnitOfWork) -> None:
+            rotation.channel, rotation.message_ts = channel, ts
+            rotation.record_note(actor="rotabot", now=self.clock.now(), action="message.posted",
+                                 detail={"channel": channel, "ts": ts})
+
+        self._write(rotation_id, apply)
+
+    # --- reading -----------------------------------------------------------------------
+
+    def get(self, rotation_id: int) -> Rotation:
+        with self.uow_factory() as uow:
+            return uow.rotations.get(rotation_id)
+
+    def active(self) -> list[Rotation]:
+        with self.uow_factory() as uow:
+            return uow.rotations.list_active()
+
+    def history(self, secret: str, limit: int = 10) -> list[Rotation]:
+        self.catalog.secret(secret)  # unknown secret: a clear error with suggestions
+        with self.uow_factory() as uow:
+            return uow.rotations.history(secret, limit)
+
+    def recent_alerts(self, limit: int = 5) -> list[Alert]:
+        with self.uow_factory() as uow:
+            return uow.alerts.recent(limit)
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _mutate(
+        self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
+    ) -> Rotation:
+        """Load, apply, commit, then tell listeners whose turn just began."""
+        rotation, before, revision = self._write(rotation_id, apply)
+        if rotation.revision != revision:
+            self._notify(
+                rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
+            )
+        return rotation
+
+    def _write(
+        self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
+    ) -> tuple[Rotation, set[tuple[str, StepState]], int]:
+        """Load, apply, commit; a concurrent writer makes us reload and apply again.
+        Returns the rotation, its pending steps before, and its revision before."""
+        with self._locks_guard:
+            write_lock = self._write_locks.setdefault(rotation_id, threading.RLock())
+        # Another replica can still write meanwhile: the revision guard and retries stay.
+        with write_lock:
+            for attempt in range(_RETRIES):
+                try:
+                    with self.uow_factory() as uow:
+                        rotation = uow.rotations.get(rotation_id)
+                        before = {(c.name, s) for c, s in rotation.pending_steps()}
+                        revision = rotation.revision
+                        apply(rotation, uow)
+                        uow.commit()
+                    return rotation, before, revision
+                except ChangedMeanwhile:
+                    if attempt == _RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _notify(self, rotation: Rotation, turns: list[Turn]) -> None:
+        for listener in self.on_change:
+            listener(rotation, turns)
+
+    def _fail(self, rotation_id: int, reason: str, *, paused: bool = False) -> Rotation:
+        note = " (paused: someone else wrote the secret; check, then resume)" if paused else ""
+        rotation = self._mutate(
+            rotation_id, lambda r, uow: r.fail(reason=reason + note, now=self.clock.now())
+        )
+        # The reason is built from store/issuer errors, which name paths and causes, not values.
+        log.warning("%s failed: %s", rotation.ref, reason, extra=rotation_context(rotation))
+        return rotation
+
+
+def reminder_settings(rotation: Rotation, settings: EffectiveSettings) -> EffectiveSettings:
+    """The settings the reminder timer uses for this rotation: an urgent one reminds and
+    escalates URGENT_FACTOR times sooner."""
+    if not rotation.urgent:
+        return settings
+    return replace(
+        settings,
+        remind_after=shortened(settings.remind_after, True),
+        escalate_after=shortened(settings.escalate_after, True),
+    )

@@ -1,0 +1,218 @@
+"""Durable timers: the due work is derived from stored state, so nothing is lost on restart.
+
+A rotation's deadlines (observation end, overlap end) live in its row, and the notices
+already sent live in ``reminders_sent``. Each tick asks the database what is due and does it;
+a deadline that passed while the bot was down is simply due at the first tick after start.
+It runs once: state changes are revision-guarded and idempotent, and every notice is claimed
+in a table with a unique key before it is sent. With several replicas only the leader (the
+holder of a PostgreSQL advisory lock, bot/leader.py) ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.catalog import EffectiveSettings
+from bot.domain.lifecycle import Phase
+from bot.domain.reminders import (
+    GATE_BLOCKED,
+    REMIND,
+    WHOLE_ROTATION,
+    Notice,
+    ReminderLog,
+    due_notices,
+    gate_blocked_text,
+    gate_notice,
+    notice_text,
+)
+from bot.domain.rotation import Rotation
+from bot.services.rotations import RotationService
+
+log = logging.getLogger("rotabot.timers")
+
+
+class NoticeSender(Protocol):
+    """Where reminders go (adapters/slack_notifier.SlackNotifier implements it)."""
+
+    def direct_message(self, user: str, text: str) -> str: ...
+
+    def thread_note(self, rotation: Rotation, text: str) -> str | None: ...
+
+
+@dataclass
+class TimerWork:
+    service: RotationService
+    # Only the replica holding the lock runs timers (always true with one process).
+    is_leader: Callable[[], bool] = lambda: True
+    reminders: ReminderLog | None = None
+    notices: NoticeSender | None = None
+    # More periodic work run only by the leader (e.g. scheduled starts); each returns a count.
+    extra: list[Callable[[], int]] = field(default_factory=list)
+    fired: list[tuple[int, str]] = field(default_factory=list)
+    sent: list[tuple[int, str, str]] = field(default_factory=list)  # (rotation, consumer, kind)
+
+    def due(self, rotation: Rotation) -> str | None:
+        now = self.service.clock.now()
+        if (
+            rotation.phase is Phase.OBSERVING
+            and rotation.observe_until is not None
+            and now >= rotation.observe_until
+        ):
+            return "observation-elapsed"
+        if rotation.phase is Phase.READY_CHECK:
+            return "look-for-new-version"
+        return None
+
+    def run_once(self) -> int:
+        """Do everything due now; returns how many actions ran."""
+        if not self.is_leader():
+            return 0
+        count = 0
+        for rotation in self.service.active():
+            if rotation.id is None:
+                continue
+            try:
+                count += self._run_rotation(rotation)
+            except Exception:  # one broken rotation must not stop the others' timers
+                log.exception(
+                    "timer action failed",
+                    extra={"rotation_id": rotation.id, "secret": rotation.secret},
+                )
+        for job in self.extra:
+            try:
+                count += job()
+            except Exception:
+                log.exception("timer job failed", extra={"job": getattr(job, "__name__", "?")})
+        return count
+
+    def _run_rotation(self, rotation: Rotation) -> int:
+        rotation_id = rotation.id
+        assert rotation_id is not None
+        count = 0
+        what = self.due(rotation)
+        if what == "observation-elapsed":
+            after = self.service.tick(rotation_id)
+            if after.phase is not Phase.OBSERVING:
+                self.fired.append((rotation_id, what))
+                count += 1
+            rotation = after
+        elif what == "look-for-new-version":
+            after = self.service.prepare(rotation_id, actor="rotabot")
+            if after.phase is not Phase.READY_CHECK:
+                count += 1
+            rotation = after
+        if self.reminders is not None and self.notices is not None and not rotation.terminal:
+            count += self._send_notices(rotation)
+        return count
+
+    # --- reminders, escalation, overlap warning, gate notices ---------------------------
+
+    def _settings(self, rotation: Rotation) -> EffectiveSettings | None:
+        try:
+            return self.service.catalog.settings_for(rotation.secret)
+        except Exception:  # the secret left the catalog mid-rotation: nobody to ask
+            return None
+
+    def _send_notices(self, rotation: Rotation) -> int:
+        assert rotation.id is not None and self.reminders is not None
+        settings = self._settings(rotation)
+        if settings is None:
+            return 0
+        settings = self.service.reminder_settings(rotation, settings)  # urgent: sooner
+        now = self.service.clock.now()
+        sent = self.reminders.sent(rotation.id)
+        notices = due_notices(
+            rotation,
+            now=now,
+            remind_after=settings.remind_after,
+            escalate_after=settings.escalate_after,
+            sent=sent,
+        )
+        closed = (
+            rotation.phase is Phase.OBSERVING
+            and (WHOLE_ROTATION, GATE_BLOCKED) not in sent
+            and rotation.observe_until is not None
+            and now >= rotation.observe_until
+        )
+        # tick() left it observing after the window: the gate is closed; say what is missing.
+        gate = gate_notice(rotation, now=now, gate_open=not closed, sent=sent)
+        unmet: tuple[str, ...] = ()
+        if gate is not None and gate.kind == GATE_BLOCKED:
+            unmet = self.service.gate(rotation.id).unmet
+            if not unmet:
+                gate = None  # it opened meanwhile; the next tick marks it revocable
+        if gate is not None:
+            notices.insert(0, gate)
+        count = 0
+        for notice in notices:
+            if self._send(rotation, notice, settings, unmet):
+                count += 1
+        return count
+
+    def _send(
+        self,
+        rotation: Rotation,
+        notice: Notice,
+        settings: EffectiveSettings,
+        unmet: tuple[str, ...],
+    ) -> bool:
+        assert rotation.id is not None and self.reminders is not None
+        assert self.notices is not None
+        now = self.service.clock.now()
+        # Claimed before sending: if two replicas race, the unique key lets one through.
+        if not self.reminders.claim(rotation.id, notice.consumer, notice.kind, now):
+            return False
+        try:
+            if notice.kind == GATE_BLOCKED:
+                self.notices.thread_note(
+                    rotation, gate_blocked_text(rotation, unmet, settings.admins)
+                )
+            elif notice.kind.startswith(REMIND + ":"):
+                text = notice_text(rotation, notice)
+                owner = notice.owner or ""
+                if owner.startswith(("U", "W")):
+                    self.notices.direct_message(owner, text)
+                else:
+                    # A user group has no DM: remind it in the rotation thread.
+                    self.notices.thread_note(rotation, f"<!subteam^{owner}> {text}")
+            else:
+                self.notices.thread_note(rotation, notice_text(rotation, notice, settings.admins))
+        except Exception:
+            # Not sent: forget the claim so a later tick tries again.
+            self.reminders.release(rotation.id, notice.consumer, notice.kind)
+            raise
+        self.sent.append((rotation.id, notice.consumer, notice.kind))
+        log.info(
+            "notice sent",
+            extra={"rotation_id": rotation.id, "consumer": notice.consumer, "kind": notice.kind},
+        )
+        return True
+
+
+def start_scheduler(work: TimerWork, interval_seconds: float = 2.0) -> object:
+    """Run ``work`` on an APScheduler interval job in a background thread.
+
+    The first run is immediate, so work that came due while the bot was down runs at start.
+    """
+    from datetime import UTC, datetime
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    # misfire_grace_time=None: a run that was due while we were busy or down still runs;
+    # coalesce: many missed runs collapse into one.
+    scheduler.add_job(
+        work.run_once,
+        "interval",
+        seconds=interval_seconds,
+        id="rotabot-timers",
+        next_run_time=datetime.now(UTC),
+        misfire_grace_time=None,
+        coalesce=True,
+        max_instances=1,
+    )
+    scheduler.start()
+    return scheduler

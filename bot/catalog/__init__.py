@@ -1,22 +1,10 @@
-"""The catalog: every secret, its consumers and lanes, and the loader that reports errors as
-``file:line: field: message``."""
+"""The catalog's public API: the models of secrets, consumers and lanes, and the loader."""
 
-from bot.catalog.model import (
-    DEFAULT_LANES,
-    RELOAD_MODES,
+from bot.catalog.backends import (
     AnyIssuer,
     AnyStore,
     AppRole,
-    Catalog,
-    CatalogError,
-    CatalogInvalid,
-    ConsumerSpec,
-    Defaults,
-    Duration,
-    EffectiveSettings,
-    EnvName,
     FileStore,
-    HealthCheck,
     HttpCreate,
     HttpIssuer,
     HttpRevoke,
@@ -27,16 +15,26 @@ from bot.catalog.model import (
     ManualIssuer,
     PostgresRoleIssuer,
     RedisAclIssuer,
+    StoreConfig,
+    VaultKv2Store,
+)
+from bot.catalog.fields import Duration, EnvName, Url
+from bot.catalog.loader import load_catalog, parse_catalog
+from bot.catalog.model import (
+    DEFAULT_LANES,
+    RELOAD_MODES,
+    Catalog,
+    CatalogError,
+    CatalogInvalid,
+    ConsumerSpec,
+    Defaults,
+    EffectiveSettings,
+    HealthCheck,
     ResolvedIssuer,
     ResolvedStore,
     SecretSpec,
-    StoreConfig,
     StoreRef,
     UnknownSecret,
-    Url,
-    VaultKv2Store,
-    load_catalog,
-    parse_catalog,
 )
 
 __all__ = [

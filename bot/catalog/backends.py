@@ -1,0 +1,194 @@
+"""The back ends a secret names: stores that hold its versions and issuers that mint them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from bot.catalog.fields import EnvName, Url, _custom, _Strict
+
+# --- stores -----------------------------------------------------------------------------
+
+
+class AppRole(_Strict):
+    role_id_env: EnvName
+    secret_id_env: EnvName
+
+
+class VaultKv2Store(_Strict):
+    """HashiCorp Vault or OpenBao KV version 2 (through hvac)."""
+
+    kind: Literal["vault-kv2"]
+    url: Url
+    mount: str = "secret"
+    token_env: EnvName | None = None
+    approle: AppRole | None = None
+    namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _one_login(self) -> VaultKv2Store:
+        if self.token_env is None and self.approle is None:
+            raise _custom(
+                "vault_login",
+                "give token_env (or approle) so the bot can log in to the store: the name of "
+                "the environment variable holding its token",
+            )
+        if self.token_env is not None and self.approle is not None:
+            raise _custom("vault_login", "give token_env or approle, not both")
+        return self
+
+
+class FileStore(_Strict):
+    """A local folder, one file per version, mode 0600. For trials only."""
+
+    kind: Literal["file"]
+    path: str
+
+
+AnyStore = VaultKv2Store | FileStore
+StoreConfig = Annotated[AnyStore, Field(discriminator="kind")]
+
+
+# --- issuers ----------------------------------------------------------------------------
+
+
+class ManualIssuer(_Strict):
+    """A person creates the credential and writes it to the store; the bot notices.
+
+    ``dual_valid`` defaults to true because most providers let two keys live side by side;
+    set it to false when creating the new credential invalidates the old one (hard cutover).
+    """
+
+    kind: Literal["manual"]
+    dual_valid: bool = True
+    instructions: str | None = None
+
+
+class LocalIssuer(_Strict):
+    """Mints random values itself: for the sandbox and trials, nothing outside accepts them."""
+
+    kind: Literal["local"]
+    fields: list[str] = Field(default_factory=lambda: ["api_key"], min_length=1)
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+class RedisAclIssuer(_Strict):
+    """Redis 6+ ACL: one user holds both passwords during the overlap."""
+
+    kind: Literal["redis-acl"]
+    url_env: EnvName
+    user: str | None = None  # default: the secret's name (filled in by resolved_issuer)
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+class PostgresRoleIssuer(_Strict):
+    """Two login roles alternate under one group role (``base_role``)."""
+
+    kind: Literal["postgres-role"]
+    url_env: EnvName
+    base_role: str
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+class HttpCreate(_Strict):
+    method: Literal["POST", "PUT"] = "POST"
+    url: Url
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)
+    body: dict[str, Any] | None = Field(default=None, alias="json")
+    key_id_path: str
+    secret_path: str
+
+
+class HttpRevoke(_Strict):
+    method: Literal["DELETE", "POST", "PUT"] = "DELETE"
+    url: Url
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _has_key_id(cls, value: str) -> str:
+        if "{key_id}" not in value:
+            raise _custom(
+                "key_id_placeholder",
+                "the revoke url must contain {key_id}, where the id of the old key goes",
+            )
+        return value
+
+
+class HttpIssuer(_Strict):
+    """A provider's key-management API: create a key, later revoke the old one."""
+
+    kind: Literal["http"]
+    create: HttpCreate
+    revoke: HttpRevoke
+    dual_valid: bool = True
+
+
+AnyIssuer = ManualIssuer | LocalIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer
+IssuerConfig = Annotated[AnyIssuer, Field(discriminator="kind")]
+
+
+class IssuerRef(BaseModel):
+    """``{name: cache, user: app}``: a named issuer plus per-secret parameters.
+
+    The parameters are checked against the named issuer's kind when the catalog loads.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _issuer_form(value: Any) -> str | None:
+    if isinstance(value, IssuerRef):
+        return "ref"
+    if isinstance(value, BaseModel):
+        return "inline"
+    if isinstance(value, Mapping):
+        if "kind" in value and "name" not in value:
+            return "inline"
+        if "name" in value and "kind" not in value:
+            return "ref"
+    return None
+
+
+IssuerSpec = Annotated[
+    Union[Annotated[IssuerConfig, Tag("inline")], Annotated[IssuerRef, Tag("ref")]],  # noqa: UP007
+    Discriminator(
+        _issuer_form,
+        custom_error_type="issuer_form",
+        custom_error_message=(
+            "give either kind: (an inline issuer, e.g. {kind: manual}) or name: (an issuer "
+            "defined under issuers), exactly one of them"
+        ),
+    ),
+]
+
+
+# Built once and shared: it checks a named issuer merged with one secret's parameters, both
+# at load (the loader) and when a rotation asks for the issuer (Catalog.resolved_issuer).
+_ISSUER_ADAPTER: TypeAdapter[AnyIssuer] = TypeAdapter(IssuerConfig)

@@ -1,0 +1,505 @@
+"""Read catalog YAML into a Catalog, turning YAML and pydantic errors into ``file:line`` ones.
+
+``load_catalog`` reports *every* problem at once, each with file, line and field path, e.g.
+``catalog.yml:14: secrets.model-api-key.consumers.inference-api.reload: expected one of hot,
+restart, staged, got 'restrat'``. Line numbers come from composing the YAML with PyYAML's node
+API, which keeps the position of every key, so pydantic's error locations can be mapped back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+from collections.abc import Mapping, Sequence
+from inspect import isclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Tag, ValidationError
+
+from bot.catalog.backends import _ISSUER_ADAPTER, IssuerConfig
+from bot.catalog.fields import _describe
+from bot.catalog.model import Catalog, CatalogError, CatalogInvalid
+
+# Names are typed in `/rotate start NAME` and shown in Slack, so no spaces or punctuation.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CREDENTIAL_KEY = re.compile(
+    r"token|passw|secret|api_?key|credential|private_?key|^key$|^auth|^headers$|^bearer",
+    re.IGNORECASE,
+)
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and validate a catalog file; raises CatalogInvalid listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        error = CatalogError(file, None, "", f"cannot read the catalog: {reason}")
+        raise CatalogInvalid([error]) from None
+    return parse_catalog(text, file)
+
+
+def parse_catalog(text: str, file: str = "catalog.yml") -> Catalog:
+    """Validate catalog YAML given as text; ``file`` is used in error messages."""
+    try:
+        return _parse_catalog(text, file)
+    except RecursionError:
+        # Nesting deeper than Python's stack (YAML's composer and our walkers recurse); a
+        # real catalog is a few levels deep, so say so instead of crashing with a traceback.
+        raise CatalogInvalid([CatalogError(
+            file, 1, "", "invalid YAML: nested too deeply (a catalog is a few levels deep)"
+        )]) from None
+
+
+class _CatalogLoader(yaml.SafeLoader):
+    """SafeLoader whose number and date constructors fail with the node's line: PyYAML's
+    own raise a bare ValueError for scalars its resolver accepted (``0x_``, ``2001-02-30``)."""
+
+
+def _guarded(tag: str) -> Any:
+    construct = yaml.SafeLoader.yaml_constructors[tag]
+    kind = tag.rsplit(":", 1)[-1]
+
+    def wrapper(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        try:
+            return construct(loader, node)
+        except (ValueError, OverflowError):
+            # Not the value itself: a catalog field might hold something sensitive.
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value as {kind}; quote it to keep it text",
+                node.start_mark,
+            ) from None
+
+    return wrapper
+
+
+for _tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"):
+    _CatalogLoader.add_constructor(_tag, _guarded(_tag))
+
+
+def _parse_catalog(text: str, file: str) -> Catalog:
+    try:
+        # The reader rejects control characters as soon as it is built, before any mark.
+        loader = _CatalogLoader(text)
+    except yaml.reader.ReaderError as exc:
+        at_line = text.count("\n", 0, max(exc.position, 0)) + 1
+        raise CatalogInvalid([CatalogError(
+            file, at_line, "", f"invalid YAML: character {exc.character:#06x} is not allowed"
+        )]) from None
+    try:
+        node = loader.get_single_node()
+        errors = _duplicate_keys(node, (), file, set()) if node is not None else []
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(p for p in (exc.context, exc.problem) if p)
+        line = mark.line + 1 if mark is not None else None
+        raise CatalogInvalid([CatalogError(file, line, "", f"invalid YAML: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise CatalogInvalid([CatalogError(file, None, "", f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+
+    if node is None or not isinstance(data, dict):
+        raise CatalogInvalid([CatalogError(
+            file, 1, "",
+            "expected a mapping with version, defaults, stores, issuers and secrets"
+            + ("" if data is None else f", got {_describe(data)}"),
+        )])
+    lines: dict[tuple[str, ...], int] = {}
+    _index_lines(node, (), lines, set())
+
+    errors += _reference_errors(data, file, lines)
+    catalog: Catalog | None = None
+    try:
+        catalog = Catalog.model_validate(data)
+    except ValidationError as exc:
+        errors += [
+            _translate(e, root_data=data, root_type=Catalog, prefix=(), file=file, lines=lines)
+            for e in exc.errors()
+        ]
+    if errors or catalog is None:
+        unique = list(dict.fromkeys(errors))
+        unique.sort(key=lambda e: (e.line is None, e.line or 0))
+        raise CatalogInvalid(unique)
+    catalog._source = file
+    catalog._lines = lines
+    return catalog
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _key_text(node: yaml.Node) -> str:
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else f"<{node.tag}>"
+
+
+def _index_lines(
+    node: yaml.Node, path: tuple[str, ...], lines: dict[tuple[str, ...], int], seen: set[int]
+) -> None:
+    """Record the line of every mapping key and list item (a later duplicate wins, as in YAML).
+
+    Each node is walked once: content reached again through an alias gets no lines of its
+    own, so its errors point at the line that uses the alias (and recursive or exponential
+    aliases cannot hang the loader).
+    """
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, _key_text(key))
+            lines[sub] = _line(key)
+            _index_lines(value, sub, lines, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = (*path, str(i))
+            lines[sub] = _line(item)
+            _index_lines(item, sub, lines, seen)
+
+
+def _duplicate_keys(
+    node: yaml.Node, path: tuple[str, ...], file: str, seen: set[int]
+) -> list[CatalogError]:
+    # YAML lets a later key silently replace an earlier one; in a catalog that usually means
+    # a copy-pasted consumer whose first definition is lost.
+    errors: list[CatalogError] = []
+    if id(node) in seen:
+        return errors
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            text = _key_text(key)
+            if text == "<<":
+                continue
+            if text in first:
+                errors.append(CatalogError(
+                    file, _line(key), _dotted((*path, text)),
+                    f"duplicate key '{text}' (first on line {first[text]}); YAML would keep "
+                    "only the last one",
+                ))
+            else:
+                first[text] = _line(key)
+            errors += _duplicate_keys(value, (*path, text), file, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            errors += _duplicate_keys(item, (*path, str(i)), file, seen)
+    return errors
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _line_for(lines: Mapping[tuple[str, ...], int], path: Sequence[str | int]) -> int:
+    """The line of ``path``, or of its nearest written ancestor (a missing field's parent)."""
+    key = tuple(str(p) for p in path)
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key[:-1]
+    return 1
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, bool | int | float):
+        return repr(value)
+    return _describe(value)
+
+
+def _check_name(
+    what: str,
+    name: Any,
+    path: tuple[str | int, ...],
+    file: str,
+    lines: Mapping[tuple[str, ...], int],
+) -> list[CatalogError]:
+    if isinstance(name, str) and not _NAME.match(name):
+        return [CatalogError(
+            file, _line_for(lines, path), _dotted(path),
+            f"{what} name '{name}' may contain only letters, digits, '.', '_' and '-' "
+            "(it is typed in /rotate commands)",
+        )]
+    return []
+
+
+def _reference_errors(
+    data: dict[Any, Any], file: str, lines: Mapping[tuple[str, ...], int]
+) -> list[CatalogError]:
+    """What pydantic cannot see field by field: names, and references between sections."""
+    errors: list[CatalogError] = []
+    stores = data.get("stores") if isinstance(data.get("stores"), dict) else {}
+    issuers = data.get("issuers") if isinstance(data.get("issuers"), dict) else {}
+    secrets = data.get("secrets") if isinstance(data.get("secrets"), dict) else {}
+    assert isinstance(stores, dict) and isinstance(issuers, dict) and isinstance(secrets, dict)
+    for name in stores:
+        errors += _check_name("store", name, ("stores", name), file, lines)
+    for name in issuers:
+        errors += _check_name("issuer", name, ("issuers", name), file, lines)
+    for sname, spec in secrets.items():
+        errors += _check_name("secret", sname, ("secrets", sname), file, lines)
+        if not isinstance(spec, dict):
+            continue
+        consumers = spec.get("consumers")
+        if isinstance(consumers, dict):
+            for cname in consumers:
+                errors += _check_name(
+                    "consumer", cname, ("secrets", sname, "consumers", cname), file, lines
+                )
+        store = spec.get("store")
+        if isinstance(store, dict) and isinstance(store.get("name"), str):
+            path: tuple[str | int, ...] = ("secrets", sname, "store", "name")
+            if store["name"] not in stores:
+                errors.append(CatalogError(
+                    file, _line_for(lines, path), _dotted(path),
+                    _undefined("store", store["name"], stores),
+                ))
+        issuer = spec.get("issuer")
+        if (
+            isinstance(issuer, dict)
+            and "kind" not in issuer
+            and isinstance(issuer.get("name"), str)
+        ):
+            path = ("secrets", sname, "issuer", "name")
+            if issuer["name"] not in issuers:
+                errors.append(CatalogError(
+                    file, _line_for(lines, path), _dotted(path),
+                    _undefined("issuer", issuer["name"], issuers),
+                ))
+            else:
+                errors += _issuer_param_errors(
+                    issuers[issuer["name"]], issuer, ("secrets", sname, "issuer"), file, lines
+                )
+    return errors
+
+
+def _undefined(what: str, name: str, defined: Mapping[Any, Any]) -> str:
+    names = sorted(str(n) for n in defined)
+    message = f"{what} '{name}' is not defined under {what}s"
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f"{message} (did you mean '{close[0]}'?)"
+    if names:
+        return f"{message} (defined: {', '.join(names)})"
+    return f"{message} (none are defined)"
+
+
+def _issuer_param_errors(
+    base: Any,
+    ref: dict[Any, Any],
+    prefix: tuple[str | int, ...],
+    file: str,
+    lines: Mapping[tuple[str, ...], int],
+) -> list[CatalogError]:
+    """Check per-secret parameters (``{name: cache, user: app}``) against the named issuer."""
+    params = {k: v for k, v in ref.items() if k != "name"}
+    if not params or not isinstance(base, dict) or not isinstance(base.get("kind"), str):
+        return []
+    try:
+        _ISSUER_ADAPTER.validate_python({**base, **params})
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            field_loc = err["loc"][1:]  # after the kind tag
+            # Problems of the named issuer itself are reported once, under issuers.
+            if field_loc and field_loc[0] in params:
+                out.append(_translate(
+                    err, root_data={**base, **params}, root_type=IssuerConfig, prefix=prefix,
+                    file=file, lines=lines,
+                ))
+        return out
+    return []
+
+
+# --- translating pydantic errors --------------------------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _union_members(tp: Any) -> list[Any]:
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return [m for m in get_args(tp) if m is not type(None)]
+    return []
+
+
+def _tag_of(tp: Any) -> str | None:
+    for meta in getattr(tp, "__metadata__", ()):
+        if isinstance(meta, Tag):
+            return meta.tag
+    inner = _unwrap(tp)
+    if isclass(inner) and issubclass(inner, BaseModel) and "kind" in inner.model_fields:
+        ann = inner.model_fields["kind"].annotation
+        if get_origin(ann) is Literal:
+            return str(get_args(ann)[0])
+    return None
+
+
+def _field_type(model: type[BaseModel], key: Any) -> Any:
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info.annotation
+    return None
+
+
+def _type_at(root: Any, loc: Sequence[Any]) -> Any:
+    """Follow a pydantic error location through the model types (tags pick union members)."""
+    tp = root
+    for el in loc:
+        members = _union_members(tp)
+        while len(members) == 1:
+            tp, members = members[0], _union_members(members[0])
+        if members:
+            tp = next((m for m in members if _tag_of(m) == el), None)
+        else:
+            inner = _unwrap(tp)
+            if isclass(inner) and issubclass(inner, BaseModel):
+                tp = _field_type(inner, el)
+            elif get_origin(inner) is dict:
+                tp = get_args(inner)[1]
+            elif get_origin(inner) in (list, tuple):
+                tp = get_args(inner)[0]
+            else:
+                tp = None
+        if tp is None:
+            return None
+    return tp
+
+
+def _model_at(root: Any, loc: Sequence[Any]) -> type[BaseModel] | None:
+    tp = _type_at(root, loc)
+    members = _union_members(tp)
+    if len(members) == 1:
+        tp = members[0]
+    inner = _unwrap(tp)
+    return inner if isclass(inner) and issubclass(inner, BaseModel) else None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _data_path(loc: Sequence[Any], data: Any, *, named_last: bool) -> list[str | int]:
+    """The part of ``loc`` that exists in the data (dropping union tags), plus the final
+    element when it names a missing field (``named_last``)."""
+    path: list[str | int] = []
+    cur = data
+    for i, el in enumerate(loc):
+        if isinstance(cur, dict) and el in cur:
+            path.append(str(el))
+            cur = cur[el]
+        elif isinstance(cur, list) and isinstance(el, int) and 0 <= el < len(cur):
+            path.append(el)
+            cur = cur[el]
+        elif named_last and i == len(loc) - 1:
+            path.append(str(el))
+    return path
+
+
+def _expected_list(expected: str) -> str:
+    items = [s.strip().strip("'") for s in re.split(r", | or ", expected)]
+    return ", ".join(items)
+
+
+def _unknown_field(model: type[BaseModel] | None, key: str) -> str:
+    fields = _field_names(model) if model is not None else []
+    if f"{key}_env" in fields:
+        return (
+            f"unknown field '{key}': the catalog never holds credentials; put the value in an "
+            f"environment variable and give its name as {key}_env"
+        )
+    if _CREDENTIAL_KEY.search(key):
+        envs = [f for f in fields if f.endswith("_env")]
+        how = " or ".join(envs) if envs else "a *_env field"
+        return (
+            f"unknown field '{key}': the catalog never holds credentials; keep them in "
+            f"environment variables and name those with {how}"
+        )
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    if close:
+        return f"unknown field '{key}' (did you mean '{close[0]}'?)"
+    if fields:
+        return f"unknown field '{key}' (expected one of: {', '.join(fields)})"
+    return f"unknown field '{key}'"
+
+
+def _translate(
+    err: Any,
+    *,
+    root_data: Any,
+    root_type: Any,
+    prefix: tuple[str | int, ...],
+    file: str,
+    lines: Mapping[tuple[str, ...], int],
+) -> CatalogError:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    named_last = kind == "missing"
+    path: list[str | int] = [*prefix, *_data_path(loc, root_data, named_last=named_last)]
+    message: str
+
+    if kind == "missing":
+        message = "required field is missing"
+    elif kind == "extra_forbidden":
+        message = _unknown_field(_model_at(root_type, loc[:-1]), str(loc[-1]))
+    elif kind == "literal_error":
+        if path == ["version"]:
+            message = f"unsupported catalog version {_shown(value)}; this rotabot reads version: 1"
+        else:
+            message = f"expected one of {_expected_list(ctx['expected'])}, got {_shown(value)}"
+    elif kind == "union_tag_invalid":
+        path.append("kind")
+        expected = _expected_list(ctx["expected_tags"])
+        message = f"expected one of {expected}, got {_shown(ctx.get('tag'))}"
+    elif kind == "union_tag_not_found":
+        path.append("kind")
+        tags = [t for t in map(_tag_of, _union_members(_type_at(root_type, loc))) if t]
+        message = "required field is missing" + (f" (one of {', '.join(tags)})" if tags else "")
+    elif kind == "string_type":
+        message = f"expected text, got {_describe(value)}"
+    elif kind in ("int_type", "int_parsing", "int_from_float"):
+        message = f"expected a whole number, got {_describe(value)}"
+    elif kind in ("bool_type", "bool_parsing"):
+        message = f"expected true or false, got {_describe(value)}"
+    elif kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
+        message = f"expected a mapping (key: value), got {_describe(value)}"
+    elif kind in ("list_type", "tuple_type"):
+        message = f"expected a list, got {_describe(value)}"
+    elif kind == "greater_than_equal":
+        message = f"expected at least {ctx['ge']}, got {_shown(value)}"
+    elif kind == "less_than_equal":
+        message = f"expected at most {ctx['le']}, got {_shown(value)}"
+    elif kind == "issuer_form":
+        message = str(err["msg"])
+    elif isinstance(err.get("msg"), str) and kind in (
+        "duration", "env_name", "url", "url_credential", "key_id_placeholder", "lanes",
+        "vault_login",
+    ):
+        message = err["msg"]
+    else:
+        text = str(err.get("msg", kind))
+        message = text[:1].lower() + text[1:]
+    return CatalogError(file, _line_for(lines, path), _dotted(path), message)

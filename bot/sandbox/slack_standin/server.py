@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.sandbox.slack_standin.state import ApiResult, StandinState
+from bot.sandbox.slack_standin.model import ApiResult
+from bot.sandbox.slack_standin.state import StandinState
 
 LONG_POLL_MAX_SECONDS = 30.0
 _POLL_INTERVAL = 0.05

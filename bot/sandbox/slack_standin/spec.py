@@ -148,6 +148,28 @@ def decode_json_argument(value: Any, name: str) -> tuple[Any, list[str]]:
     return value, []
 
 
+# The checks report malformed arguments as violations; these decoders only feed the workspace
+# model, so they fall back to an empty value rather than report the same problem twice.
+
+
+def as_blocks(raw: Any) -> list[dict[str, Any]]:
+    """A `blocks` argument as a list (empty when absent or malformed)."""
+    value, _ = decode_json_argument(raw, "blocks")
+    return list(value) if isinstance(value, list) else []
+
+
+def as_view(raw: Any) -> dict[str, Any]:
+    """A `view` argument as a dict (empty when malformed)."""
+    value, _ = decode_json_argument(raw, "view")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def as_list(raw: Any) -> list[Any]:
+    """An `attachments` argument as a list (empty when absent or malformed)."""
+    value, _ = decode_json_argument(raw, "attachments")
+    return list(value) if isinstance(value, list) else []
+
+
 def check_blocks(blocks: Any, *, limit: int, pointer: str = "/blocks") -> list[str]:
     """Validate a list of Block Kit blocks with slack_sdk and Slack's count limit."""
     if not isinstance(blocks, list):

@@ -11,7 +11,7 @@ reached raises StoreUnavailable (the password is never part of its message).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Self
@@ -19,26 +19,19 @@ from typing import Self
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from bot.services.ports import (
-    AlertRepository,
-    AuditLog,
-    RotationRepository,
-    UnitOfWork,
-    UnitOfWorkFactory,
-)
+from storage.alerts import SqlAlertRepository
+from storage.audit import SqlAuditLog
 from storage.engine import unavailable
-from storage.repositories import (
-    CredentialVersion,
-    SqlAlertRepository,
-    SqlAuditLog,
-    SqlRotationRepository,
-)
+from storage.rotations import CredentialVersion, SqlRotationRepository
 
 
 class SqlUnitOfWork:
-    rotations: RotationRepository
-    alerts: AlertRepository
-    audit: AuditLog
+    """Implements bot.services.ports.UnitOfWork (checked where the composition root hands it
+    to the services; storage itself imports no service code)."""
+
+    rotations: SqlRotationRepository
+    alerts: SqlAlertRepository
+    audit: SqlAuditLog
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -115,8 +108,8 @@ class SqlUnitOfWork:
             raise unavailable(self._engine.url, exc) from None
 
 
-def sql_unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
-    def make() -> UnitOfWork:
+def sql_unit_of_work_factory(engine: Engine) -> Callable[[], SqlUnitOfWork]:
+    def make() -> SqlUnitOfWork:
         return SqlUnitOfWork(engine)
 
     return make

@@ -72,9 +72,15 @@ class UnitOfWork(Protocol):
     its consumer steps and its pending audit events together, guarded by the rotation's
     revision; a concurrent writer makes it raise ChangedMeanwhile and nothing is written."""
 
-    rotations: RotationRepository
-    alerts: AlertRepository
-    audit: AuditLog
+    # Read-only in the Protocol, so an implementation may declare its concrete repositories.
+    @property
+    def rotations(self) -> RotationRepository: ...
+
+    @property
+    def alerts(self) -> AlertRepository: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
 
     def __enter__(self) -> Self: ...
 

@@ -21,9 +21,9 @@ from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotationNotFound,
 from bot.domain.gate import GateResult
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import ConsumerPlan, Rotation
+from storage.audit import SqlAuditLog
 from storage.engine import make_engine
 from storage.migrate import current_revision, head_revision, upgrade
-from storage.repositories import SqlAuditLog
 from storage.tables import metadata, table_names
 from storage.unit_of_work import SqlUnitOfWork
 

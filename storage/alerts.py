@@ -1,0 +1,122 @@
+"""SQL repository for alerts, inside the unit of work's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import RowMapping, insert, select, update
+
+from bot.domain.alert import UNRESOLVED, Alert, AlertStatus
+from bot.domain.errors import RotabotError
+from storage.sql_common import ALERTS, SqlRepository, new_id, store_errors
+from storage.tables import AlertRow
+
+
+def _alert_values(alert: Alert) -> dict[str, Any]:
+    return {
+        "consumer": alert.consumer,
+        "secret": alert.secret,
+        "lane": alert.lane,
+        "failure_class": alert.failure_class,
+        "reason": alert.reason,
+        "first_seen": alert.first_seen,
+        "last_seen": alert.last_seen,
+        "source": alert.source,
+        "rotation_id": alert.rotation_id,
+        "phase_at_alert": alert.phase_at_alert,
+        "began_during_rotation": alert.began_during_rotation,
+        "status": alert.status.value,
+        "count": alert.count,
+        "channel": alert.channel,
+        "message_ts": alert.message_ts,
+        "resolved_by": alert.resolved_by,
+    }
+
+
+def _alert_from_row(m: RowMapping) -> Alert:
+    row = AlertRow(**m)
+    return Alert(
+        id=row.id,
+        consumer=row.consumer,
+        secret=row.secret,
+        lane=row.lane,
+        failure_class=row.failure_class,
+        reason=row.reason,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        source=row.source,
+        rotation_id=row.rotation_id,
+        phase_at_alert=row.phase_at_alert,
+        began_during_rotation=bool(row.began_during_rotation),
+        status=AlertStatus(row.status),
+        count=row.count,
+        channel=row.channel,
+        message_ts=row.message_ts,
+        resolved_by=row.resolved_by,
+    )
+
+
+class SqlAlertRepository(SqlRepository):
+    """AlertRepository: alerts are written at once (``add`` assigns the id)."""
+
+    @store_errors
+    def add(self, alert: Alert) -> Alert:
+        if alert.id is not None:
+            raise ValueError(f"{alert.ref} is already stored; use save()")
+        result = self._conn.execute(insert(ALERTS).values(**_alert_values(alert)))
+        alert.id = new_id(result)
+        return alert
+
+    @store_errors
+    def get(self, alert_id: int) -> Alert:
+        m = self._conn.execute(select(ALERTS).where(ALERTS.c.id == alert_id)).mappings().first()
+        if m is None:
+            raise RotabotError(f"no alert A-{alert_id}")
+        return _alert_from_row(m)
+
+    @store_errors
+    def save(self, alert: Alert) -> None:
+        if alert.id is None:
+            raise ValueError("an alert must be added before it is saved")
+        result = self._conn.execute(
+            update(ALERTS).where(ALERTS.c.id == alert.id).values(**_alert_values(alert))
+        )
+        if result.rowcount != 1:
+            raise RotabotError(f"no alert {alert.ref}")
+
+    @store_errors
+    def latest_for(self, consumer: str, failure_class: str, since: datetime) -> Alert | None:
+        m = (
+            self._conn.execute(
+                select(ALERTS)
+                .where(
+                    ALERTS.c.consumer == consumer,
+                    ALERTS.c.failure_class == failure_class,
+                    ALERTS.c.last_seen >= since,
+                )
+                .order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return _alert_from_row(m) if m is not None else None
+
+    @store_errors
+    def for_secret(
+        self, secret: str, *, unresolved_only: bool = False, since: datetime | None = None
+    ) -> list[Alert]:
+        """Newest (by last seen) first."""
+        stmt = select(ALERTS).where(ALERTS.c.secret == secret)
+        if unresolved_only:
+            stmt = stmt.where(ALERTS.c.status.in_(sorted(s.value for s in UNRESOLVED)))
+        if since is not None:
+            stmt = stmt.where(ALERTS.c.last_seen >= since)
+        stmt = stmt.order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc())
+        return [_alert_from_row(m) for m in self._conn.execute(stmt).mappings()]
+
+    @store_errors
+    def recent(self, limit: int = 10) -> list[Alert]:
+        stmt = select(ALERTS).order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc()).limit(limit)
+        return [_alert_from_row(m) for m in self._conn.execute(stmt).mappings()]

@@ -1,0 +1,108 @@
+"""Every Slack message and view rotabot shows, composed from slack_sdk.models, one module per
+surface:
+
+- ``common``: ``Rendered``, Slack's limits, ``mention``, ``escape_mrkdwn``, ``with_mentions``,
+  ``when``, section and button helpers, ``text_message``, ``error_message``, phase and step words;
+- ``rotation``: the rotation message, its buttons and evidence, and the note after a step;
+- ``replies``: answers to `/rotate list`, `history`, `map`, `help` and the dry run;
+- ``prompts``: an owner's turn prompt; ``alerts``: the incident message;
+- ``modals``: start, report a problem, break-glass revoke, rollback, emergency re-rotation;
+- ``home``: the App Home tab; ``schedule``: readiness reviews and due reminders.
+
+Each builder returns ``(text, blocks)``: ``text`` is the plain fallback Slack shows in
+notifications and to screen readers. Listeners use ``blocks.X``; the composition root hands
+this module to the Slack notifier as its renderer (``rotation_message``, ``turn_prompt``,
+``text_message``, ``with_mentions``).
+"""
+
+from handlers.blocks.alerts import alert_message
+from handlers.blocks.common import (
+    MESSAGE_BLOCK_LIMIT,
+    PHASE_WORDS,
+    SECTION_LIMIT,
+    STEP_ICON,
+    STEP_LABEL,
+    VIEW_BLOCK_LIMIT,
+    Rendered,
+    error_message,
+    escape_mrkdwn,
+    mention,
+    text_message,
+    when,
+    with_mentions,
+)
+from handlers.blocks.home import home_view
+from handlers.blocks.modals import (
+    emergency_modal,
+    override_modal,
+    owner_rollback_lines,
+    report_problem_modal,
+    rollback_done,
+    rollback_modal,
+    start_modal,
+)
+from handlers.blocks.prompts import turn_prompt
+from handlers.blocks.replies import (
+    help_message,
+    history_message,
+    map_message,
+    plan_message,
+    status_list,
+)
+from handlers.blocks.rotation import (
+    COMPACT_AFTER,
+    HEALTH_LINES,
+    consumer_line,
+    evidence_blocks,
+    rotation_actions,
+    rotation_message,
+    step_done,
+)
+from handlers.blocks.schedule import (
+    ask_admins_message,
+    due_message,
+    review_message,
+    scheduled_message,
+)
+
+__all__ = [
+    "COMPACT_AFTER",
+    "HEALTH_LINES",
+    "MESSAGE_BLOCK_LIMIT",
+    "PHASE_WORDS",
+    "SECTION_LIMIT",
+    "STEP_ICON",
+    "STEP_LABEL",
+    "VIEW_BLOCK_LIMIT",
+    "Rendered",
+    "alert_message",
+    "ask_admins_message",
+    "consumer_line",
+    "due_message",
+    "emergency_modal",
+    "error_message",
+    "escape_mrkdwn",
+    "evidence_blocks",
+    "help_message",
+    "history_message",
+    "home_view",
+    "map_message",
+    "mention",
+    "override_modal",
+    "owner_rollback_lines",
+    "plan_message",
+    "report_problem_modal",
+    "review_message",
+    "rollback_done",
+    "rollback_modal",
+    "rotation_actions",
+    "rotation_message",
+    "scheduled_message",
+    "start_modal",
+    "status_list",
+    "step_done",
+    "text_message",
+    "turn_prompt",
+    "when",
+    "with_mentions",
+]

@@ -1,0 +1,44 @@
+"""The incident message of an alert, with its rollback (or re-rotation) and triage buttons."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ContextBlock, SectionBlock
+
+from bot.domain.alert import Alert
+from handlers.blocks.common import SECTION_LIMIT, Rendered, button, md, when
+from handlers.ids import Action, AlertButton
+
+
+def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Rendered:
+    text = context
+    value = AlertButton(
+        alert_id=alert.id or 0, rotation_id=rotation_id, consumer=alert.consumer
+    ).model_dump_json()
+    blocks: list[Block] = [
+        SectionBlock(text=md(f":rotating_light: {context}"[:SECTION_LIMIT])),
+        ContextBlock(
+            elements=[
+                md(
+                    f"{alert.ref} · class *{alert.failure_class}* · {alert.reason[:200]} · seen "
+                    f"{alert.count}x · last {when(alert.last_seen)} · {alert.status.value}"
+                )
+            ]
+        ),
+    ]
+    buttons: list[ButtonElement] = []
+    if rotation_id is not None and alert.rotation_id is None and alert.unresolved:
+        # After R-N revoked the old credential there is nothing to roll back to
+        # (bot.domain.alert_context.prompt_rotation): offer an urgent re-rotation instead.
+        buttons.append(
+            button("Emergency re-rotation", Action.EMERGENCY_ROTATE, value, style="danger")
+        )
+    elif rotation_id is not None and alert.unresolved:
+        buttons.append(
+            button(f"Roll back R-{rotation_id}", Action.ALERT_ROLLBACK, value, style="danger")
+        )
+    if alert.unresolved:
+        buttons.append(button("Not related", Action.ALERT_NOT_RELATED, value))
+        buttons.append(button("Acknowledge", Action.ALERT_ACK, value))
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
+    return text, blocks

@@ -1,0 +1,124 @@
+"""What every surface shares: the ``Rendered`` shape, Slack's limits, the one way to mention
+someone, the one mrkdwn escaper, timestamps, and the section and button helpers.
+
+Each builder returns ``(text, blocks)``: ``text`` is the plain fallback Slack shows in
+notifications and to screen readers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from slack_sdk.models.blocks import (
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.mentions import mention as mention  # the one mention syntax, re-exported
+from handlers.ids import Action
+
+Rendered = tuple[str, list[Block]]
+
+SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section; keep a margin
+MESSAGE_BLOCK_LIMIT = 50
+VIEW_BLOCK_LIMIT = 100
+
+STEP_LABEL = {
+    StepState.DISTRIBUTED: "Distributed",
+    StepState.VALIDATED: "Validated",
+    StepState.SIGNED_OFF: "Sign off",
+}
+STEP_ICON = {
+    StepState.WAITING: ":white_circle:",
+    StepState.DISTRIBUTED: ":large_blue_circle:",
+    StepState.VALIDATED: ":large_green_circle:",
+    StepState.SIGNED_OFF: ":white_check_mark:",
+    StepState.FAILED: ":red_circle:",
+}
+PHASE_WORDS = {
+    Phase.READY_CHECK: "ready-check: waiting for the new credential",
+    Phase.PREPARED: "prepared: new credential created beside the old one",
+    Phase.DISTRIBUTING: "distributing: owners confirm their consumers have the new credential",
+    Phase.VALIDATING: "validating: owners confirm their consumers work with it",
+    Phase.SWITCHED: "switched: the new credential is current",
+    Phase.OBSERVING: "observing: the old credential stays valid while we watch",
+    Phase.REVOCABLE: "ready to revoke the old credential",
+    Phase.REVOKED: "done: the old credential is revoked",
+    Phase.ROLLED_BACK: "rolled back: the previous credential is current again",
+    Phase.CANCELLED: "cancelled",
+    Phase.FAILED: "failed: waiting to be resumed, rolled back or cancelled",
+}
+
+
+_OWNER_ID = re.compile(r"\bowner ([UWS][A-Z0-9]{2,})\b")
+
+
+def with_mentions(text: str) -> str:
+    """The domain speaks of `owner U0ALICE`; in Slack that reads better as a mention."""
+    return _OWNER_ID.sub(lambda m: "owner " + mention(m.group(1)), text)
+
+
+def escape_mrkdwn(text: str) -> str:
+    """The one mrkdwn escaper: text from back ends and consumers (application names, reasons)
+    is shown, not parsed (no mentions, links or dates of its own)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def when(ts: datetime | None) -> str:
+    if ts is None:
+        return "—"
+    return f"<!date^{int(ts.timestamp())}^{{date_short_pretty}} {{time}}|{ts:%Y-%m-%d %H:%M} UTC>"
+
+
+def md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text)
+
+
+def sections(lines: Sequence[str], heading: str | None = None) -> list[Block]:
+    """Pack lines into as few sections as fit Slack's per-section limit."""
+    blocks: list[Block] = []
+    chunk = heading + "\n" if heading else ""
+    for line in lines:
+        if len(chunk) + len(line) + 1 > SECTION_LIMIT and chunk:
+            blocks.append(SectionBlock(text=md(chunk.rstrip())))
+            chunk = ""
+        chunk += line[:SECTION_LIMIT] + "\n"
+    if chunk.strip():
+        blocks.append(SectionBlock(text=md(chunk.rstrip())))
+    return blocks
+
+
+def button(
+    text: str,
+    action: Action,
+    value: str,
+    *,
+    style: str | None = None,
+    confirm: ConfirmObject | None = None,
+) -> ButtonElement:
+    return ButtonElement(
+        text=PlainTextObject(text=text),
+        action_id=action.value,
+        value=value,
+        style=style,
+        confirm=confirm,
+    )
+
+
+def error_message(message: str, usage: str | None = None) -> Rendered:
+    message = with_mentions(message)
+    lines = [f":warning: {message}"]
+    if usage:
+        lines.append(f"Usage:\n```{usage}```")
+    return message, sections(lines)
+
+
+def text_message(text: str) -> Rendered:
+    return text, sections([text])

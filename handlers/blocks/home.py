@@ -1,0 +1,51 @@
+"""The App Home tab: active rotations, what waits on the viewer, recent alerts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextObject
+from slack_sdk.models.views import View as SlackView
+
+from bot.domain.alert import Alert
+from bot.domain.lifecycle import StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from handlers.blocks.common import STEP_LABEL, VIEW_BLOCK_LIMIT, mention, sections
+from handlers.blocks.rotation import waiting_on
+
+
+def home_view(
+    user: str,
+    active: Sequence[Rotation],
+    mine: Sequence[tuple[Rotation, ConsumerProgress, StepState]],
+    alerts: Sequence[Alert],
+) -> SlackView:
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="rotabot"))]
+    blocks.extend(
+        sections(
+            [f"• *{r.ref}* `{r.secret}` · {r.phase.value}{waiting_on(r)}" for r in active]
+            or ["No active rotations."],
+            "*Active rotations*",
+        )
+    )
+    blocks.append(DividerBlock())
+    blocks.extend(
+        sections(
+            [f"• *{r.ref}* `{c.name}` ({c.lane}): *{STEP_LABEL[s]}*" for r, c, s in mine]
+            or ["Nothing is waiting on you."],
+            f"*Waiting on {mention(user)}*",
+        )
+    )
+    blocks.append(DividerBlock())
+    blocks.extend(
+        sections(
+            [
+                f"• {a.ref} `{a.consumer}` ({a.lane}) {a.failure_class} · {a.count}x · "
+                f"{a.status.value}"
+                for a in alerts
+            ]
+            or ["No recent alerts."],
+            "*Recent alerts*",
+        )
+    )
+    return SlackView(type="home", blocks=blocks[:VIEW_BLOCK_LIMIT])

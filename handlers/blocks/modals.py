@@ -1,0 +1,236 @@
+"""Modals (start, report a problem, break-glass revoke, rollback, emergency re-rotation) and
+the rollback's thread note and owner lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import (
+    Block,
+    Option,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+    StaticSelectElement,
+)
+from slack_sdk.models.blocks.block_elements import RadioButtonsElement
+from slack_sdk.models.blocks.blocks import InputBlock
+from slack_sdk.models.views import View as SlackView
+
+from bot.domain.gate import GateResult
+from bot.domain.rotation import Rotation
+from bot.services.emergency import OwnerNote
+from handlers.blocks.common import (
+    MESSAGE_BLOCK_LIMIT,
+    SECTION_LIMIT,
+    Rendered,
+    md,
+    mention,
+    sections,
+    when,
+    with_mentions,
+)
+from handlers.ids import AlertButton, RotationButton, StepButton, View
+
+
+def _reason_input() -> InputBlock:
+    return InputBlock(
+        block_id="reason",
+        optional=True,
+        label=PlainTextObject(text="Reason"),
+        element=PlainTextInputElement(action_id="value"),
+    )
+
+
+def start_modal(secrets: Sequence[str]) -> SlackView:
+    options = [Option(text=PlainTextObject(text=s[:75]), value=s) for s in secrets[:100]]
+    return SlackView(
+        type="modal",
+        callback_id=View.START.value,
+        title=PlainTextObject(text="Start a rotation"),
+        submit=PlainTextObject(text="Start"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            InputBlock(
+                block_id="secret",
+                label=PlainTextObject(text="Secret"),
+                element=StaticSelectElement(
+                    action_id="value", options=options, placeholder=PlainTextObject(text="Pick one")
+                ),
+            ),
+            InputBlock(
+                block_id="overlap",
+                optional=True,
+                label=PlainTextObject(text="Overlap (e.g. 24h)"),
+                element=PlainTextInputElement(action_id="value"),
+            ),
+            InputBlock(
+                block_id="observe",
+                optional=True,
+                label=PlainTextObject(text="Observation window (e.g. 2h)"),
+                element=PlainTextInputElement(action_id="value"),
+            ),
+        ],
+    )
+
+
+def report_problem_modal(button: StepButton) -> SlackView:
+    return SlackView(
+        type="modal",
+        callback_id=View.REPORT_PROBLEM.value,
+        private_metadata=button.model_dump_json(),
+        title=PlainTextObject(text="Report a problem"),
+        submit=PlainTextObject(text="Report"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=md(f"`{button.consumer}` in R-{button.rotation_id}")),
+            InputBlock(
+                block_id="what",
+                label=PlainTextObject(text="What fails?"),
+                element=PlainTextInputElement(
+                    action_id="value",
+                    multiline=True,
+                    placeholder=PlainTextObject(
+                        text="e.g. 401 invalid_api_key from the provider (never paste the key)"
+                    ),
+                ),
+            ),
+        ],
+    )
+
+
+def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
+    return SlackView(
+        type="modal",
+        callback_id=View.REVOKE_OVERRIDE.value,
+        private_metadata=RotationButton(rotation_id=rotation.id or 0).model_dump_json(),
+        title=PlainTextObject(text="Break-glass revoke"),
+        submit=PlainTextObject(text="Revoke anyway"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            *sections(
+                [f"• {with_mentions(u)}" for u in gate.unmet[:20]],
+                f"*{rotation.ref} is not ready to revoke:*",
+            ),
+            InputBlock(
+                block_id="reason",
+                label=PlainTextObject(text="Reason (posted and audited)"),
+                element=PlainTextInputElement(action_id="value", multiline=True, min_length=10),
+            ),
+        ],
+    )
+
+
+def owner_rollback_lines(notes: Sequence[OwnerNote]) -> list[str]:
+    """One line per owner who must act on a rollback, for the modal and the thread alike."""
+    return [
+        f"{mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
+        f"{n.note or 'no rollback note in the catalog'}"
+        for n in notes
+    ]
+
+
+def rollback_modal(
+    rotation: Rotation, consumer: str | None, restart_notes: Sequence[str], alert_id: int = 0
+) -> SlackView:
+    """The confirmation before a rollback: what the store and issuer will do, what happens to
+    the new credential (the admin's choice), and which owners must act."""
+    switched = rotation.switched_at is not None
+    old = f"version {rotation.old_version}" if rotation.old_version else "the old credential"
+    new = f"version {rotation.new_version}" if rotation.new_version else "the new credential"
+    if switched:
+        what = (
+            f"The previous credential ({old}) becomes current again at `{rotation.store_path}` "
+            "(its data is written back as the current version) and the issuer keeps it valid. "
+            f"The new credential ({new}) stops being current."
+        )
+    else:
+        what = (
+            f"Nothing changes for consumers that read the current credential: the previous "
+            f"one ({old}) is still current at `{rotation.store_path}` and the issuer keeps it "
+            f"valid. The new credential ({new}) is never made current."
+        )
+    what += (
+        f" {rotation.ref} ends as rolled back. Below you choose whether the new credential "
+        "stays valid but unused (pending) or is revoked now. Owners of restart and staged "
+        "consumers are mentioned in the rotation thread with their rollback notes."
+    )
+    notes = list(restart_notes) or ["No consumer needs a restart to go back."]
+    keep = Option(text=PlainTextObject(text="Keep it pending (valid, unused)"), value="keep")
+    return SlackView(
+        type="modal",
+        callback_id=View.ROLLBACK.value,
+        private_metadata=AlertButton(
+            alert_id=alert_id, rotation_id=rotation.id, consumer=consumer
+        ).model_dump_json(),
+        title=PlainTextObject(text=f"Roll back {rotation.ref}"[:24]),
+        submit=PlainTextObject(text="Roll back"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
+            *sections([f"• {n}" for n in notes], "*Owners to act*"),
+            InputBlock(
+                block_id="new_credential",
+                label=PlainTextObject(text="The new credential"),
+                element=RadioButtonsElement(
+                    action_id="value",
+                    initial_option=keep,
+                    options=[
+                        keep,
+                        Option(text=PlainTextObject(text="Revoke it now"), value="revoke"),
+                    ],
+                ),
+            ),
+            _reason_input(),
+        ],
+    )
+
+
+def rollback_done(
+    rotation: Rotation, actor: str, new_credential: str, owner_lines: Sequence[str]
+) -> Rendered:
+    """The thread note after a rollback: who, what the store holds now, who must act."""
+    text = (
+        f":leftwards_arrow_with_hook: {mention(actor)} rolled back {rotation.ref}: the previous "
+        f"credential of `{rotation.secret}` is current again and stays valid; the new one is "
+        f"{new_credential}."
+    )
+    lines = [f"• {line}" for line in owner_lines]
+    heading = (
+        "*Owners to act now* (these consumers do not pick it up by themselves):"
+        if lines
+        else None
+    )
+    blocks: list[Block] = [SectionBlock(text=md(text))]
+    if lines:
+        blocks.extend(sections(lines, heading))
+    fallback = text + ("\n" + "\n".join(lines) if lines else "")
+    return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
+
+
+def emergency_modal(
+    revoked: Rotation, factor: int, alert_id: int = 0, consumer: str | None = None
+) -> SlackView:
+    """After revocation rollback is impossible: confirm an urgent re-rotation instead."""
+    what = (
+        f"{revoked.ref} already revoked the old credential of `{revoked.secret}`"
+        f"{' on ' + when(revoked.finished_at) if revoked.finished_at else ''}: there is no "
+        "previous credential to go back to. An *emergency re-rotation* starts a new rotation of "
+        f"`{revoked.secret}` marked urgent: a new credential is created beside the current one "
+        "(both stay valid), owners are asked again lane by lane, and their reminders and "
+        f"escalations come {factor} times sooner than usual."
+    )
+    return SlackView(
+        type="modal",
+        callback_id=View.EMERGENCY.value,
+        private_metadata=AlertButton(
+            alert_id=alert_id, rotation_id=revoked.id, consumer=consumer
+        ).model_dump_json(),
+        title=PlainTextObject(text="Emergency re-rotation"),
+        submit=PlainTextObject(text="Start urgent rotation"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
+            _reason_input(),
+        ],
+    )

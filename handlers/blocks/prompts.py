@@ -1,0 +1,43 @@
+"""The thread message asking one owner for their next step, with its buttons."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import ActionsBlock, SectionBlock
+
+from bot.domain.lifecycle import StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from handlers.blocks.common import STEP_LABEL, Rendered, button, md, mention
+from handlers.ids import Action, StepButton
+
+
+def turn_prompt(rotation: Rotation, consumer: ConsumerProgress, step: StepState) -> Rendered:
+    """A thread message asking one owner for their next step."""
+    ask = {
+        StepState.DISTRIBUTED: "make sure it has the new credential (pending version "
+        f"{rotation.new_version}), then press *Distributed*",
+        StepState.VALIDATED: "check it works with the new credential on its real dependency "
+        "path, then press *Validated*",
+        StepState.SIGNED_OFF: "when you are OK for the old credential to be revoked, press "
+        "*Sign off*",
+    }[step]
+    text = f"{consumer.name} ({consumer.lane}): {mention(consumer.owner)}, {ask}"
+    step_value = StepButton(
+        rotation_id=rotation.id or 0, consumer=consumer.name, step=step
+    ).model_dump_json()
+    problem_value = StepButton(
+        rotation_id=rotation.id or 0, consumer=consumer.name, step=StepState.FAILED
+    ).model_dump_json()
+    return text, [
+        SectionBlock(
+            text=md(
+                f"*{consumer.name}* ({consumer.lane}, {consumer.reload}) · "
+                f"{mention(consumer.owner)}, {ask}."
+            )
+        ),
+        ActionsBlock(
+            elements=[
+                button(STEP_LABEL[step], Action.STEP, step_value, style="primary"),
+                button("Report a problem", Action.REPORT_PROBLEM, problem_value, style="danger"),
+            ]
+        ),
+    ]

@@ -1,0 +1,232 @@
+"""The one parent message of a rotation (updated in place), its buttons, its evidence, and
+the thread note after a step."""
+
+from __future__ import annotations
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.domain.gate import GateResult
+from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.health import RotationEvidence
+from handlers.blocks.common import (
+    MESSAGE_BLOCK_LIMIT,
+    PHASE_WORDS,
+    SECTION_LIMIT,
+    STEP_ICON,
+    Rendered,
+    button,
+    escape_mrkdwn,
+    md,
+    mention,
+    sections,
+    when,
+    with_mentions,
+)
+from handlers.ids import Action, RotationButton
+
+COMPACT_AFTER = 40  # consumers; past this the message shows a per-lane summary
+HEALTH_LINES = 20  # per message; the rest is in `/rotate status`
+
+
+def consumer_line(c: ConsumerProgress) -> str:
+    by = f" by {mention(c.updated_by)}" if c.updated_by and c.state is not StepState.WAITING else ""
+    return (
+        f"{STEP_ICON[c.state]} `{c.name}` · {mention(c.owner)} · {c.reload} · *{c.state.value}*{by}"
+    )
+
+
+def waiting_on(rotation: Rotation) -> str:
+    """` · waiting on ...`: the consumers whose step is next, for one-line rotation lists."""
+    pending = rotation.pending_steps()
+    if not pending:
+        return ""
+    names = ", ".join(f"`{c.name}`" for c, _ in pending[:5])
+    more = f" +{len(pending) - 5}" if len(pending) > 5 else ""
+    return f" · waiting on {names}{more}"
+
+
+def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Block]:
+    """Usage of the old credential (after the switch) and the latest health result per
+    consumer, where known."""
+    lines: list[str] = []
+    usage = evidence.usage
+    if usage is not None and rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
+        in_use = usage.in_use
+        icon = ":grey_question:" if in_use is None else (
+            ":warning:" if in_use else ":white_check_mark:"
+        )
+        lines.append(f"{icon} old credential: {escape_mrkdwn(usage.summary)[:600]}")
+    known = [c for c in rotation.consumers_in_order() if c.name in evidence.health]
+    for c in known[:HEALTH_LINES]:
+        h = evidence.health[c.name]
+        icon = ":large_green_circle:" if h.ok else ":red_circle:"
+        lines.append(f"{icon} `{c.name}` health: {escape_mrkdwn(h.reason)[:300]} · {when(h.at)}")
+    if len(known) > HEALTH_LINES:
+        lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
+    if not lines:
+        return []
+    return [DividerBlock(), *sections(lines, "*Evidence*")]
+
+
+def rotation_message(
+    rotation: Rotation,
+    gate: GateResult | None = None,
+    evidence: RotationEvidence | None = None,
+) -> Rendered:
+    """The one parent message of a rotation, updated in place."""
+    text = f"{rotation.ref} {rotation.secret}: {PHASE_WORDS[rotation.phase]}"
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=PlainTextObject(text=f"{rotation.ref} · rotating {rotation.secret}"[:150])
+        ),
+        SectionBlock(
+            fields=[
+                md(f"*Phase*\n{PHASE_WORDS[rotation.phase]}"),
+                md(f"*Started by*\n{mention(rotation.started_by)}"),
+                md(f"*Overlap until*\n{when(rotation.overlap_until)}"),
+                md(f"*Observe until*\n{when(rotation.observe_until)}"),
+            ]
+        ),
+    ]
+    if rotation.urgent:
+        blocks.append(ContextBlock(elements=[md(":rotating_light: urgent re-rotation")]))
+    if rotation.phase is Phase.FAILED and rotation.failure_reason:
+        blocks.append(
+            SectionBlock(text=md(f":warning: {rotation.failure_reason}"[:SECTION_LIMIT]))
+        )
+    if rotation.phase is Phase.READY_CHECK and rotation.failure_reason is None:
+        blocks.append(
+            SectionBlock(
+                text=md(
+                    f"Write the new credential to `{rotation.store_path}`; rotabot notices the new "
+                    "version and asks the owners in this thread."
+                )
+            )
+        )
+    blocks.append(DividerBlock())
+    blocks.extend(_lane_blocks(rotation))
+    if evidence is not None:
+        blocks.extend(evidence_blocks(rotation, evidence))
+    if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
+        blocks.append(DividerBlock())
+        blocks.extend(
+            sections([f"• {with_mentions(u)}" for u in gate.unmet[:20]], "*Before revocation*")
+        )
+    actions = rotation_actions(rotation)
+    if actions:
+        blocks.append(ActionsBlock(elements=actions))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                md(
+                    f"{len(rotation.consumers)} consumers · lanes {' → '.join(rotation.lanes)} · "
+                    f"`/rotate status {rotation.ref}`"
+                )
+            ]
+        )
+    )
+    if len(blocks) > MESSAGE_BLOCK_LIMIT:
+        overflow = ContextBlock(
+            elements=[md("More detail than one message holds: see App Home or `/rotate status`.")]
+        )
+        blocks = [*blocks[: MESSAGE_BLOCK_LIMIT - 1], overflow]
+    return text, blocks
+
+
+def _lane_blocks(rotation: Rotation) -> list[Block]:
+    """One heading per lane with its consumers, or (past COMPACT_AFTER) who is still behind."""
+    blocks: list[Block] = []
+    compact = len(rotation.consumers) > COMPACT_AFTER
+    active_lane = rotation.active_lane()
+    for lane in rotation.lanes:
+        consumers = rotation.consumers_in_lane(lane)
+        if not consumers:
+            continue
+        done = sum(1 for c in consumers if c.state in (StepState.VALIDATED, StepState.SIGNED_OFF))
+        marker = (
+            " ← now"
+            if lane == active_lane and rotation.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
+            else ""
+        )
+        heading = f"*{lane}* · {done}/{len(consumers)} validated{marker}"
+        if compact:
+            behind = [
+                c for c in consumers if c.state not in (StepState.VALIDATED, StepState.SIGNED_OFF)
+            ]
+            names = ", ".join(f"`{c.name}`" for c in behind[:15])
+            more = f" and {len(behind) - 15} more" if len(behind) > 15 else ""
+            line = f"still to validate: {names}{more}" if behind else "all validated"
+            blocks.extend(sections([line], heading))
+        else:
+            blocks.extend(sections([consumer_line(c) for c in consumers], heading))
+    return blocks
+
+
+def rotation_actions(rotation: Rotation) -> list[ButtonElement]:
+    value = RotationButton(rotation_id=rotation.id or 0).model_dump_json()
+    buttons: list[ButtonElement] = []
+    if rotation.ready_to_switch():
+        buttons.append(
+            button(
+                "Switch to new credential",
+                Action.SWITCH,
+                value,
+                style="primary",
+                confirm=ConfirmObject(
+                    title="Switch?",
+                    confirm="Switch",
+                    deny="Not yet",
+                    text="The new credential becomes current. The old one stays "
+                    "valid until revocation.",
+                ),
+            )
+        )
+    if rotation.phase in (Phase.REVOCABLE, Phase.OBSERVING):
+        buttons.append(
+            button(
+                "Revoke old credential",
+                Action.REVOKE,
+                value,
+                style="danger",
+                confirm=ConfirmObject(
+                    title="Revoke?",
+                    confirm="Revoke",
+                    deny="Cancel",
+                    text="The old credential stops working for good. This cannot be undone.",
+                ),
+            )
+        )
+    if rotation.phase is Phase.FAILED:
+        buttons.append(button("Resume", Action.RESUME, value, style="primary"))
+    if rotation.phase is Phase.READY_CHECK:
+        buttons.append(button("Check the store again", Action.CHECK_STORE, value))
+    if rotation.phase not in (Phase.REVOKED, Phase.ROLLED_BACK, Phase.CANCELLED, Phase.READY_CHECK):
+        buttons.append(button("Roll back", Action.ROLLBACK, value))
+    return buttons
+
+
+def step_done(
+    rotation: Rotation, consumer: ConsumerProgress, step: StepState, actor: str
+) -> Rendered:
+    text = f"{consumer.name} ({consumer.lane}) {step.value} by {actor}"
+    return text, [
+        ContextBlock(
+            elements=[
+                md(
+                    f"{STEP_ICON[step]} `{consumer.name}` ({consumer.lane}) *{step.value}* by "
+                    f"{mention(actor)} · {rotation.ref}"
+                )
+            ]
+        )
+    ]

@@ -1,0 +1,201 @@
+"""Scheduled rotations in Slack: the readiness review with its Confirm-ready buttons, the
+admins' prompt when readiness did not pass, max_age "due" reminders, and the answer to
+`/rotate schedule`. The listener of the buttons is handlers/schedule_actions.py."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from slack_sdk.models.blocks import (
+    Block,
+    ButtonElement,
+    ContextBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from bot.catalog import Catalog
+from bot.domain.durations import format_duration
+from bot.domain.schedule import (
+    Confirmation,
+    DueSecret,
+    ScheduledRotation,
+    ScheduleStatus,
+    format_at,
+)
+from bot.services.schedules import ScheduleService
+from handlers.blocks.common import (
+    MESSAGE_BLOCK_LIMIT,
+    SECTION_LIMIT,
+    Rendered,
+    mention,
+    text_message,
+    when,
+    with_mentions,
+)
+from handlers.ids import Action
+
+# Slack allows 50 blocks a message: owners past this many are listed without a button.
+_MAX_OWNER_ROWS = 40
+
+
+class ConfirmReadyButton(BaseModel):
+    """The value of a Confirm-ready button (read back by handlers/schedule_actions.py)."""
+
+    schedule_id: int
+    owner: str
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text[:SECTION_LIMIT])
+
+
+def _section(text: str) -> SectionBlock:
+    return SectionBlock(text=_md(text))
+
+
+_FINDING_ICON = {"blocking": ":no_entry:", "warning": ":warning:"}
+
+_STATUS_LINE = {
+    ScheduleStatus.SCHEDULED: "Scheduled.",
+    ScheduleStatus.REVIEW_POSTED: "Waiting for every owner to confirm ready.",
+    ScheduleStatus.READINESS_PASSED: "Readiness passed: the rotation starts at the time above.",
+    ScheduleStatus.STARTED: "Started.",
+    ScheduleStatus.NEEDS_ADMIN: "Did not start by itself: the admins were asked.",
+    ScheduleStatus.CANCELLED: "Replaced by a newer schedule.",
+}
+
+
+def review_message(
+    item: ScheduledRotation,
+    catalog: Catalog,
+    owners: tuple[str, ...],
+    confirmed: list[Confirmation],
+) -> Rendered:
+    """The readiness review: findings in words, then one Confirm-ready row per owner."""
+    text = f"Readiness review: {item.secret} rotates at {format_at(item.at)} ({item.ref})"
+    body: list[Block] = [
+        _section(
+            f"*Readiness review · `{item.secret}` rotates {when(item.at)}* ({item.ref}, "
+            f"scheduled by {mention(item.created_by)})"
+        ),
+        *_finding_sections(item),
+    ]
+    by_owner = {c.owner: c for c in confirmed}
+    consumers: dict[str, list[str]] = {}
+    if item.secret in catalog.secrets:
+        for name, spec in catalog.secret(item.secret).consumers.items():
+            consumers.setdefault(spec.owner, []).append(f"`{name}` ({spec.lane})")
+    can_confirm = item.status not in (ScheduleStatus.STARTED, ScheduleStatus.CANCELLED)
+    if owners:
+        body.append(
+            _section("*Owners:* confirm that your consumers are ready for this rotation "
+                     "(you can take the new credential and someone is around).")
+        )
+    for i, owner in enumerate(owners):
+        what = ", ".join(consumers.get(owner, [])) or "no consumers"
+        done = by_owner.get(owner)
+        if done is not None:
+            line = (
+                f":white_check_mark: {mention(owner)} · {what} · confirmed by "
+                f"{mention(done.confirmed_by)} {when(done.confirmed_at)}"
+            )
+            body.append(_section(line))
+        elif can_confirm and i < _MAX_OWNER_ROWS:
+            value = ConfirmReadyButton(schedule_id=item.id or 0, owner=owner)
+            body.append(
+                SectionBlock(
+                    text=_md(f":white_circle: {mention(owner)} · {what}"),
+                    accessory=ButtonElement(
+                        text=PlainTextObject(text="Confirm ready"),
+                        action_id=Action.CONFIRM_READY.value,
+                        value=value.model_dump_json(),
+                        style="primary",
+                    ),
+                )
+            )
+        else:
+            body.append(_section(f":white_circle: {mention(owner)} · {what}"))
+    status = _STATUS_LINE[item.status]
+    if item.status is ScheduleStatus.STARTED and item.rotation_id is not None:
+        status = f"Started R-{item.rotation_id}."
+    elif item.outcome and item.status in (ScheduleStatus.NEEDS_ADMIN, ScheduleStatus.CANCELLED):
+        status = f"{status} {item.outcome}"
+    body.append(ContextBlock(elements=[_md(with_mentions(status))]))
+    return text, body[:MESSAGE_BLOCK_LIMIT]
+
+
+def _finding_sections(item: ScheduledRotation) -> list[Block]:
+    """The review's findings, blocking first, packed into as few sections as fit."""
+    if not item.findings:
+        return [
+            _section(":white_check_mark: No findings: the catalog entry is complete and the "
+                     "store and issuer answer.")
+        ]
+    body: list[Block] = []
+    ordered = sorted(item.findings, key=lambda f: not f.blocking)
+    lines = [
+        f"{_FINDING_ICON.get(f.severity, '•')} *{f.severity}* ({f.subject}): "
+        f"{with_mentions(f.message)}"
+        for f in ordered
+    ]
+    chunk = ""
+    for line in lines:
+        if chunk and len(chunk) + len(line) + 1 > SECTION_LIMIT:
+            body.append(_section(chunk))
+            chunk = ""
+        chunk += line + "\n"
+    if chunk:
+        body.append(_section(chunk.rstrip()))
+    return body
+
+
+def ask_admins_message(
+    item: ScheduledRotation, admins: tuple[str, ...], reasons: tuple[str, ...]
+) -> Rendered:
+    who = " ".join(mention(a) for a in admins) or "Admins"
+    lines = "\n".join(f"• {with_mentions(r)}" for r in reasons)
+    text = f"{item.ref}: the scheduled rotation of {item.secret} did not start"
+    return text, [
+        _section(
+            f"{who}: the rotation of `{item.secret}` scheduled for {when(item.at)} "
+            f"({item.ref}) *did not start*, because readiness did not pass:\n{lines}"
+        ),
+        _section(
+            f"Start it now with `/rotate start {item.secret}`, or postpone it with "
+            f"`/rotate schedule {item.secret} at YYYY-MM-DDTHH:MMZ`."
+        ),
+    ]
+
+
+def due_message(due: DueSecret, lead_text: str) -> Rendered:
+    who = " ".join(mention(a) for a in due.admins) or "Admins"
+    text = f"{due.secret} is due for rotation"
+    return text, [
+        _section(
+            f":hourglass: {who}: `{due.secret}` is *due for rotation*: "
+            f"{due.age.describe()}."
+        ),
+        _section(
+            f"Rotate it with `/rotate start {due.secret}`, or plan it with "
+            f"`/rotate schedule {due.secret} at YYYY-MM-DDTHH:MMZ` (a readiness review is "
+            f"posted {lead_text} before)."
+        ),
+    ]
+
+
+def scheduled_message(svc: ScheduleService, item: ScheduledRotation) -> Rendered:
+    """The answer to `/rotate schedule`: when it runs and when the review comes."""
+    settings = svc.rotations.catalog.settings_for(item.secret)
+    review_at = svc.review_at(item)
+    review = (
+        f"the readiness review is posted in <#{settings.channel}> now"
+        if review_at <= svc.rotations.clock.now()
+        else f"the readiness review is posted in <#{settings.channel}> {when(review_at)}"
+        f" ({format_duration(settings.readiness_lead)} before)"
+    )
+    return text_message(
+        f"Scheduled {item.ref}: `{item.secret}` rotates {when(item.at)} "
+        f"({format_at(item.at)}); {review}. It starts by itself only if every owner confirmed "
+        "ready and nothing blocks; otherwise the admins are asked."
+    )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -73,7 +72,8 @@ class HealthChecker:
     def __init__(
         self,
         client: httpx.Client | None = None,
-        env: Mapping[str, str] = os.environ,
+        *,
+        env: Mapping[str, str],
         max_concurrency: int = 8,
     ) -> None:
         if max_concurrency < 1:

@@ -40,7 +40,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -90,6 +89,7 @@ class StoreUnreachable(StoreError):
 def make_vault_client(
     url: str,
     *,
+    env: Mapping[str, str],
     token_env: str = "VAULT_TOKEN",  # noqa: S107 - the name of a variable, not a token
     approle_role_id_env: str | None = None,
     approle_secret_id_env: str | None = None,
@@ -97,7 +97,8 @@ def make_vault_client(
     timeout: float = 10,
     approle_mount: str = "approle",
 ) -> hvac.Client:
-    """An hvac client logged in with credentials read from the environment.
+    """An hvac client logged in with credentials read from ``env`` (the process environment,
+    as bot/runtime/settings.py captured it).
 
     The catalog names only the environment variables. With both AppRole variable names given,
     the client logs in with ``auth.approle.login`` (a network call); otherwise it uses the
@@ -109,11 +110,11 @@ def make_vault_client(
             "variable name; set approle_role_id_env and approle_secret_id_env together"
         )
     if approle_role_id_env is None or approle_secret_id_env is None:
-        token = _env(token_env, url, "the Vault/OpenBao token")
+        token = _env(env, token_env, url, "the Vault/OpenBao token")
         return hvac.Client(url=url, token=token, namespace=namespace, timeout=timeout)
 
-    role_id = _env(approle_role_id_env, url, "the AppRole role_id")
-    secret_id = _env(approle_secret_id_env, url, "the AppRole secret_id")
+    role_id = _env(env, approle_role_id_env, url, "the AppRole role_id")
+    secret_id = _env(env, approle_secret_id_env, url, "the AppRole secret_id")
     # token="" keeps hvac from picking up VAULT_TOKEN or ~/.vault-token on its own.
     client = hvac.Client(url=url, token="", namespace=namespace, timeout=timeout)
     failure: StoreError | None = None
@@ -134,8 +135,8 @@ def make_vault_client(
     return client
 
 
-def _env(name: str, url: str, what: str) -> str:
-    value = os.environ.get(name, "")
+def _env(env: Mapping[str, str], name: str, url: str, what: str) -> str:
+    value = env.get(name, "")
     if not value:
         raise StoreError(
             f"environment variable {name} is not set: export {what} for {url} there "

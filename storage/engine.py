@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Any
 
@@ -12,16 +11,10 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 
 from bot.domain.errors import StoreUnavailable
 
-DEFAULT_DATABASE_URL = "sqlite:///./rotabot.db"
 # How long a SQLite writer waits for another one before giving up (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # A PostgreSQL host that does not answer should fail a request, not hang it.
 POSTGRES_CONNECT_TIMEOUT_S = 10
-
-
-def database_url_from_env() -> str:
-    """DATABASE_URL, or a SQLite file in the working directory."""
-    return os.environ.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
 
 
 def normalize_url(url: str | URL) -> URL:

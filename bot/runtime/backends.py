@@ -3,7 +3,6 @@ environment (the catalog names variables; it never holds a credential)."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,10 +16,10 @@ class CatalogBackends:
     """The BackendRegistry the service uses: one adapter instance per configured back end."""
 
     def __init__(
-        self, catalog: Catalog, env: Mapping[str, str] | None = None, base_dir: Path | None = None
+        self, catalog: Catalog, env: Mapping[str, str], base_dir: Path | None = None
     ) -> None:
         self._catalog = catalog
-        self._env = os.environ if env is None else env
+        self._env = env  # the environment as the settings captured it
         # Relative file-store paths are relative to the catalog file, like includes.
         source = catalog.source
         self._base = base_dir or (Path(source).resolve().parent if source else Path.cwd())
@@ -55,6 +54,7 @@ class CatalogBackends:
             try:
                 client = make_vault_client(
                     getattr(config, "url"),  # noqa: B009
+                    env=self._env,
                     token_env=getattr(config, "token_env", None) or "VAULT_TOKEN",
                     approle_role_id_env=approle.role_id_env if approle else None,
                     approle_secret_id_env=approle.secret_id_env if approle else None,

@@ -1,43 +1,175 @@
-"""Process settings, read once from the environment by the composition root."""
+"""Process settings: the one place the environment is read, once, by the composition root."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Any, Self
+
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bot.domain.durations import parse_duration
+from bot.services.health_schedule import DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL
+from bot.services.health_schedule import MIN_INTERVAL as MIN_HEALTH_INTERVAL
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+# Field -> the environment variable it is read from. credentials_env is not listed: it is the
+# whole environment, not one variable.
+ENV_NAMES: Mapping[str, str] = {
+    "catalog_path": "ROTABOT_CATALOG",
+    "database_url": "DATABASE_URL",
+    "slack_api_url": "SLACK_API_URL",
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+    "alert_secret": "ROTABOT_ALERT_SECRET",
+    "log_level": "ROTABOT_LOG_LEVEL",
+    "port": "PORT",
+    "health_interval": "ROTABOT_HEALTH_INTERVAL",
+}
+
+# The environment `Settings()` reads: os.environ, unless from_env was handed a mapping. A
+# context variable (not a class attribute) so concurrent from_env calls cannot see each other's.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("rotabot_settings_env", default=None)
 
 
 class SettingsError(Exception):
     """A missing or malformed setting; the message says what to set."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    catalog_path: str
-    database_url: str
+class _Environment(PydanticBaseSettingsSource):
+    """Reads ENV_NAMES from one mapping (empty means unset) and snapshots it as credentials_env.
+
+    Used instead of pydantic-settings' env, dotenv and secrets-dir sources so that nothing but
+    this mapping is read (no .env file, no JSON decoding of a variable named like a field).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = ENV_NAMES.get(field_name)
+        raw = self._environ.get(name) if name is not None else None
+        return (raw or None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field_name in ENV_NAMES:
+            raw, key, _ = self.get_field_value(self.settings_cls.model_fields[field_name],
+                                               field_name)
+            if raw is not None:
+                values[key] = raw
+        values["credentials_env"] = dict(self._environ)
+        return values
+
+
+class Settings(BaseSettings):
+    """Everything `rotabot` reads from its environment, validated once at start-up.
+
+    ``Settings()`` reads ``os.environ``; keyword arguments override single fields (tests, the
+    sandbox). ``Settings.from_env(mapping)`` reads only that mapping. Secrets stay plain
+    strings for their readers but are left out of ``repr``, as is ``credentials_env``.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    catalog_path: str = "./catalog.yml"
+    database_url: str = "sqlite:///./rotabot.db"
     slack_api_url: str = DEFAULT_SLACK_API_URL
-    slack_bot_token: str | None = None
-    slack_signing_secret: str | None = None
-    slack_app_token: str | None = None
-    alert_secret: str | None = None
+    slack_bot_token: str | None = Field(default=None, repr=False)
+    slack_signing_secret: str | None = Field(default=None, repr=False)
+    slack_app_token: str | None = Field(default=None, repr=False)
+    alert_secret: str | None = Field(default=None, repr=False)
     log_level: str = "INFO"
+    port: int = 3000
+    health_interval: timedelta = DEFAULT_HEALTH_INTERVAL
+    # A snapshot of the process environment taken here, from which adapters look up the
+    # credential variables the catalog names (token_env, url_env, headers_env), so that no
+    # other module reads os.environ. Never shown: it holds those credentials.
+    credentials_env: Mapping[str, str] = Field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        return cls(
-            catalog_path=env.get("ROTABOT_CATALOG", "./catalog.yml"),
-            database_url=env.get("DATABASE_URL", "sqlite:///./rotabot.db"),
-            slack_api_url=env.get("SLACK_API_URL", DEFAULT_SLACK_API_URL),
-            slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
-            slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
-            slack_app_token=env.get("SLACK_APP_TOKEN") or None,
-            alert_secret=env.get("ROTABOT_ALERT_SECRET") or None,
-            log_level=env.get("ROTABOT_LOG_LEVEL", "INFO"),
-        )
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        return init_settings, _Environment(settings_cls, os.environ if environ is None else environ)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Settings from ``env`` only (never os.environ), or from os.environ when None."""
+        if env is None:
+            return cls()
+        with _reading(env):
+            return cls()
+
+    # --- validation -------------------------------------------------------------------
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # pydantic lets non-ValueError exceptions through unchanged, so SettingsError reaches
+        # the caller as one line naming the variable instead of a validation traceback.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            problem = _describe(exc)
+        raise SettingsError(problem)  # outside `except`: no chained pydantic error
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token",
+                     "alert_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> int:
+        raw = value.strip() if isinstance(value, str) else value
+        if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+            raw = int(raw)
+        if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 65535:
+            return raw
+        raise ValueError(f"PORT={value!r} is not a port number; use 1-65535, e.g. 3000")
+
+    @field_validator("health_interval", mode="before")
+    @classmethod
+    def _health_interval(cls, value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return max(value, MIN_HEALTH_INTERVAL)
+        raw = str(value).strip()
+        if not raw:
+            return DEFAULT_HEALTH_INTERVAL
+        try:
+            # Plain seconds ("60", "0.5") or a catalog duration ("30s", "2m").
+            interval = (timedelta(seconds=float(raw)) if raw.replace(".", "", 1).isdigit()
+                        else parse_duration(raw))
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f"ROTABOT_HEALTH_INTERVAL={raw!r} is not a duration; use e.g. 30s, 2m or 60"
+            ) from None
+        return max(interval, MIN_HEALTH_INTERVAL)
+
+    # --- use ----------------------------------------------------------------------------
 
     def check_for_serve(self) -> None:
         """Fail fast, in one line, on credentials `rotabot serve` cannot run without."""
@@ -68,3 +200,28 @@ class Settings:
                 "SLACK_SIGNING_SECRET is malformed: expected the 32 hex "
                 "characters from the app's Basic Information page"
             )
+
+
+@contextmanager
+def _reading(env: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(env)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, naming the variable; never the value (it may be a secret)."""
+    problems: list[str] = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = ENV_NAMES.get(field, field)
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, ValueError) and field in ("port", "health_interval"):
+            problems.append(str(cause))  # our own wording, which shows the (non-secret) value
+        elif error["type"] == "extra_forbidden":
+            problems.append(f"{field} is not a setting")
+        else:
+            problems.append(f"{name} is invalid: {error['msg']}")
+    return "; ".join(problems)

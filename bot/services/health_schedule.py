@@ -8,24 +8,23 @@ source ``health-check`` and the check's own classification, so repeats coalesce 
 message, the incident channel and the rotation thread hear of it, and the revocation gate
 stays closed until someone resolves it. A passing check stores nothing (a check every minute
 must not grow the audit log or re-render the rotation message); owners' Validated clicks keep
-recording results as evidence (bot/health_service.py).
+recording results as evidence (bot/services/health.py).
 
-The timer loop (bot/timers.py TimerWork.extra, leader only) calls :meth:`HealthSchedule.run_due`
-every tick; the schedule itself decides whether a rotation's checks are due, from the clock.
+The timer loop (bot/services/timers.py TimerWork.extra, leader only) calls
+:meth:`HealthSchedule.run_due` every tick; the schedule itself decides whether a rotation's
+checks are due, from the clock.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.catalog import HealthCheck
 from bot.domain.alert_intake import AlertReport
-from bot.domain.durations import parse_duration
 from bot.domain.failures import Classification, FailureClass
 from bot.domain.lifecycle import Phase
 from bot.domain.log_context import rotation_context
@@ -36,8 +35,8 @@ log = logging.getLogger("rotabot.health")
 
 SOURCE = "health-check"
 DEFAULT_INTERVAL = timedelta(seconds=60)
+# A check every instant would hammer consumers; anything shorter is raised to this.
 MIN_INTERVAL = timedelta(seconds=1)
-INTERVAL_ENV = "ROTABOT_HEALTH_INTERVAL"
 CHECKED_PHASES = frozenset({Phase.DISTRIBUTING, Phase.VALIDATING, Phase.OBSERVING})
 
 
@@ -65,21 +64,6 @@ class BatchProbe(Protocol):
 
     def check_many(self, items: Sequence[tuple[str, str, HealthCheck]]) -> Sequence[CheckResult]:
         ...
-
-
-def interval_from_env(env: Mapping[str, str] | None = None) -> timedelta:
-    """``ROTABOT_HEALTH_INTERVAL``: a duration (``30s``, ``2m``) or plain seconds."""
-    raw = (os.environ if env is None else env).get(INTERVAL_ENV, "").strip()
-    if not raw:
-        return DEFAULT_INTERVAL
-    try:
-        value = timedelta(seconds=float(raw)) if raw.replace(".", "", 1).isdigit() else (
-            parse_duration(raw))
-    except ValueError:
-        raise ValueError(
-            f"{INTERVAL_ENV}={raw!r} is not a duration; use e.g. 30s, 2m or 60"
-        ) from None
-    return max(value, MIN_INTERVAL)
 
 
 def _class_of(result: CheckResult) -> FailureClass:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from storage.engine import database_url_from_env, make_engine
+from storage.engine import make_engine
 from storage.tables import metadata
 
 config = context.config
@@ -23,7 +23,16 @@ def _configure(connection: Connection) -> None:
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or database_url_from_env()
+    # rotabot passes its connection (storage/migrate.py); by hand the URL comes as `-x url=...`.
+    url = config.get_main_option("sqlalchemy.url") or context.get_x_argument(
+        as_dictionary=True
+    ).get("url")
+    if not url:
+        raise SystemExit(
+            "no database URL: run `rotabot db upgrade` (it reads DATABASE_URL), or pass "
+            "`-x url=postgresql+psycopg://...` to alembic"
+        )
+    return url
 
 
 def run_migrations_offline() -> None:

@@ -1,13 +1,13 @@
 """Scheduled health checks: real HTTP consumers, real database, real Slack stand-in.
 
-The schedule (bot/health_schedule.py) runs the catalog's health checks of every rotation that
-is distributing, validating or observing, through adapters.health.HealthChecker, and hands
-failures to the alert pipeline: stored, coalesced, posted, blocking the gate.
-"""
+The schedule (bot/services/health_schedule.py) runs the catalog's health checks of every
+rotation that is distributing, validating or observing, through adapters.health.HealthChecker,
+and hands failures to the alert pipeline: stored, coalesced, posted, blocking the gate. """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +23,10 @@ from bot.domain.alert import Alert
 from bot.domain.clock import FixedClock
 from bot.domain.lifecycle import Phase, StepState
 from bot.runtime.bootstrap import Container, build
-from bot.runtime.settings import Settings
+from bot.runtime.settings import Settings, SettingsError
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.state import Call
-from bot.services.health_schedule import SOURCE, HealthSchedule, interval_from_env
-from handlers.alerts_http import alert_service
+from bot.services.health_schedule import SOURCE, HealthSchedule
 
 ADMIN = "U0SECOPS"
 
@@ -108,8 +107,8 @@ class World:
     def __init__(self, c: Container, state: StandinState, clock: FixedClock,
                  consumers: Consumers, max_concurrency: int = 8) -> None:
         self.c, self.state, self.clock, self.consumers = c, state, clock, consumers
-        self.checker = HealthChecker(max_concurrency=max_concurrency)
-        self.schedule = HealthSchedule(alert_service(c), self.checker, timedelta(seconds=60))
+        self.checker = HealthChecker(env=os.environ, max_concurrency=max_concurrency)
+        self.schedule = HealthSchedule(c.alerts, self.checker, timedelta(seconds=60))
 
     def start(self) -> int:
         r = self.c.service.start("model-api-key", actor=ADMIN)
@@ -211,7 +210,7 @@ def test_a_failing_check_becomes_an_alert_that_posts_coalesces_and_blocks_the_ga
     assert w.schedule.run_due() == 1  # still failing: past the coalescing window, a new alert
     assert any("retriever (dev) failing authentication" in u for u in svc.gate(rid).unmet)
     for open_alert in w.alerts():
-        alert_service(w.c).not_related(open_alert.id or 0, actor=ADMIN)
+        w.c.alerts.not_related(open_alert.id or 0, actor=ADMIN)
     w.consumers.status["retriever"] = 200
     w.clock.advance(timedelta(minutes=1))
     assert w.schedule.run_due() == 1
@@ -260,10 +259,14 @@ def test_checks_run_in_one_batch_bounded_by_the_checker(make_world: MakeWorld) -
     assert {a.failure_class for a in alerts} == {"rate-limit"}
 
 
+def interval_from_env(env: dict[str, str]) -> timedelta:
+    return Settings.from_env(env).health_interval
+
+
 def test_interval_from_the_environment() -> None:
     assert interval_from_env({}) == timedelta(seconds=60)
     assert interval_from_env({"ROTABOT_HEALTH_INTERVAL": "15"}) == timedelta(seconds=15)
     assert interval_from_env({"ROTABOT_HEALTH_INTERVAL": "2m"}) == timedelta(minutes=2)
     assert interval_from_env({"ROTABOT_HEALTH_INTERVAL": "0"}) == timedelta(seconds=1)
-    with pytest.raises(ValueError, match="ROTABOT_HEALTH_INTERVAL"):
+    with pytest.raises(SettingsError, match="ROTABOT_HEALTH_INTERVAL"):
         interval_from_env({"ROTABOT_HEALTH_INTERVAL": "soon"})

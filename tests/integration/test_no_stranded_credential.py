@@ -1,6 +1,6 @@
 """No step strands a credential: a failure injected at each step, checked on the real servers.
 
-The RotationService is built as bot/bootstrap.py builds it (SQLite storage migrated by
+The RotationService is built as bot/runtime/bootstrap.py builds it (SQLite storage migrated by
 Alembic, adapters from bot.runtime.backends.CatalogBackends with credentials in environment
 variables), on the session's real Redis, OpenBao and PostgreSQL. Faults come from the back
 ends themselves (a token whose policy forbids a step, a sealed server, a competing writer) or
@@ -12,6 +12,7 @@ phase it failed from, and resume, rollback and cancel each get it out.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import time
@@ -236,7 +237,7 @@ def build_service(tmp_path: Path, catalog_text: str, backends: Callable[[Catalog
     catalog = load_catalog(str(catalog_file))
     url = f"sqlite:///{tmp_path / 'rotabot.db'}"
     upgrade(url)
-    registry = backends(CatalogBackends(catalog))
+    registry = backends(CatalogBackends(catalog, os.environ))
     service = RotationService(
         catalog=catalog,
         uow_factory=sql_unit_of_work_factory(make_engine(url)),

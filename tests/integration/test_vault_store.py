@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -79,7 +80,9 @@ def root(openbao_server: OpenBaoServer) -> hvac.Client:
 def vault_store(openbao_server: OpenBaoServer, monkeypatch: pytest.MonkeyPatch) -> VaultKV2Store:
     # The bot's token comes from the environment, under the name the catalog gives.
     monkeypatch.setenv(TOKEN_ENV, openbao_server.token)
-    return VaultKV2Store(make_vault_client(openbao_server.url, token_env=TOKEN_ENV))
+    return VaultKV2Store(
+        make_vault_client(openbao_server.url, token_env=TOKEN_ENV, env=os.environ)
+    )
 
 
 # --- the shared Store contract ------------------------------------------------------------
@@ -300,7 +303,9 @@ def test_permission_denied_with_a_read_only_token(
     owner.promote(path, v2)
 
     monkeypatch.setenv(TOKEN_ENV, limited)
-    store = VaultKV2Store(make_vault_client(openbao_server.url, token_env=TOKEN_ENV))
+    store = VaultKV2Store(
+        make_vault_client(openbao_server.url, token_env=TOKEN_ENV, env=os.environ)
+    )
     value, material = canary()
 
     assert store.describe(path).current == v2  # reading is allowed
@@ -339,7 +344,9 @@ def test_sealed_server_is_named_and_says_what_to_do(
 ) -> None:
     path = unique_path("sealed")
     monkeypatch.setenv(TOKEN_ENV, sealable_server.token)
-    store = VaultKV2Store(make_vault_client(sealable_server.url, token_env=TOKEN_ENV))
+    store = VaultKV2Store(
+        make_vault_client(sealable_server.url, token_env=TOKEN_ENV, env=os.environ)
+    )
     v1 = store.write_pending(path, OLD, expected_current=None)
     store.promote(path, v1)
     value, material = canary()
@@ -361,7 +368,7 @@ def test_sealed_server_is_named_and_says_what_to_do(
 def test_connection_error_against_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv(TOKEN_ENV, "hvs.not-a-real-token")
-    store = VaultKV2Store(make_vault_client(url, token_env=TOKEN_ENV, timeout=3))
+    store = VaultKV2Store(make_vault_client(url, token_env=TOKEN_ENV, timeout=3, env=os.environ))
     value, material = canary()
 
     with pytest.raises(StoreUnreachable) as info:
@@ -423,6 +430,7 @@ def test_approle_login_from_environment(
 
     client = make_vault_client(
         openbao_server.url,
+        env=os.environ,
         approle_role_id_env="ROTABOT_ROLE_ID",
         approle_secret_id_env="ROTABOT_SECRET_ID",
         approle_mount=mount,
@@ -456,6 +464,7 @@ def test_approle_login_refused_names_the_variables_not_the_values(
     with pytest.raises(StorePermissionDenied) as info:
         make_vault_client(
             openbao_server.url,
+            env=os.environ,
             approle_role_id_env="ROTABOT_ROLE_ID",
             approle_secret_id_env="ROTABOT_SECRET_ID",
             approle_mount=mount,
@@ -478,15 +487,18 @@ def test_missing_environment_variables_are_named(
     (tmp_path / ".vault-token").write_text("root")
 
     with pytest.raises(StoreError, match=f"environment variable {TOKEN_ENV} is not set"):
-        make_vault_client("http://127.0.0.1:1", token_env=TOKEN_ENV)
+        make_vault_client("http://127.0.0.1:1", token_env=TOKEN_ENV, env=os.environ)
     with pytest.raises(StoreError, match="environment variable ROTABOT_ROLE_ID is not set"):
         make_vault_client(
             "http://127.0.0.1:1",
+            env=os.environ,
             approle_role_id_env="ROTABOT_ROLE_ID",
             approle_secret_id_env="ROTABOT_SECRET_ID",
         )
     with pytest.raises(StoreError, match="together"):
-        make_vault_client("http://127.0.0.1:1", approle_role_id_env="ROTABOT_ROLE_ID")
+        make_vault_client(
+            "http://127.0.0.1:1", approle_role_id_env="ROTABOT_ROLE_ID", env=os.environ
+        )
 
 
 def test_canary_never_reaches_labels_or_messages(

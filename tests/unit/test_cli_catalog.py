@@ -6,9 +6,7 @@ import io
 import textwrap
 from pathlib import Path
 
-import pytest
-
-from bot.runtime.cli_catalog import check, default_catalog_path, show_map
+from bot.cli.catalog import check, show_map
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "catalog.yml")
 
@@ -128,10 +126,3 @@ def test_map_on_invalid_catalog(tmp_path: Path) -> None:
     assert code == 1
     assert len(lines) == 4
     assert lines[-1] == f"{path}: INVALID, 3 errors; fix it first (rotabot catalog check {path})"
-
-
-def test_default_catalog_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ROTABOT_CATALOG", raising=False)
-    assert default_catalog_path() == "catalog.yml"
-    monkeypatch.setenv("ROTABOT_CATALOG", "/etc/rotabot/catalog.yml")
-    assert default_catalog_path() == "/etc/rotabot/catalog.yml"

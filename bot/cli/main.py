@@ -1,11 +1,12 @@
-"""The `rotabot` command line: serve, sandbox, catalog, db and audit."""
+"""The `rotabot` command line: argument parsing and dispatch to each subcommand."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+
+from bot.runtime.settings import Settings, SettingsError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve Slack (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server binds all interfaces
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--port", type=int, default=None, help="default: PORT, else 3000")
 
     sandbox = sub.add_parser("sandbox", help="the real bot against a local Slack stand-in")
     sandbox.add_argument("--host", default="127.0.0.1")
@@ -34,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="readiness warnings become errors")
     cmap = csub.add_parser("map", help="print the dependency map of one secret")
     cmap.add_argument("secret")
-    cmap.add_argument("--catalog", default=os.environ.get("ROTABOT_CATALOG", "./catalog.yml"))
+    cmap.add_argument(
+        "--catalog", default=None, help="default: ROTABOT_CATALOG, else ./catalog.yml"
+    )
 
     db = sub.add_parser("db", help="database migrations")
     dsub = db.add_subparsers(dest="db_command", required=True)
@@ -50,34 +53,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()  # the one read of the environment
+    except SettingsError as exc:
+        print(f"rotabot: {exc}", file=sys.stderr)
+        return 2
     if args.command == "catalog":
-        from bot.runtime import cli_catalog
+        from bot.cli import catalog as cli_catalog
 
         if args.catalog_command == "check":
             return cli_catalog.check(args.file, args.strict, sys.stdout)
-        return cli_catalog.show_map(args.catalog, args.secret, sys.stdout)
+        return cli_catalog.show_map(args.catalog or settings.catalog_path, args.secret, sys.stdout)
     if args.command == "db":
-        from bot.runtime.settings import Settings
         from storage.migrate import upgrade
 
-        settings = Settings.from_env()
         upgrade(settings.database_url)
         print("database is at the latest schema")
         return 0
     if args.command == "audit":
-        from bot.runtime.cli_audit import export_audit
+        from bot.cli.audit import export_audit
 
-        return export_audit(since=args.since, fmt=args.format, out=sys.stdout)
+        return export_audit(since=args.since, fmt=args.format, out=sys.stdout, settings=settings)
     if args.command == "serve":
         from bot.runtime.server import serve
 
-        return serve(host=args.host, port=args.port)
+        port = args.port if args.port is not None else settings.port
+        return serve(host=args.host, port=port, settings=settings)
     if args.command == "sandbox":
         from bot.sandbox.run import run_sandbox
 
-        return run_sandbox(host=args.host, port=args.port, data_dir=args.data_dir)
+        return run_sandbox(
+            host=args.host, port=args.port, data_dir=args.data_dir,
+            alert_secret=settings.alert_secret,
+        )
     return 2
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

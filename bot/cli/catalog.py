@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import TextIO
 
 from bot.catalog import CatalogInvalid, UnknownSecret, load_catalog
 from bot.catalog.dependency_map import render_map
 from bot.catalog.readiness import readiness_findings
-
-
-def default_catalog_path() -> str:
-    """ROTABOT_CATALOG, else ./catalog.yml."""
-    return os.environ.get("ROTABOT_CATALOG") or "catalog.yml"
 
 
 def _plural(count: int, word: str) -> str:

@@ -10,22 +10,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.models.blocks import Block
 
 from bot.domain.errors import NotifyError
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.log_context import rotation_context
+from bot.domain.pacing import UpdatePacer
 from bot.domain.rotation import ConsumerProgress, Rotation
-from handlers import blocks
 
 log = logging.getLogger("rotabot.slack")
 
 Turn = tuple[ConsumerProgress, StepState]
+# A message as Slack takes it: fallback text and Block Kit blocks.
+Rendered = tuple[str, Sequence[Block]]
+
+
+class MessageRenderer(Protocol):
+    """Block Kit for what the notifier posts on its own (handlers/blocks/ provides it; the
+    composition root hands it in, so this adapter imports no listener code)."""
+
+    def rotation_message(self, rotation: Rotation, gate: Any, evidence: Any) -> Rendered: ...
+
+    def turn_prompt(
+        self, rotation: Rotation, consumer: ConsumerProgress, step: StepState
+    ) -> Rendered: ...
+
+    def text_message(self, text: str) -> Rendered: ...
+
+    def with_mentions(self, text: str) -> str: ...
 
 
 PARENT = "rotation-message"  # the claim kind of a rotation's one message
@@ -58,10 +76,11 @@ def explain_slack_error(exc: SlackApiError, channel: str) -> str:
 @dataclass
 class SlackNotifier:
     client: WebClient
+    render: MessageRenderer
     load: Callable[[int], Rotation]
     attach: Callable[[int, str, str], None]  # rotation id, channel, ts
     gate_lines: Callable[[Rotation], object] | None = None
-    # Usage evidence and health results for the message (bot/health_service.py).
+    # Usage evidence and health results for the message (bot/services/health.py).
     evidence: Callable[[Rotation], object] | None = None
     # Replicas share one rotation and a crash may fall between a change and its post: the
     # rotation message and each thread prompt are claimed (storage/claims.py) before they are
@@ -70,11 +89,21 @@ class SlackNotifier:
     parent_wait: float = 10.0
     min_interval: float = 1.0
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
-    _last: dict[int, float] = field(default_factory=dict)
-    _scheduled: set[int] = field(default_factory=set)
-    # Deferred updates taken off _scheduled but still talking to Slack: flush waits for them too.
-    _in_flight: int = 0
     _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        # chat.update is Tier 3: one update per rotation message per min_interval, bursts
+        # coalesced into one deferred update of the stored state.
+        self._pacer: UpdatePacer[int] = UpdatePacer(
+            self._update,
+            lambda: self.min_interval,
+            what="rotation message update",
+            log_context=lambda rotation_id: {"rotation_id": rotation_id},
+        )
+
+    def flush(self) -> None:
+        """Wait until no deferred update is pending or in flight (tests, shutdown)."""
+        self._pacer.flush()
 
     def rotation_changed(self, rotation: Rotation, turns: list[Turn]) -> None:
         assert rotation.id is not None
@@ -106,12 +135,12 @@ class SlackNotifier:
                                 extra=rotation_context(rotation))
                     return None
                 rotation.message_ts = waited
-                self._update_soon(rotation_id)
+                self._pacer.soon(rotation_id)
                 return waited
             fresh = self.load(rotation_id)  # a stale claim we took over may have been used
             if fresh.message_ts is not None:
                 rotation.message_ts = fresh.message_ts
-                self._update_soon(rotation_id)
+                self._pacer.soon(rotation_id)
                 return fresh.message_ts
             text, body = self._render(rotation)
             try:
@@ -127,9 +156,9 @@ class SlackNotifier:
             if self.claims is not None:
                 self.claims.done(rotation_id, PARENT)
             rotation.message_ts = ts
-            self._last[rotation_id] = time.monotonic()
+            self._pacer.mark(rotation_id)
             return ts
-        self._update_soon(rotation_id)
+        self._pacer.soon(rotation_id)
         return rotation.message_ts
 
     def _await_parent(self, rotation_id: int) -> str | None:
@@ -169,47 +198,6 @@ class SlackNotifier:
         else:
             self._post_turns(rotation, rotation.message_ts, rotation.pending_steps())
 
-    def _update_soon(self, rotation_id: int) -> None:
-        """Update now, or once the coalescing interval has passed (one pending at a time)."""
-        with self._guard:
-            if rotation_id in self._scheduled:
-                return
-            wait = self._last.get(rotation_id, 0.0) + self.min_interval - time.monotonic()
-            if wait > 0:
-                self._scheduled.add(rotation_id)
-                timer = threading.Timer(wait, self._deferred_update, args=(rotation_id,))
-                timer.daemon = True
-                timer.start()
-                return
-            self._last[rotation_id] = time.monotonic()
-        self._update(rotation_id)
-
-    def _deferred_update(self, rotation_id: int) -> None:
-        # Off _scheduled before rendering, so a change made during this update schedules
-        # another one instead of being lost; counted in flight until Slack has answered.
-        with self._guard:
-            self._scheduled.discard(rotation_id)
-            self._last[rotation_id] = time.monotonic()
-            self._in_flight += 1
-        try:
-            self._update(rotation_id)
-        except Exception:  # a timer thread has no caller to tell: log it
-            log.exception(
-                "deferred rotation message update failed", extra={"rotation_id": rotation_id}
-            )
-        finally:
-            with self._guard:
-                self._in_flight -= 1
-
-    def flush(self) -> None:
-        """Wait until no deferred update is pending or in flight (tests, shutdown)."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with self._guard:
-                if not self._scheduled and self._in_flight == 0:
-                    return
-            time.sleep(0.05)
-
     def _update(self, rotation_id: int) -> None:
         rotation = self.load(rotation_id)  # always render the stored state
         if rotation.message_ts is None or rotation.channel is None:
@@ -222,12 +210,12 @@ class SlackNotifier:
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
 
-    def _render(self, rotation: Rotation) -> blocks.Rendered:
+    def _render(self, rotation: Rotation) -> Rendered:
         gate = None
         if self.gate_lines is not None and rotation.phase is Phase.OBSERVING:
             gate = self.gate_lines(rotation)
         extra = self.evidence(rotation) if self.evidence is not None else None
-        return blocks.rotation_message(rotation, gate, extra)  # type: ignore[arg-type]
+        return self.render.rotation_message(rotation, gate, extra)
 
     def _post_turns(self, rotation: Rotation, ts: str, turns: list[Turn]) -> None:
         assert rotation.channel is not None
@@ -241,7 +229,7 @@ class SlackNotifier:
                 continue
             if self.claims is not None and not self.claims.claim(rotation.id, kind, consumer.name):
                 continue  # posted already (or being posted) by this or another replica
-            text, body = blocks.turn_prompt(rotation, consumer, step)
+            text, body = self.render.turn_prompt(rotation, consumer, step)
             try:
                 self.client.chat_postMessage(
                     channel=rotation.channel, thread_ts=ts, text=text, blocks=body
@@ -255,7 +243,11 @@ class SlackNotifier:
             if self.claims is not None:
                 self.claims.done(rotation.id, kind, consumer.name)
 
-    def post(self, channel: str, rendered: blocks.Rendered, thread_ts: str | None = None) -> str:
+    @property
+    def posts_once(self) -> bool:
+        return self.claims is not None
+
+    def post(self, channel: str, rendered: Rendered, thread_ts: str | None = None) -> str:
         text, body = rendered
         try:
             resp = self.client.chat_postMessage(
@@ -271,16 +263,16 @@ class SlackNotifier:
             channel = str(self.client.conversations_open(users=user)["channel"]["id"])
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, user)) from None
-        return self.post(channel, blocks.text_message(text))
+        return self.post(channel, self.render.text_message(text))
 
     def thread_note(self, rotation: Rotation, text: str) -> str | None:
         """Post in the rotation's thread (in its channel if it has no message yet)."""
         if rotation.channel is None:
             return None
-        rendered = blocks.text_message(blocks.with_mentions(text))
+        rendered = self.render.text_message(self.render.with_mentions(text))
         return self.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
 
-    def update(self, channel: str, ts: str, rendered: blocks.Rendered) -> None:
+    def update(self, channel: str, ts: str, rendered: Rendered) -> None:
         text, body = rendered
         try:
             self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from bot.domain.durations import format_duration
 from bot.domain.lifecycle import Phase, StepState
+from bot.domain.mentions import mention
 from bot.domain.rotation import ConsumerProgress, Rotation, step_rank
 
 # Kinds; reminders and escalations carry the step ("remind:validated") so an owner who did one
@@ -164,10 +165,6 @@ def gate_notice(
 # --- words ---------------------------------------------------------------------------
 
 
-def _mention(who: str) -> str:
-    return f"<!subteam^{who}>" if who.startswith("S") else f"<@{who}>"
-
-
 def _ago(delta: timedelta | None) -> str:
     return format_duration(delta) if delta is not None else "a while"
 
@@ -182,7 +179,7 @@ STEP_WORDS = {
 def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) -> str:
     """The message for a notice. References and names only: never a credential value."""
     ref = f"{rotation.ref} ({rotation.secret})"
-    admin_mentions = " ".join(_mention(a) for a in admins)
+    admin_mentions = " ".join(mention(a) for a in admins)
     if notice.kind.startswith(REMIND + ":") and notice.step is not None:
         return (
             f"Reminder: {ref} is waiting for you on `{notice.consumer}` for "
@@ -190,13 +187,13 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
             "in the rotation thread."
         )
     if notice.kind.startswith(ESCALATE + ":") and notice.step is not None:
-        owner = _mention(notice.owner) if notice.owner else "its owner"
+        owner = mention(notice.owner) if notice.owner else "its owner"
         return (
             f":rotating_light: {ref}: `{notice.consumer}` ({owner}) has not done "
             f"*{notice.step.value}* for {_ago(notice.waited)}. {admin_mentions} please follow up."
         ).replace("  ", " ")
     if notice.kind == OVERLAP_WARNING:
-        names = ", ".join(f"`{n}` ({lane}, {_mention(o)})" for n, lane, o in notice.pending)
+        names = ", ".join(f"`{n}` ({lane}, {mention(o)})" for n, lane, o in notice.pending)
         return (
             f":warning: {ref}: the overlap ends in {_ago(notice.waited)} and these consumers "
             f"have not validated the new credential: {names}. {admin_mentions}"
@@ -212,7 +209,7 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
 
 def gate_blocked_text(rotation: Rotation, unmet: Sequence[str], admins: Sequence[str] = ()) -> str:
     lines = "\n".join(f"• {u}" for u in unmet)
-    admin_mentions = " ".join(_mention(a) for a in admins)
+    admin_mentions = " ".join(mention(a) for a in admins)
     return (
         f":hourglass: {rotation.ref} ({rotation.secret}): the observation window has ended but "
         f"the old credential cannot be revoked yet. Missing:\n{lines}\n{admin_mentions}"

@@ -25,11 +25,18 @@ from typing import Protocol
 
 from bot.catalog import UnknownSecret
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.alert_context import (
+    AlertContext,
+    describe,
+    prompt_rotation,
+)
 from bot.domain.alert_intake import AlertReport
 from bot.domain.audit import AuditEvent
 from bot.domain.errors import NotAuthorized, RotabotError
 from bot.domain.failures import Classification, classify
 from bot.domain.lifecycle import Phase
+from bot.domain.mentions import mention
+from bot.domain.pacing import UpdatePacer
 from bot.domain.rotation import Rotation
 from bot.services.ports import UnitOfWork
 from bot.services.rotations import RotationService
@@ -37,20 +44,8 @@ from bot.services.rotations import RotationService
 log = logging.getLogger("rotabot.alerts")
 
 DEFAULT_WINDOW = timedelta(minutes=10)
-# A finished rotation still explains a failure this long after it ended (the forgotten
-# consumer that breaks when the old credential is revoked).
-RECENT_ROTATION = timedelta(days=7)
 # A report's occurred_at further back than this is not believed; receipt time is used.
 MAX_BACKDATE = timedelta(days=1)
-
-CLASS_WORDS = {
-    "authentication": "is failing authentication",
-    "rate-limit": "is being rate-limited",
-    "payload": "is failing with payload errors",
-    "network": "is failing with network errors",
-    "unknown": "is failing (cause not recognised)",
-}
-
 
 class NotInCatalog(RotabotError):
     """A report names a consumer or secret the catalog does not know (HTTP 404)."""
@@ -112,22 +107,6 @@ class Target:
 
 
 @dataclass(frozen=True)
-class AlertContext:
-    """What an alert says about its rotation, computed from stored facts."""
-
-    text: str
-    lane: str
-    owner: str | None
-    reload: str | None
-    began_during_rotation: bool
-    rotation_id: int | None = None
-    rotation_ref: str | None = None
-    phase: str | None = None
-    minutes: int | None = None  # since `since`
-    since: str | None = None  # "switch", "preparation", "start", "revocation", "rollback"
-
-
-@dataclass(frozen=True)
 class IngestResult:
     alert: Alert
     new: bool
@@ -141,16 +120,6 @@ class AlertOutcome:
     changed: bool  # False: it already had that status (double click)
 
 
-def prompt_rotation(alert: Alert, context: AlertContext) -> int | None:
-    """The rotation an alert's buttons act on: its own (Roll back), or, for a failure that
-    began after a rotation revoked the old credential, that revoked rotation: rollback is
-    impossible then, so the message offers an emergency re-rotation of it instead (the
-    renderer tells the two apart: only the second has ``alert.rotation_id`` None)."""
-    if alert.rotation_id is not None:
-        return alert.rotation_id
-    return context.rotation_id if context.since == "revocation" else None
-
-
 def _alert_context(alert: Alert) -> dict[str, object]:
     """Log context of a line about an alert: its rotation, secret, consumer and lane."""
     return {
@@ -162,106 +131,6 @@ def _alert_context(alert: Alert) -> dict[str, object]:
     }
 
 
-def mention(owner: str) -> str:
-    return f"<!subteam^{owner}>" if owner.startswith("S") else f"<@{owner}>"
-
-
-def _span(delta: timedelta) -> str:
-    minutes = max(0, int(delta.total_seconds() // 60))
-    if minutes < 1:
-        return "under a minute"
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, rest = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    return f"{hours // 24} d"
-
-
-def describe(
-    *,
-    consumer: str,
-    lane: str,
-    failure_class: str,
-    secret: str,
-    began: datetime,
-    rotation: Rotation | None,
-    last_finished: Rotation | None = None,
-    owner: str | None = None,
-    reload: str | None = None,
-) -> AlertContext:
-    """The alert in plain words, e.g. "inference-api (prod) is failing authentication, 4 min
-    after R-42 switched model-api-key to the new credential"."""
-    head = f"{consumer} ({lane}) {CLASS_WORDS.get(failure_class, 'is failing')}"
-    rid = ref = phase = since = None
-    minutes: int | None = None
-    during = False
-    if rotation is not None:
-        rid, ref, phase = rotation.id, rotation.ref, rotation.phase.value
-        during = began >= rotation.created_at
-        if not during:
-            text = f"{head}; it began before {ref} started rotating {secret}, so not caused by it"
-        elif rotation.switched_at is not None and began >= rotation.switched_at:
-            since, anchor = "switch", rotation.switched_at
-            text = (
-                f"{head}, {_span(began - anchor)} after {ref} switched {secret} "
-                "to the new credential"
-            )
-        elif rotation.prepared_at is not None and began >= rotation.prepared_at:
-            since, anchor = "preparation", rotation.prepared_at
-            text = (
-                f"{head}, {_span(began - anchor)} after {ref} prepared the new {secret} "
-                "credential (not switched yet)"
-            )
-        else:
-            since, anchor = "start", rotation.created_at
-            text = f"{head}, {_span(began - anchor)} after {ref} started rotating {secret}"
-        if since is not None:
-            minutes = int((began - anchor).total_seconds() // 60)
-    elif (
-        last_finished is not None
-        and last_finished.finished_at is not None
-        and last_finished.phase in (Phase.REVOKED, Phase.ROLLED_BACK)
-        and timedelta(0) <= began - last_finished.finished_at <= RECENT_ROTATION
-    ):
-        ago = began - last_finished.finished_at
-        rid, ref, phase = last_finished.id, last_finished.ref, last_finished.phase.value
-        minutes = int(ago.total_seconds() // 60)
-        if last_finished.phase is Phase.REVOKED:
-            since = "revocation"
-            text = (
-                f"{head}, {_span(ago)} after {ref} revoked the old {secret} credential "
-                "(no rotation is running; a consumer still on the old credential fails like this)"
-            )
-        else:
-            since = "rollback"
-            text = f"{head}, {_span(ago)} after {ref} rolled {secret} back (no rotation is running)"
-    else:
-        text = f"{head}; no rotation of {secret} is running"
-    extra = []
-    if owner:
-        extra.append(f"owner {mention(owner)}")
-    if reload:
-        extra.append(f"reload {reload}")
-    if rotation is not None:
-        extra.append(f"{ref} is {phase}")
-    if extra:
-        details = ", ".join(extra)
-        text = f"{text}. {details[:1].upper()}{details[1:]}."
-    return AlertContext(
-        text=text,
-        lane=lane,
-        owner=owner,
-        reload=reload,
-        began_during_rotation=during,
-        rotation_id=rid,
-        rotation_ref=ref,
-        phase=phase,
-        minutes=minutes,
-        since=since,
-    )
-
-
 @dataclass
 class AlertService:
     rotations: RotationService
@@ -271,12 +140,20 @@ class AlertService:
     monotonic: Callable[[], float] = time.monotonic
     _key_locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
-    _last_update: dict[int, float] = field(default_factory=dict)
-    _scheduled: set[int] = field(default_factory=set)
-    _refreshing: int = 0  # deferred updates running now
     # Messages beside the incident one (the rotation thread, a clicked copy), per alert.
     # In memory: after a restart only the incident message keeps being updated.
     _extra_messages: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # One paced update per alert per min_update_interval (all its messages together); a
+        # deferred one renders the stored state when it runs.
+        self._pacer: UpdatePacer[int] = UpdatePacer(
+            self._render_messages,
+            lambda: self.min_update_interval,
+            monotonic=lambda: self.monotonic(),
+            what="alert message update",
+            log_context=lambda alert_id: {"alert_id": alert_id},
+        )
 
     # --- finding the consumer ------------------------------------------------------------
 
@@ -456,7 +333,7 @@ class AlertService:
             posted = True
             alert.channel, alert.message_ts = where, ts
             self._remember_message(alert.id, where, ts)
-            self._last_update[alert.id] = self.monotonic()
+            self._pacer.mark(alert.id)
         except Exception as exc:  # Slack being down must not lose the stored alert
             log.error(
                 "posting alert %s to the incident channel failed: %s",
@@ -497,37 +374,17 @@ class AlertService:
         """Update now, or once the interval since the last update has passed (one pending)."""
         if self.messenger is None or alert.id is None:
             return
-        alert_id = alert.id
-        with self._guard:
-            if alert_id in self._scheduled:
-                return
-            wait = self._last_update.get(alert_id, -1e9) + self.min_update_interval
-            wait -= self.monotonic()
-            if wait > 0:
-                self._scheduled.add(alert_id)
-                timer = threading.Timer(wait, self._deferred, args=(alert_id,))
-                timer.daemon = True
-                timer.start()
-                return
-            self._last_update[alert_id] = self.monotonic()  # claimed under the guard
-        self.refresh(alert_id)
-
-    def _deferred(self, alert_id: int) -> None:
-        with self._guard:
-            self._scheduled.discard(alert_id)
-            self._refreshing += 1  # flush() waits for this update to reach Slack too
-        try:
-            self.refresh(alert_id)
-        finally:
-            with self._guard:
-                self._refreshing -= 1
+        self._pacer.soon(alert.id)
 
     def refresh(self, alert_id: int) -> None:
         """Re-render every known message of the alert from the stored state, now."""
         if self.messenger is None:
             return
-        with self._guard:
-            self._last_update[alert_id] = self.monotonic()
+        self._pacer.mark(alert_id)
+        self._render_messages(alert_id)
+
+    def _render_messages(self, alert_id: int) -> None:
+        assert self.messenger is not None
         try:
             alert, rotation = self._load(alert_id)
             context = self.context_for(alert, rotation)
@@ -546,9 +403,7 @@ class AlertService:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until no deferred update is pending (tests, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while (self._scheduled or self._refreshing) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._pacer.flush(timeout)
 
     # --- context -------------------------------------------------------------------------
 
@@ -627,7 +482,7 @@ class AlertService:
         if alert.status is AlertStatus.RESOLVED or (
             alert.status is AlertStatus.NOT_RELATED and target is AlertStatus.ACKNOWLEDGED
         ):
-            by = f" by <@{alert.resolved_by}>" if alert.resolved_by else ""
+            by = f" by {mention(alert.resolved_by)}" if alert.resolved_by else ""
             raise RotabotError(f"{alert.ref} is already {alert.status.value}{by}")
         now = self.rotations.clock.now()
         result: list[Alert] = []

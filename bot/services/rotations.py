@@ -30,6 +30,7 @@ from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, Ro
 from bot.domain.gate import GateResult, evaluate_gate
 from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
 from bot.domain.log_context import rotation_context
+from bot.domain.mentions import mention
 from bot.domain.reminders import shortened
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
 from bot.services.ports import (
@@ -92,7 +93,7 @@ class RotationService:
     directory: OwnerDirectory | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
-    # Run before a consumer is marked validated (bot/health_service.py): each returns an
+    # Run before a consumer is marked validated (bot/services/health.py): each returns an
     # evidence note for the step or raises to refuse it.
     step_checks: list[StepCheck] = field(default_factory=list)
     _rollback_locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
@@ -113,6 +114,36 @@ class RotationService:
         if owner.startswith("S") and self.directory is not None:
             return user in self.directory.members(owner)
         return False
+
+    # Each check refuses (audited) before any effect; listeners call them before opening a
+    # modal, and the effectful methods call the same check again, so a widened rule can never
+    # turn a check into the step itself.
+
+    def authorize_step(self, rotation: Rotation, consumer: str, actor: str, action: str) -> None:
+        """Only the consumer's owner (the user, or a member of the owner group) takes its steps."""
+        owner = rotation.consumer(consumer).owner
+        if not self.owns(actor, owner):
+            why = f"this step is {mention(owner)}'s"
+            self._audit_refusal(rotation.id, actor, action, why, consumer)
+            raise NotAuthorized(why)
+
+    def authorize_report(self, rotation: Rotation, consumer: str, actor: str) -> None:
+        """The consumer's owner or an admin may report a problem with it."""
+        c = rotation.consumer(consumer)
+        if not (self.owns(actor, c.owner) or self.is_admin(actor, rotation.secret)):
+            why = f"only {c.owner} (the owner of {consumer}) or an admin may report a problem"
+            self._audit_refusal(rotation.id, actor, "report a problem", why, consumer)
+            raise NotAuthorized(why)
+
+    def authorize_rollback(self, rotation: Rotation, consumer: str | None, actor: str) -> None:
+        """Admins, and the owner of the consumer an alert is about, may roll back."""
+        allowed = self.is_admin(actor, rotation.secret) or (
+            consumer is not None and self.owns(actor, rotation.consumer(consumer).owner)
+        )
+        if not allowed:
+            why = f"only admins of {rotation.secret} or the affected consumer's owner may roll back"
+            self._audit_refusal(rotation.id, actor, "rollback", why)
+            raise NotAuthorized(why)
 
     def _require_admin(self, uow: UnitOfWork, rotation: Rotation, actor: str, action: str) -> None:
         if not self.is_admin(actor, rotation.secret):
@@ -323,11 +354,7 @@ class RotationService:
     ) -> StepOutcome:
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
-        owner = rotation.consumer(consumer).owner
-        if not self.owns(actor, owner):
-            why = f"this step is <{'!subteam^' if owner.startswith('S') else '@'}{owner}>'s"
-            self._audit_refusal(rotation_id, actor, f"{target.value} {consumer}", why, consumer)
-            raise NotAuthorized(why)
+        self.authorize_step(rotation, consumer, actor, f"{target.value} {consumer}")
         if (
             target is StepState.VALIDATED
             and rotation.consumer(consumer).state is StepState.DISTRIBUTED
@@ -479,13 +506,7 @@ class RotationService:
         restores the new credential over the old one."""
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
-        allowed = self.is_admin(actor, rotation.secret) or (
-            consumer is not None and self.owns(actor, rotation.consumer(consumer).owner)
-        )
-        if not allowed:
-            why = f"only admins of {rotation.secret} or the affected consumer's owner may roll back"
-            self._audit_refusal(rotation_id, actor, "rollback", why)
-            raise NotAuthorized(why)
+        self.authorize_rollback(rotation, consumer, actor)
         with self._rollback_lock(rotation_id):
             return self._rollback_locked(rotation_id, actor, revoke_new, reason)
 
@@ -587,11 +608,8 @@ class RotationService:
         from bot.domain.failures import classify
 
         rotation = self.get(rotation_id)
+        self.authorize_report(rotation, consumer, actor)
         c = rotation.consumer(consumer)
-        if not (self.owns(actor, c.owner) or self.is_admin(actor, rotation.secret)):
-            why = f"only {c.owner} (the owner of {consumer}) or an admin may report a problem"
-            self._audit_refusal(rotation_id, actor, "report a problem", why, consumer)
-            raise NotAuthorized(why)
         verdict = classify(message=description)
         now = self.clock.now()
         alert = Alert(

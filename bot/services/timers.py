@@ -5,7 +5,7 @@ already sent live in ``reminders_sent``. Each tick asks the database what is due
 a deadline that passed while the bot was down is simply due at the first tick after start.
 It runs once: state changes are revision-guarded and idempotent, and every notice is claimed
 in a table with a unique key before it is sent. With several replicas only the leader (the
-holder of a PostgreSQL advisory lock, bot/leader.py) ticks.
+holder of a PostgreSQL advisory lock, storage/leader.py) ticks.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Protocol
 
 from bot.catalog import EffectiveSettings
 from bot.domain.lifecycle import Phase
+from bot.domain.mentions import mention
 from bot.domain.reminders import (
     GATE_BLOCKED,
     REMIND,
@@ -51,8 +52,6 @@ class TimerWork:
     notices: NoticeSender | None = None
     # More periodic work run only by the leader (e.g. scheduled starts); each returns a count.
     extra: list[Callable[[], int]] = field(default_factory=list)
-    fired: list[tuple[int, str]] = field(default_factory=list)
-    sent: list[tuple[int, str, str]] = field(default_factory=list)  # (rotation, consumer, kind)
 
     def due(self, rotation: Rotation) -> str | None:
         now = self.service.clock.now()
@@ -96,7 +95,6 @@ class TimerWork:
         if what == "observation-elapsed":
             after = self.service.tick(rotation_id)
             if after.phase is not Phase.OBSERVING:
-                self.fired.append((rotation_id, what))
                 count += 1
             rotation = after
         elif what == "look-for-new-version":
@@ -177,42 +175,15 @@ class TimerWork:
                     self.notices.direct_message(owner, text)
                 else:
                     # A user group has no DM: remind it in the rotation thread.
-                    self.notices.thread_note(rotation, f"<!subteam^{owner}> {text}")
+                    self.notices.thread_note(rotation, f"{mention(owner)} {text}")
             else:
                 self.notices.thread_note(rotation, notice_text(rotation, notice, settings.admins))
         except Exception:
             # Not sent: forget the claim so a later tick tries again.
             self.reminders.release(rotation.id, notice.consumer, notice.kind)
             raise
-        self.sent.append((rotation.id, notice.consumer, notice.kind))
         log.info(
             "notice sent",
             extra={"rotation_id": rotation.id, "consumer": notice.consumer, "kind": notice.kind},
         )
         return True
-
-
-def start_scheduler(work: TimerWork, interval_seconds: float = 2.0) -> object:
-    """Run ``work`` on an APScheduler interval job in a background thread.
-
-    The first run is immediate, so work that came due while the bot was down runs at start.
-    """
-    from datetime import UTC, datetime
-
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    scheduler = BackgroundScheduler(timezone="UTC")
-    # misfire_grace_time=None: a run that was due while we were busy or down still runs;
-    # coalesce: many missed runs collapse into one.
-    scheduler.add_job(
-        work.run_once,
-        "interval",
-        seconds=interval_seconds,
-        id="rotabot-timers",
-        next_run_time=datetime.now(UTC),
-        misfire_grace_time=None,
-        coalesce=True,
-        max_instances=1,
-    )
-    scheduler.start()
-    return scheduler

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.domain.alert_context import describe
 from bot.domain.alert_intake import (
     MAX_ALERTMANAGER_ALERTS,
     DeliveryLog,
@@ -21,7 +22,6 @@ from bot.domain.alert_intake import (
 )
 from bot.domain.lifecycle import Phase
 from bot.domain.rotation import ConsumerProgress, Rotation
-from bot.services.alerts import describe
 
 SECRET = "alert-hmac-key"
 NOW = 1_790_000_000
@@ -213,7 +213,9 @@ def test_alertmanager_errors_name_the_alert_and_label() -> None:
     with pytest.raises(SchemaError) as err:
         parse_body(alertmanager({"labels": {"consumer": "a", "status_code": "oops"}}))
     assert err.value.field == "alerts[0].labels.status_code"
-    too_many = [{"labels": {"consumer": "a"}}] * (MAX_ALERTMANAGER_ALERTS + 1)
+    too_many: list[dict[str, object]] = [{"labels": {"consumer": "a"}}] * (
+        MAX_ALERTMANAGER_ALERTS + 1
+    )
     with pytest.raises(SchemaError) as err:
         parse_body(alertmanager(*too_many))
     assert err.value.field == "alerts"
@@ -232,7 +234,7 @@ def test_token_bucket_allows_a_burst_then_says_how_long_to_wait() -> None:
     limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
     assert [limiter.take("sidecar") for _ in range(3)] == [None, None, None]
     wait = limiter.take("sidecar")
-    assert wait == pytest.approx(0.5)
+    assert wait is not None and wait == pytest.approx(0.5)
     assert retry_after_header(wait) == "1"
     assert limiter.take("other-source") is None  # buckets are per source
     clock.t += 0.5

@@ -1,5 +1,6 @@
-"""The floor: a Bolt app that only acks, served by bot.runtime.server.create_web_app under uvicorn
-exactly as `rotabot serve` is (Starlette, sync Bolt dispatched in the thread pool).
+"""The floor: a Bolt app that only acks, served by bot.runtime.server.web_app under uvicorn
+exactly as `rotabot serve` serves Slack (Starlette, Bolt's adapter, sync Bolt dispatched in the
+thread pool).
 
 Usage: SLACK_SIGNING_SECRET=... SLACK_API_URL=... python -m benchmarks.bare_app --port P
 """
@@ -9,15 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from types import SimpleNamespace
-from typing import Any
 
 import uvicorn
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
-from sqlalchemy import create_engine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from bot.runtime.server import create_web_app
+from bot.runtime.server import web_app
 
 
 def build_bare_app(signing_secret: str, api_url: str) -> App:
@@ -47,17 +48,9 @@ def build_bare_app(signing_secret: str, api_url: str) -> App:
     return app
 
 
-def bare_container() -> Any:
-    """Only what create_web_app touches: an engine for /healthz and no extra routes. The
-    /alerts route is mounted but unused here."""
-    return SimpleNamespace(
-        engine=create_engine("sqlite://"),
-        extras={},
-        settings=SimpleNamespace(alert_secret=None),
-        service=None,
-        notifier=None,
-        clock=None,
-    )
+async def healthz(request: Request) -> Response:
+    """What the harness polls to know the server is up (no database here)."""
+    return JSONResponse({"status": "ok"})
 
 
 def main() -> int:
@@ -66,8 +59,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = build_bare_app(os.environ["SLACK_SIGNING_SECRET"], os.environ["SLACK_API_URL"])
-    uvicorn.run(create_web_app(bare_container(), app), host=args.host, port=args.port,
-                log_level="warning")
+    routes = [Route("/healthz", healthz, methods=["GET"])]
+    uvicorn.run(web_app(app, routes), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

@@ -245,7 +245,7 @@ def bot_env(
             extra={"ROTABOT_LOG_LEVEL": "WARNING"}))
         if not env.database_url.startswith("sqlite"):
             subprocess.run(
-                [sys.executable, "-m", "bot.runtime.cli", "db", "upgrade"],
+                [sys.executable, "-m", "bot.cli", "db", "upgrade"],
                 cwd=workdir, env=proc_env, check=True, capture_output=True,
             )
         port = free_port()

@@ -32,9 +32,9 @@ from benchmarks.harness import (
     wait_quiet,
 )
 from bot.runtime.bootstrap import build
+from bot.runtime.server import bolt_app
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin.server import StandinServer
-from handlers.app import build_bolt_app
 from handlers.ids import Action
 
 SECRET = "bench-scale"
@@ -130,7 +130,7 @@ def run_clicks(
             upgrade(url)
         c = build(settings)
         c.notifier.min_interval = 0.0
-        bolt = build_bolt_app(c)
+        bolt = bolt_app(c)
         c.service.start(SECRET, actor=ADMIN)
         parent = wait_for(lambda: parent_message(standin.state), 60, "the rotation message")
         first_lane = math.ceil(consumers / 3)

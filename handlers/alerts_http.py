@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -23,8 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters.slack_notifier import SlackNotifier
-from bot.domain.alert import Alert
 from bot.domain.alert_intake import (
     MAX_BODY_BYTES,
     Deliveries,
@@ -38,51 +35,13 @@ from bot.domain.alert_intake import (
     verify_signature,
 )
 from bot.domain.errors import StoreUnavailable
-from bot.runtime.bootstrap import Container
 from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
-from handlers import blocks
-from storage.deliveries import SqlDeliveryLog
+from handlers.deps import Deps
 
 log = logging.getLogger("rotabot.alerts")
 
-_SERVICE_KEY = "alert_service"
 # Seconds a sender is asked to wait after a 503 (database unreachable, delivery in flight).
 _RETRY_AFTER = "5"
-
-
-@dataclass
-class SlackAlertMessenger:
-    """AlertMessenger over the Slack notifier: the incident message with its buttons."""
-
-    notifier: SlackNotifier
-
-    def post(
-        self,
-        channel: str,
-        alert: Alert,
-        context: str,
-        rotation_id: int | None,
-        thread_ts: str | None = None,
-    ) -> tuple[str, str]:
-        ts = self.notifier.post(
-            channel, blocks.alert_message(alert, context, rotation_id), thread_ts=thread_ts
-        )
-        return channel, ts
-
-    def update(
-        self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
-    ) -> None:
-        self.notifier.update(channel, ts, blocks.alert_message(alert, context, rotation_id))
-
-
-def alert_service(c: Container) -> AlertService:
-    """The process's one AlertService (its coalescing state is shared by route and buttons)."""
-    existing = c.extras.get(_SERVICE_KEY)
-    if isinstance(existing, AlertService):
-        return existing
-    svc = AlertService(rotations=c.service, messenger=SlackAlertMessenger(c.notifier))
-    c.extras[_SERVICE_KEY] = svc
-    return svc
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -144,24 +103,24 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
 
 def alerts_route(
-    c: Container,
+    deps: Deps,
     *,
     service: AlertService | None = None,
     limiter: RateLimiter | None = None,
     deliveries: Deliveries | None = None,
     max_body: int = MAX_BODY_BYTES,
 ) -> Route:
-    svc = service or alert_service(c)
+    svc = service or deps.alerts
     limiter = limiter or RateLimiter()
     # In the database every replica shares, so a retry landing on another one counts once.
-    seen: Deliveries = deliveries or SqlDeliveryLog(c.engine, c.clock)
+    seen: Deliveries = deliveries or deps.deliveries
 
     async def receive(request: Request) -> Response:
         try:
             body = await _read_limited(request, max_body)
         except _TooLarge:
             return _error(413, f"body over {max_body // 1024} KiB; send one failure per request")
-        secret = c.settings.alert_secret
+        secret = deps.alert_secret
         if not secret:
             return _error(503, "alert intake is off: set ROTABOT_ALERT_SECRET on the bot")
         try:
@@ -170,7 +129,7 @@ def alerts_route(
                 timestamp=request.headers.get("x-rotabot-timestamp"),
                 signature=request.headers.get("x-rotabot-signature"),
                 body=body,
-                now=c.clock.now().timestamp(),
+                now=deps.clock.now().timestamp(),
             )
         except SignatureError as exc:
             log.warning("alert refused: %s", exc)

@@ -10,53 +10,51 @@ from slack_sdk.models.views import View as SlackView
 
 from bot.catalog.dependency_map import dependency_map
 from bot.domain.commands import USAGE, Command, parse_command
-from bot.runtime.bootstrap import Container
 from handlers import blocks
-from handlers.respond import ephemeral, user_message
+from handlers.deps import Deps
+from handlers.respond import ephemeral, reported
 
 
-def register(app: App, c: Container) -> None:
+def register(app: App, deps: Deps) -> None:
     @app.command("/rotate")
+    @reported
     def rotate(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()  # Slack wants an answer within 3 s; everything below runs after it
         user = str(command.get("user_id", ""))
-        try:
-            parsed = parse_command(str(command.get("text", "")))
-            if parsed.name == "start" and parsed.secret is None:
-                client.views_open(
-                    trigger_id=command["trigger_id"],
-                    view=blocks.start_modal(sorted(c.catalog.secrets)),
-                )
-                return
-            if parsed.name == "rollback" and parsed.rotation_id is not None:
-                # A rollback is confirmed in a modal that says what will happen.
-                client.views_open(
-                    trigger_id=command["trigger_id"],
-                    view=rollback_view(c, parsed.rotation_id, None),
-                )
-                return
-            ephemeral(respond, run(c, parsed, user))
-        except Exception as exc:  # every failure becomes a message the user can act on
-            ephemeral(respond, user_message(exc))
+        parsed = parse_command(str(command.get("text", "")))
+        if parsed.name == "start" and parsed.secret is None:
+            client.views_open(
+                trigger_id=command["trigger_id"],
+                view=blocks.start_modal(sorted(deps.catalog.secrets)),
+            )
+            return
+        if parsed.name == "rollback" and parsed.rotation_id is not None:
+            # A rollback is confirmed in a modal that says what will happen.
+            client.views_open(
+                trigger_id=command["trigger_id"],
+                view=rollback_view(deps, parsed.rotation_id, None),
+            )
+            return
+        ephemeral(respond, run(deps, parsed, user))
 
 
-def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
-    service = c.service
+def run(deps: Deps, cmd: Command, user: str) -> blocks.Rendered:
+    service = deps.rotations
     if cmd.name == "help":
         return blocks.help_message(list(USAGE.values()))
     if cmd.name == "list":
         return blocks.status_list(service.active())
     if cmd.name == "map":
         assert cmd.secret is not None
-        return blocks.map_message(dependency_map(c.catalog, cmd.secret))
+        return blocks.map_message(dependency_map(deps.catalog, cmd.secret))
     if cmd.name == "history":
         assert cmd.secret is not None
         return blocks.history_message(cmd.secret, service.history(cmd.secret))
     if cmd.name == "schedule":
-        from handlers.schedule_actions import schedule_service, scheduled_message
+        from handlers.blocks.schedule import scheduled_message
 
         assert cmd.secret is not None and cmd.at is not None
-        svc = schedule_service(c)
+        svc = deps.schedules
         return scheduled_message(svc, svc.schedule(cmd.secret, cmd.at, actor=user))
     if cmd.name == "start":
         assert cmd.secret is not None
@@ -75,12 +73,12 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
     rid = cmd.rotation_id
     if cmd.name == "status":
         rotation = service.get(rid)
-        if not rotation.terminal and (rotation.message_ts is None or c.notifier.claims):
+        if not rotation.terminal and (rotation.message_ts is None or deps.notifier.posts_once):
             # (Re)post the message and any prompt a crash left unposted (claims skip the rest)
             # and refresh the message, at most once per coalescing interval.
-            c.notifier.rotation_changed(rotation, rotation.pending_steps())
+            deps.notifier.rotation_changed(rotation, rotation.pending_steps())
         gate = service.gate_of(rotation) if not rotation.terminal else None
-        evidence = c.health.evidence(rotation) if c.health is not None else None
+        evidence = deps.health.evidence(rotation)
         return blocks.rotation_message(rotation, gate, evidence)
     if cmd.name == "switch":
         r = service.switch(rid, actor=user)
@@ -98,13 +96,13 @@ def run(c: Container, cmd: Command, user: str) -> blocks.Rendered:
 
 
 def rollback_view(
-    c: Container, rotation_id: int, consumer: str | None, alert_id: int = 0
+    deps: Deps, rotation_id: int, consumer: str | None, alert_id: int = 0
 ) -> SlackView:
     """The confirmation modal: rollback before revocation, an emergency re-rotation after."""
     from bot.domain.errors import RotabotError
     from bot.services.emergency import URGENT_FACTOR, owners_to_act
 
-    rotation = c.service.get(rotation_id)
+    rotation = deps.rotations.get(rotation_id)
     if rotation.phase.value == "revoked":
         return blocks.emergency_modal(rotation, URGENT_FACTOR, alert_id, consumer)
     if rotation.terminal:
@@ -112,5 +110,5 @@ def rollback_view(
             f"{rotation.ref} is already {rotation.phase.value}: nothing to roll back, nothing "
             "changed"
         )
-    notes = blocks.owner_rollback_lines(owners_to_act(c.catalog, rotation.secret))
+    notes = blocks.owner_rollback_lines(owners_to_act(deps.catalog, rotation.secret))
     return blocks.rollback_modal(rotation, consumer, notes, alert_id)

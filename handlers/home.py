@@ -7,20 +7,22 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.runtime.bootstrap import Container
 from handlers import blocks
+from handlers.deps import Deps
+from handlers.respond import reported
 
 
-def register(app: App, c: Container) -> None:
+def register(app: App, deps: Deps) -> None:
     @app.event("app_home_opened")
+    @reported
     def home(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        publish_home(c, client, str(event["user"]))
+        publish_home(deps, client, str(event["user"]))
 
 
-def publish_home(c: Container, client: WebClient, user: str) -> None:
-    service = c.service
+def publish_home(deps: Deps, client: WebClient, user: str) -> None:
+    service = deps.rotations
     active = service.active()
     mine = [
         (r, consumer, step)

@@ -1,11 +1,16 @@
-"""Turning errors into messages a person can act on, in one place."""
+"""Turning errors into messages a person can act on, in one place: the app's error handler."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt.kwargs_injection.args import Args
+from slack_sdk import WebClient
 
 from bot.catalog import UnknownSecret
 from bot.domain.commands import CommandError
@@ -46,3 +51,68 @@ def ephemeral(respond: Respond, rendered: blocks.Rendered) -> None:
         response_type="ephemeral",
         replace_original=False,
     )
+
+
+def direct_message(client: WebClient, user: str, rendered: blocks.Rendered) -> None:
+    """Tell one person something where no channel answers: a modal's submitter."""
+    channel = client.conversations_open(users=user)["channel"]["id"]
+    text, body = rendered
+    client.chat_postMessage(channel=channel, text=text, blocks=[b.to_dict() for b in body])
+
+
+def tell(error: Exception, body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+    """The one place a listener's error becomes what the person sees: an ephemeral reply where
+    Slack gave a response_url (commands, message buttons), a DM otherwise (modal submissions,
+    App Home clicks); an event nobody acted on is only logged (by user_message)."""
+    rendered = user_message(error)
+    user = (body.get("user") or {}).get("id") or body.get("user_id")
+    try:
+        respond = context.respond
+        if context.response_url and respond is not None:
+            ephemeral(respond, rendered)
+        elif user and body.get("type") != "event_callback":
+            direct_message(client, str(user), rendered)
+    except Exception as exc:  # telling the person failed too: the log is all that is left
+        log.error("could not tell %s about an error: %s", user, type(exc).__name__)
+
+
+Listener = Callable[..., None]
+
+
+def reported(listener: Listener) -> Callable[[Args], None]:
+    """Register ``listener`` through this: what it raises goes to :func:`tell`.
+
+    Errors are caught here rather than left to Bolt: with ``process_before_response=False``
+    Bolt resets the acknowledged response when a listener raises, and a request whose ack it
+    had not yet returned is then answered 404 "unhandled request" (a race seen with replicas).
+    Bolt injects arguments by name, so the wrapper takes Bolt's ``Args`` and hands the
+    listener the ones it names.
+    """
+    names = inspect.getfullargspec(listener).args
+
+    def run(args: Args) -> None:
+        try:
+            listener(**{name: getattr(args, name) for name in names})
+        except Exception as error:
+            tell(error, args.body, args.context, args.client)
+
+    run.__name__ = run.__qualname__ = getattr(listener, "__name__", "listener")
+    return run
+
+
+def register_error_handler(app: App) -> None:
+    """Errors Bolt catches outside a listener body (middleware, a listener registered without
+    :func:`reported`) reach :func:`tell` too."""
+
+    @app.error
+    def on_error(
+        error: Exception,
+        body: dict[str, Any],
+        context: BoltContext,
+        client: WebClient,
+        response: BoltResponse | None,
+    ) -> BoltResponse | None:
+        tell(error, body, context, client)
+        # Processed before the HTTP answer (FaaS, tests): the person was told in Slack, so
+        # Slack gets the 200 it already had from ack(), not Bolt's default 500.
+        return BoltResponse(status=200, body="") if response is not None else None

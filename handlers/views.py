@@ -9,10 +9,10 @@ from slack_sdk import WebClient
 
 from bot.domain.durations import parse_duration
 from bot.domain.lifecycle import StepState
-from bot.runtime.bootstrap import Container
 from handlers import blocks
+from handlers.deps import Deps
 from handlers.ids import AlertButton, RotationButton, StepButton, View, parse_value
-from handlers.respond import user_message
+from handlers.respond import direct_message, reported
 
 
 def _input(view: dict[str, Any], block: str) -> str | None:
@@ -24,16 +24,12 @@ def _input(view: dict[str, Any], block: str) -> str | None:
     return str(value).strip() if value else None
 
 
-def register(app: App, c: Container) -> None:
-    service = c.service
-
-    def dm(client: WebClient, user: str, rendered: blocks.Rendered) -> None:
-        """Tell the submitter what happened: a modal has no channel to answer in."""
-        channel = client.conversations_open(users=user)["channel"]["id"]
-        text, body = rendered
-        client.chat_postMessage(channel=channel, text=text, blocks=[b.to_dict() for b in body])
+def register(app: App, deps: Deps) -> None:
+    service = deps.rotations
 
     @app.view(View.START.value)
+
+    @reported
     def start(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         errors: dict[str, str] = {}
         durations = {}
@@ -49,28 +45,26 @@ def register(app: App, c: Container) -> None:
         ack()
         user = str(body["user"]["id"])
         secret = _input(view, "secret") or ""
-        try:
-            r = service.start(
-                secret, actor=user, overlap=durations["overlap"], observe=durations["observe"]
-            )
-            dm(client, user, blocks.text_message(f"Started {r.ref} for `{secret}`."))
-        except Exception as exc:
-            dm(client, user, user_message(exc))
+        r = service.start(
+            secret, actor=user, overlap=durations["overlap"], observe=durations["observe"]
+        )
+        direct_message(client, user, blocks.text_message(f"Started {r.ref} for `{secret}`."))
 
     @app.view(View.REPORT_PROBLEM.value)
+
+    @reported
     def report(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
         user = str(body["user"]["id"])
-        try:
-            button = parse_value(StepButton, view.get("private_metadata"))
-            what = _input(view, "what") or "problem reported"
-            service.report_problem(
-                button.rotation_id, button.consumer, actor=user, description=what
-            )
-        except Exception as exc:
-            dm(client, user, user_message(exc))
+        button = parse_value(StepButton, view.get("private_metadata"))
+        what = _input(view, "what") or "problem reported"
+        service.report_problem(
+            button.rotation_id, button.consumer, actor=user, description=what
+        )
 
     @app.view(View.REVOKE_OVERRIDE.value)
+
+    @reported
     def override(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         reason = _input(view, "reason") or ""
         if len(reason) < 10:
@@ -78,92 +72,85 @@ def register(app: App, c: Container) -> None:
             return
         ack()
         user = str(body["user"]["id"])
-        try:
-            button = parse_value(RotationButton, view.get("private_metadata"))
-            r = service.revoke(button.rotation_id, actor=user, override_reason=reason)
-            if r.channel and r.message_ts:
-                c.notifier.post(
-                    r.channel,
-                    blocks.text_message(
-                        f":rotating_light: {blocks.mention(user)} revoked the old credential of "
-                        f"{r.ref} past the gate (break-glass). Reason: {reason}"
-                    ),
-                    r.message_ts,
-                )
-        except Exception as exc:
-            dm(client, user, user_message(exc))
+        button = parse_value(RotationButton, view.get("private_metadata"))
+        r = service.revoke(button.rotation_id, actor=user, override_reason=reason)
+        if r.channel and r.message_ts:
+            deps.notifier.post(
+                r.channel,
+                blocks.text_message(
+                    f":rotating_light: {blocks.mention(user)} revoked the old credential of "
+                    f"{r.ref} past the gate (break-glass). Reason: {reason}"
+                ),
+                r.message_ts,
+            )
 
     @app.view(View.ROLLBACK.value)
+
+    @reported
     def rollback(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
         user = str(body["user"]["id"])
-        try:
-            from bot.services.emergency import owners_to_act
+        from bot.services.emergency import owners_to_act
 
-            meta = parse_value(AlertButton, view.get("private_metadata"))
-            assert meta.rotation_id is not None
-            revoke_new = _input(view, "new_credential") == "revoke"
-            r, changed = service.rollback_once(
-                meta.rotation_id,
-                actor=user,
-                revoke_new=revoke_new,
-                reason=_input(view, "reason"),
-                consumer=meta.consumer,
+        meta = parse_value(AlertButton, view.get("private_metadata"))
+        assert meta.rotation_id is not None
+        revoke_new = _input(view, "new_credential") == "revoke"
+        r, changed = service.rollback_once(
+            meta.rotation_id,
+            actor=user,
+            revoke_new=revoke_new,
+            reason=_input(view, "reason"),
+            consumer=meta.consumer,
+        )
+        if not changed:
+            # A second modal submitted after the first one rolled back: say so, do nothing.
+            direct_message(client, user, blocks.text_message(
+                f"{r.ref} is {r.phase.value}; nothing changed."))
+            return
+        owners = blocks.owner_rollback_lines(owners_to_act(deps.catalog, r.secret))
+        if r.channel:
+            deps.notifier.post(
+                r.channel,
+                blocks.rollback_done(
+                    r, user, "revoked" if revoke_new else "kept pending (valid, unused)",
+                    owners,
+                ),
+                r.message_ts,
             )
-            if not changed:
-                # A second modal submitted after the first one rolled back: say so, do nothing.
-                dm(client, user, blocks.text_message(
-                    f"{r.ref} is {r.phase.value}; nothing changed."))
-                return
-            owners = blocks.owner_rollback_lines(owners_to_act(c.catalog, r.secret))
-            if r.channel:
-                c.notifier.post(
-                    r.channel,
-                    blocks.rollback_done(
-                        r, user, "revoked" if revoke_new else "kept pending (valid, unused)",
-                        owners,
-                    ),
-                    r.message_ts,
-                )
-            if meta.alert_id:
-                from handlers.alerts_http import alert_service
-
-                alert_service(c).refresh(meta.alert_id)
-        except Exception as exc:
-            dm(client, user, user_message(exc))
+        if meta.alert_id:
+            deps.alerts.refresh(meta.alert_id)
 
     @app.view(View.EMERGENCY.value)
+
+    @reported
     def emergency(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
         user = str(body["user"]["id"])
-        try:
-            from bot.services.emergency import start_emergency
+        from bot.services.emergency import start_emergency
 
-            meta = parse_value(AlertButton, view.get("private_metadata"))
-            assert meta.rotation_id is not None
-            outcome = start_emergency(
-                service, meta.rotation_id, actor=user, reason=_input(view, "reason")
+        meta = parse_value(AlertButton, view.get("private_metadata"))
+        assert meta.rotation_id is not None
+        outcome = start_emergency(
+            service, meta.rotation_id, actor=user, reason=_input(view, "reason")
+        )
+        r = outcome.rotation
+        if not outcome.started:
+            direct_message(client, user, blocks.text_message(
+                f"{r.ref} of `{r.secret}` is already running ({r.phase.value}); nothing "
+                "new was started."))
+            return
+        old = service.get(meta.rotation_id)
+        if old.channel and old.message_ts:
+            deps.notifier.post(
+                old.channel,
+                blocks.text_message(
+                    f":rotating_light: {blocks.mention(user)} started {r.ref}, an urgent "
+                    f"re-rotation of `{r.secret}` (rollback is impossible after revocation)."
+                ),
+                old.message_ts,
             )
-            r = outcome.rotation
-            if not outcome.started:
-                dm(client, user, blocks.text_message(
-                    f"{r.ref} of `{r.secret}` is already running ({r.phase.value}); nothing "
-                    "new was started."))
-                return
-            old = service.get(meta.rotation_id)
-            if old.channel and old.message_ts:
-                c.notifier.post(
-                    old.channel,
-                    blocks.text_message(
-                        f":rotating_light: {blocks.mention(user)} started {r.ref}, an urgent "
-                        f"re-rotation of `{r.secret}` (rollback is impossible after revocation)."
-                    ),
-                    old.message_ts,
-                )
-            dm(client, user, blocks.text_message(
-                f"Started {r.ref}, an urgent re-rotation of `{r.secret}`."))
-        except Exception as exc:
-            dm(client, user, user_message(exc))
+        direct_message(client, user, blocks.text_message(
+            f"Started {r.ref}, an urgent re-rotation of `{r.secret}`."))
 
 
 __all__ = ["StepState", "register"]

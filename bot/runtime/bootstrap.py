@@ -1,13 +1,21 @@
-"""The composition root: builds every dependency once and hands it in. No import-time work."""
+"""The composition root: builds every adapter and service once, into typed fields.
+
+Nothing else in the code base constructs an adapter, a repository or a service for the
+running process: listeners get :class:`handlers.deps.Deps` (services only), the server and the
+timers get this container. No import-time work.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from slack_sdk import WebClient
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
+from starlette.routing import BaseRoute
 
+from adapters.health import HealthChecker
+from adapters.slack_client import CountingWebClient
 from adapters.slack_client import slack_client as counting_slack_client
 from adapters.slack_directory import SlackOwnerDirectory
 from adapters.slack_notifier import SlackNotifier
@@ -16,12 +24,25 @@ from bot.domain.clock import Clock, SystemClock
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.runtime.backends import CatalogBackends
+from bot.runtime.metrics import StateCollector
 from bot.runtime.settings import Settings
+from bot.services.alerts import AlertService
 from bot.services.health import HealthService, RotationEvidence
+from bot.services.health_schedule import HealthSchedule
+from bot.services.ports import BackendRegistry
 from bot.services.rotations import RotationService
+from bot.services.schedules import ScheduleService
+from bot.services.timers import TimerWork
+from handlers import blocks
+from handlers.deps import Deps
+from handlers.notices import SlackAlertMessenger, SlackScheduleNotices
 from storage.claims import SqlPostClaims
+from storage.deliveries import SqlDeliveryLog
 from storage.engine import make_engine
+from storage.leader import Leader, leader_for
 from storage.migrate import upgrade
+from storage.reminders import SqlReminderLog
+from storage.schedules import SqlScheduleRepository
 from storage.unit_of_work import sql_unit_of_work_factory
 
 log = logging.getLogger("rotabot")
@@ -29,19 +50,40 @@ log = logging.getLogger("rotabot")
 
 @dataclass
 class Container:
+    """Everything one rotabot process runs on, built by :func:`build`."""
+
     settings: Settings
     catalog: Catalog
     engine: Engine
-    service: RotationService
-    slack: WebClient
-    notifier: SlackNotifier
     clock: Clock
-    extras: dict[str, object] = field(default_factory=dict)
-    health: HealthService | None = None
+    slack: CountingWebClient
+    notifier: SlackNotifier
+    service: RotationService
+    health: HealthService
+    alerts: AlertService
+    schedules: ScheduleService
+    deliveries: SqlDeliveryLog
+    leader: Leader
+    timers: TimerWork
+    health_schedule: HealthSchedule
+    # What /metrics serves: Slack call counters and the rotation/alert gauges.
+    metrics: CollectorRegistry
+    # Routes served beside Slack's, /alerts, /healthz and /metrics (the sandbox's page).
+    extra_routes: list[BaseRoute] = field(default_factory=list)
 
-
-def slack_client(settings: Settings) -> WebClient:
-    return counting_slack_client(settings.slack_bot_token, settings.slack_api_url)
+    @property
+    def deps(self) -> Deps:
+        """What listeners and the /alerts route are handed: services, never storage."""
+        return Deps(
+            rotations=self.service,
+            alerts=self.alerts,
+            schedules=self.schedules,
+            health=self.health,
+            notifier=self.notifier,
+            deliveries=self.deliveries,
+            clock=self.clock,
+            alert_secret=self.settings.alert_secret,
+        )
 
 
 def build(
@@ -49,7 +91,7 @@ def build(
     *,
     clock: Clock | None = None,
     migrate: bool | None = None,
-    backends: CatalogBackends | None = None,
+    backends: BackendRegistry | None = None,
 ) -> Container:
     catalog = load_catalog(settings.catalog_path)
     if migrate is None:
@@ -58,22 +100,18 @@ def build(
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
     clock = clock or SystemClock()
-    client = slack_client(settings)
+    metrics = CollectorRegistry()  # per container: several in one test process never collide
+    client = counting_slack_client(settings.slack_bot_token, settings.slack_api_url, metrics)
     service = RotationService(
         catalog=catalog,
         uow_factory=sql_unit_of_work_factory(engine),
-        backends=backends or CatalogBackends(catalog),
+        backends=backends or CatalogBackends(catalog, settings.credentials_env),
         clock=clock,
         directory=SlackOwnerDirectory(client),
     )
-
-    def gate_for(rotation: Rotation) -> GateResult:
-        return service.gate_of(rotation)
-
-    from adapters.health import HealthChecker
-
+    probe = HealthChecker(env=settings.credentials_env)
     # Owners pressing Validated trigger the consumer's catalog health check.
-    health = HealthService(service=service, probe=HealthChecker()).install()
+    health = HealthService(service=service, probe=probe).install()
 
     def evidence_for(rotation: Rotation) -> RotationEvidence | None:
         try:
@@ -82,20 +120,55 @@ def build(
             log.warning("rotation evidence unavailable: %s", type(exc).__name__)
             return None
 
+    def gate_for(rotation: Rotation) -> GateResult:
+        return service.gate_of(rotation)
+
     notifier = SlackNotifier(
-        client=client, load=service.get, attach=service.attach_message, gate_lines=gate_for,
+        client=client,
+        render=blocks,  # the Block Kit of handlers/blocks/
+        load=service.get,
+        attach=service.attach_message,
+        gate_lines=gate_for,
         evidence=evidence_for,
         # One replica posts each message and prompt, once, even across crashes.
         claims=SqlPostClaims(engine, service.clock.now),
     )
     service.on_change.append(notifier.rotation_changed)
+    # Gauges from a snapshot refreshed at most every few seconds, not a query per scrape.
+    metrics.register(StateCollector(service.active, service.recent_alerts))
+    # One AlertService per process: its coalescing state is shared by /alerts and buttons.
+    alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier))
+    schedules = ScheduleService(
+        rotations=service,
+        repo=SqlScheduleRepository(engine),
+        notices=SlackScheduleNotices(notifier, catalog),
+    )
+    leader = leader_for(settings.database_url)
+    health_schedule = HealthSchedule(alerts, probe, settings.health_interval)
+    timers = TimerWork(
+        service,
+        is_leader=leader.is_leader,
+        reminders=SqlReminderLog(engine),
+        notices=notifier,
+        # Leader-only periodic work: health checks while rotations run, scheduled rotations
+        # and max_age reminders.
+        extra=[health_schedule.run_due, schedules.run_due],
+    )
     return Container(
         settings=settings,
         catalog=catalog,
         engine=engine,
-        service=service,
+        clock=clock,
         slack=client,
         notifier=notifier,
-        clock=clock,
+        service=service,
         health=health,
+        alerts=alerts,
+        schedules=schedules,
+        # In the database every replica shares, so a retry landing on another counts once.
+        deliveries=SqlDeliveryLog(engine, clock),
+        leader=leader,
+        timers=timers,
+        health_schedule=health_schedule,
+        metrics=metrics,
     )

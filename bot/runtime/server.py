@@ -4,40 +4,60 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TYPE_CHECKING
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
-from slack_bolt.request import BoltRequest
+from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
+from bot.domain.errors import StoreUnavailable
 from bot.runtime.bootstrap import Container, build
-
-if TYPE_CHECKING:
-    from bot.services.health_schedule import HealthSchedule
-    from bot.services.timers import TimerWork
+from bot.runtime.logs import configure_logging
+from bot.runtime.metrics import render
 from bot.runtime.settings import Settings, SettingsError
+from bot.services.timers import TimerWork
+from handlers.alerts_http import alerts_route
+from handlers.app import build_bolt_app
+from storage.migrate import schema_problem
 
 log = logging.getLogger("rotabot.server")
 
 
-def create_web_app(c: Container, bolt: App) -> Starlette:
-    async def slack_events(request: Request) -> Response:
-        body = (await request.body()).decode("utf-8")
-        bolt_request = BoltRequest(
-            body=body, query=request.url.query, headers=dict(request.headers)
-        )
-        # Bolt's sync dispatch returns once the listener has acked; the listener finishes in
-        # Bolt's worker pool. Run it off the event loop so one slow ack cannot stall others.
-        bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
-        headers = {k: v[0] for k, v in bolt_response.headers.items() if v}
-        return Response(
-            content=bolt_response.body, status_code=bolt_response.status, headers=headers
-        )
+def bolt_app(
+    c: Container, *, signing_secret: str | None = None, process_before_response: bool = False
+) -> App:
+    """The Bolt app of this container: its listeners get the services (``c.deps``) only."""
+    return build_bolt_app(
+        c.deps,
+        client=c.slack,
+        signing_secret=signing_secret or c.settings.slack_signing_secret,
+        process_before_response=process_before_response,
+    )
 
+
+def web_app(bolt: App, routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """Slack's ``POST /slack/events`` through Bolt's Starlette adapter, beside ``routes``."""
+
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()
+        # Bolt's sync dispatch returns once the listener has acked; the listener finishes in
+        # Bolt's worker pool. Run it off the event loop so one slow ack cannot stall others
+        # (the adapter's own handler would call it on the loop).
+        bolt_response = await run_in_threadpool(bolt.dispatch, to_bolt_request(request, body))
+        return to_starlette_response(bolt_response)
+
+    return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"]), *routes])
+
+
+def create_web_app(c: Container, bolt: App) -> Starlette:
     async def healthz(request: Request) -> Response:
         def check() -> dict[str, str]:
             with c.engine.connect() as conn:
@@ -52,73 +72,48 @@ def create_web_app(c: Container, bolt: App) -> Starlette:
             )
 
     async def metrics(request: Request) -> Response:
-        from bot.runtime.metrics import render_metrics
+        body, content_type = await run_in_threadpool(render, c.metrics)
+        return Response(body, headers={"Content-Type": content_type})
 
-        return PlainTextResponse(
-            await run_in_threadpool(render_metrics, c), media_type="text/plain; version=0.0.4"
-        )
-
-    from handlers.alerts_http import alerts_route
-
-    routes = [
-        Route("/slack/events", slack_events, methods=["POST"]),
-        alerts_route(c),
+    return web_app(bolt, [
+        alerts_route(c.deps),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-    ]
-    extra = c.extras.get("routes")
-    if isinstance(extra, list):
-        routes.extend(extra)
-    return Starlette(routes=routes)
+        *c.extra_routes,
+    ])
 
 
-def timer_work(c: Container) -> TimerWork:
-    """The timers of this process: leader-elected on PostgreSQL, reminders through Slack."""
-    from bot.services.timers import TimerWork
-    from storage.leader import leader_for
-    from storage.repositories import SqlReminderLog
+def start_scheduler(work: TimerWork, interval_seconds: float = 2.0) -> BackgroundScheduler:
+    """Run ``work`` on an APScheduler interval job in a background thread.
 
-    leader = leader_for(c.settings.database_url)
-    c.extras["leader"] = leader
-    return TimerWork(
-        c.service,
-        is_leader=leader.is_leader,
-        reminders=SqlReminderLog(c.engine),
-        notices=c.notifier,
+    The first run is immediate, so work that came due while the bot was down runs at start.
+    """
+    scheduler = BackgroundScheduler(timezone="UTC")
+    # misfire_grace_time=None: a run that was due while we were busy or down still runs;
+    # coalesce: many missed runs collapse into one.
+    scheduler.add_job(
+        work.run_once,
+        "interval",
+        seconds=interval_seconds,
+        id="rotabot-timers",
+        next_run_time=datetime.now(UTC),
+        misfire_grace_time=None,
+        coalesce=True,
+        max_instances=1,
     )
+    scheduler.start()
+    return scheduler
 
 
-def health_schedule(c: Container) -> HealthSchedule:
-    """Scheduled health checks, failures into the alert pipeline (ROTABOT_HEALTH_INTERVAL)."""
-    from adapters.health import HealthChecker
-    from bot.services.health_schedule import HealthSchedule, interval_from_env
-    from handlers.alerts_http import alert_service
-
-    probe = c.health.probe if c.health is not None else None
-    checker = probe if isinstance(probe, HealthChecker) else HealthChecker()
-    schedule = HealthSchedule(alert_service(c), checker, interval_from_env())
-    c.extras["health_schedule"] = schedule
-    return schedule
-
-
-def start_timers(c: Container) -> object:
-    from bot.services.timers import start_scheduler
-
-    work = timer_work(c)
-    c.extras["timers"] = work
-    work.extra.append(health_schedule(c).run_due)  # health checks while rotations run
-    from handlers.schedule_actions import schedule_service
-
-    work.extra.append(schedule_service(c).run_due)  # scheduled rotations, max_age reminders
-    return start_scheduler(work)
+def start_timers(c: Container) -> BackgroundScheduler:
+    """Run the container's timers (leader only on PostgreSQL) on a background scheduler."""
+    return start_scheduler(c.timers)
 
 
 def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
     """At start and then every `interval` s: post the rotation messages and prompts that a
     dead process (this one before a restart, or another replica) committed but never posted.
     Claims skip whatever went out; a dead holder's claim is taken over after its lease."""
-    import threading
-    import time
 
     def run() -> None:
         while True:
@@ -134,9 +129,6 @@ def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
 def serve(host: str, port: int, settings: Settings | None = None) -> int:
     import uvicorn
 
-    from bot.runtime.logs import configure_logging
-    from handlers.app import build_bolt_app
-
     settings = settings or Settings.from_env()
     try:
         settings.check_for_serve()
@@ -145,9 +137,6 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     if not settings.database_url.startswith("sqlite"):  # SQLite is migrated by build()
-        from bot.domain.errors import StoreUnavailable
-        from storage.migrate import schema_problem
-
         try:
             problem = schema_problem(settings.database_url)
         except StoreUnavailable as exc:
@@ -156,7 +145,7 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
             print(f"rotabot: {problem}", file=sys.stderr)
             return 2
     c = build(settings)
-    bolt = build_bolt_app(c)
+    bolt = bolt_app(c)
     start_timers(c)
     catch_up_in_background(c)
     if settings.slack_app_token:

@@ -10,11 +10,8 @@ exactly as Slack would. The Slack Web API the bot calls is the stand-in, on its 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -25,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from apscheduler.schedulers.background import BackgroundScheduler
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -32,7 +31,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from bot.catalog import CatalogInvalid, load_catalog
+from bot.domain.alert_intake import sign
 from bot.domain.secret_material import SecretMaterial
+from bot.runtime.bootstrap import Container, build
+from bot.runtime.server import bolt_app, create_web_app
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, SlackSideError
@@ -71,12 +73,6 @@ CHANNELS = {ROTATIONS: "rotations", INCIDENTS: "incidents"}
 
 class SandboxError(Exception):
     """The sandbox cannot start; the message says why and what to do."""
-
-
-def sign_alert(alert_secret: str, timestamp: str, body: str) -> str:
-    """``v1=`` + hex HMAC-SHA256 of ``timestamp + "." + body``: how connectors sign alerts."""
-    mac = hmac.new(alert_secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
-    return "v1=" + mac.hexdigest()
 
 
 def build_workspace() -> StandinState:
@@ -143,13 +139,12 @@ class Sandbox:
     data_dir: Path
     standin: StandinServer
     settings: Settings
-    container: Any
-    bolt: Any
-    app: Any
+    container: Container
     notes: list[str] = field(default_factory=list)
+    app: Starlette | None = None  # set once the page's routes exist (they need the sandbox)
     slack: SlackSide | None = None
     base_url: str = ""
-    timers: Any = None
+    timers: BackgroundScheduler | None = None
 
     @property
     def state(self) -> StandinState:
@@ -158,10 +153,7 @@ class Sandbox:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def create(cls, data_dir: str) -> Sandbox:
-        from bot.runtime.bootstrap import build
-        from bot.runtime.server import create_web_app
-        from handlers.app import build_bolt_app
+    def create(cls, data_dir: str, alert_secret: str | None = None) -> Sandbox:
 
         root, notes = prepare_data_dir(data_dir)
         standin = StandinServer(build_workspace()).start()
@@ -173,14 +165,13 @@ class Sandbox:
                 slack_bot_token="xoxb-sandbox-" + secrets.token_hex(12),
                 slack_signing_secret=secrets.token_hex(16),
                 # Honour the caller's alert secret so the README's curl line works here too.
-                alert_secret=os.environ.get("ROTABOT_ALERT_SECRET") or secrets.token_hex(24),
+                alert_secret=alert_secret or secrets.token_hex(24),
                 log_level="INFO",
             )
             container = build(settings)
-            sandbox = cls(root, standin, settings, container, None, None, notes)
-            container.extras["routes"] = sandbox.routes()
-            sandbox.bolt = build_bolt_app(container, signing_secret=settings.slack_signing_secret)
-            sandbox.app = create_web_app(container, sandbox.bolt)
+            sandbox = cls(root, standin, settings, container, notes)
+            container.extra_routes.extend(sandbox.routes())
+            sandbox.app = create_web_app(container, bolt_app(container))
             sandbox.seed_stores()
         except Exception:
             standin.stop()
@@ -409,7 +400,7 @@ class Sandbox:
         headers = {
             "Content-Type": "application/json",
             "X-Rotabot-Timestamp": timestamp,
-            "X-Rotabot-Signature": sign_alert(self.settings.alert_secret or "", timestamp, body),
+            "X-Rotabot-Signature": sign(self.settings.alert_secret or "", timestamp, body.encode()),
         }
 
         def send() -> httpx.Response:
@@ -458,8 +449,11 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_sandbox(host: str, port: int, data_dir: str) -> int:
-    """Start the sandbox and serve until interrupted; prints the address to open."""
+def run_sandbox(host: str, port: int, data_dir: str, alert_secret: str | None = None) -> int:
+    """Start the sandbox and serve until interrupted; prints the address to open.
+
+    ``alert_secret`` (ROTABOT_ALERT_SECRET) signs `POST /alerts`, so the README's curl line
+    reaches the sandbox; without it the sandbox makes one up for its own page."""
     import uvicorn
 
     from bot.runtime.logs import configure_logging
@@ -474,7 +468,7 @@ def run_sandbox(host: str, port: int, data_dir: str) -> int:
         )
         return 2
     try:
-        sandbox = Sandbox.create(data_dir)
+        sandbox = Sandbox.create(data_dir, alert_secret=alert_secret)
     except (SandboxError, CatalogInvalid) as exc:
         sock.close()
         print(f"rotabot sandbox: {exc}", file=sys.stderr)
@@ -498,9 +492,10 @@ def run_sandbox(host: str, port: int, data_dir: str) -> int:
     print(f"rotabot sandbox: data in {sandbox.data_dir}", flush=True)
     print(f"rotabot sandbox: Slack stand-in at {sandbox.standin.root_url}", flush=True)
     print(f"rotabot sandbox: open http://{shown}:{real_port}/ in a browser", flush=True)
-    if os.environ.get("ROTABOT_ALERT_SECRET"):
+    if alert_secret:
         print(f"rotabot sandbox: alerts at http://{shown}:{real_port}/alerts, signed with "
               "ROTABOT_ALERT_SECRET", flush=True)
+    assert sandbox.app is not None  # Sandbox.create built it
     config = uvicorn.Config(
         sandbox.app,
         log_level="warning",

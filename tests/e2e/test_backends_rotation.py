@@ -140,7 +140,7 @@ def test_redis_acl_secret_in_openbao_from_start_to_revoke(
     assert w.auth_ok(w.initial) and w.auth_ok(new_password)
 
     click_step(bot, "U0BOB", "retriever", "Distributed")
-    # The timer's scheduled check (bot/health_schedule.py, interval set to a day here) runs
+    # The timer's scheduled check (bot/services/health_schedule.py, interval set to a day here) runs
     # once, within a tick or two of the start: let it pass while the consumer is healthy, so
     # it cannot open an alert of its own while the consumer fails below.
     consumer_standin.wait_for_hits(1, timeout=6, required=False)

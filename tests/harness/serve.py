@@ -145,7 +145,7 @@ def process_env(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def serve_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "bot.runtime.cli", "serve",
+    return [sys.executable, "-m", "bot.cli", "serve",
             "--host", "127.0.0.1", "--port", str(port)]
 
 

@@ -27,7 +27,7 @@ from bot.domain.clock import FixedClock
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
-from handlers.alerts_http import alert_service, alerts_route
+from handlers.alerts_http import alerts_route
 from storage.deliveries import DEFAULT_LEASE, DELIVERIES, SqlDeliveryLog
 from storage.engine import make_engine
 from storage.migrate import upgrade
@@ -226,7 +226,7 @@ class Replica:
     def __init__(self, c: Container, clock: FixedClock,
                  deliveries: Deliveries | None = None) -> None:
         self.c, self.clock = c, clock
-        self.http = TestClient(Starlette(routes=[alerts_route(c, deliveries=deliveries)]))
+        self.http = TestClient(Starlette(routes=[alerts_route(c.deps, deliveries=deliveries)]))
 
     def send(self, payload: dict[str, Any], delivery: str) -> Any:
         body = json.dumps(payload).encode()
@@ -275,7 +275,7 @@ def replicas(
 
         yield new
         for c in built:
-            alert_service(c).flush()
+            c.alerts.flush()
             c.notifier.flush()
             c.engine.dispose()
         assert state.violations == []

@@ -35,7 +35,7 @@ from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.services.alerts import AlertService
 from handlers import alert_actions
-from handlers.alerts_http import alert_service, alerts_route
+from handlers.alerts_http import alerts_route
 from handlers.ids import Action, AlertButton
 
 ALERT_SECRET = "test-alert-signing-key"
@@ -82,12 +82,12 @@ BURST_CONSUMERS = ("embedder", "retriever", "nightly-ingest", "reranker", "infer
 class World:
     def __init__(self, c: Container, state: StandinState, clock: FixedClock) -> None:
         self.c, self.state, self.clock = c, state, clock
-        self.alerts: AlertService = alert_service(c)
-        self.route = alerts_route(c)
+        self.alerts: AlertService = c.alerts
+        self.route = alerts_route(c.deps)
         self.http = TestClient(Starlette(routes=[self.route]))
 
     def use_route(self, **kwargs: Any) -> None:
-        self.http = TestClient(Starlette(routes=[alerts_route(self.c, **kwargs)]))
+        self.http = TestClient(Starlette(routes=[alerts_route(self.c.deps, **kwargs)]))
 
     def send(
         self,

@@ -27,11 +27,10 @@ from bot.domain.clock import FixedClock
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.runtime.bootstrap import Container, build
-from bot.runtime.server import create_web_app
+from bot.runtime.server import bolt_app, create_web_app
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import SlackSide
-from handlers.app import build_bolt_app
 from storage.engine import make_engine
 from storage.migrate import upgrade
 from storage.unit_of_work import SqlUnitOfWork
@@ -86,7 +85,7 @@ def audit_db(tmp_path: Path) -> str:
 def export(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "-m", "bot.runtime.cli", "audit", "export", *args],
+        [sys.executable, "-m", "bot.cli", "audit", "export", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -202,7 +201,7 @@ def slack(
                             slack_signing_secret=SIGNING_SECRET)
         c = build(settings, clock=FixedClock(T0), migrate=True,
                   backends=LocalBackends(tmp_path / "secrets"))
-        http = TestClient(create_web_app(c, build_bolt_app(c, process_before_response=True)))
+        http = TestClient(create_web_app(c, bolt_app(c, process_before_response=True)))
         try:
             yield SlackSide(state, "http://testserver/slack/events", SIGNING_SECRET,
                             http=http), state, c

@@ -4,7 +4,7 @@ Every credential rotabot needs for its back ends comes from an environment varia
 names: the OpenBao token (VAULT_TOKEN), the Redis admin password (in REDIS_ADMIN_URL), the
 PostgreSQL admin password (in PG_ADMIN_DSN) and the header tokens of the http issuer and of a
 consumer's health check. Here each is a planted canary value, valid on a real server (the
-OpenBao token is created with the canary as its id). The bot is built by bot/bootstrap.py
+OpenBao token is created with the canary as its id). The bot is built by bot/runtime/bootstrap.py
 against the Slack stand-in (which treats any call carrying a canary as a violation) and runs
 rotations that fail on the way: a health check whose consumer echoes the header it was sent, a
 provider that echoes the Authorization header in its 500s, a token that may not destroy

@@ -11,6 +11,7 @@ cannot be reached on the day), rescheduling, and max_age "due" reminders.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -31,17 +32,15 @@ from bot.domain.lifecycle import Phase, StepState
 from bot.domain.schedule import ScheduleStatus
 from bot.runtime.backends import CatalogBackends
 from bot.runtime.bootstrap import Container, build
-from bot.runtime.server import create_web_app
+from bot.runtime.server import bolt_app, create_web_app
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import SlackSide
 from bot.sandbox.slack_standin.state import Ephemeral, Message
 from bot.services.ports import Issuer, Store
 from bot.services.schedules import ScheduleService
-from handlers.app import build_bolt_app
 from handlers.ids import Action
-from handlers.schedule_actions import schedule_service
-from storage.repositories import AUDIT, SCHEDULES
+from storage.sql_common import AUDIT, SCHEDULES
 
 SIGNING_SECRET = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -97,7 +96,7 @@ class Backends:
     def __init__(self, root: Path, catalog_path: Path) -> None:
         self.store = FileStore(root)
         self.issuer = LocalIssuer()
-        self.catalog = CatalogBackends(load_catalog(catalog_path))
+        self.catalog = CatalogBackends(load_catalog(catalog_path), os.environ)
 
     def store_for(self, secret: str) -> Store:
         if secret == "cache-password":
@@ -114,8 +113,8 @@ class World:
         self.state, self.clock, self.settings, self.backends = state, clock, settings, backends
         self.containers: list[Container] = []
         self.c = self.replica()
-        self.svc = schedule_service(self.c)
-        bolt = build_bolt_app(self.c, process_before_response=True)
+        self.svc = self.c.schedules
+        bolt = bolt_app(self.c, process_before_response=True)
         self.http = TestClient(create_web_app(self.c, bolt))
         self.slack = SlackSide(state, "http://testserver/slack/events", SIGNING_SECRET,
                                http=self.http)
@@ -280,7 +279,7 @@ def test_review_is_posted_readiness_lead_before_once_with_findings_and_buttons(
     assert world.svc.run_due() == 1
     for _ in range(3):
         assert world.svc.run_due() == 0
-    assert world.replica() and schedule_service(world.containers[-1]).run_due() == 0
+    assert world.replica() and world.containers[-1].schedules.run_due() == 0
 
     review = world.review()
     body = json.dumps(review.blocks)
@@ -322,7 +321,7 @@ def test_owners_confirm_and_it_starts_on_the_day_exactly_once(world: World) -> N
     world.clock.advance(timedelta(days=2) - timedelta(minutes=1))
     assert world.svc.run_due() == 0  # not a minute early
     world.clock.advance(timedelta(minutes=1))
-    replicas = [world.svc, schedule_service(world.replica())]
+    replicas = [world.svc, world.replica().schedules]
     outcomes: list[int] = []
     threads = [threading.Thread(target=lambda s=s: outcomes.append(s.run_due()))
                for s in replicas]
@@ -431,7 +430,7 @@ def test_max_age_turns_into_due_reminders_once_per_week(world: World) -> None:
     world.clock.advance(timedelta(seconds=1))
     assert svc.run_due() == 1
     assert svc.run_due() == 0
-    assert schedule_service(world.replica()).run_due() == 0  # a restart does not repeat it
+    assert world.replica().schedules.run_due() == 0  # a restart does not repeat it
     (due,) = world.messages("search-key is due for rotation")
     text = json.dumps(due.blocks)
     assert "<@U0SECOPS>" in text
@@ -500,7 +499,7 @@ def test_a_start_interrupted_by_a_crash_is_recovered(world: World) -> None:
         event=world.svc._event(item, actor="rotabot", now=world.clock.now(),
                                action="schedule.started"),
     )
-    restarted = schedule_service(world.replica())
+    restarted = world.replica().schedules
     assert restarted.run_due() == 0  # it may still be in flight on another replica
     world.clock.advance(timedelta(minutes=2))
     assert restarted.run_due() == 1
@@ -525,7 +524,7 @@ def test_a_rotation_started_just_before_a_crash_is_adopted(world: World) -> None
     # The rotation was created, then the bot died before recording it on the schedule.
     rotation = world.c.service.start("model-api-key", actor=ADMIN)
     world.clock.advance(timedelta(minutes=2))
-    assert schedule_service(world.replica()).run_due() == 1
+    assert world.replica().schedules.run_due() == 1
     item = world.svc.get(sid)
     assert (item.status, item.rotation_id) == (ScheduleStatus.STARTED, rotation.id)
     assert world.rotations_started() == 1
@@ -546,6 +545,6 @@ def test_the_servers_timer_runs_the_schedules(world: World) -> None:
         assert "SR-1" in review.text
     finally:
         scheduler.shutdown(wait=True)
-        leader: Any = world.c.extras.get("leader")
+        leader: Any = world.c.leader
         if leader is not None:
             leader.close()

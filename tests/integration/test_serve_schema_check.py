@@ -36,7 +36,7 @@ def serve(url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "SLACK_API_URL": "http://127.0.0.1:9/api/",  # never reached: it stops before
     }
     return subprocess.run(
-        [sys.executable, "-m", "bot.runtime.cli", "serve", "--port", "0"],
+        [sys.executable, "-m", "bot.cli", "serve", "--port", "0"],
         env=env, capture_output=True, text=True, timeout=60,
     )
 

@@ -211,7 +211,7 @@ class Cluster:
 
 def db_upgrade(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url}
-    done = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "db", "upgrade"], env=env,
+    done = subprocess.run([sys.executable, "-m", "bot.cli", "db", "upgrade"], env=env,
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"rotabot db upgrade failed:\n{done.stdout}\n{done.stderr}")

@@ -159,9 +159,8 @@ def inprocess_bot(
     finished and the database shows its effect. No timers run.
     """
     from bot.runtime.bootstrap import build
-    from bot.runtime.server import create_web_app
+    from bot.runtime.server import bolt_app, create_web_app
     from bot.runtime.settings import Settings
-    from handlers.app import build_bolt_app
 
     catalog = tmp_path / "catalog.yml"
     catalog.write_text(catalog_text)
@@ -172,10 +171,8 @@ def inprocess_bot(
     # Slack messages are re-rendered at once instead of coalesced per second, so what a
     # request returns to is what the buttons show (the pacing is for Slack's rate limits).
     container.notifier.min_interval = 0.0
-    bolt = build_bolt_app(container, process_before_response=True)
-    from handlers.alerts_http import alert_service
-
-    alert_service(container).min_update_interval = 0.0
+    bolt = bolt_app(container, process_before_response=True)
+    container.alerts.min_update_interval = 0.0
     app = create_web_app(container, bolt)
     client = TestClient(app, base_url="http://rotabot.test", raise_server_exceptions=False)
     slack = SlackSide(standin.state, "http://rotabot.test/slack/events", signing_secret,
@@ -187,7 +184,7 @@ def inprocess_bot(
         yield handle
     finally:
         container.notifier.flush()
-        alert_service(container).flush()
+        container.alerts.flush()
         client.close()
         container.engine.dispose()
         standin.stop()

@@ -1,0 +1,54 @@
+"""What Slack listeners and the /alerts route are handed: the use cases, never storage, the
+container or an adapter. The composition root (bot/runtime/bootstrap.py) builds it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.catalog import Catalog
+from bot.domain.alert_intake import Deliveries
+from bot.domain.clock import Clock
+from bot.domain.lifecycle import StepState
+from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.alerts import AlertService
+from bot.services.health import HealthService
+from bot.services.rotations import RotationService
+from bot.services.schedules import ScheduleService
+from handlers.blocks import Rendered
+
+
+class Poster(Protocol):
+    """The Slack notifier as listeners use it (adapters/slack_notifier.py implements it)."""
+
+    @property
+    def posts_once(self) -> bool:
+        """True when posts are claimed in the database (replicas, restarts), so offering a
+        rotation's message and prompts again posts only what is missing."""
+        ...
+
+    def rotation_changed(
+        self, rotation: Rotation, turns: list[tuple[ConsumerProgress, StepState]]
+    ) -> None: ...
+
+    def post(self, channel: str, rendered: Rendered, thread_ts: str | None = None) -> str: ...
+
+    def update(self, channel: str, ts: str, rendered: Rendered) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    rotations: RotationService
+    alerts: AlertService
+    schedules: ScheduleService
+    health: HealthService
+    notifier: Poster
+    # /alerts: where delivery ids are reserved, the clock signatures are checked against, and
+    # the HMAC key (None: intake is off).
+    deliveries: Deliveries
+    clock: Clock
+    alert_secret: str | None
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.rotations.catalog

@@ -1,0 +1,80 @@
+"""The services' Slack-facing ports, rendered as Block Kit: AlertMessenger
+(bot/services/alerts.py) and ScheduleNotices (bot/services/schedules.py), over the notifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.catalog import Catalog
+from bot.domain.alert import Alert
+from bot.domain.durations import format_duration
+from bot.domain.schedule import Confirmation, DueSecret, ScheduledRotation
+from handlers import blocks
+from handlers.blocks.schedule import ask_admins_message, due_message, review_message
+from handlers.deps import Poster
+
+
+@dataclass
+class SlackAlertMessenger:
+    """AlertMessenger over the Slack notifier: the incident message with its buttons."""
+
+    notifier: Poster
+
+    def post(
+        self,
+        channel: str,
+        alert: Alert,
+        context: str,
+        rotation_id: int | None,
+        thread_ts: str | None = None,
+    ) -> tuple[str, str]:
+        ts = self.notifier.post(
+            channel, blocks.alert_message(alert, context, rotation_id), thread_ts=thread_ts
+        )
+        return channel, ts
+
+    def update(
+        self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
+    ) -> None:
+        self.notifier.update(channel, ts, blocks.alert_message(alert, context, rotation_id))
+
+
+class SlackScheduleNotices:
+    """ScheduleNotices (bot/services/schedules.py) over the Slack notifier."""
+
+    def __init__(self, notifier: Poster, catalog: Catalog) -> None:
+        self._notifier = notifier
+        self._catalog = catalog
+
+    def post_review(
+        self,
+        channel: str,
+        item: ScheduledRotation,
+        owners: tuple[str, ...],
+        confirmed: list[Confirmation],
+    ) -> str:
+        return self._notifier.post(channel, review_message(item, self._catalog, owners, confirmed))
+
+    def update_review(
+        self, item: ScheduledRotation, owners: tuple[str, ...], confirmed: list[Confirmation]
+    ) -> None:
+        if item.review_channel is None or item.review_ts is None:
+            return
+        self._notifier.update(
+            item.review_channel,
+            item.review_ts,
+            review_message(item, self._catalog, owners, confirmed),
+        )
+
+    def ask_admins(
+        self,
+        channel: str,
+        item: ScheduledRotation,
+        admins: tuple[str, ...],
+        reasons: tuple[str, ...],
+    ) -> None:
+        self._notifier.post(channel, ask_admins_message(item, admins, reasons))
+
+    def rotation_due(self, channel: str, due: DueSecret) -> None:
+        lead = format_duration(self._catalog.settings_for(due.secret).readiness_lead)
+        self._notifier.post(channel, due_message(due, lead))

@@ -104,8 +104,10 @@ def test_double_click_applies_the_step_once(bot: Bot) -> None:
     first = bot.slack.click("U0BOB", channel="C0ROTATE", message_ts=prompt.ts,
                             action_id=Action.STEP.value)
     assert first.status == 200
-    # The same button payload again (a double click or a replayed request).
-    time.sleep(0.5)
+    # Once the first click has been applied (its prompt says who did the step), the same
+    # button payload again: a double click or a replayed request.
+    bot.state.wait_for(lambda s: (m := s.find_message("C0ROTATE", prompt.ts)) is not None
+                       and "retriever (dev) distributed by U0BOB" in m.text, 10)
     again = bot.slack.post(first.kind, first.request, "application/x-www-form-urlencoded")
     assert again.status == 200
     wait_ephemeral(bot, "U0BOB", "already distributed")

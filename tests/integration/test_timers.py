@@ -21,13 +21,14 @@ from sqlalchemy import func, select, text
 
 from bot.domain.clock import FixedClock
 from bot.domain.lifecycle import Phase, StepState
+from bot.domain.rotation import Rotation
 from bot.runtime.bootstrap import Container, build
-from bot.runtime.server import timer_work
+from bot.runtime.server import start_scheduler
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
-from bot.services.timers import TimerWork, start_scheduler
+from bot.services.timers import NoticeSender, TimerWork
 from storage.leader import AlwaysLeader, PostgresLeader, leader_for
-from storage.repositories import AUDIT, REMINDERS
+from storage.sql_common import AUDIT, REMINDERS
 
 SIGNING_SECRET = "0123456789abcdef0123456789abcdef"
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -64,6 +65,25 @@ def many_secrets(n: int) -> str:
     return "".join(lines)
 
 
+class RecordedNotices:
+    """A NoticeSender that hands each notice on to a replica's notifier and keeps what it
+    sent, so a test can tell which replica sent which notice."""
+
+    def __init__(self, inner: NoticeSender) -> None:
+        self.inner = inner
+        self.sent: list[tuple[str, str]] = []  # (where: a user id or the rotation ref, text)
+
+    def direct_message(self, user: str, text: str) -> str:
+        ts = self.inner.direct_message(user, text)
+        self.sent.append((user, text))
+        return ts
+
+    def thread_note(self, rotation: Rotation, text: str) -> str | None:
+        ts = self.inner.thread_note(rotation, text)
+        self.sent.append((rotation.ref, text))
+        return ts
+
+
 class World:
     def __init__(
         self, state: StandinState, clock: FixedClock, make: Callable[[], Container]
@@ -71,7 +91,7 @@ class World:
         self.state, self.clock, self._make = state, clock, make
         self.containers: list[Container] = []
         self.c = self.replica()
-        self.timers = timer_work(self.c)
+        self.timers = self.c.timers
 
     def replica(self) -> Container:
         """Another process on the same database, catalog and Slack (same clock)."""
@@ -108,6 +128,17 @@ class World:
                 AUDIT.c.rotation_id == rid, AUDIT.c.action == "phase", AUDIT.c.after == after
             )
             return int(conn.execute(stmt).scalar_one())
+
+    def windows_closed_by_timer(self) -> list[int]:
+        """Rotation ids, once per move, that a timer took from observing to revocable."""
+        with self.c.engine.connect() as conn:
+            stmt = select(AUDIT.c.rotation_id).where(
+                AUDIT.c.action == "phase",
+                AUDIT.c.before == Phase.OBSERVING.value,
+                AUDIT.c.after == Phase.REVOCABLE.value,
+                AUDIT.c.actor == "rotabot",
+            ).order_by(AUDIT.c.rotation_id, AUDIT.c.id)
+            return [int(rid) for rid in conn.execute(stmt).scalars()]
 
     def thread_texts(self, rid: int, needle: str) -> list[str]:
         ts = self.c.service.get(rid).message_ts
@@ -155,7 +186,7 @@ def make_world(database_url: str, tmp_path: Path, catalog: str) -> Iterator[Worl
             assert state.violations == []  # every Slack call was well-formed
         finally:
             for c in w.containers:
-                leader = c.extras.get("leader")
+                leader = c.leader
                 if isinstance(leader, PostgresLeader):
                     leader.close()
                 c.engine.dispose()
@@ -209,7 +240,7 @@ def test_a_deadline_that_passed_while_down_runs_once_at_the_first_tick(
     world.c.engine.dispose()
     world.clock.advance(timedelta(hours=7))
     restarted = world.replica()
-    work = timer_work(restarted)
+    work = restarted.timers
     # A one-hour interval: only the immediate first run can fire it in this test.
     scheduler: Any = start_scheduler(work, interval_seconds=3600)
     try:
@@ -219,9 +250,11 @@ def test_a_deadline_that_passed_while_down_runs_once_at_the_first_tick(
     finally:
         scheduler.shutdown(wait=True)
     assert world.phase(rid) is Phase.REVOCABLE
-    assert work.fired == [(rid, "observation-elapsed")]
+    # The restarted replica's timer closed the window (no other timer ran), once.
+    assert world.windows_closed_by_timer() == [rid]
     work.run_once()
     assert world.transitions(rid, "revocable") == 1
+    assert world.windows_closed_by_timer() == [rid]
 
 
 def test_a_closed_gate_says_what_is_missing_once_then_opens(world: World) -> None:
@@ -332,27 +365,32 @@ def test_two_replicas_fire_every_timer_exactly_once_over_50_rotations(
     unsigned = [w.to_observing(f"bulk-{i:02d}", sign_off=False) for i in range(25, 50)]
     replicas = [w.c, w.replica()]
     works: list[TimerWork] = []
+    notices: list[RecordedNotices] = []
     for c in replicas:
-        work = timer_work(c)
+        work = c.timers
         if election == "none":
             work.is_leader = AlwaysLeader().is_leader
+        assert work.notices is not None
+        work.notices = RecordedNotices(work.notices)
+        notices.append(work.notices)
         works.append(work)
     w.state.clear_log()
     # Past the window and past remind_after and escalate_after for the missing sign-offs.
     w.clock.advance(timedelta(hours=4))
 
     errors: list[BaseException] = []
+    actions = [0] * len(works)  # what each replica's run_once said it did
     start = threading.Barrier(len(works))
 
-    def loop(work: TimerWork) -> None:
+    def loop(i: int, work: TimerWork) -> None:
         try:
             start.wait()
             for _ in range(4):
-                work.run_once()
+                actions[i] += work.run_once()
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=loop, args=(work,)) for work in works]
+    threads = [threading.Thread(target=loop, args=(i, work)) for i, work in enumerate(works)]
     for t in threads:
         t.start()
     for t in threads:
@@ -370,11 +408,15 @@ def test_two_replicas_fire_every_timer_exactly_once_over_50_rotations(
         assert len(w.thread_texts(rid, "has not done *signed-off*")) == 1
     # One sign-off reminder DM per unsigned rotation, no more.
     assert len(w.dms("Reminder")) == 25
+    # Every signed rotation's window was closed by a timer exactly once, no unsigned one's.
+    assert w.windows_closed_by_timer() == sorted(signed)
     if election == "advisory-lock":
         # One replica did everything; the other never ran a timer.
-        assert sorted(len(work.sent) for work in works) == [0, 25 * 4]
-        fired = [f for work in works for f in work.fired]
-        assert sorted(rid for rid, _ in fired) == sorted(signed)
+        assert sorted(len(n.sent) for n in notices) == [0, 25 * 4]
+        idle = 0 if not notices[0].sent else 1
+        assert actions[idle] == 0
+        # The leader's count covers every window it closed and every notice it sent.
+        assert actions[1 - idle] >= 25 + 25 * 4
 
 
 @pytest.mark.postgres

@@ -1,4 +1,6 @@
-"""In-memory fakes of the ports in bot/ports.py, behaving like the SQL unit of work would.
+"""In-memory fakes of the ports in bot/services/ports.py, behaving like the SQL unit of work
+would. Each fake subclasses its Protocol explicitly, so mypy checks it against the port;
+the unit of work (whose repositories are attributes here) is checked structurally at the end.
 
 Rotations are deep-copied on load and on commit, so a caller that changes a loaded rotation
 without committing changes nothing. Commit checks each changed rotation's revision against
@@ -14,13 +16,23 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from bot.domain.alert import Alert
 from bot.domain.audit import AuditEvent
 from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
 from bot.domain.rotation import Rotation
-from bot.services.ports import AlertRepository, AuditLog, Issuer, RotationRepository, Store
+from bot.services.ports import (
+    AlertRepository,
+    AuditLog,
+    BackendRegistry,
+    Issuer,
+    OwnerDirectory,
+    RotationRepository,
+    Store,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 
 @dataclass
@@ -65,7 +77,7 @@ def _stored_copy(rotation: Rotation) -> Rotation:
     return stored
 
 
-class FakeRotationRepository:
+class FakeRotationRepository(RotationRepository):
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.tracked: dict[int, _Tracked] = {}
@@ -116,7 +128,7 @@ class FakeRotationRepository:
                 or _state(t.rotation) != t.snapshot]
 
 
-class FakeAlertRepository:
+class FakeAlertRepository(AlertRepository):
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.pending: dict[int, Alert] = {}
@@ -158,7 +170,7 @@ class FakeAlertRepository:
         return [merged[i] for i in sorted(merged)]
 
 
-class FakeAuditLog:
+class FakeAuditLog(AuditLog):
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
         self.pending: list[AuditEvent] = []
@@ -240,7 +252,7 @@ class FakeUnitOfWork:
         self._alerts.pending.clear()
 
 
-class FakeDirectory:
+class FakeDirectory(OwnerDirectory):
     """Slack user groups and their members."""
 
     def __init__(self, groups: Mapping[str, set[str] | frozenset[str]] | None = None) -> None:
@@ -250,7 +262,7 @@ class FakeDirectory:
         return self.groups.get(group_id, frozenset())
 
 
-class FakeBackends:
+class FakeBackends(BackendRegistry):
     """A BackendRegistry handing out fixed store and issuer objects for every secret."""
 
     def __init__(self, store: Store, issuer: Issuer) -> None:
@@ -262,3 +274,10 @@ class FakeBackends:
 
     def issuer_for(self, secret: str) -> Issuer:
         return self.issuer
+
+
+if TYPE_CHECKING:
+    # Structural checks: a FakeUnitOfWork is a UnitOfWork, and a bound ``uow`` is what the
+    # use cases are given as their unit-of-work factory.
+    _uow: UnitOfWork = FakeUnitOfWork(FakeDatabase())
+    _factory: UnitOfWorkFactory = FakeDatabase().uow

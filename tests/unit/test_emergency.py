@@ -48,7 +48,7 @@ def revoked_service(tmp_path: Path) -> tuple[RotationService, FakeDatabase, int]
     files.put("ai/model-api-key", SecretMaterial({"api_key": "old"}))
     db, clock = FakeDatabase(), FixedClock()
     service = RotationService(catalog=parse_catalog(CATALOG), uow_factory=db.uow,
-                              backends=FakeBackends(files, LocalIssuer()),  # type: ignore[arg-type]
+                              backends=FakeBackends(files, LocalIssuer()),
                               clock=clock, directory=FakeDirectory({}))
     rid = service.start("model-api-key", actor=ADMIN).id
     assert rid is not None

@@ -20,7 +20,7 @@ from bot.domain.lifecycle import (
 P, S = Phase, StepState
 
 # Written out from DESIGN.md independently of the product table, so that adding or dropping an
-# edge in bot/lifecycle.py fails here.
+# edge in bot/domain/lifecycle.py fails here.
 _BEFORE_SWITCH = (P.PREPARED, P.DISTRIBUTING, P.VALIDATING)
 EXPECTED_PHASES: dict[Phase, set[Phase]] = {
     P.READY_CHECK: {P.PREPARED, P.CANCELLED, P.FAILED},

@@ -129,7 +129,7 @@ def make_service(tmp_path: Path) -> tuple[RotationService, FileStore]:
     service = RotationService(
         catalog=parse_catalog(CATALOG),
         uow_factory=FakeDatabase().uow,
-        backends=FakeBackends(files, LocalIssuer()),  # type: ignore[arg-type]
+        backends=FakeBackends(files, LocalIssuer()),
         clock=FixedClock(),
         directory=FakeDirectory({}),
     )

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.catalog import readiness as r
 from bot.catalog import UnknownSecret, load_catalog, parse_catalog
+from bot.catalog import readiness as r
 from bot.catalog.readiness import Finding, is_slack_id, readiness_findings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yml"

@@ -4,32 +4,43 @@ the last one to reach Slack (tests and shutdown depend on it)."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from adapters.slack_notifier import SlackNotifier
 from bot.domain.rotation import ConsumerPlan, Rotation
+from handlers import blocks
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 class SlowSlack:
-    """Answers like Slack's chat.postMessage/chat.update, chat.update after a delay."""
+    """Answers like Slack's chat.postMessage/chat.update. A held Slack does not answer a
+    chat.update until the test lets it (``answer``); ``update_started`` tells the test that
+    an update is waiting on Slack."""
 
-    def __init__(self, update_delay: float) -> None:
-        self.update_delay = update_delay
+    def __init__(self, *, hold_updates: bool = False) -> None:
         self.updates: list[str] = []  # the text each finished update carried
         self.lock = threading.Lock()
+        self.update_started = threading.Event()
+        self.answer = threading.Event()
+        if not hold_updates:
+            self.answer.set()
 
     def chat_postMessage(self, *, channel: str, text: str, **_: Any) -> dict[str, str]:
         return {"ok": "true", "channel": channel, "ts": "1.000001"}
 
     def chat_update(self, *, channel: str, ts: str, text: str, **_: Any) -> dict[str, str]:
-        time.sleep(self.update_delay)
+        self.update_started.set()
+        if not self.answer.wait(timeout=10):
+            raise TimeoutError("the test never let Slack answer")
         with self.lock:
             self.updates.append(text)
         return {"ok": "true", "channel": channel, "ts": ts}
+
+    def finished_updates(self) -> list[str]:
+        with self.lock:
+            return list(self.updates)
 
 
 def rotation() -> Rotation:
@@ -44,22 +55,41 @@ def rotation() -> Rotation:
 
 def test_flush_waits_for_a_deferred_update_that_is_still_talking_to_slack() -> None:
     stored = rotation()
-    slack = SlowSlack(update_delay=0.5)
-    notifier = SlackNotifier(client=slack, load=lambda _id: stored,  # type: ignore[arg-type]
+    slack = SlowSlack(hold_updates=True)
+    notifier = SlackNotifier(client=slack, render=blocks,  # type: ignore[arg-type]
+                             load=lambda _id: stored,
                              attach=lambda _id, ch, ts: setattr(stored, "message_ts", ts),
                              min_interval=0.1)
     notifier.rotation_changed(stored, [])  # posts the message
     stored.secret = "changed-1"  # rendered from the stored state when the update runs
     notifier.rotation_changed(stored, [])  # within min_interval: deferred
-    time.sleep(0.2)  # the deferred update has started and is waiting on Slack
-    notifier.flush()
-    assert slack.updates and "changed-1" in slack.updates[-1]
+    assert slack.update_started.wait(timeout=10), "the deferred update never reached Slack"
+
+    # The deferred update is now waiting on Slack; flush from another thread.
+    seen_by_flush: list[list[str]] = []
+    flushed = threading.Event()
+
+    def flush() -> None:
+        notifier.flush()
+        seen_by_flush.append(slack.finished_updates())
+        flushed.set()
+
+    flusher = threading.Thread(target=flush, daemon=True)
+    flusher.start()
+    # Slack has not answered, so flush must still be waiting (a broken flush returns at once).
+    assert not flushed.wait(timeout=0.3), "flush returned while an update was in flight"
+    slack.answer.set()
+    assert flushed.wait(timeout=10)
+    flusher.join(timeout=10)
+    # When flush returned, the update it waited for had reached Slack.
+    assert seen_by_flush[0] and "changed-1" in seen_by_flush[0][-1]
 
 
 def test_a_burst_of_changes_is_coalesced_and_the_last_state_is_shown() -> None:
     stored = rotation()
-    slack = SlowSlack(update_delay=0.0)
-    notifier = SlackNotifier(client=slack, load=lambda _id: stored,  # type: ignore[arg-type]
+    slack = SlowSlack()
+    notifier = SlackNotifier(client=slack, render=blocks,  # type: ignore[arg-type]
+                             load=lambda _id: stored,
                              attach=lambda _id, ch, ts: setattr(stored, "message_ts", ts),
                              min_interval=0.2)
     notifier.rotation_changed(stored, [])

@@ -9,7 +9,7 @@ export VENV
 help:
 	@echo "make venv      create $(VENV) and install rotabot[dev] (again only when pyproject.toml changes)"
 	@echo "make services  make sure PostgreSQL, Redis, Chromium and OpenBao binaries are installed"
-	@echo "make lint      ruff check + mypy"
+	@echo "make lint      ruff check + mypy + lint-imports (the layer contracts)"
 	@echo "make test      venv + services + lint + the whole pytest suite"
 	@echo "make run       start the local sandbox (rotabot sandbox)"
 	@echo "make bench     run the benchmarks"
@@ -24,6 +24,7 @@ services: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Lint and tests both run even when one fails, so one run shows every problem; any failure
 # (including pytest's exit 5, "no tests collected") makes the target fail.
@@ -31,8 +32,9 @@ test: venv services
 	@lint=0; \
 	echo "+ ruff check ."; $(BIN)/ruff check . || lint=1; \
 	echo "+ mypy"; $(BIN)/mypy || lint=1; \
+	echo "+ lint-imports"; $(BIN)/lint-imports || lint=1; \
 	echo "+ pytest -q"; $(BIN)/pytest -q; tests=$$?; \
-	if [ $$lint -ne 0 ]; then echo "make test: ruff or mypy failed (see above)" >&2; fi; \
+	if [ $$lint -ne 0 ]; then echo "make test: ruff, mypy or lint-imports failed (see above)" >&2; fi; \
 	if [ $$tests -ne 0 ]; then echo "make test: pytest exited with $$tests" >&2; fi; \
 	[ $$lint -eq 0 ] && [ $$tests -eq 0 ]
 

@@ -101,7 +101,7 @@ class _Meta:
 
 
 class FileStore:
-    """A :class:`adapters.base.Store` on a local folder (``kind = "file"``), for trials."""
+    """A :class:`bot.services.ports.Store` on a local folder (``kind = "file"``), for trials."""
 
     kind: str = "file"
 

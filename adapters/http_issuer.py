@@ -110,7 +110,7 @@ def _attempts(n: int) -> str:
 
 
 class HttpIssuer:
-    """An :class:`adapters.base.Issuer` for a provider's key-management API (``kind="http"``).
+    """An :class:`bot.services.ports.Issuer` for a provider's key-management API (``kind="http"``).
 
     Build it with :meth:`from_config`. ``client`` may be shared; every request still carries
     this issuer's timeout. ``sleep`` exists so tests can record waits instead of waiting.

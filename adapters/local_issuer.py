@@ -18,7 +18,7 @@ USAGE_UNKNOWN = "local issuer: nothing reports use of these credentials"
 
 
 class LocalIssuer:
-    """An :class:`adapters.base.Issuer` minting ``secrets.token_urlsafe(32)`` per field."""
+    """An :class:`bot.services.ports.Issuer` minting ``secrets.token_urlsafe(32)`` per field."""
 
     kind: str = "local"
 

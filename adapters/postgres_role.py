@@ -70,7 +70,7 @@ class Session:
 
 
 class PostgresRoleIssuer:
-    """An :class:`adapters.base.Issuer` alternating ``<base>_a``/``<base>_b`` (``kind =
+    """An :class:`bot.services.ports.Issuer` alternating ``<base>_a``/``<base>_b`` (``kind =
     "postgres-role"``). Key ids are role names.
 
     ``admin_dsn`` (a libpq DSN or ``postgresql://`` URL) comes from the environment variable

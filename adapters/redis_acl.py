@@ -57,7 +57,7 @@ def _default_password() -> str:
 
 
 class RedisAclIssuer:
-    """An :class:`adapters.base.Issuer` for one Redis ACL user (``kind = "redis-acl"``).
+    """An :class:`bot.services.ports.Issuer` for one Redis ACL user (``kind = "redis-acl"``).
 
     ``admin_url`` (``redis://admin:pw@host:port/0``) comes from the environment variable the
     catalog names; that admin user needs ``+acl|getuser +acl|setuser +client|list`` (and

@@ -1,12 +1,12 @@
 """Alert delivery ids shared by every replica: a retried `POST /alerts` counts once anywhere.
 
-The route's Deliveries port (bot/alert_intake.py) on the ``alert_deliveries`` table: one row per
-``X-Rotabot-Delivery`` id, unique by its primary key, until ``expires_at``. A reservation holds
-the id for a short lease while its request runs; ``done`` (the alert was taken) keeps it for
-the whole ttl, and only then is a retry answered as a duplicate. A retry arriving while the id
-is still leased gets DeliveryInFlight (the route asks the sender to retry): if the first
-request failed and could not release the id (the database blinked), or its replica died, the
-retry is processed once the lease ends instead of being swallowed.
+The route's Deliveries port (bot/domain/alert_intake.py) on the ``alert_deliveries`` table: one
+row per ``X-Rotabot-Delivery`` id, unique by its primary key, until ``expires_at``. A
+reservation holds the id for a short lease while its request runs; ``done`` (the alert was
+taken) keeps it for the whole ttl, and only then is a retry answered as a duplicate. A retry
+arriving while the id is still leased gets DeliveryInFlight (the route asks the sender to
+retry): if the first request failed and could not release the id (the database blinked), or its
+replica died, the retry is processed once the lease ends instead of being swallowed.
 
 Taking over an expired row is one conditional UPDATE, so of two replicas racing for it exactly
 one wins; expired rows are purged by each process at most once per ``purge_every``.
@@ -38,7 +38,7 @@ _ATTEMPTS = 3
 
 
 class SqlDeliveryLog:
-    """Deliveries (bot/alert_intake.py) in the bot's database, on SQLite and PostgreSQL.
+    """Deliveries (bot/domain/alert_intake.py) in the bot's database, on SQLite and PostgreSQL.
 
     Every method raises StoreUnavailable when the database cannot be reached.
     """

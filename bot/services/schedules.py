@@ -48,7 +48,7 @@ ACTOR = "rotabot"
 
 
 class ScheduleRepository(Protocol):
-    """Storage of schedules (storage/repositories.py). Each method is one transaction; the
+    """Storage of schedules (storage/schedules.py). Each method is one transaction; the
     ``event`` passed in is appended to the audit log in that same transaction."""
 
     def add(self, item: ScheduledRotation, *, event: AuditEvent,
@@ -102,7 +102,7 @@ class ScheduleRepository(Protocol):
 
 
 class ScheduleNotices(Protocol):
-    """What the schedule service says in Slack (handlers/schedule_actions.py)."""
+    """What the schedule service says in Slack (handlers/notices.py renders it)."""
 
     def post_review(self, channel: str, item: ScheduledRotation, owners: tuple[str, ...],
                     confirmed: list[Confirmation]) -> str:

@@ -2,8 +2,10 @@
 
 Order of checks, cheapest first, so nothing unauthenticated costs a database call:
 size (413, before the body is read whole) → signature and timestamp (401) → delivery id
-(200 duplicate) → schema (422) → flood limit per source (429 + Retry-After) → catalog (404 with
-the closest names, 422 for an ambiguous consumer) → store and post (200 with the alert refs).
+(200 duplicate) → schema (422) → flood limit per sender (429 + Retry-After; keyed on the client
+address and the signing key, never on the body's ``source``, which a sender can rename) →
+catalog (404 with the closest names, 422 for an ambiguous consumer) → store and post (200 with
+the alert refs).
 Delivery ids are reserved in the database (storage/deliveries.py), so a retry counts once
 whichever replica it reaches. A database that cannot be reached is a 503 the sender retries,
 never a silent loss. Log lines name consumers and secrets only: no other value from a body
@@ -31,12 +33,14 @@ from bot.domain.alert_intake import (
     SignatureError,
     check_delivery_id,
     parse_body,
+    rate_limit_key,
     retry_after_header,
     verify_signature,
 )
 from bot.domain.errors import StoreUnavailable
 from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
 from handlers.deps import Deps
+from handlers.request_body import BodyTooLarge, read_limited
 
 log = logging.getLogger("rotabot.alerts")
 
@@ -44,8 +48,11 @@ log = logging.getLogger("rotabot.alerts")
 _RETRY_AFTER = "5"
 
 
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": message, **extra}, status_code=status)
+def _error(
+    status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message, **extra}, status_code=status,
+                        headers=headers)
 
 
 def _storage_failed(exc: Exception, doing: str) -> JSONResponse:
@@ -81,27 +88,6 @@ def _summary(r: IngestResult) -> dict[str, Any]:
     }
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, refusing as soon as it passes ``limit`` (a lying or absent Content-Length
-    cannot make us buffer more)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise _TooLarge  # unparseable length: refuse rather than trust the stream
-        if int(declared) > limit:
-            raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
-
-
 def alerts_route(
     deps: Deps,
     *,
@@ -117,14 +103,17 @@ def alerts_route(
 
     async def receive(request: Request) -> Response:
         try:
-            body = await _read_limited(request, max_body)
-        except _TooLarge:
-            return _error(413, f"body over {max_body // 1024} KiB; send one failure per request")
+            body = await read_limited(request, max_body)
+        except BodyTooLarge:
+            log.warning("alert refused: body over %s KiB", max_body // 1024)
+            # Connection: close, so the server stops taking the rest of the body.
+            return _error(413, f"body over {max_body // 1024} KiB; send one failure per request",
+                          headers={"Connection": "close"})
         secret = deps.alert_secret
         if not secret:
             return _error(503, "alert intake is off: set ROTABOT_ALERT_SECRET on the bot")
         try:
-            verify_signature(
+            signing_key = verify_signature(
                 secret,
                 timestamp=request.headers.get("x-rotabot-timestamp"),
                 signature=request.headers.get("x-rotabot-signature"),
@@ -138,8 +127,12 @@ def alerts_route(
             delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
         except SchemaError as exc:
             return _error(422, exc.problem, field=exc.field)
+        # The flood limit's bucket: who sent it (the address) and which key signed it, never
+        # anything the sender writes in the body.
+        host = request.client.host if request.client else "unknown"
+        bucket = rate_limit_key(host, signing_key)
         if delivery is None:
-            return await _handle(request, body)
+            return await _handle(body, bucket)
         try:
             fresh = await run_in_threadpool(seen.reserve, delivery)
         except DeliveryInFlight:
@@ -157,7 +150,7 @@ def alerts_route(
             return JSONResponse({"ok": True, "duplicate": True})
         ok = False
         try:
-            response = await _handle(request, body)
+            response = await _handle(body, bucket)
             ok = response.status_code < 300
             return response
         finally:
@@ -177,7 +170,7 @@ def alerts_route(
                 "keep" if ok else "release", type(exc).__name__,
             )
 
-    async def _handle(request: Request, body: bytes) -> Response:
+    async def _handle(body: bytes, bucket: str) -> Response:
         try:
             parsed = parse_body(body)
         except SchemaError as exc:
@@ -189,13 +182,11 @@ def alerts_route(
             return JSONResponse(
                 {"ok": True, "alerts": [], "resolved_ignored": parsed.resolved_ignored}
             )
-        host = request.client.host if request.client else "unknown"
-        source = parsed.source or f"ip:{host}"
-        wait = limiter.take(source, cost=len(parsed.reports))
+        wait = limiter.take(bucket, cost=len(parsed.reports))
         if wait is not None:
-            log.warning("alerts from one source rate-limited", extra={"source_limited": True})
+            log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
             return JSONResponse(
-                {"ok": False, "error": "too many alerts from this source; retry later",
+                {"ok": False, "error": "too many alerts from this sender; retry later",
                  "retry_after": int(retry_after_header(wait))},
                 status_code=429,
                 headers={"Retry-After": retry_after_header(wait)},

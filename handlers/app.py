@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -12,6 +13,36 @@ from handlers.deps import Deps
 from handlers.respond import register_error_handler
 
 log = logging.getLogger("rotabot.handlers")
+
+# Where Bolt's messages turn from fixed text to request data: "Invalid request signature
+# detected (signature: ..., body: ...)", "request body: {...}", "Unhandled request ({...})".
+_DETAILS = re.compile(r"\s*(?:[(\[{:%]|\bbody\b)")
+
+
+class WithholdRequestDetails(logging.Filter):
+    """Cuts every Bolt log message at the first request detail (signature, timestamp, body,
+    payload, response_url): the fixed text before it says what happened; the rest is the
+    sender's, forged or not. Bolt puts details into the message text itself (f-strings), so
+    a formatter cannot tell them apart."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        cut = _DETAILS.search(text)
+        if cut is not None or record.args:
+            head = text[: cut.start()] if cut is not None else text
+            record.msg = f"{head.strip() or 'Bolt message'} (details withheld)"
+            record.args = None
+        return True
+
+
+def bolt_logger() -> logging.Logger:
+    """The logger Bolt is given: ``slack_bolt`` (held at the library log level by
+    bot.runtime.logs) with the details filter. Bolt copies its level and filters onto each of
+    its own loggers, including the one for request verification."""
+    logger = logging.getLogger("slack_bolt")
+    if not any(isinstance(f, WithholdRequestDetails) for f in logger.filters):
+        logger.addFilter(WithholdRequestDetails())
+    return logger
 
 
 def build_bolt_app(
@@ -30,6 +61,9 @@ def build_bolt_app(
         # Default: ack returns at once; listeners finish in a worker.
         process_before_response=process_before_response,
         request_verification_enabled=True,
+        # Not Bolt's default loggers (which take the root's level, DEBUG with ours): these
+        # are capped with the other libraries and never show a request's details.
+        logger=bolt_logger(),
     )
     # Listeners raise; this one handler tells the person (ephemeral or DM) and logs.
     register_error_handler(app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from typing import Any
 
@@ -15,6 +17,8 @@ from bot.domain.errors import StoreUnavailable
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 # A PostgreSQL host that does not answer should fail a request, not hang it.
 POSTGRES_CONNECT_TIMEOUT_S = 10
+# The database file and its -wal/-shm hold the audit trail and who-owns-what: the bot's only.
+SQLITE_FILE_MODE = 0o600
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -61,7 +65,32 @@ def make_engine(url: str | URL) -> Engine:
     )
 
 
+def _sqlite_file(url: URL) -> str | None:
+    """The path of a SQLite file database, or None (in memory, or a ``file:`` URI)."""
+    database = url.database
+    if database in (None, "", ":memory:") or database.startswith("file:") or "uri" in url.query:
+        return None
+    return database
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` with mode 0600 (whatever the umask) unless it exists. A failure is left
+    for SQLite to report when it opens the file (a folder that does not exist, say)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, SQLITE_FILE_MODE)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, SQLITE_FILE_MODE)  # the umask may have taken bits away
+    finally:
+        os.close(fd)
+
+
 def _sqlite_engine(url: URL) -> Engine:
+    path = _sqlite_file(url)
+    if path is not None:
+        # Before SQLAlchemy opens it: SQLite would create it 0644 (umask 022).
+        _create_private(path)
     engine = create_engine(
         url,
         # Connections are pooled and handed between threads (scheduler, web workers).
@@ -82,6 +111,12 @@ def _sqlite_engine(url: URL) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
+        if path is not None:
+            # SQLite gives the WAL and shared-memory files the database's mode, an existing
+            # 0644 one's included; make them the bot's only whatever that and the umask are.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(OSError):  # absent, or not ours to change
+                    os.chmod(path + suffix, SQLITE_FILE_MODE)
 
     return engine
 

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +37,8 @@ TOLERANCE_SECONDS = 300
 SIGNATURE_VERSION = "v1"
 MAX_DELIVERY_ID = 200
 MAX_ALERTMANAGER_ALERTS = 500  # one Alertmanager group; a bigger one is a misconfiguration
+# Objects and arrays inside each other; the deepest valid body (Alertmanager's) needs 4.
+MAX_JSON_DEPTH = 32
 
 # Catalog names: letters, digits, '.', '_' and '-' (see the catalog rules).
 _NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
@@ -62,8 +65,9 @@ def verify_signature(
     body: bytes,
     now: float,
     tolerance: float = TOLERANCE_SECONDS,
-) -> None:
-    """Raise SignatureError unless one ``v1=`` signature matches within the time tolerance."""
+) -> str:
+    """The key whose ``v1=`` signature matches within the time tolerance; SignatureError
+    unless one does."""
     keys = [secrets] if isinstance(secrets, str) else list(secrets)
     keys = [k for k in keys if k]
     if not keys:
@@ -92,7 +96,7 @@ def verify_signature(
         # compare_digest on every candidate: no early exit that leaks timing.
         if any(hmac.compare_digest(expected.encode(), o.encode("ascii", "replace"))
                for o in offered):
-            return
+            return key
     raise SignatureError("X-Rotabot-Signature does not match the body and timestamp")
 
 
@@ -166,15 +170,41 @@ class ParsedBody:
 
 def parse_body(body: bytes) -> ParsedBody:
     """A rotabot report or an Alertmanager webhook payload; SchemaError names the bad field."""
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        # Checked before json.loads, whose recursion a deeply nested body would exhaust.
+        raise SchemaError(
+            "body", f"nests objects and arrays deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise SchemaError("body", "not valid JSON") from None
     if not isinstance(data, dict):
         raise SchemaError("body", "must be a JSON object")
     if is_alertmanager(data):
         return _parse_alertmanager(data)
     return ParsedBody((AlertReport.from_payload(_validate(data)),))
+
+
+# One token at a time: a string (to its closing quote, or to the end when it has none, so a
+# scan never restarts inside one and stays linear), or a bracket.
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*(?:"|\\?\Z)|[\[\]{}]', re.DOTALL)
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """Whether ``body``, read as JSON, nests objects and arrays more than ``limit`` deep.
+
+    Brackets inside strings do not count. Works on any bytes (invalid JSON included), without
+    recursion, in one pass over the body."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(body):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth = max(depth - 1, 0)
+    return False
 
 
 def is_alertmanager(data: Mapping[str, Any]) -> bool:
@@ -279,8 +309,17 @@ def _parse_alertmanager(data: Mapping[str, Any]) -> ParsedBody:
 # --- flood control ------------------------------------------------------------------------
 
 
+def rate_limit_key(client: str, signing_key: str) -> str:
+    """The flood limit's bucket for a request: the sender's address and the key that signed
+    it (a digest, so the limiter never holds the key). Never the body's ``source``: a sender
+    chooses that, and renaming it would start a fresh bucket."""
+    digest = hashlib.sha256(signing_key.encode("utf-8")).hexdigest()[:16]
+    return f"{client} key:{digest}"
+
+
 class RateLimiter:
-    """A token bucket per source: ``burst`` reports at once, then ``rate`` per second.
+    """A token bucket per key (``rate_limit_key``): ``burst`` reports at once, then ``rate``
+    per second.
 
     ``take`` answers None (go ahead) or the seconds to wait. ``clock`` is monotonic seconds,
     injectable so tests move time instead of sleeping. At most ``max_sources`` buckets are
@@ -303,18 +342,18 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
         self._lock = threading.Lock()
 
-    def take(self, source: str, cost: float = 1.0) -> float | None:
+    def take(self, key: str, cost: float = 1.0) -> float | None:
         # A batch larger than the bucket could never pass; let it through on a full bucket.
         cost = min(max(cost, 0.0), self.burst)
         with self._lock:
             now = self._clock()
-            tokens, at = self._buckets.pop(source, (self.burst, now))
+            tokens, at = self._buckets.pop(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             if tokens >= cost:
-                self._buckets[source] = (tokens - cost, now)
+                self._buckets[key] = (tokens - cost, now)
                 self._trim()
                 return None
-            self._buckets[source] = (tokens, now)
+            self._buckets[key] = (tokens, now)
             self._trim()
             return (cost - tokens) / self.rate
 

@@ -6,6 +6,12 @@ text: an exception passed as a message argument or carried in ``exc_info`` is sh
 type name only, because texts from back ends (HTTP bodies, driver errors) may echo a
 credential. A
 :class:`bot.domain.secret_material.SecretMaterial` renders itself redacted.
+
+Third-party libraries (``LIBRARY_LOGGERS``) are held at WARNING unless
+``ROTABOT_LIBRARY_LOG_LEVEL`` says otherwise, whatever ``ROTABOT_LOG_LEVEL`` is: below WARNING
+they write request bodies (Bolt logs every request that fails signature verification with its
+body, ``response_url`` included). The cap sits on the handler as well as on the loggers, so a
+library logger that sets its own level (Bolt copies the root's) cannot get past it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from bot.domain.log_context import CONTEXT_FIELDS
+
+# Top-level logger names of the libraries whose lines are capped at the library level.
+LIBRARY_LOGGERS = (
+    "slack_bolt", "slack_sdk", "urllib3", "httpx", "httpcore", "hvac", "apscheduler",
+    "uvicorn", "starlette", "sqlalchemy", "psycopg", "redis", "asyncio",
+)
 
 
 def _safe_arg(value: object) -> object:
@@ -70,9 +82,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
+class LibraryCap(logging.Filter):
+    """Drops lines of ``LIBRARY_LOGGERS`` (and their children) below ``level``."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        return record.name.partition(".")[0] not in LIBRARY_LOGGERS
+
+
+def configure_logging(level: str = "INFO", library_level: str = "WARNING") -> None:
+    """JSON lines on stderr: ours from ``level``, the libraries' from ``library_level``."""
+    cap = logging.getLevelNamesMapping()[library_level.upper()]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(LibraryCap(cap))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(cap)

@@ -25,6 +25,9 @@ from bot.services.health_schedule import DEFAULT_INTERVAL as DEFAULT_HEALTH_INTE
 from bot.services.health_schedule import MIN_INTERVAL as MIN_HEALTH_INTERVAL
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# An HMAC key anyone could guess by brute force is no key: `serve` refuses shorter ones.
+MIN_ALERT_SECRET_LENGTH = 32
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # Field -> the environment variable it is read from. credentials_env is not listed: it is the
 # whole environment, not one variable.
@@ -37,6 +40,7 @@ ENV_NAMES: Mapping[str, str] = {
     "slack_app_token": "SLACK_APP_TOKEN",
     "alert_secret": "ROTABOT_ALERT_SECRET",
     "log_level": "ROTABOT_LOG_LEVEL",
+    "library_log_level": "ROTABOT_LIBRARY_LOG_LEVEL",
     "port": "PORT",
     "health_interval": "ROTABOT_HEALTH_INTERVAL",
 }
@@ -95,6 +99,8 @@ class Settings(BaseSettings):
     slack_app_token: str | None = Field(default=None, repr=False)
     alert_secret: str | None = Field(default=None, repr=False)
     log_level: str = "INFO"
+    # Slack, HTTP, Vault, scheduler and server libraries log request bodies below WARNING.
+    library_log_level: str = "WARNING"
     port: int = 3000
     health_interval: timedelta = DEFAULT_HEALTH_INTERVAL
     # A snapshot of the process environment taken here, from which adapters look up the
@@ -141,6 +147,17 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("library_log_level", mode="before")
+    @classmethod
+    def _library_log_level(cls, value: Any) -> str:
+        raw = str(value).strip().upper()
+        if raw in LOG_LEVELS:
+            return raw
+        raise ValueError(
+            f"ROTABOT_LIBRARY_LOG_LEVEL={value!r} is not a log level; use one of "
+            f"{', '.join(LOG_LEVELS)}"
+        )
+
     @field_validator("port", mode="before")
     @classmethod
     def _port(cls, value: Any) -> int:
@@ -183,6 +200,12 @@ class Settings(BaseSettings):
                 "SLACK_BOT_TOKEN is malformed: expected the Bot User OAuth Token "
                 "starting with xoxb- (OAuth & Permissions page)"
             )
+        if self.alert_secret is not None and len(self.alert_secret) < MIN_ALERT_SECRET_LENGTH:
+            raise SettingsError(
+                f"ROTABOT_ALERT_SECRET is too short: use at least {MIN_ALERT_SECRET_LENGTH} "
+                "characters (e.g. the output of `openssl rand -hex 32`), or unset it to turn "
+                "alert intake off"
+            )
         if self.slack_app_token is not None:
             if not self.slack_app_token.startswith("xapp-"):
                 raise SettingsError(
@@ -218,7 +241,8 @@ def _describe(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else ""
         name = ENV_NAMES.get(field, field)
         cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, ValueError) and field in ("port", "health_interval"):
+        if isinstance(cause, ValueError) and field in ("port", "health_interval",
+                                                       "library_log_level"):
             problems.append(str(cause))  # our own wording, which shows the (non-secret) value
         elif error["type"] == "extra_forbidden":
             problems.append(f"{field} is not a setting")

@@ -36,7 +36,7 @@ from handlers.ids import Action
 
 Bot = Any  # conftest.Bot, under the name the fixture gives it
 
-ALERT_SECRET = "alert-key-" + secrets.token_hex(8)
+ALERT_SECRET = "alert-key-" + secrets.token_hex(16)  # serve refuses under 32 characters
 
 
 # --- helpers ------------------------------------------------------------------------------

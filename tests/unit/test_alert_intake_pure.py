@@ -10,12 +10,15 @@ import pytest
 from bot.domain.alert_context import describe
 from bot.domain.alert_intake import (
     MAX_ALERTMANAGER_ALERTS,
+    MAX_JSON_DEPTH,
     DeliveryLog,
     RateLimiter,
     SchemaError,
     SignatureError,
     check_delivery_id,
+    json_depth_exceeds,
     parse_body,
+    rate_limit_key,
     retry_after_header,
     sign,
     verify_signature,
@@ -105,6 +108,14 @@ def test_several_signatures_and_several_secrets_allow_moving_to_a_new_key() -> N
     verify(sig=sign("old-key", NOW, BODY), secrets=["old-key", SECRET])
 
 
+def test_verification_answers_the_key_that_signed() -> None:
+    # The flood limit is keyed on it (with the address), so it must be the matching one.
+    assert verify_signature(["old-key", SECRET], timestamp=str(NOW),
+                            signature=sign(SECRET, NOW, BODY), body=BODY, now=NOW) == SECRET
+    assert verify_signature(["old-key", SECRET], timestamp=str(NOW),
+                            signature=sign("old-key", NOW, BODY), body=BODY, now=NOW) == "old-key"
+
+
 def test_signature_error_never_contains_the_secret_or_the_signature() -> None:
     with pytest.raises(SignatureError) as err:
         verify(body=b"{}")
@@ -158,6 +169,27 @@ def test_schema_errors_name_the_field(body: bytes, field: str) -> None:
     with pytest.raises(SchemaError) as err:
         parse_body(body)
     assert err.value.field == field
+
+
+def test_a_deeply_nested_body_is_a_schema_error_naming_the_depth() -> None:
+    # 30,000 levels exhausted json.loads' recursion: a RecursionError, a 500 from the route.
+    for body in (b"[" * 30_000, b'{"consumer": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+                 b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1)):
+        with pytest.raises(SchemaError) as err:
+            parse_body(body)
+        assert err.value.field == "body"
+        assert f"deeper than {MAX_JSON_DEPTH} levels" in err.value.problem
+
+
+def test_depth_counts_brackets_outside_strings_only() -> None:
+    assert not json_depth_exceeds(b'{"a": "' + b"[{" * 100 + b'"}', 2)
+    assert not json_depth_exceeds(b'{"a": "\\", "b": [1]}', 2)  # an escaped backslash ends
+    assert json_depth_exceeds(b'{"a": "\"[[[", "b": [[1]]}', 2)  # an escaped quote does not
+    assert not json_depth_exceeds(b"[" * 3 + b"]" * 3, 3)
+    assert json_depth_exceeds(b"[" * 4, 3)
+    assert not json_depth_exceeds(b'"' + b'\"' * 10_000, 1)  # an unterminated string
+    # The documented payloads fit well inside the limit.
+    assert not json_depth_exceeds(alertmanager({"labels": {"consumer": "a"}}), 4)
 
 
 def test_schema_error_does_not_repeat_the_value() -> None:
@@ -251,6 +283,14 @@ def test_a_batch_is_charged_per_report_but_never_more_than_the_burst() -> None:
     assert limiter.take("am", cost=7) == pytest.approx(1.0)
     clock.t += 100
     assert limiter.take("am", cost=50) is None  # a group bigger than the bucket still passes
+
+
+def test_the_rate_limit_key_is_the_address_and_the_key_never_the_body() -> None:
+    a = rate_limit_key("10.0.0.5", SECRET)
+    assert a == rate_limit_key("10.0.0.5", SECRET)
+    assert a != rate_limit_key("10.0.0.6", SECRET)
+    assert a != rate_limit_key("10.0.0.5", "old-key")
+    assert SECRET not in a  # a digest: the limiter never holds the key
 
 
 def test_rate_limiter_forgets_the_least_recent_sources_beyond_its_size() -> None:

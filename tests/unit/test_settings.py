@@ -11,7 +11,7 @@ from bot.runtime.settings import DEFAULT_SLACK_API_URL, Settings, SettingsError
 BOT_TOKEN = "xoxb-123-456-TOKENVALUE"
 SIGNING = "0123456789abcdef0123456789abcdef"
 APP_TOKEN = "xapp-1-APPTOKENVALUE"
-ALERT = "alert-hmac-VALUE"
+ALERT = "alert-hmac-VALUE-0123456789abcdef0123"
 CREDENTIAL = "sk-live-CREDENTIALVALUE"
 FULL = {
     "ROTABOT_CATALOG": "/etc/rotabot/catalog.yml",
@@ -22,6 +22,7 @@ FULL = {
     "SLACK_APP_TOKEN": APP_TOKEN,
     "ROTABOT_ALERT_SECRET": ALERT,
     "ROTABOT_LOG_LEVEL": "DEBUG",
+    "ROTABOT_LIBRARY_LOG_LEVEL": "info",
     "PORT": "8080",
     "ROTABOT_HEALTH_INTERVAL": "2m",
     "MODEL_API_TOKEN": CREDENTIAL,  # a catalog token_env: only in credentials_env
@@ -36,6 +37,7 @@ def test_defaults_from_an_empty_mapping() -> None:
     assert s.slack_bot_token is None and s.slack_signing_secret is None
     assert s.slack_app_token is None and s.alert_secret is None
     assert s.log_level == "INFO"
+    assert s.library_log_level == "WARNING"
     assert s.port == 3000
     assert s.health_interval == timedelta(seconds=60)
     assert s.credentials_env == {}
@@ -51,6 +53,7 @@ def test_every_variable_maps_to_its_field() -> None:
     assert s.slack_app_token == APP_TOKEN
     assert s.alert_secret == ALERT
     assert s.log_level == "DEBUG"
+    assert s.library_log_level == "INFO"
     assert s.port == 8080
     assert s.health_interval == timedelta(minutes=2)
     assert s.credentials_env == FULL  # the whole mapping, for catalog-named variables
@@ -194,3 +197,31 @@ def test_check_for_serve_messages_are_unchanged() -> None:
         with pytest.raises(SettingsError) as caught:
             Settings.from_env(env | {"SLACK_SIGNING_SECRET": "not-hex-SECRET"}).check_for_serve()
         assert "not-hex-SECRET" not in str(caught.value)
+
+
+def test_a_malformed_library_log_level_is_one_line_naming_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"ROTABOT_LIBRARY_LOG_LEVEL": "loud"})
+    assert str(caught.value) == (
+        "ROTABOT_LIBRARY_LOG_LEVEL='loud' is not a log level; use one of DEBUG, INFO, WARNING, "
+        "ERROR, CRITICAL")
+
+
+@pytest.mark.parametrize("length", [8, 16, 31])
+def test_serve_refuses_an_alert_secret_under_32_characters(length: int) -> None:
+    short = ("k9Zq" * 8)[:length]
+    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING,
+           "ROTABOT_ALERT_SECRET": short}
+    for extra in ({}, {"SLACK_APP_TOKEN": APP_TOKEN}):  # Socket Mode too
+        with pytest.raises(SettingsError) as caught:
+            Settings.from_env(env | extra).check_for_serve()
+        message = str(caught.value)
+        assert message.startswith("ROTABOT_ALERT_SECRET is too short: use at least 32 characters")
+        assert "\n" not in message and short not in message
+
+
+def test_serve_accepts_an_alert_secret_of_32_characters_or_none() -> None:
+    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING}
+    Settings.from_env(env | {"ROTABOT_ALERT_SECRET": "S" * 32}).check_for_serve()
+    Settings.from_env(env).check_for_serve()
+    Settings.from_env(env | {"ROTABOT_ALERT_SECRET": ""}).check_for_serve()  # unset

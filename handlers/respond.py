@@ -78,11 +78,20 @@ def tell(error: Exception, body: dict[str, Any], context: BoltContext, client: W
 
 Listener = Callable[..., None]
 
+# The context key under which the replay middleware leaves its check for :func:`reported`.
+FIRST_TIME = "rotabot_first_time"
+
+
+class _Replayed(Exception):
+    """Raised by the wrapped ack of a replayed request: the listener stops after acking."""
+
 
 def reported(listener: Listener) -> Callable[[Args], None]:
     """Register ``listener`` through this: what it raises goes to :func:`tell`.
 
-    Errors are caught here rather than left to Bolt: with ``process_before_response=False``
+    The listener's ``ack`` is wrapped: once it has answered Slack, a replayed request (its
+    signature taken before) stops the listener there. Errors are caught here rather than left
+    to Bolt: with ``process_before_response=False``
     Bolt resets the acknowledged response when a listener raises, and a request whose ack it
     had not yet returned is then answered 404 "unhandled request" (a race seen with replicas).
     Bolt injects arguments by name, so the wrapper takes Bolt's ``Args`` and hands the
@@ -91,8 +100,20 @@ def reported(listener: Listener) -> Callable[[Args], None]:
     names = inspect.getfullargspec(listener).args
 
     def run(args: Args) -> None:
+        # Set by the replay middleware (bot/runtime/slack_replay.py) for signed requests.
+        first_time: Callable[[], bool] | None = args.context.get(FIRST_TIME)
+
+        def ack(*a: Any, **kw: Any) -> None:
+            args.ack(*a, **kw)
+            # Asked after the ack, off Slack's 3 seconds: a replay stops here, unprocessed.
+            if first_time is not None and not first_time():
+                raise _Replayed
+
+        given = {name: ack if name == "ack" else getattr(args, name) for name in names}
         try:
-            listener(**{name: getattr(args, name) for name in names})
+            listener(**given)
+        except _Replayed:
+            return
         except Exception as error:
             tell(error, args.body, args.context, args.client)
 

@@ -1,23 +1,28 @@
-"""Alert delivery ids shared by every replica: a retried `POST /alerts` counts once anywhere.
+"""Ids held in the database every replica shares, until they expire: taken once anywhere.
 
-The route's Deliveries port (bot/domain/alert_intake.py) on the ``alert_deliveries`` table: one
-row per ``X-Rotabot-Delivery`` id, unique by its primary key, until ``expires_at``. A
-reservation holds the id for a short lease while its request runs; ``done`` (the alert was
-taken) keeps it for the whole ttl, and only then is a retry answered as a duplicate. A retry
-arriving while the id is still leased gets DeliveryInFlight (the route asks the sender to
-retry): if the first request failed and could not release the id (the database blinked), or its
-replica died, the retry is processed once the lease ends instead of being swallowed.
+:class:`SqlKeyLog` is the pattern, on any table with a string primary key, ``expires_at`` and
+``done`` (and optionally ``result``): one row per key, unique by its primary key, until
+``expires_at``. A reservation holds the key for a short lease while its request runs; ``done``
+(what the request did is committed) keeps it for the whole ttl, with what it created, and only
+then is a repeat answered as a duplicate. A repeat arriving while the key is still leased is
+told so (KeyHeld): if the first request failed and could not release the key (the database
+blinked), or its replica died, the repeat is processed once the lease ends instead of being
+swallowed. Taking over an expired row is one conditional UPDATE, so of two replicas racing for
+it exactly one wins; expired rows are purged by each process at most once per ``purge_every``.
 
-Taking over an expired row is one conditional UPDATE, so of two replicas racing for it exactly
-one wins; expired rows are purged by each process at most once per ``purge_every``.
+Two uses: :class:`SqlDeliveryLog` here, the ``/alerts`` route's Deliveries port
+(bot/domain/alert_intake.py) on ``alert_deliveries``, one row per ``X-Rotabot-Delivery`` id; and
+storage/slack_requests.py, Slack request signatures and user actions on ``slack_requests``.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, Table, delete, insert, select, update
+from sqlalchemy import Column, Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql import Executable
 
@@ -37,18 +42,33 @@ DEFAULT_PURGE_EVERY = timedelta(minutes=1)
 _ATTEMPTS = 3
 
 
-class SqlDeliveryLog:
-    """Deliveries (bot/domain/alert_intake.py) in the bot's database, on SQLite and PostgreSQL.
+class KeyHeld(Exception):
+    """Another request holds the key and has not finished (here or on another replica)."""
 
-    Every method raises StoreUnavailable when the database cannot be reached.
+
+@dataclass(frozen=True)
+class Taken:
+    """The key was taken and finished before; ``result`` is what that request recorded."""
+
+    result: str | None = None
+
+
+class SqlKeyLog:
+    """Keys in ``table`` of the bot's database, on SQLite and PostgreSQL.
+
+    ``table`` has the string primary key ``key_column``, ``expires_at`` (UTCDateTime), ``done``
+    and, when results are kept, ``result``. Every method raises StoreUnavailable when the
+    database cannot be reached.
     """
 
     def __init__(
         self,
         engine: Engine,
         clock: Clock,
-        ttl: timedelta = DEFAULT_TTL,
+        table: Table,
+        key_column: str,
         *,
+        ttl: timedelta = DEFAULT_TTL,
         lease: timedelta = DEFAULT_LEASE,
         purge_every: timedelta = DEFAULT_PURGE_EVERY,
     ) -> None:
@@ -56,70 +76,74 @@ class SqlDeliveryLog:
             raise ValueError("ttl and lease must be positive")
         self._engine = engine
         self._clock = clock
+        self._table = table
+        self._key: Column[Any] = table.c[key_column]
+        self._result: Column[Any] | None = table.c.get("result")
         self.ttl = ttl
         self.lease = lease
         self._purge_every = purge_every
         self._next_purge: datetime | None = None
         self._purge_lock = threading.Lock()
 
-    def reserve(self, delivery_id: str) -> bool:
-        """True: process the delivery (nobody holds the id, or its hold expired). False: it
-        was taken already. DeliveryInFlight: another request holds it and has not finished."""
+    def hold(self, key: str, *, finished: bool = False) -> Taken | None:
+        """None: the caller holds ``key`` now, for the lease (for the whole ttl, done, when
+        ``finished``). Taken: a request took it and finished. KeyHeld: a request holds it and
+        has not finished."""
         now = self._clock.now()
+        expires = now + (self.ttl if finished else self.lease)
+        fresh: dict[str, Any] = {"expires_at": expires, "done": finished}
+        if self._result is not None:
+            fresh["result"] = None
         try:
             self._purge_if_due(now)
             for _ in range(_ATTEMPTS):
                 try:
                     with self._engine.begin() as conn:
-                        conn.execute(
-                            insert(DELIVERIES).values(
-                                delivery_id=delivery_id, expires_at=now + self.lease, done=False
-                            )
-                        )
-                    return True
+                        conn.execute(insert(self._table).values({self._key.name: key, **fresh}))
+                    return None
                 except IntegrityError:
-                    pass  # reserved before, by this replica or another one
+                    pass  # held before, by this replica or another one
                 with self._engine.begin() as conn:
                     taken = conn.execute(
-                        update(DELIVERIES)
-                        .where(DELIVERIES.c.delivery_id == delivery_id,
-                               DELIVERIES.c.expires_at <= now)
-                        .values(expires_at=now + self.lease, done=False)
+                        update(self._table)
+                        .where(self._key == key, self._table.c.expires_at <= now)
+                        .values(fresh)
                     )
                     if taken.rowcount == 1:
-                        return True
-                    finished = conn.execute(
-                        select(DELIVERIES.c.done).where(DELIVERIES.c.delivery_id == delivery_id)
-                    ).scalar_one_or_none()
-                if finished is None:
-                    continue  # released or purged since the INSERT failed: reserve afresh
-                if finished:
-                    return False
-                raise DeliveryInFlight(delivery_id)
+                        return None
+                    columns = [self._table.c.done]
+                    if self._result is not None:
+                        columns.append(self._result)
+                    row = conn.execute(select(*columns).where(self._key == key)).first()
+                if row is None:
+                    continue  # released or purged since the INSERT failed: hold it afresh
+                if row[0]:
+                    return Taken(row[1] if self._result is not None else None)
+                raise KeyHeld(key)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
-        # The row kept vanishing between the statements: counting a delivery twice coalesces
-        # into the same alert, refusing it could lose the alert.
-        return True
+        # The row kept vanishing between the statements: processing twice is the lesser harm
+        # of the two (the callers' writes are idempotent or coalesce), refusing could lose it.
+        return None
 
-    def done(self, delivery_id: str) -> None:
-        """The alert was taken: a retry within the ttl is a duplicate."""
-        self._write(
-            update(DELIVERIES)
-            .where(DELIVERIES.c.delivery_id == delivery_id)
-            .values(expires_at=self._clock.now() + self.ttl, done=True)
-        )
+    def finish(self, key: str, result: str | None = None) -> None:
+        """What the request did is committed: a repeat within the ttl is a duplicate, answered
+        with ``result``."""
+        values: dict[str, Any] = {"expires_at": self._clock.now() + self.ttl, "done": True}
+        if self._result is not None:
+            values["result"] = result
+        self._write(update(self._table).where(self._key == key).values(values))
 
-    def release(self, delivery_id: str) -> None:
-        """The request failed: the sender's retry must be processed."""
-        self._write(delete(DELIVERIES).where(DELIVERIES.c.delivery_id == delivery_id))
+    def release(self, key: str) -> None:
+        """The request failed and did nothing: a repeat must be processed."""
+        self._write(delete(self._table).where(self._key == key))
 
     def purge(self, now: datetime | None = None) -> int:
-        """Delete the ids expired at ``now`` (default: the clock's now); returns how many."""
+        """Delete the keys expired at ``now`` (default: the clock's now); returns how many."""
         at = self._clock.now() if now is None else now
         try:
             with self._engine.begin() as conn:
-                gone = conn.execute(delete(DELIVERIES).where(DELIVERIES.c.expires_at <= at))
+                gone = conn.execute(delete(self._table).where(self._table.c.expires_at <= at))
                 return int(gone.rowcount)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
@@ -142,3 +166,32 @@ class SqlDeliveryLog:
                 conn.execute(stmt)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
+
+
+class SqlDeliveryLog(SqlKeyLog):
+    """Deliveries (bot/domain/alert_intake.py) on ``alert_deliveries``: a retried
+    ``POST /alerts`` counts once, whichever replica it reaches."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Clock,
+        ttl: timedelta = DEFAULT_TTL,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        purge_every: timedelta = DEFAULT_PURGE_EVERY,
+    ) -> None:
+        super().__init__(engine, clock, DELIVERIES, "delivery_id", ttl=ttl, lease=lease,
+                         purge_every=purge_every)
+
+    def reserve(self, delivery_id: str) -> bool:
+        """True: process the delivery (nobody holds the id, or its hold expired). False: it
+        was taken already. DeliveryInFlight: another request holds it and has not finished."""
+        try:
+            return self.hold(delivery_id) is None
+        except KeyHeld:
+            raise DeliveryInFlight(delivery_id) from None
+
+    def done(self, delivery_id: str) -> None:
+        """The alert was taken: a retry within the ttl is a duplicate."""
+        self.finish(delivery_id)

@@ -300,6 +300,21 @@ class AlertDeliveryRow(SQLModel, table=True):
     done: bool = Field(default=False, nullable=False)
 
 
+class SlackRequestRow(SQLModel, table=True):
+    """A Slack request signature or user action some replica took, until ``expires_at``: a
+    replayed request is acknowledged and ignored, a repeated action answered with what it
+    created (``result``). storage/slack_requests.py."""
+
+    __tablename__ = "slack_requests"
+    __table_args__ = (Index("ix_slack_requests_expires_at", "expires_at"),)
+
+    # "sig:" or "act:" and the SHA-256 (hex) of the signature or the action id.
+    request_key: str = Field(primary_key=True, sa_type=String(100))
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    done: bool = Field(default=False, nullable=False)
+    result: str | None = Field(default=None, sa_type=String(200))  # e.g. a rotation's id
+
+
 metadata = SQLModel.metadata
 
 
@@ -316,4 +331,5 @@ def table_names() -> tuple[str, ...]:
         "secrets_seen",
         "due_reminders",
         "alert_deliveries",
+        "slack_requests",
     )

@@ -43,6 +43,7 @@ from storage.leader import Leader, leader_for
 from storage.migrate import upgrade
 from storage.reminders import SqlReminderLog
 from storage.schedules import SqlScheduleRepository
+from storage.slack_requests import SqlSlackRequests
 from storage.unit_of_work import sql_unit_of_work_factory
 
 log = logging.getLogger("rotabot")
@@ -63,6 +64,9 @@ class Container:
     alerts: AlertService
     schedules: ScheduleService
     deliveries: SqlDeliveryLog
+    # Slack requests taken by any replica: replays ignored (the Bolt middleware in
+    # bot/runtime/slack_replay.py), repeated actions answered (RotationService.actions).
+    slack_requests: SqlSlackRequests
     leader: Leader
     timers: TimerWork
     health_schedule: HealthSchedule
@@ -102,12 +106,16 @@ def build(
     clock = clock or SystemClock()
     metrics = CollectorRegistry()  # per container: several in one test process never collide
     client = counting_slack_client(settings.slack_bot_token, settings.slack_api_url, metrics)
+    # In the database every replica shares, so a replay or repeat landing on another (or
+    # after a restart) is taken once.
+    slack_requests = SqlSlackRequests(engine, clock)
     service = RotationService(
         catalog=catalog,
         uow_factory=sql_unit_of_work_factory(engine),
         backends=backends or CatalogBackends(catalog, settings.credentials_env),
         clock=clock,
         directory=SlackOwnerDirectory(client),
+        actions=slack_requests,
     )
     probe = HealthChecker(env=settings.credentials_env)
     # Owners pressing Validated trigger the consumer's catalog health check.
@@ -167,6 +175,7 @@ def build(
         schedules=schedules,
         # In the database every replica shares, so a retry landing on another counts once.
         deliveries=SqlDeliveryLog(engine, clock),
+        slack_requests=slack_requests,
         leader=leader,
         timers=timers,
         health_schedule=health_schedule,

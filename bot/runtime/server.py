@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,18 +15,22 @@ from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import StoreUnavailable
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.logs import configure_logging
 from bot.runtime.metrics import render
 from bot.runtime.settings import Settings, SettingsError
+from bot.runtime.slack_replay import ignore_replays
 from bot.services.timers import TimerWork
 from handlers.alerts_http import alerts_route
 from handlers.app import build_bolt_app
+from handlers.request_body import BodyTooLarge, read_limited
 from storage.migrate import schema_problem
 
 log = logging.getLogger("rotabot.server")
@@ -34,27 +39,117 @@ log = logging.getLogger("rotabot.server")
 def bolt_app(
     c: Container, *, signing_secret: str | None = None, process_before_response: bool = False
 ) -> App:
-    """The Bolt app of this container: its listeners get the services (``c.deps``) only."""
-    return build_bolt_app(
+    """The Bolt app of this container: its listeners get the services (``c.deps``) only.
+
+    Each verified request is taken once: a replay (the same signature, any replica, any time
+    within the signature window) is answered 200 and ignored (bot/runtime/slack_replay.py)."""
+    app = build_bolt_app(
         c.deps,
         client=c.slack,
         signing_secret=signing_secret or c.settings.slack_signing_secret,
         process_before_response=process_before_response,
     )
+    # A global middleware runs after Bolt's RequestVerification: only verified requests count.
+    app.use(ignore_replays(c.slack_requests))
+    return app
 
 
-def web_app(bolt: App, routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """Slack's ``POST /slack/events`` through Bolt's Starlette adapter, beside ``routes``."""
+# Slack's payloads are a few KiB (a big modal's state tens of KiB); anything far larger is not
+# Slack, and is refused before it is read whole or parsed.
+SLACK_MAX_BODY_BYTES = 1024 * 1024
+
+
+def _refuse(status: int, message: str, **headers: str) -> JSONResponse:
+    log.warning("slack request refused (%s): %s", status, message)
+    return JSONResponse({"ok": False, "error": message}, status_code=status,
+                        headers=headers or None)
+
+
+def _slack_problem(request: Request, body: bytes) -> str | None:
+    """Why a request cannot be handed to Bolt at all: Bolt would raise on it (a 500) before
+    or while verifying the signature. None when it can be verified."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "body is not UTF-8"
+    for stamp in request.headers.getlist("x-slack-request-timestamp"):
+        stamp = stamp.strip()
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            return "X-Slack-Request-Timestamp must be unix seconds"
+    for signature in request.headers.getlist("x-slack-signature"):
+        if not signature.isascii():  # hmac.compare_digest raises on non-ASCII text
+            return "X-Slack-Signature must be ASCII"
+    return None
+
+
+class JsonServerErrors:
+    """ASGI middleware: an exception from a route becomes a JSON 500 with a ref, and one JSON
+    log line naming its type, instead of Starlette's plain-text 500 and a traceback from the
+    server. Nothing of the exception's text reaches the answer or the log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:8]
+            log.error("%s %s failed (ref %s): %s", scope.get("method"),
+                      str(scope.get("path"))[:200], ref, type(exc).__name__)
+            if not started:
+                response = JSONResponse(
+                    {"ok": False, "error": f"internal error (ref {ref})"}, status_code=500)
+                await response(scope, receive, send)
+
+
+def web_app(
+    bolt: App, routes: Sequence[BaseRoute] = (), *, max_body: int = SLACK_MAX_BODY_BYTES
+) -> Starlette:
+    """Slack's ``POST /slack/events`` through Bolt's Starlette adapter, beside ``routes``.
+
+    Before Bolt sees a request: a body over ``max_body`` is 413 before it is read whole (and
+    the connection is closed, so the rest is not taken either); a body Bolt cannot decode or a
+    timestamp it cannot read is 400. Refusals, and any exception, are one JSON log line with no
+    value from the request; answers are JSON.
+    """
 
     async def slack_events(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_limited(request, max_body)
+        except BodyTooLarge:
+            return _refuse(413, f"body over {max_body // 1024} KiB", Connection="close")
+        problem = _slack_problem(request, body)
+        if problem is not None:
+            return _refuse(400, problem)
+        try:
+            bolt_request = to_bolt_request(request, body)
+        except Exception:  # Bolt parses the (unverified) body before it verifies it
+            return _refuse(400, "body is not a Slack payload (JSON or form data)")
         # Bolt's sync dispatch returns once the listener has acked; the listener finishes in
         # Bolt's worker pool. Run it off the event loop so one slow ack cannot stall others
         # (the adapter's own handler would call it on the loop).
-        bolt_response = await run_in_threadpool(bolt.dispatch, to_bolt_request(request, body))
+        bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
+        if bolt_response.status == 401:
+            # Bolt's own line about it is withheld (handlers/app.py): say it here, without it.
+            log.warning("slack request refused (401): signature or timestamp did not verify")
         return to_starlette_response(bolt_response)
 
-    return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"]), *routes])
+    return Starlette(
+        routes=[Route("/slack/events", slack_events, methods=["POST"]), *routes],
+        middleware=[Middleware(JsonServerErrors)],
+    )
 
 
 def create_web_app(c: Container, bolt: App) -> Starlette:
@@ -135,7 +230,7 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
     except SettingsError as exc:
         print(f"rotabot: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.library_log_level)
     if not settings.database_url.startswith("sqlite"):  # SQLite is migrated by build()
         try:
             problem = schema_problem(settings.database_url)
@@ -155,5 +250,7 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         SocketModeHandler(bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
         return 0
     log.info("serving Slack on http://%s:%s/slack/events", host, port)
-    uvicorn.run(create_web_app(c, bolt), host=host, port=port, log_level="warning")
+    # log_config=None: uvicorn's lines go through the JSON handler, not its plain-text ones.
+    uvicorn.run(create_web_app(c, bolt), host=host, port=port, log_level="warning",
+                log_config=None)
     return 0

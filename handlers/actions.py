@@ -1,4 +1,9 @@
-"""Button clicks: owners' steps, admins' switch/revoke/rollback, alert prompts."""
+"""Button clicks: owners' steps, admins' switch/revoke/rollback, alert prompts.
+
+A button's value is whatever the sender of a signed request puts in it, so it only ever names
+things (a rotation, a consumer, an alert); who may act, and on what, is read from the database:
+the rotation's phase and consumers, the actor's role in the catalog, the stored alert.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,26 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
-from bot.domain.errors import GateClosed
+from bot.domain.errors import GateClosed, RotabotError
+from bot.domain.lifecycle import StepState
+from bot.domain.rotation import Rotation
+from bot.services.rotations import RotationService
 from handlers import blocks
 from handlers.commands import rollback_view
 from handlers.deps import Deps
-from handlers.ids import Action, AlertButton, RotationButton, StepButton, parse_value
+from handlers.ids import (
+    Action,
+    AlertButton,
+    BadButton,
+    RotationButton,
+    StepButton,
+    parse_value,
+)
 from handlers.respond import ephemeral, reported
+
+# The steps a Step button carries (handlers/blocks/prompts.py); "failed" and "waiting" are
+# never rendered on it, and a forged one would mark a consumer failed without an alert.
+STEP_BUTTON_STEPS = frozenset({StepState.DISTRIBUTED, StepState.VALIDATED, StepState.SIGNED_OFF})
 
 
 def _value(body: dict[str, Any]) -> str:
@@ -21,6 +40,25 @@ def _value(body: dict[str, Any]) -> str:
 
 def _user(body: dict[str, Any]) -> str:
     return str(body["user"]["id"])
+
+
+def _stored(service: RotationService, button: StepButton) -> Rotation:
+    """The rotation a step button names, which must have the consumer the button names."""
+    rotation = service.get(button.rotation_id)
+    if button.consumer not in rotation.consumers:
+        raise RotabotError(
+            f"{rotation.ref} has no consumer {blocks.code(button.consumer)}, so this button is "
+            f"not one rotabot showed for it; nothing changed. `/rotate status {rotation.ref}` "
+            "shows its consumers and posts any prompt that is missing"
+        )
+    return rotation
+
+
+def _alert_button(body: dict[str, Any]) -> tuple[AlertButton, int]:
+    button = parse_value(AlertButton, _value(body))
+    if button.rotation_id is None:  # never rendered: only alerts with a rotation offer these
+        raise BadButton("this button is out of date; use `/rotate status` to get a fresh one")
+    return button, button.rotation_id
 
 
 def register(app: App, deps: Deps) -> None:
@@ -32,6 +70,9 @@ def register(app: App, deps: Deps) -> None:
     def step(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()
         button = parse_value(StepButton, _value(body))
+        if button.step not in STEP_BUTTON_STEPS:
+            raise BadButton("this button is out of date; use `/rotate status` to get a fresh one")
+        _stored(service, button)
         outcome = service.step(
             button.rotation_id, button.consumer, button.step, actor=_user(body)
         )
@@ -59,7 +100,7 @@ def register(app: App, deps: Deps) -> None:
     def report_problem(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()
         button = parse_value(StepButton, _value(body))
-        service.authorize_report(service.get(button.rotation_id), button.consumer, _user(body))
+        service.authorize_report(_stored(service, button), button.consumer, _user(body))
         client.views_open(
             trigger_id=body["trigger_id"], view=blocks.report_problem_modal(button)
         )
@@ -82,6 +123,9 @@ def register(app: App, deps: Deps) -> None:
                         respond, blocks.text_message(f"No new version at `{r.store_path}` yet.")
                     )
             elif name == "rollback":
+                # Admins only (no alert stands behind this button): refused and audited
+                # before the confirmation opens; the submission checks again.
+                service.authorize_rollback(service.get(rid), None, user)
                 client.views_open(
                     trigger_id=body["trigger_id"], view=rollback_view(deps, rid, None)
                 )
@@ -111,15 +155,16 @@ def register(app: App, deps: Deps) -> None:
 
     @reported
     def alert_rollback(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        """Roll back on an alert: the stored alert decides who may, and about which consumer
+        (the button's consumer is never used)."""
         ack()
-        button = parse_value(AlertButton, _value(body))
-        if button.rotation_id is None:
-            raise ValueError("alert has no rotation")
-        rotation = service.get(button.rotation_id)
-        service.authorize_rollback(rotation, button.consumer, _user(body))
+        button, rotation_id = _alert_button(body)
+        _, consumer = deps.alerts.authorize_alert_rollback(
+            button.alert_id, rotation_id, _user(body)
+        )
         client.views_open(
             trigger_id=body["trigger_id"],
-            view=rollback_view(deps, button.rotation_id, button.consumer, button.alert_id),
+            view=rollback_view(deps, rotation_id, consumer, button.alert_id),
         )
 
     @app.action(Action.EMERGENCY_ROTATE.value)
@@ -128,13 +173,11 @@ def register(app: App, deps: Deps) -> None:
     def emergency(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         """An alert after revocation: confirm an urgent re-rotation (admins only)."""
         ack()
-        from bot.services.emergency import require_admin
-
-        button = parse_value(AlertButton, _value(body))
-        if button.rotation_id is None:
-            raise ValueError("alert has no rotation")
-        require_admin(service, service.get(button.rotation_id), _user(body))
+        button, rotation_id = _alert_button(body)
+        _, consumer = deps.alerts.authorize_alert_emergency(
+            button.alert_id, rotation_id, _user(body)
+        )
         client.views_open(
             trigger_id=body["trigger_id"],
-            view=rollback_view(deps, button.rotation_id, button.consumer, button.alert_id),
+            view=rollback_view(deps, rotation_id, consumer, button.alert_id),
         )

@@ -32,12 +32,13 @@ from bot.domain.alert_context import (
 )
 from bot.domain.alert_intake import AlertReport
 from bot.domain.audit import AuditEvent
-from bot.domain.errors import NotAuthorized, RotabotError
+from bot.domain.errors import NotAuthorized, RotabotError, StoreUnavailable
 from bot.domain.failures import Classification, classify
 from bot.domain.lifecycle import Phase
 from bot.domain.mentions import mention
 from bot.domain.pacing import UpdatePacer
 from bot.domain.rotation import Rotation
+from bot.services.emergency import ACTION_RE_ROTATION, require_admin
 from bot.services.ports import UnitOfWork
 from bot.services.rotations import RotationService
 
@@ -442,6 +443,91 @@ class AlertService:
         )
 
     # --- people acting on an alert -------------------------------------------------------
+
+    # Who may act on an alert's Roll back (or, after revocation, Emergency re-rotation) is
+    # decided from the stored alert, never from the button or the modal's private_metadata:
+    # both are whatever the sender of a signed request puts in them.
+
+    def authorize_alert_rollback(
+        self, alert_id: int, rotation_id: int, actor: str
+    ) -> tuple[Rotation, str | None]:
+        """May ``actor`` roll ``rotation_id`` back on the strength of alert ``alert_id``?
+
+        The alert must exist, be unresolved and be the one whose buttons act on that rotation
+        (bot.domain.alert_context.prompt_rotation); then admins of the secret and the owner of
+        the alert's consumer may roll back. A rotation already revoked has nothing to roll back
+        to, so only admins may go on (to an emergency re-rotation). Returns the rotation and
+        the consumer the rollback is about: the stored alert's, or None when that consumer is
+        not in the rotation (the catalog changed since it started; admins only then). A refusal
+        is audited on the rotation before NotAuthorized is raised. Listeners call this before
+        opening the confirmation and the modal's submission calls it again before acting."""
+        rotation = self.rotations.get(rotation_id)
+        alert = self._offering_alert(alert_id, rotation, actor, "rollback", "its rollback")
+        consumer = alert.consumer if alert.consumer in rotation.consumers else None
+        if rotation.phase is Phase.REVOKED:
+            require_admin(self.rotations, rotation, actor)
+        else:
+            self.rotations.authorize_rollback(rotation, consumer, actor)
+        return rotation, consumer
+
+    def authorize_alert_emergency(
+        self, alert_id: int, rotation_id: int, actor: str
+    ) -> tuple[Rotation, str | None]:
+        """May ``actor`` start an emergency re-rotation of ``rotation_id``'s secret from alert
+        ``alert_id``? The same stored-alert checks as authorize_alert_rollback, then admins of
+        the secret only (as any start). Audited refusals; returns as authorize_alert_rollback."""
+        rotation = self.rotations.get(rotation_id)
+        alert = self._offering_alert(
+            alert_id, rotation, actor, ACTION_RE_ROTATION,
+            f"an emergency re-rotation of {rotation.secret}",
+        )
+        require_admin(self.rotations, rotation, actor)
+        consumer = alert.consumer if alert.consumer in rotation.consumers else None
+        return rotation, consumer
+
+    def _offering_alert(
+        self, alert_id: int, rotation: Rotation, actor: str, attempted: str, offer: str
+    ) -> Alert:
+        """The stored alert whose buttons offer ``offer`` on ``rotation``; otherwise the
+        refusal is audited on the rotation and NotAuthorized says what to do instead."""
+        alert = self._find(alert_id)
+        problem: str | None = None
+        if alert is None:
+            problem = f"there is no alert A-{alert_id}"
+        elif not alert.unresolved:
+            by = f" (by {mention(alert.resolved_by)})" if alert.resolved_by else ""
+            problem = f"{alert.ref} is {alert.status.value}{by}"
+        elif alert.secret != rotation.secret or self._acts_on(alert) != rotation.id:
+            problem = f"{alert.ref} is not about {rotation.ref}"
+        if problem is None:
+            assert alert is not None
+            return alert
+        why = (
+            f"only an open alert about {rotation.ref} can offer {offer}, and {problem}. "
+            f"`/rotate status {rotation.ref}` shows where it stands; admins of "
+            f"{rotation.secret} can use `/rotate rollback {rotation.ref}`"
+        )
+        self.rotations._audit_refusal(
+            rotation.id, actor, attempted, why, alert.consumer if alert is not None else None
+        )
+        raise NotAuthorized(why)
+
+    def _find(self, alert_id: int) -> Alert | None:
+        if alert_id <= 0:  # never a stored id: 0 is what a button without an alert carries
+            return None
+        try:
+            with self.rotations.uow_factory() as uow:
+                return uow.alerts.get(alert_id)
+        except StoreUnavailable:
+            raise
+        except RotabotError:  # the repository's "no alert A-N"
+            return None
+
+    def _acts_on(self, alert: Alert) -> int | None:
+        """The rotation this alert's buttons act on, as they are rendered from stored state."""
+        if alert.rotation_id is not None:
+            return alert.rotation_id
+        return prompt_rotation(alert, self.context_for(alert))
 
     def acknowledge(
         self, alert_id: int, *, actor: str, message: tuple[str, str] | None = None

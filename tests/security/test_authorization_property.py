@@ -8,7 +8,11 @@ state tables and reads the new audit rows, then checks them against the rules:
 * steps (Distributed, Validated, Sign off): the consumer's owner or a member of its group;
 * switch, revoke (incl. break-glass), cancel, resume, start: admins of the secret (users or
   members of an admin group);
-* rollback: admins, or the owner of the consumer an alert is about;
+* rollback: admins (the rotation's Roll back, which opens the confirmation for them only);
+  from an alert, the stored alert decides, never the button or the modal's metadata: it must
+  exist, be unresolved and offer its button on that rotation (its own rotation, or the one
+  whose revocation it followed), and then admins or the owner of *its* consumer may roll back
+  (admins only once the rotation is revoked, and for an emergency re-rotation);
 * "Not related" on an alert: admins or the consumer's owner; "Acknowledge" and "Check the
   store again" (which only notices what the timer would notice): anyone.
 
@@ -25,6 +29,7 @@ import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +72,10 @@ STEP_ACTIONS = {Action.STEP.value, Action.REPORT_PROBLEM.value}
 ROTATION_ACTIONS = {Action.SWITCH.value, Action.REVOKE.value, Action.RESUME.value,
                     Action.CHECK_STORE.value, Action.ROLLBACK.value}
 ALERT_ACTIONS = {Action.ALERT_ROLLBACK.value, Action.ALERT_ACK.value,
-                 Action.ALERT_NOT_RELATED.value}
+                 Action.ALERT_NOT_RELATED.value, Action.EMERGENCY_ROTATE.value}
+# An alert after a revocation offers an emergency re-rotation of it for this long
+# (bot.domain.alert_context.RECENT_ROTATION, restated: the model is not the code).
+RECENT_ROTATION = timedelta(days=7)
 TALLY: Counter[str] = Counter()  # what the runs exercised, checked by the last test
 
 
@@ -135,6 +143,40 @@ class AuthorizationMachine(RuleBasedStateMachine):
                                (alert_id,)).fetchone()
         return (row[0], row[1]) if row else None
 
+    def offered_on(self, alert_id: Any) -> int | None:
+        """The rotation whose rollback (or emergency re-rotation) a stored, unresolved alert
+        offers: its own, or, for an alert raised with no rotation running, the secret's last
+        rotation when that one revoked the old credential shortly before the failure began."""
+        with self.bot.db() as conn:
+            row = conn.execute("select secret, rotation_id, status, first_seen from alerts"
+                               " where id = ?", (alert_id,)).fetchone()
+            if row is None or row[2] not in ("open", "acknowledged"):
+                return None
+            if row[1] is not None:
+                return int(row[1])
+            last = conn.execute("select id, phase, finished_at from rotations where secret = ?"
+                                " order by id desc limit 1", (row[0],)).fetchone()
+        if last is None or last[1] != "revoked" or last[2] is None:
+            return None
+        since = datetime.fromisoformat(row[3]) - datetime.fromisoformat(last[2])
+        return int(last[0]) if timedelta(0) <= since <= RECENT_ROTATION else None
+
+    def may_act_on_alert(self, user: str, alert_id: Any, rotation_id: Any,
+                         *, emergency: bool) -> bool:
+        """Roll back (or re-rotate) `rotation_id` on the strength of alert `alert_id`."""
+        target = self.rotation(rotation_id)
+        found = self.alert(alert_id)
+        if target is None or found is None or self.offered_on(alert_id) != rotation_id:
+            return False
+        secret, owners = target
+        with self.bot.db() as conn:
+            phase = conn.execute("select phase from rotations where id = ?",
+                                 (rotation_id,)).fetchone()[0]
+        if emergency or phase == "revoked":
+            return is_admin(user, secret)
+        consumer = found[1]
+        return is_admin(user, secret) or (consumer in owners and owns(user, owners[consumer]))
+
     def buttons(self) -> list[tuple[Message, dict[str, Any], dict[str, Any]]]:
         out = []
         for channel in ("C0ROTATE", "C0INCIDENT"):
@@ -167,7 +209,8 @@ class AuthorizationMachine(RuleBasedStateMachine):
             if action == Action.CHECK_STORE.value:
                 return Expect(True, True, True)
             if action == Action.ROLLBACK.value:
-                return Expect(True, False, True)  # opens the modal; the submission decides
+                # Opens the confirmation, for admins only; the submission checks again.
+                return Expect(is_admin(user, target[0]), False, True)
             admin = is_admin(user, target[0])
             return Expect(admin, admin, True)
         alert = self.alert(value.get("alert_id"))
@@ -179,13 +222,12 @@ class AuthorizationMachine(RuleBasedStateMachine):
             secret, consumer = alert
             allowed = is_admin(user, secret) or owns(user, OWNERS[secret].get(consumer))
             return Expect(allowed, allowed, True)
-        # ALERT_ROLLBACK: the button's own rotation and consumer decide; it only opens a modal.
-        target = self.rotation(value.get("rotation_id"))
-        consumer = value.get("consumer")
-        if target is None or (consumer is not None and consumer not in target[1]):
+        # ALERT_ROLLBACK, EMERGENCY_ROTATE: the stored alert decides (the value's consumer
+        # plays no part); either only opens a modal. A refusal is audited on the rotation.
+        if self.rotation(value.get("rotation_id")) is None:
             return Expect(False, False, False)
-        allowed = is_admin(user, target[0]) or (consumer is not None
-                                                and owns(user, target[1][consumer]))
+        allowed = self.may_act_on_alert(user, value.get("alert_id"), value.get("rotation_id"),
+                                        emergency=action == Action.EMERGENCY_ROTATE.value)
         return Expect(allowed, False, True)
 
     def check(self, what: str, user: str, expect: Expect, act: Any) -> None:
@@ -310,9 +352,12 @@ class AuthorizationMachine(RuleBasedStateMachine):
         if target is None:
             expect = Expect(False, False, False)
         elif callback == View.ROLLBACK.value:
-            consumer = meta.get("consumer")
-            allowed = is_admin(user, target[0]) or (
-                consumer is not None and owns(user, target[1].get(consumer)))
+            if meta.get("alert_id") or meta.get("consumer") is not None:
+                # Opened on an alert: the stored alert decides again, as it is now.
+                allowed = self.may_act_on_alert(user, meta.get("alert_id"),
+                                                meta.get("rotation_id"), emergency=False)
+            else:
+                allowed = is_admin(user, target[0])
             expect = Expect(allowed, allowed, True)
         elif callback == View.REVOKE_OVERRIDE.value:
             admin = is_admin(user, target[0])

@@ -29,16 +29,19 @@ def register(app: App, deps: Deps) -> None:
             )
             return
         if parsed.name == "rollback" and parsed.rotation_id is not None:
+            # Refused (and audited) before the modal, as the button is: admins only here.
+            deps.rotations.authorize_rollback(deps.rotations.get(parsed.rotation_id), None, user)
             # A rollback is confirmed in a modal that says what will happen.
             client.views_open(
                 trigger_id=command["trigger_id"],
                 view=rollback_view(deps, parsed.rotation_id, None),
             )
             return
-        ephemeral(respond, run(deps, parsed, user))
+        # The trigger id names this user action: processed twice, it creates nothing new.
+        ephemeral(respond, run(deps, parsed, user, action_id=command.get("trigger_id")))
 
 
-def run(deps: Deps, cmd: Command, user: str) -> blocks.Rendered:
+def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> blocks.Rendered:
     service = deps.rotations
     if cmd.name == "help":
         return blocks.help_message(list(USAGE.values()))
@@ -59,15 +62,18 @@ def run(deps: Deps, cmd: Command, user: str) -> blocks.Rendered:
     if cmd.name == "start":
         assert cmd.secret is not None
         if cmd.dry_run:
+            # Anyone may dry-run; the store and issuer findings (they name environment
+            # variables, URLs and paths) are in the plan only when `user` is an admin.
             return blocks.plan_message(
-                service.plan(cmd.secret, overlap=cmd.overlap, observe=cmd.observe)
+                service.plan(cmd.secret, overlap=cmd.overlap, observe=cmd.observe, viewer=user)
             )
         rotation = service.start(
-            cmd.secret, actor=user, overlap=cmd.overlap, observe=cmd.observe, urgent=cmd.urgent
+            cmd.secret, actor=user, overlap=cmd.overlap, observe=cmd.observe, urgent=cmd.urgent,
+            action_id=action_id,
         )
         return blocks.text_message(
-            f"Started {rotation.ref} for `{rotation.secret}` ({rotation.phase.value}); the "
-            f"rotation message is in <#{rotation.channel}>."
+            f"Started {rotation.ref} for {blocks.code(rotation.secret)} ({rotation.phase.value}); "
+            f"the rotation message is in <#{blocks.escape_mrkdwn(rotation.channel or '')}>."
         )
     assert cmd.rotation_id is not None
     rid = cmd.rotation_id

@@ -11,7 +11,7 @@ from bot.domain.durations import parse_duration
 from bot.domain.lifecycle import StepState
 from handlers import blocks
 from handlers.deps import Deps
-from handlers.ids import AlertButton, RotationButton, StepButton, View, parse_value
+from handlers.ids import AlertButton, BadButton, RotationButton, StepButton, View, parse_value
 from handlers.respond import direct_message, reported
 
 
@@ -22,6 +22,12 @@ def _input(view: dict[str, Any], block: str) -> str | None:
         return str(option.get("value")) if option else None
     value = element.get("value")
     return str(value).strip() if value else None
+
+
+def _view_id(view: dict[str, Any]) -> str | None:
+    """The modal's id: one submitted view is one user action (a modal answered with errors
+    is submitted again under the same id, but created nothing the first time)."""
+    return str(view["id"]) if view.get("id") else None
 
 
 def register(app: App, deps: Deps) -> None:
@@ -46,7 +52,8 @@ def register(app: App, deps: Deps) -> None:
         user = str(body["user"]["id"])
         secret = _input(view, "secret") or ""
         r = service.start(
-            secret, actor=user, overlap=durations["overlap"], observe=durations["observe"]
+            secret, actor=user, overlap=durations["overlap"], observe=durations["observe"],
+            action_id=_view_id(view),  # this modal, submitted twice, starts one rotation
         )
         direct_message(client, user, blocks.text_message(f"Started {r.ref} for `{secret}`."))
 
@@ -59,7 +66,8 @@ def register(app: App, deps: Deps) -> None:
         button = parse_value(StepButton, view.get("private_metadata"))
         what = _input(view, "what") or "problem reported"
         service.report_problem(
-            button.rotation_id, button.consumer, actor=user, description=what
+            button.rotation_id, button.consumer, actor=user, description=what,
+            action_id=_view_id(view),  # this modal, submitted twice, adds one alert
         )
 
     @app.view(View.REVOKE_OVERRIDE.value)
@@ -79,7 +87,7 @@ def register(app: App, deps: Deps) -> None:
                 r.channel,
                 blocks.text_message(
                     f":rotating_light: {blocks.mention(user)} revoked the old credential of "
-                    f"{r.ref} past the gate (break-glass). Reason: {reason}"
+                    f"{r.ref} past the gate (break-glass). Reason: {blocks.escape_mrkdwn(reason)}"
                 ),
                 r.message_ts,
             )
@@ -93,14 +101,22 @@ def register(app: App, deps: Deps) -> None:
         from bot.services.emergency import owners_to_act
 
         meta = parse_value(AlertButton, view.get("private_metadata"))
-        assert meta.rotation_id is not None
+        if meta.rotation_id is None:
+            raise BadButton("this confirmation is out of date; nothing changed")
+        consumer = None  # opened from the rotation's message or `/rotate rollback`: admins
+        if meta.alert_id or meta.consumer is not None:
+            # Opened on an alert: the stored alert decides again, now (private_metadata is as
+            # forgeable as a button value, and the alert may have been resolved meanwhile).
+            _, consumer = deps.alerts.authorize_alert_rollback(
+                meta.alert_id, meta.rotation_id, user
+            )
         revoke_new = _input(view, "new_credential") == "revoke"
         r, changed = service.rollback_once(
             meta.rotation_id,
             actor=user,
             revoke_new=revoke_new,
             reason=_input(view, "reason"),
-            consumer=meta.consumer,
+            consumer=consumer,
         )
         if not changed:
             # A second modal submitted after the first one rolled back: say so, do nothing.
@@ -129,15 +145,20 @@ def register(app: App, deps: Deps) -> None:
         from bot.services.emergency import start_emergency
 
         meta = parse_value(AlertButton, view.get("private_metadata"))
-        assert meta.rotation_id is not None
+        if meta.rotation_id is None:
+            raise BadButton("this confirmation is out of date; nothing changed")
+        if meta.alert_id or meta.consumer is not None:
+            # Opened on an alert: the stored alert must still offer it (start_emergency
+            # checks the admin again).
+            deps.alerts.authorize_alert_emergency(meta.alert_id, meta.rotation_id, user)
         outcome = start_emergency(
             service, meta.rotation_id, actor=user, reason=_input(view, "reason")
         )
         r = outcome.rotation
         if not outcome.started:
             direct_message(client, user, blocks.text_message(
-                f"{r.ref} of `{r.secret}` is already running ({r.phase.value}); nothing "
-                "new was started."))
+                f"{r.ref} of {blocks.code(r.secret)} is already running ({r.phase.value}); "
+                "nothing new was started."))
             return
         old = service.get(meta.rotation_id)
         if old.channel and old.message_ts:
@@ -145,12 +166,13 @@ def register(app: App, deps: Deps) -> None:
                 old.channel,
                 blocks.text_message(
                     f":rotating_light: {blocks.mention(user)} started {r.ref}, an urgent "
-                    f"re-rotation of `{r.secret}` (rollback is impossible after revocation)."
+                    f"re-rotation of {blocks.code(r.secret)} (rollback is impossible after "
+                    "revocation)."
                 ),
                 old.message_ts,
             )
         direct_message(client, user, blocks.text_message(
-            f"Started {r.ref}, an urgent re-rotation of `{r.secret}`."))
+            f"Started {r.ref}, an urgent re-rotation of {blocks.code(r.secret)}."))
 
 
 __all__ = ["StepState", "register"]

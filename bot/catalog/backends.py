@@ -16,7 +16,8 @@ from pydantic import (
     model_validator,
 )
 
-from bot.catalog.fields import EnvName, Url, _custom, _Strict
+from bot.catalog.fields import NEVER_HOLDS, EnvName, Url, _custom, _Strict
+from bot.catalog.shapes import body_problems
 
 # --- stores -----------------------------------------------------------------------------
 
@@ -35,6 +36,21 @@ class VaultKv2Store(_Strict):
     token_env: EnvName | None = None
     approle: AppRole | None = None
     namespace: str | None = None
+
+    @field_validator("mount", "namespace")
+    @classmethod
+    def _no_climbing(cls, value: str | None) -> str | None:
+        # Both become part of the store's request paths.
+        if value is not None and (
+            any(part in (".", "..") for part in value.split("/"))
+            or any(ord(c) < 32 or c in "\\?#%" for c in value)
+        ):
+            raise _custom(
+                "vault_path",
+                "'.' and '..' components, control characters, '\\', '?', '#' and '%' are "
+                "refused: this becomes part of the store's request paths",
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_login(self) -> VaultKv2Store:
@@ -117,6 +133,18 @@ class HttpCreate(_Strict):
     body: dict[str, Any] | None = Field(default=None, alias="json")
     key_id_path: str
     secret_path: str
+
+    @field_validator("body")
+    @classmethod
+    def _no_literal_credentials(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problems = list(body_problems(value)) if value is not None else []
+        if problems:
+            raise _custom(
+                "body_credential",
+                f"{'; '.join(problems)}: {NEVER_HOLDS}; send credentials as headers named by "
+                "headers_env (header -> environment variable)",
+            )
+        return value
 
 
 class HttpRevoke(_Strict):

@@ -20,11 +20,24 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from bot.catalog.backends import _ISSUER_ADAPTER, IssuerConfig
-from bot.catalog.fields import _describe
+from bot.catalog.fields import NEVER_HOLDS, _describe
 from bot.catalog.model import Catalog, CatalogError, CatalogInvalid
+from bot.catalog.shapes import token_shape, value_shape
 
-# Names are typed in `/rotate start NAME` and shown in Slack, so no spaces or punctuation.
+# Names are typed in `/rotate start NAME` and shown in Slack (mrkdwn), so no spaces or
+# punctuation; lanes follow the same rule.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Lengths that fit every Slack surface a name appears in: a secret name is the value of an
+# option in the /rotate start picker (Slack: 150 characters) and a consumer name goes into
+# button values (2,000) and prompts; `POST /alerts` takes consumer and secret names of at
+# most 100 and lanes of at most 50 (bot/domain/alert_intake.py), so a longer name could never
+# be alerted on. Store and issuer names follow secret names; owners and admins go into
+# Confirm-ready button values.
+NAME_MAX = 100
+LANE_MAX = 50
+OWNER_MAX = 100
+# A name or key longer than this is not repeated in full in a message.
+_SHOWN_MAX = 60
 _CREDENTIAL_KEY = re.compile(
     r"token|passw|secret|api_?key|credential|private_?key|^key$|^auth|^headers$|^bearer",
     re.IGNORECASE,
@@ -125,6 +138,12 @@ def _parse_catalog(text: str, file: str) -> Catalog:
             _translate(e, root_data=data, root_type=Catalog, prefix=(), file=file, lines=lines)
             for e in exc.errors()
         ]
+    # A token anywhere, unless that field (or one holding it: a body) was already refused.
+    refused = {e.field for e in errors if e.field}
+    errors += [
+        e for e in _token_errors(data, (), file, lines, set())
+        if not any(e.field == f or e.field.startswith((f + ".", f + "[")) for f in refused)
+    ]
     if errors or catalog is None:
         unique = list(dict.fromkeys(errors))
         unique.sort(key=lambda e: (e.line is None, e.line or 0))
@@ -184,8 +203,8 @@ def _duplicate_keys(
             if text in first:
                 errors.append(CatalogError(
                     file, _line(key), _dotted((*path, text)),
-                    f"duplicate key '{text}' (first on line {first[text]}); YAML would keep "
-                    "only the last one",
+                    f"duplicate key {_quoted(text)} (first on line {first[text]}); YAML would "
+                    "keep only the last one",
                 ))
             else:
                 first[text] = _line(key)
@@ -196,13 +215,32 @@ def _duplicate_keys(
     return errors
 
 
+def _quoted(text: str) -> str:
+    """``'text'`` for a message, unless it is too long to repeat or shaped like a credential
+    (a key or name in the wrong place may be one): then what it is, not what it says."""
+    shape = value_shape(text)
+    if shape is not None:
+        return f"(not repeated: it looks like {shape})"
+    if len(text) > _SHOWN_MAX:
+        return f"'{text[:40]}...' ({len(text)} characters)"
+    return f"'{text}'"
+
+
+def _path_part(part: str) -> str:
+    # A field path repeats the names in it: never a credential-shaped one, never 2,000
+    # characters of one.
+    if value_shape(part) is not None:
+        return "<hidden>"
+    return part if len(part) <= _SHOWN_MAX else part[:40] + "..."
+
+
 def _dotted(path: Sequence[str | int]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + part
+            out += ("." if out else "") + _path_part(part)
     return out
 
 
@@ -218,6 +256,9 @@ def _line_for(lines: Mapping[tuple[str, ...], int], path: Sequence[str | int]) -
 
 def _shown(value: Any) -> str:
     if isinstance(value, str):
+        shape = value_shape(value)
+        if shape is not None:
+            return f"a value that looks like {shape} (not repeated: {NEVER_HOLDS})"
         return repr(value if len(value) <= 40 else value[:37] + "...")
     if isinstance(value, bool | int | float):
         return repr(value)
@@ -230,14 +271,90 @@ def _check_name(
     path: tuple[str | int, ...],
     file: str,
     lines: Mapping[tuple[str, ...], int],
+    limit: int = NAME_MAX,
 ) -> list[CatalogError]:
-    if isinstance(name, str) and not _NAME.match(name):
+    if not isinstance(name, str):
+        return []
+    where = file, _line_for(lines, path), _dotted(path)
+    if len(name) > limit:
         return [CatalogError(
-            file, _line_for(lines, path), _dotted(path),
-            f"{what} name '{name}' may contain only letters, digits, '.', '_' and '-' "
-            "(it is typed in /rotate commands)",
+            *where,
+            f"{what} name is {len(name)} characters long; at most {limit} fit everywhere "
+            "it is shown in Slack (pickers, buttons, prompts) and named in alerts",
+        )]
+    if not _NAME.match(name):
+        why = "it is typed in /rotate commands" if what != "lane" else "it is shown in Slack"
+        return [CatalogError(
+            *where,
+            f"{what} name {_quoted(name)} may contain only letters, digits, '.', '_' and '-' "
+            f"({why})",
         )]
     return []
+
+
+def _check_lanes(
+    lanes: Any, path: tuple[str | int, ...], file: str, lines: Mapping[tuple[str, ...], int]
+) -> list[CatalogError]:
+    if not isinstance(lanes, list):
+        return []
+    errors: list[CatalogError] = []
+    for i, lane in enumerate(lanes):
+        errors += _check_name("lane", lane, (*path, i), file, lines, LANE_MAX)
+    return errors
+
+
+def _check_people(
+    people: Any, path: tuple[str | int, ...], file: str, lines: Mapping[tuple[str, ...], int]
+) -> list[CatalogError]:
+    """Owners and admins: Slack ids (readiness warns about anything else), of a length that
+    fits the button values they go into."""
+    items = people if isinstance(people, list) else [people]
+    errors: list[CatalogError] = []
+    for i, person in enumerate(items):
+        if isinstance(person, str) and len(person) > OWNER_MAX:
+            at = (*path, i) if isinstance(people, list) else path
+            errors.append(CatalogError(
+                file, _line_for(lines, at), _dotted(at),
+                f"is {len(person)} characters long; a Slack user or user-group id is a few "
+                f"characters (at most {OWNER_MAX})",
+            ))
+    return errors
+
+
+def _token_errors(
+    data: Any, path: tuple[str | int, ...], file: str, lines: Mapping[tuple[str, ...], int],
+    seen: set[int],
+) -> list[CatalogError]:
+    """A published token format anywhere in the file (a description, a note, a header name):
+    the catalog is shown to anyone by `/rotate map`, so it never holds one."""
+    if id(data) in seen:
+        return []
+    errors: list[CatalogError] = []
+    if isinstance(data, dict | list):
+        seen.add(id(data))
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        for key, value in items:
+            sub = (*path, key if isinstance(key, int) and isinstance(data, list) else str(key))
+            key_shape = token_shape(key) if isinstance(key, str) else None
+            if key_shape is not None:
+                errors.append(_token_error(key_shape, sub, file, lines, "this key"))
+            errors += _token_errors(value, sub, file, lines, seen)
+    elif isinstance(data, str):
+        shape = token_shape(data)
+        if shape is not None:
+            errors.append(_token_error(shape, path, file, lines, "this value"))
+    return errors
+
+
+def _token_error(
+    shape: str, path: tuple[str | int, ...], file: str, lines: Mapping[tuple[str, ...], int],
+    what: str,
+) -> CatalogError:
+    return CatalogError(
+        file, _line_for(lines, path), _dotted(path),
+        f"{what} has {shape} in it (not repeated here): {NEVER_HOLDS}; put the credential "
+        "in the store or an environment variable and name the variable in a *_env field",
+    )
 
 
 def _reference_errors(
@@ -253,16 +370,26 @@ def _reference_errors(
         errors += _check_name("store", name, ("stores", name), file, lines)
     for name in issuers:
         errors += _check_name("issuer", name, ("issuers", name), file, lines)
+    defaults = data.get("defaults")
+    if isinstance(defaults, dict):
+        errors += _check_lanes(defaults.get("lanes"), ("defaults", "lanes"), file, lines)
+        errors += _check_people(defaults.get("admins"), ("defaults", "admins"), file, lines)
     for sname, spec in secrets.items():
         errors += _check_name("secret", sname, ("secrets", sname), file, lines)
         if not isinstance(spec, dict):
             continue
+        errors += _check_lanes(spec.get("lanes"), ("secrets", sname, "lanes"), file, lines)
+        errors += _check_people(spec.get("admins"), ("secrets", sname, "admins"), file, lines)
         consumers = spec.get("consumers")
         if isinstance(consumers, dict):
-            for cname in consumers:
-                errors += _check_name(
-                    "consumer", cname, ("secrets", sname, "consumers", cname), file, lines
-                )
+            for cname, consumer in consumers.items():
+                cpath: tuple[str | int, ...] = ("secrets", sname, "consumers", cname)
+                errors += _check_name("consumer", cname, cpath, file, lines)
+                if isinstance(consumer, dict):
+                    errors += _check_name(
+                        "lane", consumer.get("lane"), (*cpath, "lane"), file, lines, LANE_MAX
+                    )
+                    errors += _check_people(consumer.get("owner"), (*cpath, "owner"), file, lines)
         store = spec.get("store")
         if isinstance(store, dict) and isinstance(store.get("name"), str):
             path: tuple[str | int, ...] = ("secrets", sname, "store", "name")
@@ -292,7 +419,7 @@ def _reference_errors(
 
 def _undefined(what: str, name: str, defined: Mapping[Any, Any]) -> str:
     names = sorted(str(n) for n in defined)
-    message = f"{what} '{name}' is not defined under {what}s"
+    message = f"{what} {_quoted(name)} is not defined under {what}s"
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
     if close:
         return f"{message} (did you mean '{close[0]}'?)"
@@ -438,10 +565,10 @@ def _unknown_field(model: type[BaseModel] | None, key: str) -> str:
         )
     close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     if close:
-        return f"unknown field '{key}' (did you mean '{close[0]}'?)"
+        return f"unknown field {_quoted(key)} (did you mean '{close[0]}'?)"
     if fields:
-        return f"unknown field '{key}' (expected one of: {', '.join(fields)})"
-    return f"unknown field '{key}'"
+        return f"unknown field {_quoted(key)} (expected one of: {', '.join(fields)})"
+    return f"unknown field {_quoted(key)}"
 
 
 def _translate(
@@ -495,8 +622,9 @@ def _translate(
     elif kind == "issuer_form":
         message = str(err["msg"])
     elif isinstance(err.get("msg"), str) and kind in (
-        "duration", "env_name", "url", "url_credential", "key_id_placeholder", "lanes",
-        "vault_login",
+        "duration", "env_name", "env_name_credential", "url", "url_credential",
+        "key_id_placeholder", "lanes", "vault_login", "vault_path", "store_path",
+        "body_credential",
     ):
         message = err["msg"]
     else:

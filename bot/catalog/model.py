@@ -25,7 +25,8 @@ from bot.catalog.backends import (
     RedisAclIssuer,
     StoreConfig,
 )
-from bot.catalog.fields import Duration, EnvName, Url, _custom, _Strict
+from bot.catalog.fields import Duration, EnvName, StorePath, Url, _custom, _Strict
+from bot.catalog.shapes import value_shape
 from bot.domain.errors import RotabotError
 
 RELOAD_MODES: tuple[str, ...] = ("hot", "restart", "staged")
@@ -87,14 +88,15 @@ def _check_lanes(value: list[str] | None) -> list[str] | None:
     seen: set[str] = set()
     for lane in value:
         if lane in seen:
-            raise _custom("lanes", f"lane '{lane}' is listed twice")
+            shown = "a lane" if value_shape(lane) or len(lane) > 60 else f"lane '{lane}'"
+            raise _custom("lanes", f"{shown} is listed twice")
         seen.add(lane)
     return value
 
 
 class StoreRef(_Strict):
     name: str
-    path: str
+    path: StorePath
 
 
 class HealthCheck(_Strict):

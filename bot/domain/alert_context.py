@@ -3,6 +3,9 @@
 "inference-api (prod) is failing authentication, 4 min after R-42 switched model-api-key to
 the new credential": the phase, the minutes since the switch (or preparation, start,
 revocation, rollback), the lane and the owner. Pure: the alert service loads the facts.
+
+The text is Slack mrkdwn: names from the catalog and the alert are escaped (``escape_mrkdwn``),
+the owner is a mention, so renderers post it as it is.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import datetime, timedelta
 
 from bot.domain.alert import Alert
 from bot.domain.lifecycle import Phase
-from bot.domain.mentions import mention
+from bot.domain.mentions import escape_mrkdwn, mention
 from bot.domain.rotation import Rotation
 
 # A finished rotation still explains a failure this long after it ended (the forgotten
@@ -79,8 +82,9 @@ def describe(
     reload: str | None = None,
 ) -> AlertContext:
     """The alert in plain words, e.g. "inference-api (prod) is failing authentication, 4 min
-    after R-42 switched model-api-key to the new credential"."""
-    head = f"{consumer} ({lane}) {CLASS_WORDS.get(failure_class, 'is failing')}"
+    after R-42 switched model-api-key to the new credential" (mrkdwn, names escaped)."""
+    consumer, secret = escape_mrkdwn(consumer), escape_mrkdwn(secret)
+    head = f"{consumer} ({escape_mrkdwn(lane)}) {CLASS_WORDS.get(failure_class, 'is failing')}"
     rid = ref = phase = since = None
     minutes: int | None = None
     during = False
@@ -130,7 +134,7 @@ def describe(
     if owner:
         extra.append(f"owner {mention(owner)}")
     if reload:
-        extra.append(f"reload {reload}")
+        extra.append(f"reload {escape_mrkdwn(reload)}")
     if rotation is not None:
         extra.append(f"{ref} is {phase}")
     if extra:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from bot.domain.durations import format_duration
 from bot.domain.lifecycle import Phase, StepState
-from bot.domain.mentions import mention
+from bot.domain.mentions import escape_mrkdwn, mention
 from bot.domain.rotation import ConsumerProgress, Rotation, step_rank
 
 # Kinds; reminders and escalations carry the step ("remind:validated") so an owner who did one
@@ -177,23 +177,28 @@ STEP_WORDS = {
 
 
 def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) -> str:
-    """The message for a notice. References and names only: never a credential value."""
-    ref = f"{rotation.ref} ({rotation.secret})"
+    """The message for a notice, in Slack mrkdwn: references and names only (escaped), never
+    a credential value."""
+    ref = f"{rotation.ref} ({escape_mrkdwn(rotation.secret)})"
+    consumer = escape_mrkdwn(notice.consumer)
     admin_mentions = " ".join(mention(a) for a in admins)
     if notice.kind.startswith(REMIND + ":") and notice.step is not None:
         return (
-            f"Reminder: {ref} is waiting for you on `{notice.consumer}` for "
+            f"Reminder: {ref} is waiting for you on `{consumer}` for "
             f"{_ago(notice.waited)}: {STEP_WORDS.get(notice.step, notice.step.value)} "
             "in the rotation thread."
         )
     if notice.kind.startswith(ESCALATE + ":") and notice.step is not None:
         owner = mention(notice.owner) if notice.owner else "its owner"
         return (
-            f":rotating_light: {ref}: `{notice.consumer}` ({owner}) has not done "
+            f":rotating_light: {ref}: `{consumer}` ({owner}) has not done "
             f"*{notice.step.value}* for {_ago(notice.waited)}. {admin_mentions} please follow up."
         ).replace("  ", " ")
     if notice.kind == OVERLAP_WARNING:
-        names = ", ".join(f"`{n}` ({lane}, {mention(o)})" for n, lane, o in notice.pending)
+        names = ", ".join(
+            f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
+            for n, lane, o in notice.pending
+        )
         return (
             f":warning: {ref}: the overlap ends in {_ago(notice.waited)} and these consumers "
             f"have not validated the new credential: {names}. {admin_mentions}"
@@ -208,11 +213,14 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
 
 
 def gate_blocked_text(rotation: Rotation, unmet: Sequence[str], admins: Sequence[str] = ()) -> str:
-    lines = "\n".join(f"• {u}" for u in unmet)
+    """What is missing at the end of the window, in mrkdwn: ``unmet`` (the gate's plain words,
+    naming consumers and back-end evidence) is escaped."""
+    lines = "\n".join(f"• {escape_mrkdwn(u)}" for u in unmet)
     admin_mentions = " ".join(mention(a) for a in admins)
     return (
-        f":hourglass: {rotation.ref} ({rotation.secret}): the observation window has ended but "
-        f"the old credential cannot be revoked yet. Missing:\n{lines}\n{admin_mentions}"
+        f":hourglass: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): the observation window "
+        f"has ended but the old credential cannot be revoked yet. Missing:\n{lines}\n"
+        f"{admin_mentions}"
     ).rstrip()
 
 

@@ -32,6 +32,7 @@ from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.mentions import mention
 from bot.domain.reminders import shortened
+from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
 from bot.services.ports import (
     BackendRegistry,
@@ -75,6 +76,10 @@ class Plan:
     blockers: tuple[str, ...]
     warnings: tuple[str, ...]
     reload_notes: tuple[str, ...]
+    # False when the plan was made for someone who is not an admin of the secret: the store
+    # and issuer were not asked, and their findings (which name environment variables, URLs
+    # and paths) are not in ``blockers``.
+    backend_checked: bool = True
 
 
 RELOAD_REQUIREMENTS = {
@@ -91,6 +96,9 @@ class RotationService:
     backends: BackendRegistry
     clock: Clock
     directory: OwnerDirectory | None = None
+    # What each Slack action (trigger id, view id) created: the same action processed twice
+    # (a repeat, another replica) creates nothing new in ``start`` and ``report_problem``.
+    actions: ActionLog | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
     # Run before a consumer is marked validated (bot/services/health.py): each returns an
@@ -168,9 +176,18 @@ class RotationService:
     # --- planning and starting ---------------------------------------------------------
 
     def plan(
-        self, secret: str, *, overlap: timedelta | None = None, observe: timedelta | None = None
+        self,
+        secret: str,
+        *,
+        overlap: timedelta | None = None,
+        observe: timedelta | None = None,
+        viewer: str | None = None,
     ) -> Plan:
+        """What a rotation of ``secret`` would do. For a ``viewer`` (the dry run) who is not an
+        admin of the secret, the store and issuer are not asked and the plan carries only
+        catalog facts; without a viewer (``start``, which checks the admin itself) it is full."""
         spec = self.catalog.secret(secret)
+        backend_checked = viewer is None or self.is_admin(viewer, secret)
         settings = self.catalog.settings_for(secret)
         lanes = tuple(settings.lanes)
         consumers = [self._consumer_plan(name, c) for name, c in spec.consumers.items()]
@@ -180,7 +197,7 @@ class RotationService:
             if in_lane:
                 order.append((lane, in_lane))
         warnings = tuple(f.message for f in readiness_findings(self.catalog, secret))
-        blockers = list(self._blockers(secret))
+        blockers = self._blockers(secret, backends=backend_checked)
         reload_notes = tuple(
             f"{c.name} ({c.lane}, {c.reload}): {RELOAD_REQUIREMENTS.get(c.reload, c.reload)}"
             for _, lane_consumers in order
@@ -200,6 +217,7 @@ class RotationService:
             blockers=tuple(blockers),
             warnings=warnings,
             reload_notes=reload_notes,
+            backend_checked=backend_checked,
         )
 
     def _consumer_plan(self, name: str, c: ConsumerSpec) -> ConsumerPlan:
@@ -210,8 +228,19 @@ class RotationService:
             reload=c.reload,
         )
 
-    def _blockers(self, secret: str) -> list[str]:
-        """Live readiness: what must be fixed before a rotation may start."""
+    def _blockers(self, secret: str, *, backends: bool = True) -> list[str]:
+        """Live readiness: what must be fixed before a rotation may start; the store and
+        issuer are asked only with ``backends``."""
+        blockers: list[str] = []
+        spec = self.catalog.secret(secret)
+        if backends:
+            blockers += self._backend_blockers(secret)
+        for name, c in spec.consumers.items():
+            if not is_slack_id(c.owner):
+                blockers.append(f"{name}: owner {c.owner!r} is not a Slack user or group id")
+        return blockers
+
+    def _backend_blockers(self, secret: str) -> list[str]:
         blockers: list[str] = []
         spec = self.catalog.secret(secret)
         try:
@@ -227,9 +256,6 @@ class RotationService:
             self.backends.store_for(secret).describe(spec.store.path)
         except (StoreError, RotabotError) as exc:
             blockers.append(f"store not reachable: {exc}")
-        for name, c in spec.consumers.items():
-            if not is_slack_id(c.owner):
-                blockers.append(f"{name}: owner {c.owner!r} is not a Slack user or group id")
         return blockers
 
     def start(
@@ -240,39 +266,55 @@ class RotationService:
         overlap: timedelta | None = None,
         observe: timedelta | None = None,
         urgent: bool = False,
+        action_id: str | None = None,
     ) -> Rotation:
         """Readiness first (creating nothing on failure), then the new credential beside the
-        old one. Raises RotabotError listing what to fix."""
-        plan = self.plan(secret, overlap=overlap, observe=observe)
-        if not self.is_admin(actor, secret):
-            raise NotAuthorized(f"only admins of {secret} may start a rotation")
-        if plan.blockers:
-            lines = "\n".join(f"• {b}" for b in plan.blockers)
-            raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
-        settings = self.catalog.settings_for(secret)
-        with self.uow_factory() as uow:
-            existing = uow.rotations.active_for_secret(secret)
-            if existing is not None:
-                raise AlreadyActive(secret, existing.ref)
-            rotation = Rotation.begin(
-                secret=secret,
-                lanes=plan.lanes,
-                consumers=[c for _, cs in plan.order for c in cs],
-                overlap=plan.overlap,
-                observe=plan.observe,
-                store_path=plan.store_path,
-                actor=actor,
-                now=self.clock.now(),
-                urgent=urgent,
-                auto_revoke=settings.auto_revoke,
-            )
-            rotation.channel = settings.channel
-            uow.rotations.add(rotation)
-            uow.commit()
-            rotation_id = rotation.id
-        assert rotation_id is not None
-        self._notify(rotation, [])
-        return self.prepare(rotation_id, actor=actor)
+        old one. Raises RotabotError listing what to fix.
+
+        ``action_id`` is the user action that asks (Slack's trigger id, a modal's view id):
+        processed again (a repeat with another signature, another replica) it starts nothing
+        and returns the rotation it started the first time, whatever became of it since."""
+
+        def first(created: Callable[[str], None]) -> Rotation:
+            plan = self.plan(secret, overlap=overlap, observe=observe)
+            if not self.is_admin(actor, secret):
+                raise NotAuthorized(f"only admins of {secret} may start a rotation")
+            if plan.blockers:
+                lines = "\n".join(f"• {b}" for b in plan.blockers)
+                raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
+            settings = self.catalog.settings_for(secret)
+            with self.uow_factory() as uow:
+                existing = uow.rotations.active_for_secret(secret)
+                if existing is not None:
+                    raise AlreadyActive(secret, existing.ref)
+                rotation = Rotation.begin(
+                    secret=secret,
+                    lanes=plan.lanes,
+                    consumers=[c for _, cs in plan.order for c in cs],
+                    overlap=plan.overlap,
+                    observe=plan.observe,
+                    store_path=plan.store_path,
+                    actor=actor,
+                    now=self.clock.now(),
+                    urgent=urgent,
+                    auto_revoke=settings.auto_revoke,
+                )
+                rotation.channel = settings.channel
+                uow.rotations.add(rotation)
+                uow.commit()
+                rotation_id = rotation.id
+            assert rotation_id is not None
+            # Recorded before the credential is minted: a repeat meanwhile mints nothing.
+            created(str(rotation_id))
+            self._notify(rotation, [])
+            return self.prepare(rotation_id, actor=actor)
+
+        def again(result: str) -> Rotation:
+            log.info("a repeated start of %s was answered with R-%s; nothing new was started",
+                     secret, result)
+            return self.get(int(result))
+
+        return once(self.actions, action_id, first=first, again=again)
 
     def prepare(self, rotation_id: int, *, actor: str) -> Rotation:
         """Create the new credential beside the old one (or notice a manually written one)."""
@@ -601,44 +643,65 @@ class RotationService:
         return rotation
 
     def report_problem(
-        self, rotation_id: int, consumer: str, *, actor: str, description: str
+        self,
+        rotation_id: int,
+        consumer: str,
+        *,
+        actor: str,
+        description: str,
+        action_id: str | None = None,
     ) -> Alert:
         """An owner reports that a consumer fails: it becomes an alert tagged with the
-        rotation, which blocks revocation until resolved."""
+        rotation, which blocks revocation until resolved. ``action_id`` (the modal's view id):
+        the same report processed again adds no alert and returns the first one."""
         from bot.domain.failures import classify
 
-        rotation = self.get(rotation_id)
-        self.authorize_report(rotation, consumer, actor)
-        c = rotation.consumer(consumer)
-        verdict = classify(message=description)
-        now = self.clock.now()
-        alert = Alert(
-            consumer=consumer,
-            secret=rotation.secret,
-            lane=c.lane,
-            failure_class=verdict.failure_class.value,
-            reason=verdict.reason,
-            first_seen=now,
-            last_seen=now,
-            source=f"reported by {actor}",
-            rotation_id=rotation_id,
-            phase_at_alert=rotation.phase.value,
-            began_during_rotation=True,
-        )
+        def first(created: Callable[[str], None]) -> Alert:
+            rotation = self.get(rotation_id)
+            self.authorize_report(rotation, consumer, actor)
+            c = rotation.consumer(consumer)
+            verdict = classify(message=description)
+            now = self.clock.now()
+            added: list[Alert] = []
 
-        def apply(r: Rotation, uow: UnitOfWork) -> None:
-            uow.alerts.add(alert)
-            r.record_note(
-                actor=actor,
-                now=now,
-                action="alert.reported",
-                reason=verdict.failure_class.value,
-                detail={"consumer": consumer},
-            )
-            r.reopen_observation(reason=f"alert on {consumer}", now=now)
+            def apply(r: Rotation, uow: UnitOfWork) -> None:
+                # A new object per attempt: a retried write must not reuse the id a rolled
+                # back attempt was given.
+                added[:] = [uow.alerts.add(Alert(
+                    consumer=consumer,
+                    secret=rotation.secret,
+                    lane=c.lane,
+                    failure_class=verdict.failure_class.value,
+                    reason=verdict.reason,
+                    first_seen=now,
+                    last_seen=now,
+                    source=f"reported by {actor}",
+                    rotation_id=rotation_id,
+                    phase_at_alert=rotation.phase.value,
+                    began_during_rotation=True,
+                ))]
+                r.record_note(
+                    actor=actor,
+                    now=now,
+                    action="alert.reported",
+                    reason=verdict.failure_class.value,
+                    detail={"consumer": consumer},
+                )
+                r.reopen_observation(reason=f"alert on {consumer}", now=now)
 
-        self._mutate(rotation_id, apply)
-        return alert
+            self._mutate(rotation_id, apply)
+            alert = added[0]
+            assert alert.id is not None
+            created(str(alert.id))
+            return alert
+
+        def again(result: str) -> Alert:
+            log.info("a repeated report on %s was answered with A-%s; no alert was added",
+                     consumer, result)
+            with self.uow_factory() as uow:
+                return uow.alerts.get(int(result))
+
+        return once(self.actions, action_id, first=first, again=again)
 
     def record_health(
         self,

@@ -1,8 +1,10 @@
 """Every Slack message and view rotabot shows, composed from slack_sdk.models, one module per
 surface:
 
-- ``common``: ``Rendered``, Slack's limits, ``mention``, ``escape_mrkdwn``, ``with_mentions``,
-  ``when``, section and button helpers, ``text_message``, ``error_message``, phase and step words;
+- ``common``: ``Rendered``, Slack's limits, ``mention`` and ``escape_mrkdwn`` (both from
+  ``bot.domain.mentions``: the one mention syntax and the one mrkdwn escaper), ``code`` and
+  ``told`` (escaped names and domain words), ``with_mentions``, ``when``, section and button
+  helpers, ``text_message``, ``error_message``, phase and step words;
 - ``rotation``: the rotation message, its buttons and evidence, and the note after a step;
 - ``replies``: answers to `/rotate list`, `history`, `map`, `help` and the dry run;
 - ``prompts``: an owner's turn prompt; ``alerts``: the incident message;
@@ -24,10 +26,12 @@ from handlers.blocks.common import (
     STEP_LABEL,
     VIEW_BLOCK_LIMIT,
     Rendered,
+    code,
     error_message,
     escape_mrkdwn,
     mention,
     text_message,
+    told,
     when,
     with_mentions,
 )
@@ -77,6 +81,7 @@ __all__ = [
     "Rendered",
     "alert_message",
     "ask_admins_message",
+    "code",
     "consumer_line",
     "due_message",
     "emergency_modal",
@@ -102,6 +107,7 @@ __all__ = [
     "status_list",
     "step_done",
     "text_message",
+    "told",
     "turn_prompt",
     "when",
     "with_mentions",

@@ -5,11 +5,12 @@ from __future__ import annotations
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ContextBlock, SectionBlock
 
 from bot.domain.alert import Alert
-from handlers.blocks.common import SECTION_LIMIT, Rendered, button, md, when
+from handlers.blocks.common import SECTION_LIMIT, Rendered, button, escape_mrkdwn, md, when
 from handlers.ids import Action, AlertButton
 
 
 def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Rendered:
+    """``context`` is mrkdwn already (bot.domain.alert_context escapes the names in it)."""
     text = context
     value = AlertButton(
         alert_id=alert.id or 0, rotation_id=rotation_id, consumer=alert.consumer
@@ -19,7 +20,8 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
         ContextBlock(
             elements=[
                 md(
-                    f"{alert.ref} · class *{alert.failure_class}* · {alert.reason[:200]} · seen "
+                    f"{alert.ref} · class *{escape_mrkdwn(alert.failure_class)}* · "
+                    f"{escape_mrkdwn(alert.reason[:200])} · seen "
                     f"{alert.count}x · last {when(alert.last_seen)} · {alert.status.value}"
                 )
             ]

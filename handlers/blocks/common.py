@@ -21,10 +21,18 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.domain.lifecycle import Phase, StepState
-from bot.domain.mentions import mention as mention  # the one mention syntax, re-exported
+
+# The one mention syntax and the one mrkdwn escaper live in the domain (domain texts need
+# them too); every surface here uses these re-exports.
+from bot.domain.mentions import escape_mrkdwn as escape_mrkdwn
+from bot.domain.mentions import mention as mention
 from handlers.ids import Action
 
 Rendered = tuple[str, list[Block]]
+
+# Every catalog- or user-supplied string a surface shows in mrkdwn (message `text` fallbacks
+# included: Slack parses them too) goes through escape_mrkdwn, code() or told(); mention()
+# output and our own fixed words are the only markup.
 
 SECTION_LIMIT = 2900  # Slack allows 3,000 characters in a section; keep a margin
 MESSAGE_BLOCK_LIMIT = 50
@@ -65,10 +73,15 @@ def with_mentions(text: str) -> str:
     return _OWNER_ID.sub(lambda m: "owner " + mention(m.group(1)), text)
 
 
-def escape_mrkdwn(text: str) -> str:
-    """The one mrkdwn escaper: text from back ends and consumers (application names, reasons)
-    is shown, not parsed (no mentions, links or dates of its own)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def code(text: str) -> str:
+    """A name (secret, consumer, path) in code format, escaped."""
+    return f"`{escape_mrkdwn(text)}`"
+
+
+def told(text: str) -> str:
+    """Plain words from the domain or a back end (gate conditions, failure reasons, findings)
+    for mrkdwn: escaped first, then `owner U...` becomes a mention."""
+    return with_mentions(escape_mrkdwn(text))
 
 
 def when(ts: datetime | None) -> str:

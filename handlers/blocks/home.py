@@ -10,7 +10,14 @@ from slack_sdk.models.views import View as SlackView
 from bot.domain.alert import Alert
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
-from handlers.blocks.common import STEP_LABEL, VIEW_BLOCK_LIMIT, mention, sections
+from handlers.blocks.common import (
+    STEP_LABEL,
+    VIEW_BLOCK_LIMIT,
+    code,
+    escape_mrkdwn,
+    mention,
+    sections,
+)
 from handlers.blocks.rotation import waiting_on
 
 
@@ -23,7 +30,7 @@ def home_view(
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="rotabot"))]
     blocks.extend(
         sections(
-            [f"• *{r.ref}* `{r.secret}` · {r.phase.value}{waiting_on(r)}" for r in active]
+            [f"• *{r.ref}* {code(r.secret)} · {r.phase.value}{waiting_on(r)}" for r in active]
             or ["No active rotations."],
             "*Active rotations*",
         )
@@ -31,7 +38,10 @@ def home_view(
     blocks.append(DividerBlock())
     blocks.extend(
         sections(
-            [f"• *{r.ref}* `{c.name}` ({c.lane}): *{STEP_LABEL[s]}*" for r, c, s in mine]
+            [
+                f"• *{r.ref}* {code(c.name)} ({escape_mrkdwn(c.lane)}): *{STEP_LABEL[s]}*"
+                for r, c, s in mine
+            ]
             or ["Nothing is waiting on you."],
             f"*Waiting on {mention(user)}*",
         )
@@ -40,7 +50,8 @@ def home_view(
     blocks.extend(
         sections(
             [
-                f"• {a.ref} `{a.consumer}` ({a.lane}) {a.failure_class} · {a.count}x · "
+                f"• {a.ref} {code(a.consumer)} ({escape_mrkdwn(a.lane)}) "
+                f"{escape_mrkdwn(a.failure_class)} · {a.count}x · "
                 f"{a.status.value}"
                 for a in alerts
             ]

@@ -24,11 +24,13 @@ from handlers.blocks.common import (
     MESSAGE_BLOCK_LIMIT,
     SECTION_LIMIT,
     Rendered,
+    code,
+    escape_mrkdwn,
     md,
     mention,
     sections,
+    told,
     when,
-    with_mentions,
 )
 from handlers.ids import AlertButton, RotationButton, StepButton, View
 
@@ -83,7 +85,7 @@ def report_problem_modal(button: StepButton) -> SlackView:
         submit=PlainTextObject(text="Report"),
         close=PlainTextObject(text="Cancel"),
         blocks=[
-            SectionBlock(text=md(f"`{button.consumer}` in R-{button.rotation_id}")),
+            SectionBlock(text=md(f"{code(button.consumer)} in R-{button.rotation_id}")),
             InputBlock(
                 block_id="what",
                 label=PlainTextObject(text="What fails?"),
@@ -109,7 +111,7 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
         close=PlainTextObject(text="Cancel"),
         blocks=[
             *sections(
-                [f"• {with_mentions(u)}" for u in gate.unmet[:20]],
+                [f"• {told(u)}" for u in gate.unmet[:20]],
                 f"*{rotation.ref} is not ready to revoke:*",
             ),
             InputBlock(
@@ -122,10 +124,12 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
 
 
 def owner_rollback_lines(notes: Sequence[OwnerNote]) -> list[str]:
-    """One line per owner who must act on a rollback, for the modal and the thread alike."""
+    """One line per owner who must act on a rollback, for the modal and the thread alike
+    (mrkdwn: the catalog's names and rollback notes are escaped)."""
     return [
-        f"{mention(n.owner)} `{n.consumer}` ({n.lane}, {n.reload}): "
-        f"{n.note or 'no rollback note in the catalog'}"
+        f"{mention(n.owner)} {code(n.consumer)} ({escape_mrkdwn(n.lane)}, "
+        f"{escape_mrkdwn(n.reload)}): "
+        f"{escape_mrkdwn(n.note) if n.note else 'no rollback note in the catalog'}"
         for n in notes
     ]
 
@@ -134,20 +138,30 @@ def rollback_modal(
     rotation: Rotation, consumer: str | None, restart_notes: Sequence[str], alert_id: int = 0
 ) -> SlackView:
     """The confirmation before a rollback: what the store and issuer will do, what happens to
-    the new credential (the admin's choice), and which owners must act."""
+    the new credential (the admin's choice), and which owners must act. ``restart_notes`` are
+    mrkdwn lines from owner_rollback_lines."""
     switched = rotation.switched_at is not None
-    old = f"version {rotation.old_version}" if rotation.old_version else "the old credential"
-    new = f"version {rotation.new_version}" if rotation.new_version else "the new credential"
+    old = (
+        f"version {escape_mrkdwn(rotation.old_version)}"
+        if rotation.old_version
+        else "the old credential"
+    )
+    new = (
+        f"version {escape_mrkdwn(rotation.new_version)}"
+        if rotation.new_version
+        else "the new credential"
+    )
+    path = code(rotation.store_path)
     if switched:
         what = (
-            f"The previous credential ({old}) becomes current again at `{rotation.store_path}` "
+            f"The previous credential ({old}) becomes current again at {path} "
             "(its data is written back as the current version) and the issuer keeps it valid. "
             f"The new credential ({new}) stops being current."
         )
     else:
         what = (
             f"Nothing changes for consumers that read the current credential: the previous "
-            f"one ({old}) is still current at `{rotation.store_path}` and the issuer keeps it "
+            f"one ({old}) is still current at {path} and the issuer keeps it "
             f"valid. The new credential ({new}) is never made current."
         )
     what += (
@@ -189,11 +203,12 @@ def rollback_modal(
 def rollback_done(
     rotation: Rotation, actor: str, new_credential: str, owner_lines: Sequence[str]
 ) -> Rendered:
-    """The thread note after a rollback: who, what the store holds now, who must act."""
+    """The thread note after a rollback: who, what the store holds now, who must act
+    (``owner_lines`` are mrkdwn lines from owner_rollback_lines)."""
     text = (
         f":leftwards_arrow_with_hook: {mention(actor)} rolled back {rotation.ref}: the previous "
-        f"credential of `{rotation.secret}` is current again and stays valid; the new one is "
-        f"{new_credential}."
+        f"credential of {code(rotation.secret)} is current again and stays valid; the new one "
+        f"is {escape_mrkdwn(new_credential)}."
     )
     lines = [f"• {line}" for line in owner_lines]
     heading = (
@@ -213,11 +228,11 @@ def emergency_modal(
 ) -> SlackView:
     """After revocation rollback is impossible: confirm an urgent re-rotation instead."""
     what = (
-        f"{revoked.ref} already revoked the old credential of `{revoked.secret}`"
+        f"{revoked.ref} already revoked the old credential of {code(revoked.secret)}"
         f"{' on ' + when(revoked.finished_at) if revoked.finished_at else ''}: there is no "
         "previous credential to go back to. An *emergency re-rotation* starts a new rotation of "
-        f"`{revoked.secret}` marked urgent: a new credential is created beside the current one "
-        "(both stay valid), owners are asked again lane by lane, and their reminders and "
+        f"{code(revoked.secret)} marked urgent: a new credential is created beside the current "
+        "one (both stay valid), owners are asked again lane by lane, and their reminders and "
         f"escalations come {factor} times sooner than usual."
     )
     return SlackView(

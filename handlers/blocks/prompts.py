@@ -6,21 +6,23 @@ from slack_sdk.models.blocks import ActionsBlock, SectionBlock
 
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
-from handlers.blocks.common import STEP_LABEL, Rendered, button, md, mention
+from handlers.blocks.common import STEP_LABEL, Rendered, button, escape_mrkdwn, md, mention
 from handlers.ids import Action, StepButton
 
 
 def turn_prompt(rotation: Rotation, consumer: ConsumerProgress, step: StepState) -> Rendered:
-    """A thread message asking one owner for their next step."""
+    """A thread message asking one owner for their next step (names escaped: the text
+    fallback is mrkdwn too)."""
     ask = {
         StepState.DISTRIBUTED: "make sure it has the new credential (pending version "
-        f"{rotation.new_version}), then press *Distributed*",
+        f"{escape_mrkdwn(str(rotation.new_version))}), then press *Distributed*",
         StepState.VALIDATED: "check it works with the new credential on its real dependency "
         "path, then press *Validated*",
         StepState.SIGNED_OFF: "when you are OK for the old credential to be revoked, press "
         "*Sign off*",
     }[step]
-    text = f"{consumer.name} ({consumer.lane}): {mention(consumer.owner)}, {ask}"
+    name, lane = escape_mrkdwn(consumer.name), escape_mrkdwn(consumer.lane)
+    text = f"{name} ({lane}): {mention(consumer.owner)}, {ask}"
     step_value = StepButton(
         rotation_id=rotation.id or 0, consumer=consumer.name, step=step
     ).model_dump_json()
@@ -30,7 +32,7 @@ def turn_prompt(rotation: Rotation, consumer: ConsumerProgress, step: StepState)
     return text, [
         SectionBlock(
             text=md(
-                f"*{consumer.name}* ({consumer.lane}, {consumer.reload}) · "
+                f"*{name}* ({lane}, {escape_mrkdwn(consumer.reload)}) · "
                 f"{mention(consumer.owner)}, {ask}."
             )
         ),

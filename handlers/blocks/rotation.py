@@ -26,12 +26,13 @@ from handlers.blocks.common import (
     STEP_ICON,
     Rendered,
     button,
+    code,
     escape_mrkdwn,
     md,
     mention,
     sections,
+    told,
     when,
-    with_mentions,
 )
 from handlers.ids import Action, RotationButton
 
@@ -42,7 +43,8 @@ HEALTH_LINES = 20  # per message; the rest is in `/rotate status`
 def consumer_line(c: ConsumerProgress) -> str:
     by = f" by {mention(c.updated_by)}" if c.updated_by and c.state is not StepState.WAITING else ""
     return (
-        f"{STEP_ICON[c.state]} `{c.name}` · {mention(c.owner)} · {c.reload} · *{c.state.value}*{by}"
+        f"{STEP_ICON[c.state]} {code(c.name)} · {mention(c.owner)} · {escape_mrkdwn(c.reload)} · "
+        f"*{c.state.value}*{by}"
     )
 
 
@@ -51,7 +53,7 @@ def waiting_on(rotation: Rotation) -> str:
     pending = rotation.pending_steps()
     if not pending:
         return ""
-    names = ", ".join(f"`{c.name}`" for c, _ in pending[:5])
+    names = ", ".join(code(c.name) for c, _ in pending[:5])
     more = f" +{len(pending) - 5}" if len(pending) > 5 else ""
     return f" · waiting on {names}{more}"
 
@@ -66,12 +68,14 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         icon = ":grey_question:" if in_use is None else (
             ":warning:" if in_use else ":white_check_mark:"
         )
-        lines.append(f"{icon} old credential: {escape_mrkdwn(usage.summary)[:600]}")
+        lines.append(f"{icon} old credential: {escape_mrkdwn(usage.summary[:600])}")
     known = [c for c in rotation.consumers_in_order() if c.name in evidence.health]
     for c in known[:HEALTH_LINES]:
         h = evidence.health[c.name]
         icon = ":large_green_circle:" if h.ok else ":red_circle:"
-        lines.append(f"{icon} `{c.name}` health: {escape_mrkdwn(h.reason)[:300]} · {when(h.at)}")
+        lines.append(
+            f"{icon} {code(c.name)} health: {escape_mrkdwn(h.reason[:300])} · {when(h.at)}"
+        )
     if len(known) > HEALTH_LINES:
         lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
     if not lines:
@@ -85,7 +89,7 @@ def rotation_message(
     evidence: RotationEvidence | None = None,
 ) -> Rendered:
     """The one parent message of a rotation, updated in place."""
-    text = f"{rotation.ref} {rotation.secret}: {PHASE_WORDS[rotation.phase]}"
+    text = f"{rotation.ref} {escape_mrkdwn(rotation.secret)}: {PHASE_WORDS[rotation.phase]}"
     blocks: list[Block] = [
         HeaderBlock(
             text=PlainTextObject(text=f"{rotation.ref} · rotating {rotation.secret}"[:150])
@@ -103,14 +107,14 @@ def rotation_message(
         blocks.append(ContextBlock(elements=[md(":rotating_light: urgent re-rotation")]))
     if rotation.phase is Phase.FAILED and rotation.failure_reason:
         blocks.append(
-            SectionBlock(text=md(f":warning: {rotation.failure_reason}"[:SECTION_LIMIT]))
+            SectionBlock(text=md(f":warning: {told(rotation.failure_reason)}"[:SECTION_LIMIT]))
         )
     if rotation.phase is Phase.READY_CHECK and rotation.failure_reason is None:
         blocks.append(
             SectionBlock(
                 text=md(
-                    f"Write the new credential to `{rotation.store_path}`; rotabot notices the new "
-                    "version and asks the owners in this thread."
+                    f"Write the new credential to {code(rotation.store_path)}; rotabot notices "
+                    "the new version and asks the owners in this thread."
                 )
             )
         )
@@ -121,7 +125,7 @@ def rotation_message(
     if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
         blocks.append(DividerBlock())
         blocks.extend(
-            sections([f"• {with_mentions(u)}" for u in gate.unmet[:20]], "*Before revocation*")
+            sections([f"• {told(u)}" for u in gate.unmet[:20]], "*Before revocation*")
         )
     actions = rotation_actions(rotation)
     if actions:
@@ -130,7 +134,8 @@ def rotation_message(
         ContextBlock(
             elements=[
                 md(
-                    f"{len(rotation.consumers)} consumers · lanes {' → '.join(rotation.lanes)} · "
+                    f"{len(rotation.consumers)} consumers · lanes "
+                    f"{' → '.join(map(escape_mrkdwn, rotation.lanes))} · "
                     f"`/rotate status {rotation.ref}`"
                 )
             ]
@@ -159,12 +164,12 @@ def _lane_blocks(rotation: Rotation) -> list[Block]:
             if lane == active_lane and rotation.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
             else ""
         )
-        heading = f"*{lane}* · {done}/{len(consumers)} validated{marker}"
+        heading = f"*{escape_mrkdwn(lane)}* · {done}/{len(consumers)} validated{marker}"
         if compact:
             behind = [
                 c for c in consumers if c.state not in (StepState.VALIDATED, StepState.SIGNED_OFF)
             ]
-            names = ", ".join(f"`{c.name}`" for c in behind[:15])
+            names = ", ".join(code(c.name) for c in behind[:15])
             more = f" and {len(behind) - 15} more" if len(behind) > 15 else ""
             line = f"still to validate: {names}{more}" if behind else "all validated"
             blocks.extend(sections([line], heading))
@@ -219,12 +224,13 @@ def rotation_actions(rotation: Rotation) -> list[ButtonElement]:
 def step_done(
     rotation: Rotation, consumer: ConsumerProgress, step: StepState, actor: str
 ) -> Rendered:
-    text = f"{consumer.name} ({consumer.lane}) {step.value} by {actor}"
+    lane = escape_mrkdwn(consumer.lane)
+    text = f"{escape_mrkdwn(consumer.name)} ({lane}) {step.value} by {escape_mrkdwn(actor)}"
     return text, [
         ContextBlock(
             elements=[
                 md(
-                    f"{STEP_ICON[step]} `{consumer.name}` ({consumer.lane}) *{step.value}* by "
+                    f"{STEP_ICON[step]} {code(consumer.name)} ({lane}) *{step.value}* by "
                     f"{mention(actor)} · {rotation.ref}"
                 )
             ]

@@ -28,10 +28,12 @@ from handlers.blocks.common import (
     MESSAGE_BLOCK_LIMIT,
     SECTION_LIMIT,
     Rendered,
+    code,
+    escape_mrkdwn,
     mention,
     text_message,
+    told,
     when,
-    with_mentions,
 )
 from handlers.ids import Action
 
@@ -73,10 +75,13 @@ def review_message(
     confirmed: list[Confirmation],
 ) -> Rendered:
     """The readiness review: findings in words, then one Confirm-ready row per owner."""
-    text = f"Readiness review: {item.secret} rotates at {format_at(item.at)} ({item.ref})"
+    text = (
+        f"Readiness review: {escape_mrkdwn(item.secret)} rotates at {format_at(item.at)} "
+        f"({item.ref})"
+    )
     body: list[Block] = [
         _section(
-            f"*Readiness review · `{item.secret}` rotates {when(item.at)}* ({item.ref}, "
+            f"*Readiness review · {code(item.secret)} rotates {when(item.at)}* ({item.ref}, "
             f"scheduled by {mention(item.created_by)})"
         ),
         *_finding_sections(item),
@@ -85,7 +90,9 @@ def review_message(
     consumers: dict[str, list[str]] = {}
     if item.secret in catalog.secrets:
         for name, spec in catalog.secret(item.secret).consumers.items():
-            consumers.setdefault(spec.owner, []).append(f"`{name}` ({spec.lane})")
+            consumers.setdefault(spec.owner, []).append(
+                f"{code(name)} ({escape_mrkdwn(spec.lane)})"
+            )
     can_confirm = item.status not in (ScheduleStatus.STARTED, ScheduleStatus.CANCELLED)
     if owners:
         body.append(
@@ -121,7 +128,7 @@ def review_message(
         status = f"Started R-{item.rotation_id}."
     elif item.outcome and item.status in (ScheduleStatus.NEEDS_ADMIN, ScheduleStatus.CANCELLED):
         status = f"{status} {item.outcome}"
-    body.append(ContextBlock(elements=[_md(with_mentions(status))]))
+    body.append(ContextBlock(elements=[_md(told(status))]))
     return text, body[:MESSAGE_BLOCK_LIMIT]
 
 
@@ -135,8 +142,8 @@ def _finding_sections(item: ScheduledRotation) -> list[Block]:
     body: list[Block] = []
     ordered = sorted(item.findings, key=lambda f: not f.blocking)
     lines = [
-        f"{_FINDING_ICON.get(f.severity, '•')} *{f.severity}* ({f.subject}): "
-        f"{with_mentions(f.message)}"
+        f"{_FINDING_ICON.get(f.severity, '•')} *{escape_mrkdwn(f.severity)}* "
+        f"({escape_mrkdwn(f.subject)}): {told(f.message)}"
         for f in ordered
     ]
     chunk = ""
@@ -154,31 +161,32 @@ def ask_admins_message(
     item: ScheduledRotation, admins: tuple[str, ...], reasons: tuple[str, ...]
 ) -> Rendered:
     who = " ".join(mention(a) for a in admins) or "Admins"
-    lines = "\n".join(f"• {with_mentions(r)}" for r in reasons)
-    text = f"{item.ref}: the scheduled rotation of {item.secret} did not start"
+    lines = "\n".join(f"• {told(r)}" for r in reasons)
+    text = f"{item.ref}: the scheduled rotation of {escape_mrkdwn(item.secret)} did not start"
     return text, [
         _section(
-            f"{who}: the rotation of `{item.secret}` scheduled for {when(item.at)} "
+            f"{who}: the rotation of {code(item.secret)} scheduled for {when(item.at)} "
             f"({item.ref}) *did not start*, because readiness did not pass:\n{lines}"
         ),
         _section(
-            f"Start it now with `/rotate start {item.secret}`, or postpone it with "
-            f"`/rotate schedule {item.secret} at YYYY-MM-DDTHH:MMZ`."
+            f"Start it now with `/rotate start {escape_mrkdwn(item.secret)}`, or postpone it "
+            f"with `/rotate schedule {escape_mrkdwn(item.secret)} at YYYY-MM-DDTHH:MMZ`."
         ),
     ]
 
 
 def due_message(due: DueSecret, lead_text: str) -> Rendered:
     who = " ".join(mention(a) for a in due.admins) or "Admins"
-    text = f"{due.secret} is due for rotation"
+    secret = escape_mrkdwn(due.secret)
+    text = f"{secret} is due for rotation"
     return text, [
         _section(
-            f":hourglass: {who}: `{due.secret}` is *due for rotation*: "
-            f"{due.age.describe()}."
+            f":hourglass: {who}: `{secret}` is *due for rotation*: "
+            f"{escape_mrkdwn(due.age.describe())}."
         ),
         _section(
-            f"Rotate it with `/rotate start {due.secret}`, or plan it with "
-            f"`/rotate schedule {due.secret} at YYYY-MM-DDTHH:MMZ` (a readiness review is "
+            f"Rotate it with `/rotate start {secret}`, or plan it with "
+            f"`/rotate schedule {secret} at YYYY-MM-DDTHH:MMZ` (a readiness review is "
             f"posted {lead_text} before)."
         ),
     ]
@@ -187,15 +195,16 @@ def due_message(due: DueSecret, lead_text: str) -> Rendered:
 def scheduled_message(svc: ScheduleService, item: ScheduledRotation) -> Rendered:
     """The answer to `/rotate schedule`: when it runs and when the review comes."""
     settings = svc.rotations.catalog.settings_for(item.secret)
+    channel = escape_mrkdwn(settings.channel)
     review_at = svc.review_at(item)
     review = (
-        f"the readiness review is posted in <#{settings.channel}> now"
+        f"the readiness review is posted in <#{channel}> now"
         if review_at <= svc.rotations.clock.now()
-        else f"the readiness review is posted in <#{settings.channel}> {when(review_at)}"
+        else f"the readiness review is posted in <#{channel}> {when(review_at)}"
         f" ({format_duration(settings.readiness_lead)} before)"
     )
     return text_message(
-        f"Scheduled {item.ref}: `{item.secret}` rotates {when(item.at)} "
+        f"Scheduled {item.ref}: {code(item.secret)} rotates {when(item.at)} "
         f"({format_at(item.at)}); {review}. It starts by itself only if every owner confirmed "
         "ready and nothing blocks; otherwise the admins are asked."
     )

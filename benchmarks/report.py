@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Fixes made because of what these benchmarks showed; the figures of the run before them are
 # rendered next to today's when `--before` is given.
 FIXES = """\
-Shared files changed because of these figures (before = same machine, same day, before the
-change; the machine was also running other sessions' test suites, so single figures are noisy):
+Shared files changed because of these figures (paths as they were then; before = same machine,
+same day, before the change; the machine also ran other test suites, so single figures are noisy):
 
 - `storage/repositories.py` (`_load`, `_consumer_tuple`): step rows were turned into SQLModel
   table objects (`ConsumerStepRow(**m)`) only to be copied into `ConsumerProgress`; SQLModel's
@@ -101,12 +101,12 @@ def _ack(results: dict[str, Any], before: dict[str, Any] | None, out: list[str])
     out += [
         "Signed requests posted to `rotabot serve` (a real process; the Slack stand-in in the "
         "benchmark process) and, in the same run with the same payloads, to a bare Bolt app on "
-        "the same stack (`bot.runtime.server.create_web_app`: Starlette + uvicorn + sync Bolt in "
-        "the thread pool) whose listeners only ack. Clients run in their own process, each client "
+        "the same stack (`bot.runtime.server.web_app`: Starlette + uvicorn + sync Bolt in the "
+        "thread pool) whose listeners only ack. Clients run in their own process, each client "
         "sends its next request as soon as the previous is answered (closed loop). "
         "`status` is `/rotate status R-1`; `click` presses a dev-lane owner's *Distributed* "
-        "button (the first press per consumer changes state; later ones are replays that the "
-        "bot answers with an ephemeral). Target: p99 ≤ 1.5 x bare p99, far under 3,000 ms.",
+        "button (the first press per consumer changes state; later presses, each a new request, "
+        "are answered with an ephemeral). Target: p99 ≤ 1.5 x bare p99, far under 3,000 ms.",
         "",
     ]
     for r in results.get("ack", []):
@@ -182,7 +182,8 @@ def _storm(results: dict[str, Any], before: dict[str, Any] | None, out: list[str
         "One rotation, every consumer in one lane (all turns open at once). Each consumer's "
         "owner presses Distributed, then Validated, then (after an admin's `/rotate switch`) "
         "Sign off; each round is sent by concurrent clients in random order with 10% of the "
-        "clicks sent twice. Lost/doubled steps are counted in the `audit_events` table "
+        "clicks sent twice as the identical signed request (a replay: acknowledged and ignored "
+        "since replay protection). Lost/doubled steps are counted in the `audit_events` table "
         "(exactly one `step` row per consumer and step). Rotation message updates are the "
         "stand-in's `chat.update` calls on the parent message. Targets: zero lost, zero "
         "doubled, about one update a second at most.",
@@ -342,7 +343,7 @@ def render(
         f"- Commit: {m['commit']}",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, {m['os']}",
         f"- Python {m['python']}; PostgreSQL started by `tests/servers.py` (fsync off, as the "
-        "tests run it); the Slack stand-in (`bot/slack_standin`) runs in the benchmark "
+        "tests run it); the Slack stand-in (`bot/sandbox/slack_standin`) runs in the benchmark "
         "process and checks every Web API call against Slack's spec, so it shares the two CPUs "
         "with the bot: figures here are pessimistic for CPU-bound paths.",
         "",

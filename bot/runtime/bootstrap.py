@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import Engine
@@ -47,6 +48,10 @@ from storage.slack_requests import SqlSlackRequests
 from storage.unit_of_work import sql_unit_of_work_factory
 
 log = logging.getLogger("rotabot")
+
+# Minting and writing the pending version take seconds; a claim older than this belongs to a
+# process that died mid-way, and the timer may take the preparation over.
+PREPARE_LEASE = timedelta(seconds=15)
 
 
 @dataclass
@@ -116,6 +121,8 @@ def build(
         clock=clock,
         directory=SlackOwnerDirectory(client),
         actions=slack_requests,
+        # A preparation whose process died is retried by the timer once the claim lapses.
+        claims=SqlPostClaims(engine, clock.now, lease=PREPARE_LEASE),
     )
     probe = HealthChecker(env=settings.credentials_env)
     # Owners pressing Validated trigger the consumer's catalog health check.

@@ -112,6 +112,17 @@ class BackendRegistry(Protocol):
     def issuer_for(self, secret: str) -> Issuer: ...
 
 
+class WorkClaims(Protocol):
+    """Work one process does at a time across replicas (a claim lapses after a lease, so a
+    holder that died does not block it for ever)."""
+
+    def claim(self, rotation_id: int, kind: str) -> bool:
+        """True when this caller may do the work now."""
+        ...
+
+    def release(self, rotation_id: int, kind: str) -> None: ...
+
+
 class OwnerDirectory(Protocol):
     """Who belongs to an owner user group (Slack usergroups, cached)."""
 

@@ -41,7 +41,11 @@ from bot.services.ports import (
     Store,
     UnitOfWork,
     UnitOfWorkFactory,
+    WorkClaims,
 )
+
+# The claim kind under which one process prepares a rotation (storage/claims.py keeps it).
+PREPARE = "prepare"
 
 log = logging.getLogger("rotabot.service")
 
@@ -99,6 +103,10 @@ class RotationService:
     # What each Slack action (trigger id, view id) created: the same action processed twice
     # (a repeat, another replica) creates nothing new in ``start`` and ``report_problem``.
     actions: ActionLog | None = None
+    # Preparing a rotation (mint, write pending) runs in one process at a time: `start`, the
+    # leader's timer and `resume` may all offer it, and two writers would make the store's
+    # check-and-set pause the rotation. None: one process.
+    claims: WorkClaims | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
     # Run before a consumer is marked validated (bot/services/health.py): each returns an
@@ -322,6 +330,17 @@ class RotationService:
             rotation = uow.rotations.get(rotation_id)
         if rotation.phase is not Phase.READY_CHECK:
             return rotation
+        if self.claims is not None and not self.claims.claim(rotation_id, PREPARE):
+            return rotation  # another process is preparing it right now
+        try:
+            return self._prepare(rotation, actor)
+        finally:
+            if self.claims is not None:
+                self.claims.release(rotation_id, PREPARE)
+
+    def _prepare(self, rotation: Rotation, actor: str) -> Rotation:
+        rotation_id = rotation.id
+        assert rotation_id is not None
         store = self.backends.store_for(rotation.secret)
         issuer = self.backends.issuer_for(rotation.secret)
         path = rotation.store_path

@@ -511,3 +511,38 @@ def test_revoke_without_an_old_key_id_says_to_revoke_by_hand(tmp_path: Path) -> 
     notes = w.db.events(rid, "revoke.by-hand")
     assert len(notes) == 1 and "revoke it at the provider by hand" in (notes[0].reason or "")
     assert labels(w.store)["1"] == {"revoked"}
+
+
+class HeldClaims:
+    """WorkClaims where another process may hold a claim; records what this one claimed."""
+
+    def __init__(self) -> None:
+        self.held_elsewhere: set[tuple[int, str]] = set()
+        self.mine: set[tuple[int, str]] = set()
+
+    def claim(self, rotation_id: int, kind: str) -> bool:
+        key = (rotation_id, kind)
+        if key in self.held_elsewhere or key in self.mine:
+            return False
+        self.mine.add(key)
+        return True
+
+    def release(self, rotation_id: int, kind: str) -> None:
+        self.mine.discard((rotation_id, kind))
+
+
+def test_a_rotation_another_process_is_preparing_is_left_to_it(tmp_path: Path) -> None:
+    """start, the leader's timer and resume may all offer one preparation: one writer only,
+    or the store's check-and-set would pause the rotation."""
+    w = make_world(tmp_path)
+    claims = HeldClaims()
+    w.service.claims = claims
+    claims.held_elsewhere.add((1, "prepare"))  # rotation 1 is the first one the world adds
+    rotation = w.service.start(SECRET, actor=ADMIN)
+    assert rotation.id == 1 and rotation.phase is Phase.READY_CHECK
+    assert labels(w.store) == {"1": {"current"}}  # nothing minted, nothing written
+    claims.held_elsewhere.clear()  # the other process finished (or its claim lapsed)
+    rotation = w.service.prepare(1, actor="rotabot")
+    assert rotation.phase is Phase.DISTRIBUTING
+    assert labels(w.store) == {"1": {"current"}, "2": {"pending"}}
+    assert claims.mine == set()  # released after the work

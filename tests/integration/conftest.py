@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+
+from storage.engine import make_engine
+from storage.migrate import upgrade
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -15,3 +20,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'rotabot.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+def two_replicas(database_url: str) -> Iterator[tuple[Engine, Engine]]:
+    """Two engines on one migrated database: what two replicas of the bot share."""
+    upgrade(database_url)
+    a, b = make_engine(database_url), make_engine(database_url)
+    yield a, b
+    a.dispose()
+    b.dispose()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 from harness.backends import LocalBackends
+from harness.concurrency import race
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
@@ -159,36 +159,10 @@ def test_delivery_ids_are_stored_exactly_as_given(engine: Engine, clock: FixedCl
 # --- replicas racing ---------------------------------------------------------------------
 
 
-def race(logs: list[SqlDeliveryLog], delivery: str) -> list[object]:
-    """Every log reserves ``delivery`` at the same moment, each from its own thread."""
-    barrier = threading.Barrier(len(logs))
-    outcomes: list[object] = [None] * len(logs)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = logs[i].reserve(delivery)
-        except DeliveryInFlight:
-            outcomes[i] = "in-flight"
-        except Exception as exc:  # reported by the assertion below, not lost in the thread
-            outcomes[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(logs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    return outcomes
-
-
-@pytest.fixture
-def two_replicas(database_url: str) -> Iterator[tuple[Engine, Engine]]:
-    upgrade(database_url)
-    a, b = make_engine(database_url), make_engine(database_url)
-    yield a, b
-    a.dispose()
-    b.dispose()
+def reserve_all(logs: list[SqlDeliveryLog], delivery: str) -> list[object]:
+    """Every log reserves ``delivery`` at the same moment; DeliveryInFlight reads "in-flight"."""
+    outcomes = race([lambda log=log: log.reserve(delivery) for log in logs])
+    return ["in-flight" if o == DeliveryInFlight.__name__ else o for o in outcomes]
 
 
 def test_replicas_racing_for_one_delivery_grant_it_exactly_once(
@@ -201,16 +175,16 @@ def test_replicas_racing_for_one_delivery_grant_it_exactly_once(
         assert log.reserve(f"warm-up-{i}")
     for round_ in range(10):
         delivery = f"race-{round_}"
-        outcomes = race(logs, delivery)
+        outcomes = reserve_all(logs, delivery)
         assert outcomes.count(True) == 1, outcomes
         assert outcomes.count("in-flight") == len(logs) - 1, outcomes
         logs[0].done(delivery)
-        assert race(logs, delivery) == [False] * len(logs)  # taken: a duplicate everywhere
+        assert reserve_all(logs, delivery) == [False] * len(logs)  # taken: a duplicate everywhere
 
     # Expired rows, not purged yet: taking one over is granted to exactly one replica too.
     clock.advance(TTL)
     for round_ in range(10):
-        outcomes = race(logs, f"race-{round_}")
+        outcomes = reserve_all(logs, f"race-{round_}")
         assert outcomes.count(True) == 1, outcomes
         assert outcomes.count("in-flight") == len(logs) - 1, outcomes
 

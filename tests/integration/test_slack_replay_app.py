@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from harness.backends import LocalBackends
+from harness.concurrency import race
 from harness.serve import ADMIN, CHANNEL, catalog_head, workspace
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
@@ -144,26 +144,6 @@ def test_a_database_that_is_down_refuses_the_request_and_the_app_keeps_serving(
     assert told(world, "Started R-1")
     assert resend(slack, sent[0]).text == ""
     assert world.count(healthy, "rotations") == 1 and len(told(world, "Started")) == 1
-
-
-def race(calls: list[Callable[[], object]]) -> list[object]:
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[object] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = calls[i]()
-        except Exception as exc:
-            outcomes[i] = type(exc).__name__
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    return outcomes
 
 
 def test_one_start_on_two_replicas_starts_one_rotation_even_after_a_cancel(

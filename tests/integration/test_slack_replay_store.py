@@ -8,13 +8,13 @@ on a database at 0004 that already holds data.
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from alembic import command
+from harness.concurrency import race
 from sqlalchemy import Engine, func, insert, inspect, select
 
 from bot.domain.clock import FixedClock
@@ -81,36 +81,6 @@ def test_a_signature_outlives_the_signature_window_then_is_purged(
     clock.advance(timedelta(minutes=1))  # purges run at most once a minute, as requests arrive
     assert log.first_time("v0=" + "c3" * 32) is True
     assert rows(engine) == 2  # the five expired ones are gone
-
-
-def race(calls: list[Callable[[], object]]) -> list[object]:
-    """Every call at the same moment, each from its own thread; exceptions are outcomes."""
-    barrier = threading.Barrier(len(calls))
-    outcomes: list[object] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            outcomes[i] = calls[i]()
-        except Exception as exc:
-            outcomes[i] = type(exc).__name__
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    return outcomes
-
-
-@pytest.fixture
-def two_replicas(database_url: str) -> Iterator[tuple[Engine, Engine]]:
-    upgrade(database_url)
-    a, b = make_engine(database_url), make_engine(database_url)
-    yield a, b
-    a.dispose()
-    b.dispose()
 
 
 def test_replicas_racing_with_one_signature_take_it_exactly_once(

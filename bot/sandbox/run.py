@@ -36,6 +36,7 @@ from bot.domain.secret_material import SecretMaterial
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.server import bolt_app, create_web_app
 from bot.runtime.settings import Settings
+from bot.sandbox.emoji import page_table
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, SlackSideError
 
@@ -259,6 +260,7 @@ class Sandbox:
                 },
                 "channels": [{"id": c, "name": n} for c, n in CHANNELS.items()],
                 "secrets": secrets_info,
+                "emoji": page_table(),
                 "notes": self.notes,
             }
         )

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from harness.serve import stop_process
 
+from bot.sandbox.emoji import EMOJI
+
 pytest.importorskip("playwright")
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
@@ -271,3 +273,84 @@ def test_modals_start_with_errors_then_roll_back(page: Page) -> None:
     expect(page.locator("#modal-layer")).to_be_hidden(timeout=WAIT)
     expect(message).to_contain_text("rolled back", timeout=WAIT)
     shot(page, "15-rolled-back")
+
+
+def test_app_home_has_no_composer(page: Page) -> None:
+    """App Home is not a conversation: no composer is shown there and nothing can focus it;
+    back in a channel the composer is there and posts."""
+    act_as(page, "U0ADMIN")
+    composer = page.locator("#composer")
+    expect(composer).to_be_visible()
+    page.locator("#nav-home").click()
+    expect(page.locator("#messages .home")).to_be_visible(timeout=WAIT)
+    expect(composer).to_be_hidden()
+    focused = page.evaluate(
+        "() => { const i = document.querySelector('#composer-input'); i.focus();"
+        " return document.activeElement === i; }"
+    )
+    assert not focused, "the hidden composer took focus on App Home"
+    for _ in range(40):  # every focusable thing on the page, and then some
+        page.keyboard.press("Tab")
+        assert page.evaluate("() => document.activeElement && document.activeElement.id") != (
+            "composer-input"
+        ), "Tab reached the composer on App Home"
+    shot(page, "16-app-home-no-composer")
+
+    page.locator("#channel-list a[data-channel='C0INCIDENT']").click()
+    expect(composer).to_be_visible()
+    expect(page.locator("#composer-input")).to_have_attribute(
+        "placeholder", re.compile("Message #incidents")
+    )
+    page.fill("#composer-input", "composer works after App Home")
+    page.press("#composer-input", "Enter")
+    posted = page.locator("#messages .msg").filter(has_text="composer works after App Home")
+    expect(posted).to_have_count(1, timeout=WAIT)
+
+
+def expect_pictures_drawn(scope: Locator, names: list[str]) -> None:
+    """Each shortcode in `names` is a loaded picture (not text, not a broken image) in `scope`,
+    and no other shortcode is left as text."""
+    for name in names:
+        picture = scope.locator(f"img.emo[alt=':{name}:']").first
+        # The SVGs are 20x20: a broken or missing picture has naturalWidth 0.
+        expect(picture).to_have_js_property("naturalWidth", 20, timeout=WAIT)
+    expect(scope).not_to_contain_text(re.compile(r":[a-z][a-z0-9_+-]*:"))
+
+
+def test_rotation_message_draws_its_emoji(page: Page) -> None:
+    """The step icons of a rotation message are pictures from the sandbox's emoji table: they
+    draw on a machine without an emoji font."""
+    act_as(page, "U0ADMIN")
+    page.locator("#channel-list a[data-channel='C0ROTATE']").click()
+    page.fill("#composer-input", "/rotate start webhook-secret")
+    page.press("#composer-input", "Enter")
+    message = page.locator("#messages .msg").filter(has_text="rotating webhook-secret").first
+    expect(message).to_be_visible(timeout=WAIT)
+    write = page.locator("[data-write='webhook-secret']")
+    if write.count():
+        write.click()
+    expect(message).to_contain_text("distributing", timeout=WAIT)
+    expect_pictures_drawn(message, ["white_circle"])
+    shot(page, "17-rotation-emoji")
+
+
+def test_every_table_shortcode_draws_and_unknown_stays_text(page: Page) -> None:
+    """Every shortcode of the table draws as its picture; one not in it shows as its text."""
+    act_as(page, "U0ADMIN")
+    page.locator("#channel-list a[data-channel='C0INCIDENT']").click()
+    names = sorted(EMOJI)
+    text = "emoji check " + " ".join(f":{n}:" for n in names) + " *bold* :no_such_emoji:"
+    page.fill("#composer-input", text)
+    page.press("#composer-input", "Enter")
+    message = page.locator("#messages .msg").filter(has_text="emoji check").last
+    expect(message).to_contain_text(":no_such_emoji:", timeout=WAIT)
+    # Underscores of shortcodes never turn into italics; bold still works beside them.
+    expect(message.locator("i")).to_have_count(0)
+    expect(message.locator("b")).to_have_text("bold")
+    for name in names:
+        picture = message.locator(f"img.emo[alt=':{name}:']")
+        expect(picture).to_have_count(1)
+        expect(picture).to_have_js_property("naturalWidth", 20, timeout=WAIT)
+    expect(message.locator("img.emo")).to_have_count(len(names))
+    expect(message).not_to_contain_text(re.compile(r":(?!no_such_emoji:)[a-z][a-z0-9_+-]*:"))
+    shot(page, "18-emoji-table")

@@ -16,22 +16,13 @@ const S = {
   lastSeen: {}, // channel id -> latest ts seen, for unread marks
 };
 
-const EMOJI = {
-  white_circle: "⚪", large_blue_circle: "🔵", large_green_circle: "🟢", white_check_mark: "✅",
-  red_circle: "🔴", warning: "⚠️", rotating_light: "🚨", no_entry: "⛔", lock: "🔒", key: "🔑",
-  hourglass: "⌛", hourglass_flowing_sand: "⏳", tada: "🎉", x: "❌", heavy_check_mark: "✔️",
-  eyes: "👀", bell: "🔔", arrow_right: "➡️", information_source: "ℹ️", stopwatch: "⏱️",
-  clock1: "🕐", rewind: "⏪", leftwards_arrow_with_hook: "↩️", construction: "🚧", fire: "🔥",
-  ok: "🆗", repeat: "🔁", shield: "🛡️", pushpin: "📌", memo: "📝", mag: "🔍",
-};
-// Status icons are drawn with CSS: they must read the same on machines without an emoji font.
-const DRAWN = {
-  white_circle: "dot hollow", large_blue_circle: "dot blue", large_green_circle: "dot green",
-  red_circle: "dot red", white_check_mark: "check", heavy_check_mark: "check",
-};
+// Shortcodes draw as the pictures of the sandbox's one emoji table (bot/sandbox/emoji.py, sent
+// in /sandbox/config): an emoji character would be an empty box on a machine without an emoji
+// font. A shortcode not in the table stays text, as Slack shows an unknown one.
 function emoji(name) {
-  if (DRAWN[name]) return `<span class="emo ${DRAWN[name]}" role="img" aria-label="${name}" title=":${name}:"></span>`;
-  return EMOJI[name] ? `<span class="emo-text" title=":${name}:">${EMOJI[name]}</span>` : null;
+  const src = S.config && S.config.emoji && S.config.emoji[name];
+  if (!src) return null;
+  return `<img class="emo" src="${esc(src)}" alt=":${esc(name)}:" title=":${esc(name)}:" draggable="false">`;
 }
 const COLORS = ["#e8912d", "#2bac76", "#1d9bd1", "#e01e5a", "#7c3085", "#4a154b", "#36c5f0", "#c4302b"];
 
@@ -122,11 +113,12 @@ function mrkdwn(text) {
   s = s.replace(/```([\s\S]*?)```/g, (_, code) => stash(`<pre>${esc(code.replace(/^\n/, ""))}</pre>`));
   s = s.replace(/`([^`\n]+)`/g, (_, code) => stash(`<code>${esc(code)}</code>`));
   s = s.replace(/<([^<>\n]+)>/g, (_, inner) => stash(angle(inner)));
+  // Before the bold/italic rules, so a shortcode's underscores never read as _italic_.
+  s = s.replace(/:([a-z0-9_+-]+):/g, (m, name) => { const img = emoji(name); return img ? stash(img) : m; });
   s = esc(s);
   s = s.replace(/(^|[\s(>])\*([^*\n]+)\*(?=$|[\s.,;:!?)<])/g, "$1<b>$2</b>");
   s = s.replace(/(^|[\s(>])_([^_\n]+)_(?=$|[\s.,;:!?)<])/g, "$1<i>$2</i>");
   s = s.replace(/(^|[\s(>])~([^~\n]+)~(?=$|[\s.,;:!?)<])/g, "$1<s>$2</s>");
-  s = s.replace(/:([a-z0-9_+-]+):/g, (m, name) => emoji(name) || m);
   s = s.replace(/\n/g, "<br>");
   // Stashed fragments may themselves hold stash marks (code inside a link): resolve repeatedly.
   for (let i = 0; i < 3 && s.includes("\u0000"); i++) {
@@ -201,7 +193,7 @@ function renderBlock(b, where, opts) {
     case "context": {
       const node = el("div", { class: "block b-context" });
       for (const e of b.elements || []) {
-        if (e.type === "image") node.append(el("span", { title: e.alt_text || "" }, "🖼"));
+        if (e.type === "image") node.append(el("span", { class: "b-unknown" }, `[image: ${e.alt_text || ""}]`));
         else node.append(el("span", { html: textObj(e) }));
       }
       return node;

@@ -122,10 +122,12 @@ def serve_env(
     signing_secret: str,
     alert_secret: str,
     extra: Mapping[str, str] | None = None,
+    app_token: str | None = None,
 ) -> dict[str, str]:
     """The variables `rotabot serve` reads (only those; see process_env for a child's whole
-    environment). The bot token is fresh each time, ``xoxb-<token_tag>-...``."""
-    return {
+    environment). The bot token is fresh each time, ``xoxb-<token_tag>-...``. `app_token`
+    (``xapp-…``) switches the bot to Socket Mode against the stand-in at `standin_url`."""
+    env = {
         "SLACK_BOT_TOKEN": f"xoxb-{token_tag}-" + secrets.token_hex(6),
         "SLACK_SIGNING_SECRET": signing_secret,
         "SLACK_API_URL": standin_url,
@@ -134,11 +136,15 @@ def serve_env(
         "ROTABOT_ALERT_SECRET": alert_secret,
         **(extra or {}),
     }
+    if app_token is not None:
+        env["SLACK_APP_TOKEN"] = app_token
+    return env
 
 
 def process_env(values: Mapping[str, str]) -> dict[str, str]:
     """This process's environment with `values` on top, minus SLACK_APP_TOKEN: a developer's
-    app token would switch `serve` to Socket Mode, away from the stand-in."""
+    app token would switch `serve` to Socket Mode, away from the stand-in. Only `values` may
+    set it (serve_env's `app_token`, for the stand-in's Socket Mode)."""
     env = {k: v for k, v in os.environ.items() if k != "SLACK_APP_TOKEN"}
     env.update(values)
     return env
@@ -173,16 +179,22 @@ def wait_healthy(
     timeout: float = 30,
     what: str = "rotabot serve",
     probe_timeout: float = 1,
+    ready: Callable[[], bool] | None = None,
 ) -> None:
-    """Wait until ``GET url/healthz`` answers 200. If the process dies or the time is up, it
-    is killed and RuntimeError carries the end of its log."""
+    """Wait until ``GET url/healthz`` answers 200, or `ready()` is true when given (a bot on
+    Socket Mode is up once it is connected). If the process dies or the time is up, it is
+    killed and RuntimeError carries the end of its log."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=probe_timeout).status_code == 200:
+        if ready is not None:
+            if ready():
                 return
-        except httpx.HTTPError:
-            pass
+        else:
+            try:
+                if httpx.get(url + "/healthz", timeout=probe_timeout).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             process.wait(10)
@@ -198,7 +210,8 @@ def wait_healthy(
 class ServeProcess:
     """One `rotabot serve` on a loopback port that stays the same across restarts, so a test
     can kill it and start it again on the same environment (database, catalog, Slack) and
-    log. `name` is what a failed start calls it."""
+    log. `name` is what a failed start calls it; `ready`, when given, says it is up instead of
+    ``/healthz`` (see wait_healthy)."""
 
     env: dict[str, str]
     cwd: Path
@@ -207,6 +220,7 @@ class ServeProcess:
     name: str = "rotabot serve"
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    ready: Callable[[], bool] | None = None
 
     @property
     def url(self) -> str:
@@ -221,7 +235,7 @@ class ServeProcess:
         self.starts += 1
         self.process = spawn_serve(self.env, self.cwd, self.port, self.log_path)
         wait_healthy(self.process, self.url, self.log_path, timeout=timeout, what=self.name,
-                     probe_timeout=probe_timeout)
+                     probe_timeout=probe_timeout, ready=self.ready)
         return self
 
     def kill9(self) -> None:

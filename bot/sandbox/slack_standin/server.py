@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.sandbox.slack_standin.model import ApiResult
+from bot.sandbox.slack_standin.socket_mode import SocketModeStandin
 from bot.sandbox.slack_standin.state import StandinState
 
 LONG_POLL_MAX_SECONDS = 30.0
@@ -66,10 +67,16 @@ def _respond(result: ApiResult) -> Response:
     return JSONResponse(result.body, result.status, headers=result.headers)
 
 
-def create_standin_app(state: StandinState, *, routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_standin_app(
+    state: StandinState,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    socket_mode: SocketModeStandin | None = None,
+) -> Starlette:
     """The stand-in as an ASGI app; `routes` lets the sandbox add its page on the same server.
 
     - `GET|POST /api/<method>`: the Web API (form, JSON or query arguments; Bearer token).
+    - `POST /api/apps.connections.open`, with `socket_mode`: Socket Mode's app-token method.
     - `POST /response/<id>`: response_urls handed out by `state.new_response_url`.
     - `GET /standin/state?user=U…`: JSON snapshot for a page.
     - `GET /standin/changes?since=N&timeout=S`: long-poll for changes after seq N.
@@ -117,8 +124,22 @@ def create_standin_app(state: StandinState, *, routes: Sequence[BaseRoute] = ())
             await asyncio.sleep(_POLL_INTERVAL)
         return JSONResponse({"seq": state.seq, "changes": state.changes_since(since)})
 
+    socket_routes: list[BaseRoute] = []
+    if socket_mode is not None:
+        sm = socket_mode
+
+        async def connections_open(request: Request) -> Response:
+            # Ahead of /api/{method}: this method takes the app-level token, not the bot's.
+            args, _, _ = await _read_arguments(request)
+            token = _token(request, args)
+            return _respond(sm.connections_open(token, http_method=request.method))
+
+        socket_routes.append(
+            Route("/api/apps.connections.open", connections_open, methods=["GET", "POST"]))
+
     return Starlette(
         routes=[
+            *socket_routes,
             Route("/api/{method}", api, methods=["GET", "POST"]),
             Route("/response/{rid}", response_url, methods=["POST"]),
             Route("/standin/state", snapshot, methods=["GET"]),
@@ -138,11 +159,13 @@ class StandinServer:
         host: str = "127.0.0.1",
         port: int = 0,
         routes: Sequence[BaseRoute] = (),
+        socket_mode: SocketModeStandin | None = None,
     ) -> None:
         self.state = state if state is not None else StandinState()
         self.host = host
         self._requested_port = port
         self._routes = routes
+        self.socket_mode = socket_mode  # started and stopped by its owner
         self._socket: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -166,7 +189,7 @@ class StandinServer:
         self.port = sock.getsockname()[1]
         self.state.public_url = self.root_url
         config = uvicorn.Config(
-            create_standin_app(self.state, routes=self._routes),
+            create_standin_app(self.state, routes=self._routes, socket_mode=self.socket_mode),
             log_level="warning",
             access_log=False,
             lifespan="off",

@@ -11,7 +11,9 @@ Third-party libraries (``LIBRARY_LOGGERS``) are held at WARNING unless
 ``ROTABOT_LIBRARY_LOG_LEVEL`` says otherwise, whatever ``ROTABOT_LOG_LEVEL`` is: below WARNING
 they write request bodies (Bolt logs every request that fails signature verification with its
 body, ``response_url`` included). The cap sits on the handler as well as on the loggers, so a
-library logger that sets its own level (Bolt copies the root's) cannot get past it.
+library logger that sets its own level (Bolt copies the root's) cannot get past it. Loggers
+that write a line per run of a periodic job (``PER_RUN_LOGGERS``) stay at WARNING unless the
+library level is DEBUG.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ LIBRARY_LOGGERS = (
     "slack_bolt", "slack_sdk", "urllib3", "httpx", "httpcore", "hvac", "apscheduler",
     "uvicorn", "starlette", "sqlalchemy", "psycopg", "redis", "asyncio",
 )
+# Library loggers that write a line on every run of a periodic job (APScheduler's executors:
+# "Running job ..." and "... executed successfully", for the timer job every 2 s): held at
+# WARNING even when the library level is INFO, where they would drown everything else; they
+# show only when library DEBUG lines are asked for.
+PER_RUN_LOGGERS = ("apscheduler.executors",)
 
 
 def _safe_arg(value: object) -> object:
@@ -106,3 +113,6 @@ def configure_logging(level: str = "INFO", library_level: str = "WARNING") -> No
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(cap)
+    per_run = cap if cap <= logging.DEBUG else max(cap, logging.WARNING)
+    for name in PER_RUN_LOGGERS:
+        logging.getLogger(name).setLevel(per_run)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -36,19 +39,48 @@ from storage.migrate import schema_problem
 log = logging.getLogger("rotabot.server")
 
 
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.text
+
+
+@contextmanager
+def _without_bolt_token_warning() -> Iterator[None]:
+    """Bolt's App takes ``token or os.environ["SLACK_BOT_TOKEN"]`` and, given a ``client``
+    too, warns that the token "will be unused" and takes the client's. We give only the client
+    (our retry handlers and SLACK_API_URL; its token is that same SLACK_BOT_TOKEN, from the
+    settings), but Bolt reads the environment anyway and no argument turns that off: the
+    warning says nothing true, so it is dropped, only while the App is built."""
+    bolt_log = logging.getLogger("slack_bolt")  # the logger build_bolt_app hands Bolt
+    dropped = _DropMessage(warning_client_prioritized_and_token_skipped())
+    bolt_log.addFilter(dropped)
+    try:
+        yield
+    finally:
+        bolt_log.removeFilter(dropped)
+
+
 def bolt_app(
     c: Container, *, signing_secret: str | None = None, process_before_response: bool = False
 ) -> App:
     """The Bolt app of this container: its listeners get the services (``c.deps``) only.
 
+    Bolt gets our Web API client (``c.slack``), not a token: it authorizes every request with
+    the client's token, without an ``auth.test`` at start (SingleTeamAuthorization).
+
     Each verified request is taken once: a replay (the same signature, any replica, any time
     within the signature window) is answered 200 and ignored (bot/runtime/slack_replay.py)."""
-    app = build_bolt_app(
-        c.deps,
-        client=c.slack,
-        signing_secret=signing_secret or c.settings.slack_signing_secret,
-        process_before_response=process_before_response,
-    )
+    with _without_bolt_token_warning():
+        app = build_bolt_app(
+            c.deps,
+            client=c.slack,
+            signing_secret=signing_secret or c.settings.slack_signing_secret,
+            process_before_response=process_before_response,
+        )
     # A global middleware runs after Bolt's RequestVerification: only verified requests count.
     app.use(ignore_replays(c.slack_requests))
     return app
@@ -239,18 +271,44 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         if problem is not None:
             print(f"rotabot: {problem}", file=sys.stderr)
             return 2
+    sock = None
+    if not settings.slack_app_token:
+        # Bound before anything starts: uvicorn would only log the OSError's type and exit 3.
+        try:
+            sock = _listen(host, port)
+        except OSError as exc:
+            print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
+                  "--port P or set PORT to a free port", file=sys.stderr)
+            return 2
     c = build(settings)
     bolt = bolt_app(c)
     start_timers(c)
     catch_up_in_background(c)
-    if settings.slack_app_token:
+    if sock is None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         log.info("connecting to Slack over Socket Mode")
         SocketModeHandler(bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
         return 0
-    log.info("serving Slack on http://%s:%s/slack/events", host, port)
+    log.info("serving Slack on http://%s:%s/slack/events", host, sock.getsockname()[1])
     # log_config=None: uvicorn's lines go through the JSON handler, not its plain-text ones.
-    uvicorn.run(create_web_app(c, bolt), host=host, port=port, log_level="warning",
-                log_config=None)
+    config = uvicorn.Config(create_web_app(c, bolt), log_level="warning", log_config=None)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (IPv6 when the host is an IPv6 address), as uvicorn
+    binds one: SO_REUSEADDR so a restart does not wait out the old connections' TIME_WAIT."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -47,15 +47,21 @@ _CREDENTIAL_KEY = re.compile(
 # --- loading ----------------------------------------------------------------------------
 
 
+class CatalogUnreadable(CatalogInvalid):
+    """The file itself could not be read (missing, a folder, no permission, not UTF-8): its
+    one error has no line. Callers that chose the path can say how to choose another."""
+
+
 def load_catalog(path: str | Path) -> Catalog:
-    """Read and validate a catalog file; raises CatalogInvalid listing every problem."""
+    """Read and validate a catalog file; raises CatalogInvalid listing every problem
+    (CatalogUnreadable when there is no text to validate)."""
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         error = CatalogError(file, None, "", f"cannot read the catalog: {reason}")
-        raise CatalogInvalid([error]) from None
+        raise CatalogUnreadable([error]) from None
     return parse_catalog(text, file)
 
 

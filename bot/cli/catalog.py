@@ -6,6 +6,7 @@ from typing import TextIO
 
 from bot.catalog import CatalogInvalid, UnknownSecret, load_catalog
 from bot.catalog.dependency_map import render_map
+from bot.catalog.loader import CatalogUnreadable
 from bot.catalog.readiness import readiness_findings
 
 
@@ -13,13 +14,30 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
 
 
-def check(path: str, strict: bool, out: TextIO) -> int:
+def print_problems(exc: CatalogInvalid, err: TextIO, hint: str = "") -> None:
+    """One ``file:line: field: message`` line per problem. A file that could not be read at
+    all gets ``hint`` (how to name another file) on its line: a wrong path is the usual cause
+    and the reader may not know the path came from a default or the environment."""
+    for error in exc.errors:
+        line = str(error)
+        if hint and isinstance(exc, CatalogUnreadable):
+            line += f"; {hint}"
+        print(line, file=err)
+
+
+def check(path: str, strict: bool, out: TextIO, err: TextIO | None = None,
+          hint: str = "") -> int:
     """Print every error, then every readiness warning, then a summary line.
 
-    Exit status: 0 valid, 1 invalid; with ``strict`` any warning also makes it 1.
+    Exit status: 0 valid, 1 invalid (with ``strict`` any warning too): the verdict a CI job
+    acts on. 2 when the file cannot be read at all (to ``err``, default ``out``): there was
+    nothing to check.
     """
     try:
         catalog = load_catalog(path)
+    except CatalogUnreadable as exc:
+        print_problems(exc, err or out, hint)
+        return 2
     except CatalogInvalid as exc:
         for error in exc.errors:
             print(error, file=out)
@@ -38,19 +56,24 @@ def check(path: str, strict: bool, out: TextIO) -> int:
     return 1 if failed else 0
 
 
-def show_map(path: str, secret: str, out: TextIO) -> int:
-    """Print the dependency map of ``secret``; 1 when the catalog or the name is wrong."""
+def show_map(path: str, secret: str, out: TextIO, err: TextIO | None = None,
+             hint: str = "") -> int:
+    """Print the dependency map of ``secret``; 2, with the reason on ``err`` (default
+    ``out``), when the catalog or the name is wrong."""
+    err = err or out
     try:
         catalog = load_catalog(path)
+    except CatalogUnreadable as exc:
+        print_problems(exc, err, hint)
+        return 2
     except CatalogInvalid as exc:
-        for error in exc.errors:
-            print(error, file=out)
+        print_problems(exc, err)
         print(f"{path}: INVALID, {_plural(len(exc.errors), 'error')}; fix it first "
-              f"(rotabot catalog check {path})", file=out)
-        return 1
+              f"(rotabot catalog check {path})", file=err)
+        return 2
     try:
         out.write(render_map(catalog, secret))
     except UnknownSecret as exc:
-        print(f"{path}: {exc}", file=out)
-        return 1
+        print(f"{path}: {exc}", file=err)
+        return 2
     return 0

@@ -22,7 +22,7 @@ from bot.domain.errors import NotifyError
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.pacing import UpdatePacer
-from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.domain.rotation import ConsumerProgress, Rotation, step_rank
 
 log = logging.getLogger("rotabot.slack")
 
@@ -35,7 +35,13 @@ class MessageRenderer(Protocol):
     """Block Kit for what the notifier posts on its own (handlers/blocks/ provides it; the
     composition root hands it in, so this adapter imports no listener code)."""
 
-    def rotation_message(self, rotation: Rotation, gate: Any, evidence: Any) -> Rendered: ...
+    def rotation_message(
+        self, rotation: Rotation, gate: Any, evidence: Any, context: Any
+    ) -> Rendered: ...
+
+    def prompt_retired(
+        self, rotation: Rotation, consumer: ConsumerProgress, step: StepState
+    ) -> Rendered: ...
 
     def turn_prompt(
         self, rotation: Rotation, consumer: ConsumerProgress, step: StepState
@@ -56,7 +62,11 @@ class PostClaims(Protocol):
 
     def finished(self, rotation_id: int) -> set[tuple[str, str]]: ...
 
-    def done(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
+    def done(
+        self, rotation_id: int, kind: str, consumer: str = "", ts: str | None = None
+    ) -> None: ...
+
+    def posted(self, rotation_id: int, prefix: str) -> dict[tuple[str, str], str]: ...
 
     def release(self, rotation_id: int, kind: str, consumer: str = "") -> None: ...
 
@@ -82,6 +92,8 @@ class SlackNotifier:
     gate_lines: Callable[[Rotation], object] | None = None
     # Usage evidence and health results for the message (bot/services/health.py).
     evidence: Callable[[Rotation], object] | None = None
+    # Admins, manual instructions and open problems (RotationService.message_context).
+    context: Callable[[Rotation], object] | None = None
     # Replicas share one rotation and a crash may fall between a change and its post: the
     # rotation message and each thread prompt are claimed (storage/claims.py) before they are
     # posted, so exactly one replica posts each, once. None: one process, no restarts.
@@ -215,7 +227,8 @@ class SlackNotifier:
         if self.gate_lines is not None and rotation.phase is Phase.OBSERVING:
             gate = self.gate_lines(rotation)
         extra = self.evidence(rotation) if self.evidence is not None else None
-        return self.render.rotation_message(rotation, gate, extra)
+        context = self.context(rotation) if self.context is not None else None
+        return self.render.rotation_message(rotation, gate, extra, context)
 
     def _post_turns(self, rotation: Rotation, ts: str, turns: list[Turn]) -> None:
         assert rotation.channel is not None
@@ -231,7 +244,7 @@ class SlackNotifier:
                 continue  # posted already (or being posted) by this or another replica
             text, body = self.render.turn_prompt(rotation, consumer, step)
             try:
-                self.client.chat_postMessage(
+                resp = self.client.chat_postMessage(
                     channel=rotation.channel, thread_ts=ts, text=text, blocks=body
                 )
             except SlackApiError as exc:
@@ -241,7 +254,26 @@ class SlackNotifier:
                 self._release(rotation.id, kind, consumer.name)
                 raise
             if self.claims is not None:
-                self.claims.done(rotation.id, kind, consumer.name)
+                self.claims.done(rotation.id, kind, consumer.name, str(resp["ts"]))
+
+    def refresh(self, rotation_id: int) -> None:
+        """Re-render the rotation message soon (an alert on it changed), paced as always."""
+        self._pacer.soon(rotation_id)
+
+    def retire_prompts(self, rotation: Rotation) -> int:
+        """The rotation ended: every thread prompt still offering a step loses its buttons
+        and says why. Returns how many were updated."""
+        if self.claims is None or rotation.id is None or rotation.channel is None:
+            return 0
+        updated = 0
+        for (kind, name), ts in sorted(self.claims.posted(rotation.id, "prompt:").items()):
+            step = StepState(kind.removeprefix("prompt:"))
+            consumer = rotation.consumers.get(name)
+            if consumer is None or step_rank(consumer.state) >= step_rank(step):
+                continue  # done: its own click replaced the prompt with the outcome
+            self.update(rotation.channel, ts, self.render.prompt_retired(rotation, consumer, step))
+            updated += 1
+        return updated
 
     @property
     def posts_once(self) -> bool:

@@ -80,7 +80,8 @@ def register(app: App, deps: Deps) -> None:
             ephemeral(
                 respond,
                 blocks.text_message(
-                    f"`{button.consumer}` is already {button.step.value}; nothing changed."
+                    f"`{button.consumer}` is already {blocks.step_words(button.step)}; "
+                    "nothing changed."
                 ),
             )
             return

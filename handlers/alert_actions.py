@@ -1,15 +1,16 @@
-"""Alert buttons: Acknowledge and Not related (Roll back lives in handlers/actions.py)."""
+"""Alert buttons: Acknowledge, and Not related with its reason modal (Roll back lives in
+handlers/actions.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
-from bot.services.alerts import AlertOutcome
 from handlers import blocks
 from handlers.deps import Deps
-from handlers.ids import Action, AlertButton, parse_value
+from handlers.ids import Action, AlertButton, NotRelatedMeta, View, parse_value
 from handlers.respond import ephemeral, reported
 
 
@@ -22,31 +23,45 @@ def _clicked_message(body: dict[str, Any]) -> tuple[str, str] | None:
 def register(app: App, deps: Deps) -> None:
     svc = deps.alerts
 
-    def handler(kind: str) -> Any:
-        def on_click(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-            ack()  # within Slack's 3 seconds; the work below may take longer
-            user = str(body["user"]["id"])
-            button = parse_value(AlertButton, str(body["actions"][0].get("value", "")))
-            message = _clicked_message(body)
-            outcome: AlertOutcome
-            if kind == "ack":
-                outcome = svc.acknowledge(button.alert_id, actor=user, message=message)
-            else:
-                outcome = svc.not_related(button.alert_id, actor=user, message=message)
-            if not outcome.changed:
-                ephemeral(
-                    respond,
-                    blocks.text_message(
-                        f"{outcome.alert.ref} is already {outcome.alert.status.value}; "
-                        "nothing changed."
-                    ),
-                )
-                return
-            # The service re-renders every known copy of the alert (the clicked one
-            # included), paced with the other updates of this alert.
-            svc.refresh(button.alert_id)
+    @app.action(Action.ALERT_ACK.value)
+    @reported
+    def acknowledge(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()  # within Slack's 3 seconds; the work below may take longer
+        user = str(body["user"]["id"])
+        button = parse_value(AlertButton, str(body["actions"][0].get("value", "")))
+        outcome = svc.acknowledge(button.alert_id, actor=user, message=_clicked_message(body))
+        if not outcome.changed:
+            ephemeral(respond, blocks.text_message(
+                f"{outcome.alert.ref} is already {outcome.alert.status.value}; nothing changed."))
+            return
+        # Every known copy of the alert (the clicked one included) is re-rendered.
+        svc.refresh(button.alert_id)
 
-        return on_click
+    @app.action(Action.ALERT_NOT_RELATED.value)
+    @reported
+    def not_related(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        """Removing a blocker needs a reason: refused (and audited) before the modal opens,
+        checked again on submission."""
+        ack()
+        user = str(body["user"]["id"])
+        button = parse_value(AlertButton, str(body["actions"][0].get("value", "")))
+        alert = svc.authorize_not_related(button.alert_id, user)
+        message = _clicked_message(body)
+        client.views_open(trigger_id=body["trigger_id"],
+                          view=blocks.not_related_modal(alert, message))
 
-    app.action(Action.ALERT_ACK.value)(reported(handler("ack")))
-    app.action(Action.ALERT_NOT_RELATED.value)(reported(handler("not_related")))
+    @app.view(View.ALERT_NOT_RELATED.value)
+    @reported
+    def not_related_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view["state"]["values"].get("reason", {}).get("value", {})
+        reason = str(values.get("value") or "").strip()
+        if len(reason) < 5:
+            ack(response_action="errors", errors={"reason": "Say why it is not related"})
+            return
+        ack()
+        meta = parse_value(NotRelatedMeta, view.get("private_metadata"))
+        message = (meta.channel, meta.ts) if meta.channel and meta.ts else None
+        outcome = svc.not_related(meta.alert_id, actor=str(body["user"]["id"]), reason=reason,
+                                  message=message)
+        if outcome.changed:
+            svc.refresh(meta.alert_id)

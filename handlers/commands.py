@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 from slack_sdk.models.views import View as SlackView
 
 from bot.catalog.dependency_map import dependency_map
-from bot.domain.commands import USAGE, Command, parse_command
+from bot.domain.commands import DESCRIPTIONS, USAGE, Command, parse_command
 from handlers import blocks
 from handlers.deps import Deps
 from handlers.respond import ephemeral, reported
@@ -44,9 +44,11 @@ def register(app: App, deps: Deps) -> None:
 def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> blocks.Rendered:
     service = deps.rotations
     if cmd.name == "help":
-        return blocks.help_message(list(USAGE.values()))
+        return blocks.help_message([(USAGE[name], DESCRIPTIONS[name]) for name in USAGE])
     if cmd.name == "list":
-        return blocks.status_list(service.active())
+        return blocks.status_list(service.active(), len(deps.catalog.secrets))
+    if cmd.name == "secrets":
+        return blocks.secrets_message(deps.catalog, service.active())
     if cmd.name == "map":
         assert cmd.secret is not None
         return blocks.map_message(dependency_map(deps.catalog, cmd.secret))
@@ -72,7 +74,8 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
             action_id=action_id,
         )
         return blocks.text_message(
-            f"Started {rotation.ref} for {blocks.code(rotation.secret)} ({rotation.phase.value}); "
+            f"Started {rotation.ref} for {blocks.code(rotation.secret)} "
+            f"({blocks.phase_words(rotation)}); "
             f"the rotation message is in <#{blocks.escape_mrkdwn(rotation.channel or '')}>."
         )
     assert cmd.rotation_id is not None
@@ -85,19 +88,20 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
             deps.notifier.rotation_changed(rotation, rotation.pending_steps())
         gate = service.gate_of(rotation) if not rotation.terminal else None
         evidence = deps.health.evidence(rotation)
-        return blocks.rotation_message(rotation, gate, evidence)
+        return blocks.rotation_message(
+            rotation, gate, evidence, service.message_context(rotation))
     if cmd.name == "switch":
         r = service.switch(rid, actor=user)
-        return blocks.text_message(f"{r.ref}: {blocks.PHASE_WORDS[r.phase]}")
+        return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     if cmd.name == "revoke":
         r = service.revoke(rid, actor=user)
-        return blocks.text_message(f"{r.ref}: {blocks.PHASE_WORDS[r.phase]}")
+        return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     if cmd.name == "cancel":
         r = service.cancel(rid, actor=user, reason="/rotate cancel")
-        return blocks.text_message(f"{r.ref}: {blocks.PHASE_WORDS[r.phase]}")
+        return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     if cmd.name == "resume":
         r = service.resume(rid, actor=user)
-        return blocks.text_message(f"{r.ref}: {blocks.PHASE_WORDS[r.phase]}")
+        return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     raise AssertionError(f"unhandled command {cmd.name}")
 
 
@@ -113,8 +117,8 @@ def rollback_view(
         return blocks.emergency_modal(rotation, URGENT_FACTOR, alert_id, consumer)
     if rotation.terminal:
         raise RotabotError(
-            f"{rotation.ref} is already {rotation.phase.value}: nothing to roll back, nothing "
-            "changed"
+            f"{rotation.ref} is already {blocks.phase_words(rotation)}: nothing to roll back, "
+            "nothing changed"
         )
     notes = blocks.owner_rollback_lines(owners_to_act(deps.catalog, rotation.secret))
     return blocks.rollback_modal(rotation, consumer, notes, alert_id)

@@ -35,6 +35,10 @@ class Poster(Protocol):
 
     def update(self, channel: str, ts: str, rendered: Rendered) -> None: ...
 
+    def retire_prompts(self, rotation: Rotation) -> int: ...
+
+    def refresh(self, rotation_id: int) -> None: ...
+
 
 @dataclass(frozen=True)
 class Deps:

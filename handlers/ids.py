@@ -33,6 +33,7 @@ class View(StrEnum):
     REVOKE_OVERRIDE = "rotabot.view.revoke_override"
     ROLLBACK = "rotabot.view.rollback"
     EMERGENCY = "rotabot.view.emergency"
+    ALERT_NOT_RELATED = "rotabot.view.alert_not_related"
 
 
 class StepButton(BaseModel):
@@ -49,6 +50,14 @@ class AlertButton(BaseModel):
     alert_id: int
     rotation_id: int | None = None
     consumer: str | None = None
+
+
+class NotRelatedMeta(BaseModel):
+    """The Not related modal's private metadata: the alert, and the message clicked."""
+
+    alert_id: int
+    channel: str | None = None
+    ts: str | None = None
 
 
 class BadButton(Exception):

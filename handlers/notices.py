@@ -1,17 +1,64 @@
 """The services' Slack-facing ports, rendered as Block Kit: AlertMessenger
-(bot/services/alerts.py) and ScheduleNotices (bot/services/schedules.py), over the notifier."""
+(bot/services/alerts.py), ScheduleNotices (bot/services/schedules.py) and the thread receipts
+of rotation changes (RotationService.on_receipts), over the notifier."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bot.catalog import Catalog
 from bot.domain.alert import Alert
 from bot.domain.durations import format_duration
+from bot.domain.errors import NotifyError, RotabotError
+from bot.domain.log_context import rotation_context
+from bot.domain.receipts import Receipt, ReceiptKind
+from bot.domain.rotation import Rotation
 from bot.domain.schedule import Confirmation, DueSecret, ScheduledRotation
+from bot.services.emergency import owners_to_act
 from handlers import blocks
 from handlers.blocks.schedule import ask_admins_message, due_message, review_message
 from handlers.deps import Poster
+
+log = logging.getLogger("rotabot.slack")
+
+
+@dataclass
+class ThreadReceipts:
+    """Posts one receipt per state change in the rotation's thread, and takes the buttons
+    off prompts that stopped applying when the rotation ended. A receipt Slack refuses is
+    logged, never raised: the change it tells of has already happened."""
+
+    notifier: Poster
+    catalog: Catalog
+
+    def __call__(self, rotation: Rotation, receipts: list[Receipt]) -> None:
+        if rotation.channel is None:
+            return
+        try:
+            admins = self.catalog.settings_for(rotation.secret).admins
+        except RotabotError:
+            admins = ()
+        for receipt in receipts:
+            owner_lines: list[str] = []
+            if receipt.kind is ReceiptKind.ROLLED_BACK:
+                try:
+                    owner_lines = blocks.owner_rollback_lines(
+                        owners_to_act(self.catalog, rotation.secret))
+                except RotabotError:  # the secret left the catalog mid-rotation
+                    owner_lines = []
+            rendered = blocks.receipt_message(rotation, receipt, admins, owner_lines)
+            try:
+                self.notifier.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
+            except NotifyError as exc:
+                log.warning("a thread receipt was not posted: %s", exc,
+                            extra=rotation_context(rotation))
+        if rotation.terminal:
+            try:
+                self.notifier.retire_prompts(rotation)
+            except NotifyError as exc:
+                log.warning("prompts of an ended rotation kept their buttons: %s", exc,
+                            extra=rotation_context(rotation))
 
 
 @dataclass

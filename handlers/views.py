@@ -61,11 +61,15 @@ def register(app: App, deps: Deps) -> None:
 
     @reported
     def report(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        what = _input(view, "what")
+        if not what:
+            ack(response_action="errors", errors={"what": "Say what fails, in a sentence"})
+            return
         ack()
         user = str(body["user"]["id"])
         button = parse_value(StepButton, view.get("private_metadata"))
-        what = _input(view, "what") or "problem reported"
-        service.report_problem(
+        # Told in the rotation's thread and posted to the incident channel by the services.
+        deps.alerts.report(
             button.rotation_id, button.consumer, actor=user, description=what,
             action_id=_view_id(view),  # this modal, submitted twice, adds one alert
         )
@@ -81,16 +85,8 @@ def register(app: App, deps: Deps) -> None:
         ack()
         user = str(body["user"]["id"])
         button = parse_value(RotationButton, view.get("private_metadata"))
-        r = service.revoke(button.rotation_id, actor=user, override_reason=reason)
-        if r.channel and r.message_ts:
-            deps.notifier.post(
-                r.channel,
-                blocks.text_message(
-                    f":rotating_light: {blocks.mention(user)} revoked the old credential of "
-                    f"{r.ref} past the gate (break-glass). Reason: {blocks.escape_mrkdwn(reason)}"
-                ),
-                r.message_ts,
-            )
+        # The thread's receipt says who broke the glass and why (handlers/notices.py).
+        service.revoke(button.rotation_id, actor=user, override_reason=reason)
 
     @app.view(View.ROLLBACK.value)
 
@@ -98,8 +94,6 @@ def register(app: App, deps: Deps) -> None:
     def rollback(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
         user = str(body["user"]["id"])
-        from bot.services.emergency import owners_to_act
-
         meta = parse_value(AlertButton, view.get("private_metadata"))
         if meta.rotation_id is None:
             raise BadButton("this confirmation is out of date; nothing changed")
@@ -121,20 +115,9 @@ def register(app: App, deps: Deps) -> None:
         if not changed:
             # A second modal submitted after the first one rolled back: say so, do nothing.
             direct_message(client, user, blocks.text_message(
-                f"{r.ref} is {r.phase.value}; nothing changed."))
-            return
-        owners = blocks.owner_rollback_lines(owners_to_act(deps.catalog, r.secret))
-        if r.channel:
-            deps.notifier.post(
-                r.channel,
-                blocks.rollback_done(
-                    r, user, "revoked" if revoke_new else "kept pending (valid, unused)",
-                    owners,
-                ),
-                r.message_ts,
-            )
-        if meta.alert_id:
-            deps.alerts.refresh(meta.alert_id)
+                f"{r.ref} is {blocks.phase_words(r)}; nothing changed."))
+        # Otherwise the thread's receipt names who rolled back, why, and the owners to act;
+        # the rotation's alerts are resolved and lose their buttons (AlertService).
 
     @app.view(View.EMERGENCY.value)
 

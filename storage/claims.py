@@ -98,11 +98,29 @@ class SqlPostClaims:
             raise unavailable(self._engine.url, exc) from None
         return {(kind, consumer) for kind, consumer, sent in rows if _is_done(sent)}
 
-    def done(self, rotation_id: int, kind: str, consumer: str = "") -> None:
-        """The post went out: the claim never goes stale now."""
+    def done(self, rotation_id: int, kind: str, consumer: str = "", ts: str | None = None) -> None:
+        """The post went out (at ``ts``, where it may be updated later): the claim never goes
+        stale now."""
         self._write(
-            update(CLAIMS).where(self._key(rotation_id, kind, consumer)).values(sent_at=DONE)
+            update(CLAIMS).where(self._key(rotation_id, kind, consumer))
+            .values(sent_at=DONE, message_ts=ts)
         )
+
+    def posted(self, rotation_id: int, prefix: str) -> dict[tuple[str, str], str]:
+        """(kind, consumer) -> ts of every finished post of this rotation whose kind starts
+        with ``prefix`` and whose ts is known."""
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(CLAIMS.c.kind, CLAIMS.c.consumer, CLAIMS.c.message_ts).where(
+                        CLAIMS.c.rotation_id == rotation_id,
+                        CLAIMS.c.kind.startswith(prefix),
+                        CLAIMS.c.message_ts.is_not(None),
+                    )
+                ).all()
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(self._engine.url, exc) from None
+        return {(kind, consumer): str(ts) for kind, consumer, ts in rows}
 
     def release(self, rotation_id: int, kind: str, consumer: str = "") -> None:
         """The post failed: anyone may try again."""

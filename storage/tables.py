@@ -211,6 +211,8 @@ class ReminderSentRow(SQLModel, table=True):
     consumer: str = Field(nullable=False)
     kind: str = Field(nullable=False)
     sent_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # The Slack ts of a thread prompt once posted (updated in place when it stops applying).
+    message_ts: str | None = Field(default=None, max_length=64, nullable=True)
 
 
 OPEN_SCHEDULE_WHERE = "status IN ('readiness-passed', 'review-posted', 'scheduled')"

@@ -184,3 +184,16 @@ def body_problems(body: Any, path: tuple[str, ...] = ()) -> Iterator[str]:
         if shape is not None:
             where = f"'{_key_path(path)}'" if path else "the body"
             yield f"{where} has {shape}"
+
+
+def redact_credentials(text: str, placeholder: str = "[redacted]") -> str:
+    """Free text from a person (a problem report, a reason) with every credential-shaped run
+    replaced: a key pasted into a report must not reach Slack, the audit trail or a log."""
+    for pattern, _ in _TOKENS:
+        text = pattern.sub(placeholder, text)
+
+    def run(match: re.Match[str]) -> str:
+        word = match.group(0)
+        return placeholder if value_shape(word) is not None else word
+
+    return _RUN_WITH_SEPARATORS.sub(run, text)

@@ -236,8 +236,27 @@ def _problem(error: Mapping[str, Any]) -> str:
                "occurred_at, source)"
     if kind == "string_pattern_mismatch":
         return "may only hold letters, digits, '.', '_' and '-'"
+    ctx = error.get("ctx") or {}
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a whole number (an HTTP status such as 401)"
+    if kind in ("string_type",):
+        return "must be text"
+    if kind in ("datetime_parsing", "datetime_type", "datetime_from_date_parsing"):
+        return "must be a date and time such as 2026-12-01T09:00:00Z"
+    if kind in ("string_too_long", "too_long"):
+        return f"is too long (at most {ctx.get('max_length', '?')})"
+    if kind in ("string_too_short", "too_short"):
+        return f"is too short (at least {ctx.get('min_length', '?')})"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        bounds = {"greater_than_equal": "at least", "less_than_equal": "at most",
+                  "greater_than": "more than", "less_than": "less than"}[kind]
+        limit = next(iter(ctx.values()), "?")
+        return f"must be {bounds} {limit}"
+    if kind in ("list_type", "dict_type", "model_type"):
+        return {"list_type": "must be a list", "dict_type": "must be an object",
+                "model_type": "must be an object"}[kind]
     # pydantic's own message describes the rule (type, bounds), not the value given.
-    return str(error.get("msg", "is invalid"))
+    return "is invalid: " + str(error.get("msg", "")).lower()
 
 
 class _AmAlert(BaseModel):

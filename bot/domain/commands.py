@@ -12,6 +12,7 @@ from bot.domain.durations import parse_duration
 USAGE = {
     "help": "/rotate help",
     "list": "/rotate list",
+    "secrets": "/rotate secrets",
     "map": "/rotate map SECRET",
     "start": "/rotate start SECRET [--overlap 24h] [--observe 2h] [--dry-run] [--urgent]",
     "status": "/rotate status R-N",
@@ -22,6 +23,23 @@ USAGE = {
     "resume": "/rotate resume R-N",
     "history": "/rotate history SECRET",
     "schedule": "/rotate schedule SECRET at 2026-12-01T09:00Z",
+}
+# What each subcommand does, for `/rotate help`; "(admins)" where only the secret's admins may.
+DESCRIPTIONS = {
+    "help": "this help",
+    "list": "the rotations running now and whose turn it is",
+    "secrets": "every secret in the catalog, with its lanes and any running rotation",
+    "map": "where a secret is used: lanes, consumers, owners, health checks",
+    "start": "start a rotation (admins); --dry-run shows the plan and changes nothing "
+    "(anyone)",
+    "status": "a rotation's message, its evidence and what blocks revocation",
+    "switch": "make the new credential current once every consumer validated (admins)",
+    "revoke": "revoke the old credential once the gate is open (admins)",
+    "rollback": "make the previous credential current again, before revocation (admins)",
+    "cancel": "stop a rotation before the switch (admins)",
+    "resume": "continue a rotation paused by a failure (admins)",
+    "history": "a secret's past rotations",
+    "schedule": "plan a rotation with a readiness review before it (admins)",
 }
 SUBCOMMANDS = tuple(USAGE)
 _ROTATION_REF = re.compile(r"^[Rr]-?(\d{1,9})$")
@@ -63,7 +81,7 @@ def parse_command(text: str) -> Command:
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise CommandError(f"unknown subcommand `{words[0]}`.{hint}", _all_usage())
     usage = USAGE[name]
-    if name in ("help", "list"):
+    if name in ("help", "list", "secrets"):
         if args:
             raise CommandError(f"`{name}` takes no arguments", usage)
         return Command(name)

@@ -31,11 +31,49 @@ class StepState(StrEnum):
     FAILED = "failed"
 
 
+# The states in words for sentences people read ("R-2 is rolled back", "signed off by"):
+# the enum values are identifiers for storage and code, not prose.
+PHASE_STATE: dict[Phase, str] = {
+    Phase.READY_CHECK: "waiting for the new credential",
+    Phase.PREPARED: "prepared",
+    Phase.DISTRIBUTING: "distributing",
+    Phase.VALIDATING: "validating",
+    Phase.SWITCHED: "switched",
+    Phase.OBSERVING: "observing",
+    Phase.REVOCABLE: "ready to revoke",
+    Phase.REVOKED: "finished (old credential revoked)",
+    Phase.ROLLED_BACK: "rolled back",
+    Phase.CANCELLED: "cancelled",
+    Phase.FAILED: "paused by a failure",
+}
+STEP_STATE: dict[StepState, str] = {
+    StepState.WAITING: "waiting",
+    StepState.DISTRIBUTED: "distributed",
+    StepState.VALIDATED: "validated",
+    StepState.SIGNED_OFF: "signed off",
+    StepState.FAILED: "failed",
+}
+
+
+def state_words(value: str, *, step: bool = False) -> str:
+    """A phase (or, with ``step``, a consumer step) value in words; anything else as it is."""
+    table: dict[Phase, str] | dict[StepState, str] = STEP_STATE if step else PHASE_STATE
+    for state, words in table.items():
+        if state.value == value:
+            return words
+    return value
+
+
 class IllegalTransition(Exception):
     """A state change that the lifecycle does not allow."""
 
     def __init__(self, what: str, current: str, target: str) -> None:
-        super().__init__(f"{what} cannot move from {current} to {target}")
+        step = what.startswith("consumer ")
+        super().__init__(
+            f"{what} cannot go from {state_words(current, step=step)} to "
+            f"{state_words(target, step=step)}; "
+            "nothing changed"
+        )
         self.what = what
         self.current = current
         self.target = target

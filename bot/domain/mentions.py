@@ -12,6 +12,7 @@ which re-exports both) use these same two functions.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # What Slack accepts inside a mention; anything else is shown as text, not as a mention.
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]+$")
@@ -29,3 +30,16 @@ def mention(owner: str) -> str:
     if not _SLACK_ID.match(owner):
         return escape_mrkdwn(owner)
     return f"<!subteam^{owner}>" if owner.startswith("S") else f"<@{owner}>"
+
+
+def mentions(people: Sequence[str]) -> str:
+    """Several people to mention in one sentence: "@Ada, @Bo and @Cy"."""
+    named = [mention(p) for p in people]
+    if len(named) <= 1:
+        return "".join(named)
+    return ", ".join(named[:-1]) + " and " + named[-1]
+
+
+def address(people: Sequence[str], fallback: str = "An admin") -> str:
+    """The start of a sentence that asks people to act: "@Ada and @Bo, " (or the fallback)."""
+    return f"{mentions(people) if people else fallback}, "

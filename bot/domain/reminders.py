@@ -15,7 +15,7 @@ from typing import Protocol
 
 from bot.domain.durations import format_duration
 from bot.domain.lifecycle import Phase, StepState
-from bot.domain.mentions import escape_mrkdwn, mention
+from bot.domain.mentions import address, escape_mrkdwn, mention, mentions
 from bot.domain.rotation import ConsumerProgress, Rotation, step_rank
 
 # Kinds; reminders and escalations carry the step ("remind:validated") so an owner who did one
@@ -169,6 +169,13 @@ def _ago(delta: timedelta | None) -> str:
     return format_duration(delta) if delta is not None else "a while"
 
 
+_STEP_DONE = {
+    StepState.DISTRIBUTED: "confirmed *Distributed*",
+    StepState.VALIDATED: "confirmed *Validated*",
+    StepState.SIGNED_OFF: "signed off",
+    StepState.WAITING: "started",
+    StepState.FAILED: "reported",
+}
 STEP_WORDS = {
     StepState.DISTRIBUTED: "distribute the new credential and press *Distributed*",
     StepState.VALIDATED: "check it on its real dependency path and press *Validated*",
@@ -181,7 +188,6 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
     a credential value."""
     ref = f"{rotation.ref} ({escape_mrkdwn(rotation.secret)})"
     consumer = escape_mrkdwn(notice.consumer)
-    admin_mentions = " ".join(mention(a) for a in admins)
     if notice.kind.startswith(REMIND + ":") and notice.step is not None:
         return (
             f"Reminder: {ref} is waiting for you on `{consumer}` for "
@@ -191,9 +197,10 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
     if notice.kind.startswith(ESCALATE + ":") and notice.step is not None:
         owner = mention(notice.owner) if notice.owner else "its owner"
         return (
-            f":rotating_light: {ref}: `{consumer}` ({owner}) has not done "
-            f"*{notice.step.value}* for {_ago(notice.waited)}. {admin_mentions} please follow up."
-        ).replace("  ", " ")
+            f":rotating_light: {ref}: `{consumer}` ({owner}) has not "
+            f"{_STEP_DONE[notice.step]} for {_ago(notice.waited)}. "
+            f"{address(admins, 'Admins')}please follow up."
+        )
     if notice.kind == OVERLAP_WARNING:
         names = ", ".join(
             f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
@@ -201,14 +208,16 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
         )
         return (
             f":warning: {ref}: the overlap ends in {_ago(notice.waited)} and these consumers "
-            f"have not validated the new credential: {names}. {admin_mentions}"
-        ).rstrip()
+            f"have not validated the new credential: {names}."
+            + (f" {mentions(admins)}, extend the overlap or roll back if they cannot make it."
+               if admins else "")
+        )
     if notice.kind == READY_TO_REVOKE:
         return (
             f":white_check_mark: {ref} is ready to revoke: every owner signed off and the "
-            f"observation window passed quietly. {admin_mentions} press *Revoke* on the "
-            "rotation message."
-        ).replace("  ", " ")
+            f"observation window passed quietly. {address(admins)}press *Revoke old "
+            "credential* on the rotation message."
+        )
     return f"{ref}: {notice.kind}"
 
 
@@ -216,12 +225,11 @@ def gate_blocked_text(rotation: Rotation, unmet: Sequence[str], admins: Sequence
     """What is missing at the end of the window, in mrkdwn: ``unmet`` (the gate's plain words,
     naming consumers and back-end evidence) is escaped."""
     lines = "\n".join(f"• {escape_mrkdwn(u)}" for u in unmet)
-    admin_mentions = " ".join(mention(a) for a in admins)
+    who = f"{mentions(admins)}: t" if admins else "T"
     return (
-        f":hourglass: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): the observation window "
-        f"has ended but the old credential cannot be revoked yet. Missing:\n{lines}\n"
-        f"{admin_mentions}"
-    ).rstrip()
+        f":hourglass: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): {who}he observation "
+        f"window has ended but the old credential cannot be revoked yet. Missing:\n{lines}"
+    )
 
 
 # Urgent rotations remind and escalate this many times sooner than the catalog says.

@@ -36,7 +36,7 @@ from bot.services.schedules import ScheduleService
 from bot.services.timers import TimerWork
 from handlers import blocks
 from handlers.deps import Deps
-from handlers.notices import SlackAlertMessenger, SlackScheduleNotices
+from handlers.notices import SlackAlertMessenger, SlackScheduleNotices, ThreadReceipts
 from storage.claims import SqlPostClaims
 from storage.deliveries import SqlDeliveryLog
 from storage.engine import make_engine
@@ -145,6 +145,7 @@ def build(
         attach=service.attach_message,
         gate_lines=gate_for,
         evidence=evidence_for,
+        context=service.message_context,
         # One replica posts each message and prompt, once, even across crashes.
         claims=SqlPostClaims(engine, service.clock.now),
     )
@@ -152,7 +153,12 @@ def build(
     # Gauges from a snapshot refreshed at most every few seconds, not a query per scrape.
     metrics.register(StateCollector(service.active, service.recent_alerts))
     # One AlertService per process: its coalescing state is shared by /alerts and buttons.
-    alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier))
+    alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier),
+                          on_rotation_alert=notifier.refresh)
+    # Every state change is told in the rotation's thread; an ended rotation resolves its
+    # alerts (after the receipt, so the thread reads in order).
+    service.on_receipts.append(ThreadReceipts(notifier, catalog))
+    service.on_receipts.append(alerts.rotation_ended)
     schedules = ScheduleService(
         rotations=service,
         repo=SqlScheduleRepository(engine),

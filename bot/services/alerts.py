@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.catalog import UnknownSecret
+from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
 from bot.domain.alert_context import (
     AlertContext,
@@ -37,6 +38,7 @@ from bot.domain.failures import Classification, classify
 from bot.domain.lifecycle import Phase
 from bot.domain.mentions import mention
 from bot.domain.pacing import UpdatePacer
+from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.rotation import Rotation
 from bot.services.emergency import ACTION_RE_ROTATION, require_admin
 from bot.services.ports import UnitOfWork
@@ -144,6 +146,9 @@ class AlertService:
     # Messages beside the incident one (the rotation thread, a clicked copy), per alert.
     # In memory: after a restart only the incident message keeps being updated.
     _extra_messages: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
+    # Re-render a rotation's message (its open problems show each alert's count): called
+    # when an alert of the rotation changed without a change of the rotation itself.
+    on_rotation_alert: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         # One paced update per alert per min_update_interval (all its messages together); a
@@ -318,11 +323,56 @@ class AlertService:
             with self.rotations.uow_factory() as uow:
                 bump(uow)
                 uow.commit()
+            if rotation is not None and rotation.id is not None and self.on_rotation_alert:
+                self.on_rotation_alert(rotation.id)
         return result[0]
 
     # --- Slack messages ------------------------------------------------------------------
 
-    def _post_new(self, alert: Alert, context: AlertContext, rotation: Rotation | None) -> bool:
+    def report(
+        self,
+        rotation_id: int,
+        consumer: str,
+        *,
+        actor: str,
+        description: str,
+        action_id: str | None = None,
+    ) -> Alert:
+        """An owner's problem report: an alert tagged with the rotation (which tells the thread,
+        RotationService.report_problem), posted to the incident channel with its buttons."""
+        alert = self.rotations.report_problem(
+            rotation_id, consumer, actor=actor, description=description, action_id=action_id)
+        if alert.message_ts is None:  # a repeat of a report already posted posts nothing
+            rotation = self.rotations.get(rotation_id)
+            self._post_new(alert, self.context_for(alert, rotation), rotation, thread=False)
+        return alert
+
+    def rotation_ended(self, rotation: Rotation, receipts: Sequence[Receipt]) -> None:
+        """A rolled-back or cancelled rotation resolves its open alerts (the previous
+        credential is current again): their Roll back buttons no longer apply."""
+        ended = [r for r in receipts
+                 if r.kind in (ReceiptKind.ROLLED_BACK, ReceiptKind.CANCELLED)]
+        if not ended or rotation.id is None:
+            return
+        actor, now = ended[0].actor, self.rotations.clock.now()
+        resolved: list[int] = []
+        with self.rotations.uow_factory() as uow:
+            for alert in uow.alerts.for_secret(rotation.secret, unresolved_only=True,
+                                               since=rotation.created_at):
+                if alert.rotation_id != rotation.id or alert.id is None:
+                    continue
+                alert.status, alert.resolved_by = AlertStatus.RESOLVED, actor
+                uow.alerts.save(alert)
+                self._append_audit(uow, alert, actor, "alert.resolved", now=now,
+                                   reason=f"{rotation.ref} {ended[0].kind.value}")
+                resolved.append(alert.id)
+            uow.commit()
+        for alert_id in resolved:
+            self.refresh(alert_id)
+
+    def _post_new(
+        self, alert: Alert, context: AlertContext, rotation: Rotation | None, thread: bool = True
+    ) -> bool:
         if self.messenger is None or alert.id is None:
             return False
         channel = self.rotations.catalog.settings_for(alert.secret).incident_channel
@@ -342,7 +392,7 @@ class AlertService:
                 type(exc).__name__,
                 extra=_alert_context(alert),
             )
-        if rotation is not None and rotation.channel and rotation.message_ts:
+        if thread and rotation is not None and rotation.channel and rotation.message_ts:
             try:
                 where, ts = self.messenger.post(
                     rotation.channel,
@@ -535,11 +585,8 @@ class AlertService:
         """Someone is looking. Anyone may say so; the alert still blocks revocation."""
         return self._set_status(alert_id, AlertStatus.ACKNOWLEDGED, actor, message)
 
-    def not_related(
-        self, alert_id: int, *, actor: str, message: tuple[str, str] | None = None
-    ) -> AlertOutcome:
-        """The failure is not caused by the rotation: it stops blocking revocation. Admins of
-        the secret and the consumer's owner only."""
+    def authorize_not_related(self, alert_id: int, actor: str) -> Alert:
+        """Admins of the secret and the consumer's owner only; a refusal is audited."""
         alert, rotation = self._load(alert_id)
         if not self.may_dismiss(actor, alert, rotation):
             why = (
@@ -548,7 +595,21 @@ class AlertService:
             )
             self._audit(alert, actor, "refused", why=why, attempted="alert.not-related")
             raise NotAuthorized(why)
-        return self._set_status(alert_id, AlertStatus.NOT_RELATED, actor, message)
+        return alert
+
+    def not_related(
+        self,
+        alert_id: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        message: tuple[str, str] | None = None,
+    ) -> AlertOutcome:
+        """The failure is not caused by the rotation: it stops blocking revocation, with the
+        reason told in the rotation's thread. Admins of the secret and the consumer's owner."""
+        self.authorize_not_related(alert_id, actor)
+        reason = redact_credentials(" ".join((reason or "").split()))[:500] or None
+        return self._set_status(alert_id, AlertStatus.NOT_RELATED, actor, message, reason)
 
     def may_dismiss(self, actor: str, alert: Alert, rotation: Rotation | None) -> bool:
         svc = self.rotations
@@ -558,7 +619,12 @@ class AlertService:
         return context.owner is not None and svc.owns(actor, context.owner)
 
     def _set_status(
-        self, alert_id: int, target: AlertStatus, actor: str, message: tuple[str, str] | None
+        self,
+        alert_id: int,
+        target: AlertStatus,
+        actor: str,
+        message: tuple[str, str] | None,
+        reason: str | None = None,
     ) -> AlertOutcome:
         alert, _ = self._load(alert_id)
         if message is not None and message != (alert.channel, alert.message_ts):
@@ -588,6 +654,7 @@ class AlertService:
                     actor=actor,
                     now=now,
                     action=action,
+                    reason=reason,
                     detail={"alert": alert.ref, "consumer": alert.consumer},
                 )
 
@@ -595,7 +662,7 @@ class AlertService:
         else:
             with self.rotations.uow_factory() as uow:
                 change(uow)
-                self._append_audit(uow, alert, actor, action, now=now)
+                self._append_audit(uow, alert, actor, action, now=now, reason=reason)
                 uow.commit()
         log.info(
             "%s %s by %s",

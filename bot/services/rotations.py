@@ -16,7 +16,9 @@ from datetime import timedelta
 
 from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings
 from bot.catalog.readiness import is_slack_id, readiness_findings
+from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.audit import AuditEvent
 from bot.domain.clock import Clock
 from bot.domain.credentials import (
     IssuerError,
@@ -28,9 +30,10 @@ from bot.domain.credentials import (
 )
 from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
 from bot.domain.gate import GateResult, evaluate_gate
-from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
+from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.mentions import mention
+from bot.domain.receipts import Receipt, receipts_for
 from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
@@ -55,6 +58,8 @@ StepCheck = Callable[[Rotation, str, str], str | None]
 
 # A click that races another click on the same rotation reloads and tries again.
 _RETRIES = 5
+# An owner's problem report as kept in the alert and told in the thread.
+REPORT_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,17 @@ class Plan:
     backend_checked: bool = True
 
 
+@dataclass(frozen=True)
+class MessageContext:
+    """What the rotation message shows beyond the rotation: who acts next and what blocks it."""
+
+    admins: tuple[str, ...] = ()
+    # The manual issuer's instructions, while rotabot waits for a person's new credential.
+    instructions: str | None = None
+    # Unresolved alerts on the secret since the rotation began: each blocks revocation.
+    problems: tuple[Alert, ...] = ()
+
+
 RELOAD_REQUIREMENTS = {
     "hot": "picks up the new credential without a restart",
     "restart": "needs a restart after distribution",
@@ -109,6 +125,8 @@ class RotationService:
     claims: WorkClaims | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
+    # Called after each committed change with what the thread should be told about it.
+    on_receipts: list[Callable[[Rotation, list[Receipt]], None]] = field(default_factory=list)
     # Run before a consumer is marked validated (bot/services/health.py): each returns an
     # evidence note for the step or raises to refuse it.
     step_checks: list[StepCheck] = field(default_factory=list)
@@ -144,8 +162,14 @@ class RotationService:
             raise NotAuthorized(why)
 
     def authorize_report(self, rotation: Rotation, consumer: str, actor: str) -> None:
-        """The consumer's owner or an admin may report a problem with it."""
+        """The consumer's owner or an admin may report a problem with it, while the rotation
+        runs (after it ended, the incident channel's alerts are the place)."""
         c = rotation.consumer(consumer)
+        if rotation.terminal:
+            raise RotabotError(
+                f"{rotation.ref} has ended ({PHASE_STATE[rotation.phase]}): a problem with "
+                f"{consumer} now is not this rotation's; nothing was reported"
+            )
         if not (self.owns(actor, c.owner) or self.is_admin(actor, rotation.secret)):
             why = f"only {c.owner} (the owner of {consumer}) or an admin may report a problem"
             self._audit_refusal(rotation.id, actor, "report a problem", why, consumer)
@@ -465,6 +489,23 @@ class RotationService:
         reminds and escalates sooner."""
         return reminder_settings(rotation, settings)
 
+    def message_context(self, rotation: Rotation) -> MessageContext:
+        """Admins, the manual issuer's instructions and the open problems, for the message."""
+        try:
+            admins = self.catalog.settings_for(rotation.secret).admins
+            issuer = self.catalog.resolved_issuer(rotation.secret).config
+        except RotabotError:  # the secret left the catalog mid-rotation
+            return MessageContext()
+        instructions = None
+        if rotation.phase is Phase.READY_CHECK and issuer.kind == "manual":
+            instructions = getattr(issuer, "instructions", None)
+        problems: tuple[Alert, ...] = ()
+        if not rotation.terminal:
+            with self.uow_factory() as uow:
+                problems = tuple(uow.alerts.for_secret(
+                    rotation.secret, unresolved_only=True, since=rotation.created_at))
+        return MessageContext(admins, instructions, problems)
+
     def gate(self, rotation_id: int) -> GateResult:
         return self.gate_of(self.get(rotation_id))
 
@@ -679,7 +720,10 @@ class RotationService:
             rotation = self.get(rotation_id)
             self.authorize_report(rotation, consumer, actor)
             c = rotation.consumer(consumer)
-            verdict = classify(message=description)
+            told = redact_credentials(" ".join(description.split()))[:REPORT_LIMIT]
+            if not told:
+                raise RotabotError("say what fails, in a sentence; nothing was reported")
+            verdict = classify(message=told)
             now = self.clock.now()
             added: list[Alert] = []
 
@@ -691,7 +735,7 @@ class RotationService:
                     secret=rotation.secret,
                     lane=c.lane,
                     failure_class=verdict.failure_class.value,
-                    reason=verdict.reason,
+                    reason=told,
                     first_seen=now,
                     last_seen=now,
                     source=f"reported by {actor}",
@@ -703,8 +747,9 @@ class RotationService:
                     actor=actor,
                     now=now,
                     action="alert.reported",
-                    reason=verdict.failure_class.value,
-                    detail={"consumer": consumer},
+                    reason=told,
+                    detail={"consumer": consumer, "alert": added[0].ref, "lane": c.lane,
+                            "failure_class": verdict.failure_class.value},
                 )
                 r.reopen_observation(reason=f"alert on {consumer}", now=now)
 
@@ -817,12 +862,20 @@ class RotationService:
     def _mutate(
         self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
     ) -> Rotation:
-        """Load, apply, commit, then tell listeners whose turn just began."""
-        rotation, before, revision = self._write(rotation_id, apply)
+        """Load, apply, commit, then tell listeners whose turn just began and what the thread
+        should hear of the change."""
+        rotation, before, revision, events = self._write_events(rotation_id, apply)
         if rotation.revision != revision:
             self._notify(
                 rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
             )
+            receipts = receipts_for(
+                events, ready_to_switch=rotation.phase is Phase.VALIDATING
+                and rotation.ready_to_switch()
+            )
+            if receipts:
+                for listener in self.on_receipts:
+                    listener(rotation, receipts)
         return rotation
 
     def _write(
@@ -830,6 +883,13 @@ class RotationService:
     ) -> tuple[Rotation, set[tuple[str, StepState]], int]:
         """Load, apply, commit; a concurrent writer makes us reload and apply again.
         Returns the rotation, its pending steps before, and its revision before."""
+        rotation, before, revision, _ = self._write_events(rotation_id, apply)
+        return rotation, before, revision
+
+    def _write_events(
+        self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]
+    ) -> tuple[Rotation, set[tuple[str, StepState]], int, list[AuditEvent]]:
+        """As _write, plus the audit events the committed change recorded."""
         with self._locks_guard:
             write_lock = self._write_locks.setdefault(rotation_id, threading.RLock())
         # Another replica can still write meanwhile: the revision guard and retries stay.
@@ -841,8 +901,9 @@ class RotationService:
                         before = {(c.name, s) for c, s in rotation.pending_steps()}
                         revision = rotation.revision
                         apply(rotation, uow)
+                        events = list(rotation.events)  # commit clears them
                         uow.commit()
-                    return rotation, before, revision
+                    return rotation, before, revision, events
                 except ChangedMeanwhile:
                     if attempt == _RETRIES - 1:
                         raise

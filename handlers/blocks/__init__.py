@@ -7,7 +7,8 @@ surface:
   helpers, ``text_message``, ``error_message``, phase and step words;
 - ``rotation``: the rotation message, its buttons and evidence, and the note after a step;
 - ``replies``: answers to `/rotate list`, `history`, `map`, `help` and the dry run;
-- ``prompts``: an owner's turn prompt; ``alerts``: the incident message;
+- ``prompts``: an owner's turn prompt; ``receipts``: the thread note after each change and
+  a prompt that no longer applies; ``alerts``: the incident message;
 - ``modals``: start, report a problem, break-glass revoke, rollback, emergency re-rotation;
 - ``home``: the App Home tab; ``schedule``: readiness reviews and due reminders.
 
@@ -30,6 +31,9 @@ from handlers.blocks.common import (
     error_message,
     escape_mrkdwn,
     mention,
+    mentions,
+    phase_words,
+    step_words,
     text_message,
     told,
     when,
@@ -38,19 +42,21 @@ from handlers.blocks.common import (
 from handlers.blocks.home import home_view
 from handlers.blocks.modals import (
     emergency_modal,
+    not_related_modal,
     override_modal,
     owner_rollback_lines,
     report_problem_modal,
-    rollback_done,
     rollback_modal,
     start_modal,
 )
 from handlers.blocks.prompts import turn_prompt
+from handlers.blocks.receipts import prompt_retired, receipt_message
 from handlers.blocks.replies import (
     help_message,
     history_message,
     map_message,
     plan_message,
+    secrets_message,
     status_list,
 )
 from handlers.blocks.rotation import (
@@ -93,19 +99,25 @@ __all__ = [
     "home_view",
     "map_message",
     "mention",
+    "mentions",
+    "not_related_modal",
     "override_modal",
     "owner_rollback_lines",
+    "phase_words",
     "plan_message",
+    "prompt_retired",
+    "receipt_message",
     "report_problem_modal",
     "review_message",
-    "rollback_done",
     "rollback_modal",
     "rotation_actions",
     "rotation_message",
     "scheduled_message",
+    "secrets_message",
     "start_modal",
     "status_list",
     "step_done",
+    "step_words",
     "text_message",
     "told",
     "turn_prompt",

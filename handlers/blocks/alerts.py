@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from slack_sdk.models.blocks import ActionsBlock, Block, ButtonElement, ContextBlock, SectionBlock
 
-from bot.domain.alert import Alert
-from handlers.blocks.common import SECTION_LIMIT, Rendered, button, escape_mrkdwn, md, when
+from bot.domain.alert import Alert, AlertStatus
+from handlers.blocks.common import (
+    SECTION_LIMIT,
+    Rendered,
+    button,
+    escape_mrkdwn,
+    md,
+    mention,
+    when,
+)
 from handlers.ids import Action, AlertButton
+
+_OUTCOME = {
+    AlertStatus.ACKNOWLEDGED: ":eyes: acknowledged (still blocks revocation)",
+    AlertStatus.NOT_RELATED: ":heavy_minus_sign: marked not related",
+    AlertStatus.RESOLVED: ":white_check_mark: resolved",
+}
 
 
 def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Rendered:
@@ -27,6 +41,9 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
             ]
         ),
     ]
+    if alert.resolved_by and alert.status is not AlertStatus.OPEN:
+        by = "rotabot" if alert.resolved_by == "rotabot" else mention(alert.resolved_by)
+        blocks.append(ContextBlock(elements=[md(f"{_OUTCOME[alert.status]} by {by}")]))
     buttons: list[ButtonElement] = []
     if rotation_id is not None and alert.rotation_id is None and alert.unresolved:
         # After R-N revoked the old credential there is nothing to roll back to
@@ -40,6 +57,7 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
         )
     if alert.unresolved:
         buttons.append(button("Not related", Action.ALERT_NOT_RELATED, value))
+    if alert.status is AlertStatus.OPEN:  # once acknowledged, the button has done its work
         buttons.append(button("Acknowledge", Action.ALERT_ACK, value))
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))

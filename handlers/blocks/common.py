@@ -20,12 +20,14 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.domain.lifecycle import Phase, StepState
+from bot.domain.lifecycle import STEP_STATE, Phase, StepState
 
 # The one mention syntax and the one mrkdwn escaper live in the domain (domain texts need
 # them too); every surface here uses these re-exports.
 from bot.domain.mentions import escape_mrkdwn as escape_mrkdwn
 from bot.domain.mentions import mention as mention
+from bot.domain.mentions import mentions as mentions
+from bot.domain.rotation import Rotation
 from handlers.ids import Action
 
 Rendered = tuple[str, list[Block]]
@@ -51,18 +53,29 @@ STEP_ICON = {
     StepState.FAILED: ":red_circle:",
 }
 PHASE_WORDS = {
-    Phase.READY_CHECK: "ready-check: waiting for the new credential",
+    Phase.READY_CHECK: "waiting for the new credential",
     Phase.PREPARED: "prepared: new credential created beside the old one",
     Phase.DISTRIBUTING: "distributing: owners confirm their consumers have the new credential",
     Phase.VALIDATING: "validating: owners confirm their consumers work with it",
     Phase.SWITCHED: "switched: the new credential is current",
     Phase.OBSERVING: "observing: the old credential stays valid while we watch",
-    Phase.REVOCABLE: "ready to revoke the old credential",
+    Phase.REVOCABLE: "ready to revoke: every owner signed off and the window passed quietly",
     Phase.REVOKED: "done: the old credential is revoked",
     Phase.ROLLED_BACK: "rolled back: the previous credential is current again",
     Phase.CANCELLED: "cancelled",
-    Phase.FAILED: "failed: waiting to be resumed, rolled back or cancelled",
+    Phase.FAILED: "failed: paused until it is resumed, rolled back or cancelled",
 }
+
+
+def phase_words(rotation: Rotation) -> str:
+    """The phase line of a rotation: whose turn it is, not just the state's name."""
+    if rotation.phase is Phase.VALIDATING and rotation.ready_to_switch():
+        return "validated: every consumer works with the new credential; an admin switches next"
+    return PHASE_WORDS[rotation.phase]
+
+
+def step_words(state: StepState) -> str:
+    return STEP_STATE[state]
 
 
 _OWNER_ID = re.compile(r"\bowner ([UWS][A-Z0-9]{2,})\b")

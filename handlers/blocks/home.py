@@ -8,7 +8,7 @@ from slack_sdk.models.blocks import Block, DividerBlock, HeaderBlock, PlainTextO
 from slack_sdk.models.views import View as SlackView
 
 from bot.domain.alert import Alert
-from bot.domain.lifecycle import StepState
+from bot.domain.lifecycle import PHASE_STATE, StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
 from handlers.blocks.common import (
     STEP_LABEL,
@@ -30,7 +30,11 @@ def home_view(
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="rotabot"))]
     blocks.extend(
         sections(
-            [f"• *{r.ref}* {code(r.secret)} · {r.phase.value}{waiting_on(r)}" for r in active]
+            [
+                f"• *{r.ref}* {code(r.secret)} · {escape_mrkdwn(PHASE_STATE[r.phase])}"
+                f"{waiting_on(r)}"
+                for r in active
+            ]
             or ["No active rotations."],
             "*Active rotations*",
         )

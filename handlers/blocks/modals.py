@@ -1,12 +1,11 @@
-"""Modals (start, report a problem, break-glass revoke, rollback, emergency re-rotation) and
-the rollback's thread note and owner lines."""
+"""Modals (start, report a problem, break-glass revoke, rollback, emergency re-rotation, not
+related) and the rollback's owner lines."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from slack_sdk.models.blocks import (
-    Block,
     Option,
     PlainTextInputElement,
     PlainTextObject,
@@ -17,13 +16,12 @@ from slack_sdk.models.blocks.block_elements import RadioButtonsElement
 from slack_sdk.models.blocks.blocks import InputBlock
 from slack_sdk.models.views import View as SlackView
 
+from bot.domain.alert import Alert
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.services.emergency import OwnerNote
 from handlers.blocks.common import (
-    MESSAGE_BLOCK_LIMIT,
     SECTION_LIMIT,
-    Rendered,
     code,
     escape_mrkdwn,
     md,
@@ -32,7 +30,7 @@ from handlers.blocks.common import (
     told,
     when,
 )
-from handlers.ids import AlertButton, RotationButton, StepButton, View
+from handlers.ids import AlertButton, NotRelatedMeta, RotationButton, StepButton, View
 
 
 def _reason_input() -> InputBlock:
@@ -200,27 +198,39 @@ def rollback_modal(
     )
 
 
-def rollback_done(
-    rotation: Rotation, actor: str, new_credential: str, owner_lines: Sequence[str]
-) -> Rendered:
-    """The thread note after a rollback: who, what the store holds now, who must act
-    (``owner_lines`` are mrkdwn lines from owner_rollback_lines)."""
-    text = (
-        f":leftwards_arrow_with_hook: {mention(actor)} rolled back {rotation.ref}: the previous "
-        f"credential of {code(rotation.secret)} is current again and stays valid; the new one "
-        f"is {escape_mrkdwn(new_credential)}."
+def not_related_modal(alert: Alert, message: tuple[str, str] | None) -> SlackView:
+    """Marking an alert not related removes a revocation blocker: say why (told in the
+    rotation's thread and kept in the audit trail)."""
+    meta = NotRelatedMeta(
+        alert_id=alert.id or 0,
+        channel=message[0] if message else None,
+        ts=message[1] if message else None,
     )
-    lines = [f"• {line}" for line in owner_lines]
-    heading = (
-        "*Owners to act now* (these consumers do not pick it up by themselves):"
-        if lines
-        else None
+    return SlackView(
+        type="modal",
+        callback_id=View.ALERT_NOT_RELATED.value,
+        private_metadata=meta.model_dump_json(),
+        title=PlainTextObject(text="Not related"),
+        submit=PlainTextObject(text="Mark not related"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=md(
+                f"{alert.ref} on {code(alert.consumer)} ({escape_mrkdwn(alert.lane)}): "
+                f"{escape_mrkdwn(alert.reason[:300])}. Marked not related, it stops blocking "
+                "revocation."
+            )),
+            InputBlock(
+                block_id="reason",
+                label=PlainTextObject(text="Why is it not caused by the rotation?"),
+                element=PlainTextInputElement(
+                    action_id="value",
+                    multiline=True,
+                    placeholder=PlainTextObject(
+                        text="e.g. the provider had an outage at the same time"),
+                ),
+            ),
+        ],
     )
-    blocks: list[Block] = [SectionBlock(text=md(text))]
-    if lines:
-        blocks.extend(sections(lines, heading))
-    fallback = text + ("\n" + "\n".join(lines) if lines else "")
-    return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
 
 
 def emergency_modal(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.catalog import Catalog
 from bot.catalog.dependency_map import DependencyMap
 from bot.domain.durations import format_duration
+from bot.domain.lifecycle import PHASE_STATE
 from bot.domain.rotation import Rotation
 from bot.services.rotations import Plan
 from handlers.blocks.common import (
@@ -60,18 +62,47 @@ def plan_message(plan: Plan) -> Rendered:
     return text, blocks[:MESSAGE_BLOCK_LIMIT]
 
 
-def status_list(rotations: Sequence[Rotation]) -> Rendered:
+def status_list(rotations: Sequence[Rotation], catalog_size: int | None = None) -> Rendered:
+    more = (
+        f" The catalog has {catalog_size} secrets: `/rotate secrets` lists them."
+        if catalog_size is not None else ""
+    )
     if not rotations:
-        return text_message("No active rotations. Start one with `/rotate start SECRET`.")
-    lines = [f"• *{r.ref}* {code(r.secret)} · {r.phase.value}" + waiting_on(r) for r in rotations]
+        return text_message(
+            f"No active rotations. Start one with `/rotate start SECRET`.{more}")
+    lines = [
+        f"• *{r.ref}* {code(r.secret)} · {escape_mrkdwn(PHASE_STATE[r.phase])}" + waiting_on(r)
+        for r in rotations
+    ]
+    if more:
+        lines.append(more.strip())
     return f"{len(rotations)} active rotations", sections(lines, "*Active rotations*")
+
+
+def secrets_message(catalog: Catalog, active: Sequence[Rotation]) -> Rendered:
+    """`/rotate secrets`: catalog text only (names, descriptions, lanes), escaped."""
+    running = {r.secret: r for r in active}
+    lines = []
+    for name in sorted(catalog.secrets):
+        spec = catalog.secrets[name]
+        lanes = " → ".join(escape_mrkdwn(lane) for lane in catalog.settings_for(name).lanes)
+        now = running.get(name)
+        state = f" · *{now.ref}* {escape_mrkdwn(PHASE_STATE[now.phase])}" if now else ""
+        description = f" · {escape_mrkdwn(spec.description[:120])}" if spec.description else ""
+        lines.append(
+            f"• {code(name)}{description} · {len(spec.consumers)} consumers · {lanes}{state}")
+    if not lines:
+        return text_message("The catalog has no secrets yet.")
+    lines.append("`/rotate map SECRET` shows one secret's consumers and owners.")
+    return f"{len(catalog.secrets)} secrets in the catalog", sections(
+        lines, f"*Secrets in the catalog* ({len(catalog.secrets)})")[:MESSAGE_BLOCK_LIMIT]
 
 
 def history_message(secret: str, rotations: Sequence[Rotation]) -> Rendered:
     if not rotations:
         return text_message(f"{code(secret)} has never been rotated by rotabot.")
     lines = [
-        f"• *{r.ref}* {r.phase.value} · started {when(r.created_at)} by "
+        f"• *{r.ref}* {escape_mrkdwn(PHASE_STATE[r.phase])} · started {when(r.created_at)} by "
         f"{mention(r.started_by)}" + (f" · finished {when(r.finished_at)}" if r.finished_at else "")
         for r in rotations
     ]
@@ -102,10 +133,13 @@ def map_message(dmap: DependencyMap) -> Rendered:
     return f"Dependency map of {secret}", sections(lines)
 
 
-def help_message(usage_lines: Sequence[str]) -> Rendered:
+def help_message(commands: Sequence[tuple[str, str]]) -> Rendered:
+    """(usage, description) per subcommand; descriptions say "(admins)" where it applies."""
     lines = [
         "*rotabot* runs credential rotations with overlap, owner sign-off and "
         "evidence-based revocation.",
-        "```" + "\n".join(usage_lines) + "```",
+        *(f"• `{usage}`: {escape_mrkdwn(description)}" for usage, description in commands),
+        "Owners act on the buttons in each rotation's thread; admins are listed per secret in "
+        "the catalog.",
     ]
     return "rotabot help", sections(lines)

@@ -19,9 +19,9 @@ from bot.domain.gate import GateResult
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
 from bot.services.health import RotationEvidence
+from bot.services.rotations import MessageContext
 from handlers.blocks.common import (
     MESSAGE_BLOCK_LIMIT,
-    PHASE_WORDS,
     SECTION_LIMIT,
     STEP_ICON,
     Rendered,
@@ -30,7 +30,10 @@ from handlers.blocks.common import (
     escape_mrkdwn,
     md,
     mention,
+    mentions,
+    phase_words,
     sections,
+    step_words,
     told,
     when,
 )
@@ -44,7 +47,7 @@ def consumer_line(c: ConsumerProgress) -> str:
     by = f" by {mention(c.updated_by)}" if c.updated_by and c.state is not StepState.WAITING else ""
     return (
         f"{STEP_ICON[c.state]} {code(c.name)} · {mention(c.owner)} · {escape_mrkdwn(c.reload)} · "
-        f"*{c.state.value}*{by}"
+        f"*{step_words(c.state)}*{by}"
     )
 
 
@@ -83,20 +86,50 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
     return [DividerBlock(), *sections(lines, "*Evidence*")]
 
 
+_TITLE = {
+    Phase.REVOKED: "rotated",
+    Phase.ROLLED_BACK: "rolled back",
+    Phase.CANCELLED: "cancelled",
+    Phase.FAILED: "paused",
+}
+
+
+def title(rotation: Rotation) -> str:
+    """The header: "rotating" while it runs, what became of it once it ended or paused."""
+    return f"{rotation.ref} · {_TITLE.get(rotation.phase, 'rotating')} {rotation.secret}"[:150]
+
+
+def problem_lines(context: MessageContext) -> list[str]:
+    """One line per unresolved alert: it blocks revocation, and everyone should see why."""
+    lines = []
+    for a in context.problems[:10]:
+        who = a.source.removeprefix("reported by ")
+        source = f"reported by {mention(who)}" if a.source.startswith("reported by ") else (
+            escape_mrkdwn(a.source))
+        lines.append(
+            f":rotating_light: *{a.ref}* {code(a.consumer)} ({escape_mrkdwn(a.lane)}) · "
+            f"{escape_mrkdwn(a.reason[:300])} · {source} · seen {a.count}x · "
+            f"{escape_mrkdwn(a.status.value)}"
+        )
+    if len(context.problems) > 10:
+        lines.append(f"…and {len(context.problems) - 10} more alerts (App Home lists them)")
+    return lines
+
+
 def rotation_message(
     rotation: Rotation,
     gate: GateResult | None = None,
     evidence: RotationEvidence | None = None,
+    context: MessageContext | None = None,
 ) -> Rendered:
     """The one parent message of a rotation, updated in place."""
-    text = f"{rotation.ref} {escape_mrkdwn(rotation.secret)}: {PHASE_WORDS[rotation.phase]}"
+    context = context or MessageContext()
+    text = f"{rotation.ref} {escape_mrkdwn(rotation.secret)}: {phase_words(rotation)}"
     blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(text=f"{rotation.ref} · rotating {rotation.secret}"[:150])
-        ),
+        HeaderBlock(text=PlainTextObject(text=title(rotation))),
         SectionBlock(
             fields=[
-                md(f"*Phase*\n{PHASE_WORDS[rotation.phase]}"),
+                md(f"*Phase*\n{phase_words(rotation)}"),
                 md(f"*Started by*\n{mention(rotation.started_by)}"),
                 md(f"*Overlap until*\n{when(rotation.overlap_until)}"),
                 md(f"*Observe until*\n{when(rotation.observe_until)}"),
@@ -110,18 +143,33 @@ def rotation_message(
             SectionBlock(text=md(f":warning: {told(rotation.failure_reason)}"[:SECTION_LIMIT]))
         )
     if rotation.phase is Phase.READY_CHECK and rotation.failure_reason is None:
+        who = f"{mentions(context.admins)}: " if context.admins else ""
+        how = (
+            f"\n*How:* {told(context.instructions[:1500])}" if context.instructions else ""
+        )
         blocks.append(
             SectionBlock(
                 text=md(
-                    f"Write the new credential to {code(rotation.store_path)}; rotabot notices "
-                    "the new version and asks the owners in this thread."
+                    f"{who}create the new credential and write it to "
+                    f"{code(rotation.store_path)}, then press *Check the store again*; rotabot "
+                    f"also notices the new version by itself and asks the owners in this "
+                    f"thread.{how}"[:SECTION_LIMIT]
                 )
             )
         )
+    if rotation.phase is Phase.VALIDATING and rotation.ready_to_switch() and context.admins:
+        blocks.append(SectionBlock(text=md(
+            f"{mentions(context.admins)}, every consumer validated: press *Switch to new "
+            "credential* when ready."
+        )))
     blocks.append(DividerBlock())
     blocks.extend(_lane_blocks(rotation))
     if evidence is not None:
         blocks.extend(evidence_blocks(rotation, evidence))
+    problems = problem_lines(context)
+    if problems:
+        blocks.append(DividerBlock())
+        blocks.extend(sections(problems, "*Open problems* (each blocks revocation)"))
     if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
         blocks.append(DividerBlock())
         blocks.extend(
@@ -197,7 +245,11 @@ def rotation_actions(rotation: Rotation) -> list[ButtonElement]:
                 ),
             )
         )
-    if rotation.phase in (Phase.REVOCABLE, Phase.OBSERVING):
+    if rotation.phase is Phase.OBSERVING:
+        # The gate is closed while observing: the button opens the break-glass modal, which
+        # is the confirmation (a dialog before it would ask twice).
+        buttons.append(button("Revoke early (break-glass)…", Action.REVOKE, value))
+    if rotation.phase is Phase.REVOCABLE:
         buttons.append(
             button(
                 "Revoke old credential",
@@ -225,14 +277,9 @@ def step_done(
     rotation: Rotation, consumer: ConsumerProgress, step: StepState, actor: str
 ) -> Rendered:
     lane = escape_mrkdwn(consumer.lane)
-    text = f"{escape_mrkdwn(consumer.name)} ({lane}) {step.value} by {escape_mrkdwn(actor)}"
-    return text, [
-        ContextBlock(
-            elements=[
-                md(
-                    f"{STEP_ICON[step]} {code(consumer.name)} ({lane}) *{step.value}* by "
-                    f"{mention(actor)} · {rotation.ref}"
-                )
-            ]
-        )
-    ]
+    words = step_words(step)
+    text = f"{escape_mrkdwn(consumer.name)} ({lane}) {words} by {escape_mrkdwn(actor)}"
+    line = f"{STEP_ICON[step]} {code(consumer.name)} ({lane}) *{words}* by {mention(actor)}"
+    if consumer.note and step is StepState.VALIDATED:
+        line += f" · {told(consumer.note[:300])}"
+    return text, [ContextBlock(elements=[md(f"{line} · {rotation.ref}"[:SECTION_LIMIT])])]

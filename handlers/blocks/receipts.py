@@ -1,0 +1,150 @@
+"""One short thread message per state change: what happened, who did it, why (where given),
+and who acts next."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
+
+from bot.domain.lifecycle import PHASE_STATE, Phase, StepState
+from bot.domain.mentions import address
+from bot.domain.receipts import Receipt, ReceiptKind
+from bot.domain.rotation import ConsumerProgress, Rotation
+from handlers.blocks.common import (
+    MESSAGE_BLOCK_LIMIT,
+    SECTION_LIMIT,
+    STEP_ICON,
+    Rendered,
+    code,
+    escape_mrkdwn,
+    md,
+    mention,
+    sections,
+    told,
+)
+
+REASON_LIMIT = 500
+
+_ICON = {
+    ReceiptKind.PREPARED: ":key:",
+    ReceiptKind.READY_TO_SWITCH: ":arrow_right:",
+    ReceiptKind.SWITCHED: ":twisted_rightwards_arrows:",
+    ReceiptKind.REOPENED: ":hourglass:",
+    ReceiptKind.REVOKED: ":lock:",
+    ReceiptKind.ROLLED_BACK: ":leftwards_arrow_with_hook:",
+    ReceiptKind.CANCELLED: ":no_entry_sign:",
+    ReceiptKind.FAILED: ":warning:",
+    ReceiptKind.RESUMED: ":arrow_forward:",
+    ReceiptKind.PROBLEM: ":rotating_light:",
+    ReceiptKind.ALERT_ACKNOWLEDGED: ":eyes:",
+    ReceiptKind.ALERT_NOT_RELATED: ":heavy_minus_sign:",
+}
+
+
+def _reason(receipt: Receipt) -> str:
+    if not receipt.reason:
+        return ""
+    return f" Reason: {told(receipt.reason[:REASON_LIMIT])}"
+
+
+def _who(actor: str) -> str:
+    return "rotabot" if actor == "rotabot" else mention(actor)
+
+
+def receipt_message(
+    rotation: Rotation,
+    receipt: Receipt,
+    admins: Sequence[str],
+    owner_lines: Sequence[str] = (),
+) -> Rendered:
+    """The receipt of one change. ``admins`` are mentioned where it is their turn;
+    ``owner_lines`` (mrkdwn, handlers.blocks.owner_rollback_lines) follow a rollback."""
+    ref, who = rotation.ref, _who(receipt.actor)
+    consumer = code(receipt.consumer) if receipt.consumer else ""
+    lane = receipt.detail.get("lane")
+    where = f"{consumer} ({escape_mrkdwn(lane)})" if lane else consumer
+    alert = escape_mrkdwn(receipt.detail.get("alert", "the alert"))
+    admin_turn = address(admins)
+    kind = receipt.kind
+    extra: list[str] = []
+    if kind is ReceiptKind.PREPARED:
+        version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
+        first = rotation.lanes[0] if rotation.lanes else "the first lane"
+        line = (
+            f"{ref}: the new credential (version {version}) is ready beside the old one; "
+            f"{escape_mrkdwn(first)} goes first, its owners are asked below."
+        )
+    elif kind is ReceiptKind.READY_TO_SWITCH:
+        line = (
+            f"{ref}: every consumer validated the new credential. {admin_turn}press "
+            "*Switch to new credential* on the rotation message when ready."
+        )
+    elif kind is ReceiptKind.SWITCHED:
+        line = (
+            f"{who} switched {ref}: the new credential is current; the old one stays valid "
+            f"while rotabot observes (until the window ends and every owner signs off)."
+        )
+    elif kind is ReceiptKind.REOPENED:
+        line = f"{ref} is observing again: new evidence arrived.{_reason(receipt)}"
+    elif kind is ReceiptKind.REVOKED:
+        how = " past the gate (break-glass)" if receipt.detail.get("override") else ""
+        line = f"{who} revoked the old credential of {ref}{how}: the rotation is finished."
+        line += _reason(receipt)
+        if receipt.detail.get("by_hand"):
+            line += f" Note: {told(receipt.detail['by_hand'])}."
+    elif kind is ReceiptKind.ROLLED_BACK:
+        new = receipt.detail.get("new_credential", "kept pending")
+        fate = "revoked" if new == "revoked" else "kept pending (valid, unused)"
+        line = (
+            f"{who} rolled back {ref}: the previous credential of {code(rotation.secret)} is "
+            f"current again and stays valid; the new one is {fate}.{_reason(receipt)}"
+        )
+        extra = [f"• {o}" for o in owner_lines]
+    elif kind is ReceiptKind.CANCELLED:
+        line = f"{who} cancelled {ref}; the old credential stays current.{_reason(receipt)}"
+    elif kind is ReceiptKind.FAILED:
+        line = (
+            f"{ref} is paused: {told((receipt.reason or 'a step failed')[:REASON_LIMIT])}. "
+            f"{admin_turn}press *Resume* once it is fixed, or roll back or cancel."
+        )
+    elif kind is ReceiptKind.RESUMED:
+        phase = receipt.detail.get("phase", "")
+        words = next((w for p, w in PHASE_STATE.items() if p.value == phase), phase)
+        line = f"{who} resumed {ref}; it is {escape_mrkdwn(words)} again."
+    elif kind is ReceiptKind.PROBLEM:
+        line = (
+            f"{who} reported a problem with {where}: "
+            f"{told((receipt.reason or '')[:REASON_LIMIT])}. {alert} blocks revocation until "
+            f"it is resolved. {admin_turn}roll back from the alert or the rotation message if "
+            "needed."
+        )
+    elif kind is ReceiptKind.ALERT_ACKNOWLEDGED:
+        line = (
+            f"{who} acknowledged {alert} on {consumer}: someone is looking; it still blocks "
+            "revocation."
+        )
+    else:  # ALERT_NOT_RELATED
+        line = (
+            f"{who} marked {alert} on {consumer} as not related to {ref}; it no longer blocks "
+            f"revocation.{_reason(receipt)}"
+        )
+    text = f"{_ICON[kind]} {line}"
+    blocks: list[Block] = [SectionBlock(text=md(text[:SECTION_LIMIT]))]
+    if extra:
+        blocks.extend(sections(extra, "*Owners to act now* (these consumers do not pick it up "
+                                      "by themselves):"))
+    fallback = text + ("\n" + "\n".join(extra) if extra else "")
+    return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
+
+
+def prompt_retired(rotation: Rotation, consumer: ConsumerProgress, step: StepState) -> Rendered:
+    """A thread prompt whose step no longer applies (the rotation ended): its buttons go."""
+    state = PHASE_STATE[rotation.phase]
+    line = (
+        f"{STEP_ICON[consumer.state]} {code(consumer.name)} ({escape_mrkdwn(consumer.lane)}): "
+        f"no longer needed, {rotation.ref} is {state}."
+    )
+    if rotation.phase is Phase.ROLLED_BACK:
+        line += " Follow the rollback note in the thread if this consumer took the new one."
+    return line, [ContextBlock(elements=[md(line)])]

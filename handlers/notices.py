@@ -11,9 +11,10 @@ from bot.catalog import Catalog
 from bot.domain.alert import Alert
 from bot.domain.durations import format_duration
 from bot.domain.errors import NotifyError, RotabotError
+from bot.domain.lifecycle import StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.receipts import Receipt, ReceiptKind
-from bot.domain.rotation import Rotation
+from bot.domain.rotation import Rotation, step_rank
 from bot.domain.schedule import Confirmation, DueSecret, ScheduledRotation
 from bot.services.emergency import owners_to_act
 from handlers import blocks
@@ -43,10 +44,16 @@ class ThreadReceipts:
             owner_lines: list[str] = []
             if receipt.kind is ReceiptKind.ROLLED_BACK:
                 try:
-                    owner_lines = blocks.owner_rollback_lines(
-                        owners_to_act(self.catalog, rotation.secret))
+                    notes = owners_to_act(self.catalog, rotation.secret)
                 except RotabotError:  # the secret left the catalog mid-rotation
-                    owner_lines = []
+                    notes = []
+                if rotation.switched_at is None:
+                    # Before the switch only consumers that took the new credential have
+                    # anything to undo.
+                    notes = [n for n in notes if n.consumer in rotation.consumers
+                             and step_rank(rotation.consumers[n.consumer].state)
+                             >= step_rank(StepState.DISTRIBUTED)]
+                owner_lines = blocks.owner_rollback_lines(notes)
             rendered = blocks.receipt_message(rotation, receipt, admins, owner_lines)
             try:
                 self.notifier.post(rotation.channel, rendered, thread_ts=rotation.message_ts)

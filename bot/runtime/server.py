@@ -271,26 +271,26 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         if problem is not None:
             print(f"rotabot: {problem}", file=sys.stderr)
             return 2
-    sock = None
-    if not settings.slack_app_token:
-        # Bound before anything starts: uvicorn would only log the OSError's type and exit 3.
-        try:
-            sock = _listen(host, port)
-        except OSError as exc:
-            print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
-                  "--port P or set PORT to a free port", file=sys.stderr)
-            return 2
+    # Bound before anything starts: uvicorn would only log the OSError's type and exit 3.
+    # Socket Mode serves HTTP too: /alerts, /healthz and /metrics do not come over Slack.
+    try:
+        sock = _listen(host, port)
+    except OSError as exc:
+        print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
+              "--port P or set PORT to a free port", file=sys.stderr)
+        return 2
     c = build(settings)
     bolt = bolt_app(c)
     start_timers(c)
     catch_up_in_background(c)
-    if sock is None:
+    if settings.slack_app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         log.info("connecting to Slack over Socket Mode")
-        SocketModeHandler(bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
-        return 0
-    log.info("serving Slack on http://%s:%s/slack/events", host, sock.getsockname()[1])
+        # connect() returns once connected; the client reconnects by itself in its threads.
+        SocketModeHandler(bolt, settings.slack_app_token).connect()  # type: ignore[no-untyped-call]
+    log.info("serving HTTP on http://%s:%s (/slack/events, /alerts, /healthz, /metrics)", host,
+             sock.getsockname()[1])
     # log_config=None: uvicorn's lines go through the JSON handler, not its plain-text ones.
     config = uvicorn.Config(create_web_app(c, bolt), log_level="warning", log_config=None)
     try:

@@ -866,17 +866,26 @@ class RotationService:
         should hear of the change."""
         rotation, before, revision, events = self._write_events(rotation_id, apply)
         if rotation.revision != revision:
-            self._notify(
-                rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
-            )
             receipts = receipts_for(
                 events, ready_to_switch=rotation.phase is Phase.VALIDATING
                 and rotation.ready_to_switch()
             )
-            if receipts:
-                for listener in self.on_receipts:
-                    listener(rotation, receipts)
+            # The thread reads in order: what happened, then whose turn it is now. Without a
+            # message yet, the change listeners post it first (receipts go in its thread).
+            told = rotation.message_ts is not None
+            if told:
+                self._tell(rotation, receipts)
+            self._notify(
+                rotation, [(c, s) for c, s in rotation.pending_steps() if (c.name, s) not in before]
+            )
+            if not told:
+                self._tell(rotation, receipts)
         return rotation
+
+    def _tell(self, rotation: Rotation, receipts: list[Receipt]) -> None:
+        if receipts:
+            for listener in self.on_receipts:
+                listener(rotation, receipts)
 
     def _write(
         self, rotation_id: int, apply: Callable[[Rotation, UnitOfWork], object]

@@ -99,7 +99,5 @@ def test_modal_submission_is_answered_in_the_ack(bot: Bot) -> None:
     assert socket_of(bot).violations == []
 
 
-@pytest.mark.xfail(strict=True, reason="on Socket Mode `serve` runs only the WebSocket client "
-                   "(bot/runtime/server.py): no /healthz, /metrics or /alerts")
 def test_health_is_served_on_socket_mode_too(bot: Bot) -> None:
     assert httpx.get(bot.url + "/healthz", timeout=2).status_code == 200

@@ -84,9 +84,11 @@ def run_process(database: str, database_url: str | None, consumers: int = 1000) 
         wait_for(
             lambda: len(step_buttons(env.state, parent.ts)) >= first_lane, 300, "first prompts"
         )
+        # Prompts carry the step buttons; the thread's receipts (the new credential is ready)
+        # are not prompts.
         prompts = [
             c for c in env.state.calls_to("chat.postMessage")
-            if c.args.get("thread_ts") == parent.ts
+            if c.args.get("thread_ts") == parent.ts and "rotabot.step" in str(c.args.get("blocks"))
         ]
         result.first_lane_prompts = len(prompts)
         result.to_first_prompts_s = max(c.time for c in prompts) - sent

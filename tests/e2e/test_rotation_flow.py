@@ -27,7 +27,7 @@ def start_and_write_new_version(bot: Bot) -> Message:
     assert reply.status == 200
     wait_ephemeral(bot, "U0ADMIN", "Started R-1")
     parent = parent_message(bot)
-    assert "ready-check" in parent.text
+    assert "waiting for the new credential" in parent.text
     # The manual issuer: a person writes the new credential; the bot notices the new version.
     bot.store.put(PATH, SecretMaterial({"api_key": CANARY_NEW}))
     bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=parent.ts,

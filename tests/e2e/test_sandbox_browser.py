@@ -119,8 +119,66 @@ def act_as(page: Page, user: str) -> None:
     )
 
 
-def rotation_message(page: Page) -> Locator:
-    return page.locator("#messages .msg").filter(has_text="R-1 · rotating model-api-key").first
+NAMES = {
+    "U0ADMIN": "Ada Admin",
+    "U0ALICE": "Alice Owner",
+    "U0BOB": "Bob Owner",
+    "U0CAROL": "Carol (S0DATA)",
+}
+
+
+def rotation_message(page: Page, ref: str = "R-1") -> Locator:
+    """The rotation message of `ref` in the channel, whatever its header says by now
+    ("rotating", "rotated", "rolled back", ...)."""
+    header = page.locator(".b-header").filter(has_text=re.compile(rf"^{re.escape(ref)} · "))
+    return page.locator("#messages .msg").filter(has=header).first
+
+
+def start_rotation(page: Page, secret: str) -> str:
+    """Start a rotation of `secret` from the composer, as the admin; its ref (R-N)."""
+    act_as(page, "U0ADMIN")
+    page.locator("#channel-list a[data-channel='C0ROTATE']").click()
+    page.fill("#composer-input", f"/rotate start {secret}")
+    page.press("#composer-input", "Enter")
+    return running_ref(page, secret)
+
+
+def running_ref(page: Page, secret: str) -> str:
+    """The ref of the one rotation of `secret` that runs (a secret has one at a time)."""
+    header = page.locator("#messages .b-header").filter(
+        has_text=re.compile(rf"^R-\d+ · rotating {re.escape(secret)}$")
+    )
+    expect(header).to_have_count(1, timeout=WAIT)
+    found = re.match(r"R-\d+", header.inner_text().strip())
+    assert found, header.inner_text()
+    return found.group(0)
+
+
+def open_thread(page: Page, ref: str) -> None:
+    rotation_message(page, ref).locator(".thread-link").click()
+    expect(page.locator("#thread-pane")).to_be_visible()
+    # The pane starts with the parent: make sure it is this rotation's thread.
+    expect(page.locator("#thread-messages .msg").first.locator(".b-header")).to_have_text(
+        re.compile(rf"^{re.escape(ref)} · "), timeout=WAIT
+    )
+
+
+def replies(page: Page) -> Locator:
+    """The thread pane's replies (the parent comes first, then the reply count)."""
+    return page.locator("#thread-messages .reply-count ~ .msg")
+
+
+def thread_receipt(page: Page, text: str | re.Pattern[str]) -> Locator:
+    found = replies(page).filter(has_text=text)
+    expect(found).to_have_count(1, timeout=WAIT)
+    return found
+
+
+def expect_mentions(scope: Locator, *users: str) -> None:
+    """Each of `users` is a rendered mention (@Name) in `scope`, not raw <@U…> text."""
+    for user in users:
+        expect(scope.locator(".mention").filter(has_text=f"@{NAMES[user]}")).not_to_have_count(0)
+    expect(scope).not_to_contain_text("<@")
 
 
 def prompt(page: Page, consumer: str, label: str) -> Locator:
@@ -132,20 +190,22 @@ def prompt(page: Page, consumer: str, label: str) -> Locator:
     )
 
 
-def click_step(page: Page, consumer: str, user: str, label: str, state: str) -> None:
+def click_step(
+    page: Page, consumer: str, user: str, label: str, state: str, ref: str = "R-1"
+) -> None:
     act_as(page, user)
     target = prompt(page, consumer, label)
     expect(target).to_have_count(1, timeout=WAIT)
     target.get_by_role("button", name=label, exact=True).click()
     # The bot stores the step and re-renders the rotation message from the stored state.
-    expect(rotation_message(page)).to_contain_text(
+    expect(rotation_message(page, ref)).to_contain_text(
         re.compile(rf"{consumer} · [^\n]*{state} by"), timeout=WAIT
     )
 
 
-def click_admin_button(page: Page, label: str, confirm: str) -> None:
+def click_admin_button(page: Page, label: str, confirm: str, ref: str = "R-1") -> None:
     act_as(page, "U0ADMIN")
-    button = rotation_message(page).get_by_role("button", name=label)
+    button = rotation_message(page, ref).get_by_role("button", name=label, exact=True)
     expect(button).to_be_visible(timeout=WAIT)
     button.click()
     dialog = page.locator("#confirm-layer .modal")
@@ -200,7 +260,7 @@ def test_whole_rotation_by_clicking(page: Page) -> None:
     shot(page, "06-switched")
 
     for consumer, owner in CONSUMERS:
-        click_step(page, consumer, owner, "Sign off", "signed-off")
+        click_step(page, consumer, owner, "Sign off", "signed off")
     shot(page, "07-signed-off")
 
     act_as(page, "U0ADMIN")
@@ -258,7 +318,9 @@ def test_modals_start_with_errors_then_roll_back(page: Page) -> None:
     page.locator("#modal-submit").click()
     expect(page.locator("#modal-layer")).to_be_hidden(timeout=WAIT)
 
-    message = page.locator("#messages .msg").filter(has_text="rotating vector-db-key").first
+    # The header changes with the phase ("rolled back vector-db-key" at the end): hold on to
+    # the message by its ref.
+    message = rotation_message(page, running_ref(page, "vector-db-key"))
     write = page.locator("[data-write='vector-db-key']")
     expect(message).to_be_visible(timeout=WAIT)
     if write.count():
@@ -354,3 +416,135 @@ def test_every_table_shortcode_draws_and_unknown_stays_text(page: Page) -> None:
     expect(message.locator("img.emo")).to_have_count(len(names))
     expect(message).not_to_contain_text(re.compile(r":(?!no_such_emoji:)[a-z][a-z0-9_+-]*:"))
     shot(page, "18-emoji-table")
+
+
+PROBLEM = "embedder gets 403 Forbidden from the vector database with the new key"
+ROLLBACK_REASON = "embedder-dev is refused by the provider"
+
+
+def report_problem(page: Page, consumer: str, user: str, what: str) -> None:
+    """`user` presses "Report a problem" on `consumer`'s prompt and submits `what`."""
+    act_as(page, user)
+    target = prompt(page, consumer, "Report a problem")
+    expect(target).to_have_count(1, timeout=WAIT)
+    target.get_by_role("button", name="Report a problem", exact=True).click()
+    modal = page.locator("#modal-layer .modal")
+    expect(modal).to_contain_text("What fails?", timeout=WAIT)
+    modal.locator(".b-input[data-block-id='what'] textarea").fill(what)
+    page.locator("#modal-submit").click()
+
+
+def test_receipts_for_a_problem_a_rollback_and_a_revoke(page: Page) -> None:
+    """Every state change is told in the rotation's thread with who did it (and why), as
+    rendered @mentions; buttons that no longer apply go. One rotation gets a reported problem
+    and is rolled back; a second one is walked to revocation."""
+    # --- A problem, reported from the owner's prompt, then a rollback.
+    ref = start_rotation(page, "vector-db-key")
+    message = rotation_message(page, ref)
+    expect(message).to_contain_text("distributing", timeout=WAIT)
+    open_thread(page, ref)
+    click_step(page, "embedder-dev", "U0BOB", "Distributed", "distributed", ref)
+
+    # A blank description is refused in the modal, which stays open.
+    report_problem(page, "embedder-dev", "U0BOB", "   ")
+    modal = page.locator("#modal-layer .modal")
+    error = modal.locator(".b-input[data-block-id='what'] .error")
+    expect(error).to_have_text("Say what fails, in a sentence", timeout=WAIT)
+    shot(page, "19-problem-modal-error")
+    modal.locator(".b-input[data-block-id='what'] textarea").fill(PROBLEM)
+    page.locator("#modal-submit").click()
+    expect(page.locator("#modal-layer")).to_be_hidden(timeout=WAIT)
+
+    told = thread_receipt(page, "reported a problem with")
+    expect(told).to_contain_text(
+        re.compile(
+            rf"@Bob Owner reported a problem with embedder-dev \(dev\): {re.escape(PROBLEM)}\. "
+            r"A-\d+ blocks revocation until it is resolved\. @Ada Admin, roll back from the "
+            "alert or the rotation message if needed"
+        )
+    )
+    expect_mentions(told, "U0BOB", "U0ADMIN")
+    found = re.search(r"A-\d+", told.inner_text())
+    assert found, told.inner_text()
+    alert_ref = found.group(0)
+    expect(message).to_contain_text("Open problems", timeout=WAIT)
+    expect(message).to_contain_text(
+        re.compile(rf"{alert_ref} embedder-dev \(dev\) · {re.escape(PROBLEM)} · reported by @Bob")
+    )
+    shot(page, "20-problem-reported")
+
+    act_as(page, "U0ADMIN")
+    message.get_by_role("button", name="Roll back", exact=True).click()
+    expect(modal).to_contain_text("What will happen", timeout=WAIT)
+    modal.locator(".b-input[data-block-id='reason'] input").fill(ROLLBACK_REASON)
+    page.locator("#modal-submit").click()
+    expect(page.locator("#modal-layer")).to_be_hidden(timeout=WAIT)
+
+    rolled = thread_receipt(page, f"rolled back {ref}")
+    expect(rolled).to_contain_text(f"@Ada Admin rolled back {ref}: the previous credential")
+    expect(rolled).to_contain_text(f"Reason: {ROLLBACK_REASON}")
+    expect_mentions(rolled, "U0ADMIN")
+    # Every prompt that still offered a step lost its buttons and says why.
+    expect(replies(page).locator("button")).to_have_count(0, timeout=WAIT)
+    retired = replies(page).filter(has_text="no longer needed")
+    expect(retired).not_to_have_count(0)
+    expect(retired.filter(has_text="embedder-dev (dev)")).to_contain_text(
+        f"no longer needed, {ref} is rolled back."
+    )
+    expect(message.locator(".b-header")).to_have_text(f"{ref} · rolled back vector-db-key")
+    expect(message.locator("button").filter(has_text="Roll back")).to_have_count(0)
+    shot(page, "21-rolled-back-thread")
+
+    # The alert in #incidents is resolved by the rollback and keeps no buttons.
+    page.locator("#channel-list a[data-channel='C0INCIDENT']").click()
+    alert = page.locator("#messages .msg").filter(has_text=re.compile(rf"\b{alert_ref} · class"))
+    expect(alert).to_have_count(1, timeout=WAIT)
+    expect(alert).to_contain_text("resolved by @Ada Admin", timeout=WAIT)
+    expect(alert.locator("button")).to_have_count(0)
+    shot(page, "22-alert-resolved")
+
+    # --- A rotation walked to revocation (model-api-key observes for 5s in the sandbox).
+    page.locator("#thread-close").click()
+    ref = start_rotation(page, "model-api-key")
+    message = rotation_message(page, ref)
+    expect(message).to_contain_text("distributing", timeout=WAIT)
+    open_thread(page, ref)
+    for consumer, owner in CONSUMERS:
+        click_step(page, consumer, owner, "Distributed", "distributed", ref)
+        click_step(page, consumer, owner, "Validated", "validated", ref)
+    ready = thread_receipt(page, "every consumer validated the new credential")
+    expect(ready).to_contain_text(
+        f"{ref}: every consumer validated the new credential. @Ada Admin, press Switch to new "
+        "credential"
+    )
+    expect_mentions(ready, "U0ADMIN")
+    shot(page, "23-validated-receipt")
+
+    click_admin_button(page, "Switch to new credential", "Switch", ref)
+    switched = thread_receipt(page, f"switched {ref}")
+    expect(switched).to_contain_text(f"@Ada Admin switched {ref}: the new credential is current")
+    expect_mentions(switched, "U0ADMIN")
+    # While observing, revoking is break-glass: no confirm dialog, the modal asks why.
+    early = message.get_by_role("button", name="Revoke early (break-glass)…", exact=True)
+    expect(early).to_be_visible(timeout=WAIT)
+    early.click()
+    expect(modal).to_contain_text(f"{ref} is not ready to revoke", timeout=WAIT)
+    expect(page.locator("#confirm-layer")).to_be_hidden()
+    shot(page, "24-break-glass-modal")
+    page.locator("#modal-close").click()
+    expect(page.locator("#modal-layer")).to_be_hidden(timeout=WAIT)
+
+    for consumer, owner in CONSUMERS:
+        click_step(page, consumer, owner, "Sign off", "signed off", ref)
+    act_as(page, "U0ADMIN")
+    expect(message).to_contain_text("ready to revoke", timeout=60_000)
+    click_admin_button(page, "Revoke old credential", "Revoke", ref)
+    revoked = thread_receipt(page, f"revoked the old credential of {ref}")
+    expect(revoked).to_contain_text(
+        f"@Ada Admin revoked the old credential of {ref}: the rotation is finished."
+    )
+    expect_mentions(revoked, "U0ADMIN")
+    expect(message.locator(".b-header")).to_have_text(f"{ref} · rotated model-api-key")
+    expect(replies(page).locator("button")).to_have_count(0)
+    expect(page.locator("#thread-messages")).not_to_contain_text("signed-off")
+    shot(page, "25-revoked-thread")

@@ -209,7 +209,7 @@ def test_a_database_at_0004_with_data_upgrades_cleanly(database_url: str) -> Non
         eng.dispose()
 
         upgrade(database_url)
-        assert current_revision(database_url) == head_revision() == "0005"
+        assert current_revision(database_url) == head_revision()
         with eng.connect() as conn:
             assert conn.execute(select(ROTATIONS.c.id, ROTATIONS.c.phase,
                                        ROTATIONS.c.revision)).all() == [(1, "distributing", 3)]
@@ -229,6 +229,6 @@ def test_a_database_at_0004_with_data_upgrades_cleanly(database_url: str) -> Non
         with eng.connect() as conn:
             assert conn.execute(select(func.count()).select_from(ROTATIONS)).scalar() == 1
         upgrade(database_url)
-        assert current_revision(database_url) == "0005"
+        assert current_revision(database_url) == head_revision()
     finally:
         eng.dispose()

@@ -294,15 +294,16 @@ def test_owner_is_reminded_once_then_escalated_once(world: World) -> None:
     (dm,) = world.dms("Reminder")
     assert "`retriever`" in str(dm["text"]) and "Distributed" in str(dm["text"])
     assert len(world.state.calls_to("conversations.open")) == 1
-    assert world.thread_texts(rid, "has not done") == []
+    assert world.thread_texts(rid, "please follow up") == []
 
     world.clock.advance(timedelta(hours=1, minutes=30))  # 2h after the turn began
     for _ in range(3):
         world.timers.run_once()
     world.flush()
-    (escalation,) = world.thread_texts(rid, "has not done")
+    (escalation,) = world.thread_texts(rid, "please follow up")
     assert "`retriever`" in escalation and "<@U0BOB>" in escalation
-    assert "<@U0SECOPS>" in escalation
+    assert "<@U0SECOPS>, please follow up" in escalation
+    assert "has not confirmed *Distributed*" in escalation
     assert len(world.dms("Reminder")) == 1
 
     # Doing the step starts the next one's clock: a new reminder, once, 30m later.
@@ -405,7 +406,7 @@ def test_two_replicas_fire_every_timer_exactly_once_over_50_rotations(
     for rid in unsigned:
         assert w.phase(rid) is Phase.OBSERVING
         assert len(w.thread_texts(rid, "cannot be revoked yet")) == 1
-        assert len(w.thread_texts(rid, "has not done *signed-off*")) == 1
+        assert len(w.thread_texts(rid, "has not signed off for")) == 1
     # One sign-off reminder DM per unsigned rotation, no more.
     assert len(w.dms("Reminder")) == 25
     # Every signed rotation's window was closed by a timer exactly once, no unsigned one's.

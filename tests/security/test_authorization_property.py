@@ -13,8 +13,9 @@ state tables and reads the new audit rows, then checks them against the rules:
   exist, be unresolved and offer its button on that rotation (its own rotation, or the one
   whose revocation it followed), and then admins or the owner of *its* consumer may roll back
   (admins only once the rotation is revoked, and for an emergency re-rotation);
-* "Not related" on an alert: admins or the consumer's owner; "Acknowledge" and "Check the
-  store again" (which only notices what the timer would notice): anyone.
+* "Not related" on an alert: admins or the consumer's owner (it opens the reason modal);
+  "Acknowledge" and "Check the store again" (which only notices what the timer would
+  notice): anyone.
 
 Unauthorized: no state change, no audit row but a `refused` one naming the actor.
 Authorized: no authorization refusal, every audit row names the actor (or is the bot's own
@@ -221,7 +222,8 @@ class AuthorizationMachine(RuleBasedStateMachine):
                 return Expect(False, False, False)
             secret, consumer = alert
             allowed = is_admin(user, secret) or owns(user, OWNERS[secret].get(consumer))
-            return Expect(allowed, allowed, True)
+            # Opens the reason modal; the submission checks again and changes the alert.
+            return Expect(allowed, False, True)
         # ALERT_ROLLBACK, EMERGENCY_ROTATE: the stored alert decides (the value's consumer
         # plays no part); either only opens a modal. A refusal is audited on the rotation.
         if self.rotation(value.get("rotation_id")) is None:

@@ -144,9 +144,8 @@ def test_catalog_and_user_text_reach_slack_escaped(tmp_path: Path) -> None:
                           "&amp; restart the job") >= 3
         assert "Database login &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt;" \
             in sent
-        assert glass.text.endswith(
-            "Reason: &lt;!here&gt; the old password was pasted in "
-            "&lt;https://evil.example|a public channel&gt;")
+        assert ("Reason: &lt;!here&gt; the old password was pasted in "
+                "&lt;https://evil.example|a public channel&gt;") in glass.text
         assert bot.state.violations == []
 
 

@@ -201,10 +201,13 @@ def test_a_forged_rollback_submission_is_refused_and_changes_nothing(
         meta = {**meta, "alert_id": 2}
         needle = "only admins of model-api-key or the affected consumer's owner may roll back"
     else:
+        # An admin marks A-1 not related (with its reason, in the modal).
         incident = w.incident("retriever")
-        w.bot.slack.click(BOB, channel="C0INCIDENT", message_ts=incident.ts,
+        w.bot.slack.click("U0ADMIN", channel="C0INCIDENT", message_ts=incident.ts,
                           action_id=Action.ALERT_NOT_RELATED.value)
-        w.bot.wait_for(lambda: w.audit(BOB, "alert.not-related"))
+        reason = w.bot.wait_for(lambda: next(iter(w.bot.state.open_views("U0ADMIN")), None))
+        w.bot.slack.submit_view("U0ADMIN", reason.id, {"reason": "an outage at the provider"})
+        w.bot.wait_for(lambda: w.audit("U0ADMIN", "alert.not-related"))
         needle = "A-1 is not-related"
     # What Slack would send if the metadata were whatever the sender likes: signed all the same.
     modal.view["private_metadata"] = json.dumps(meta)

@@ -7,7 +7,9 @@ import itertools
 import pytest
 
 from bot.domain.lifecycle import (
+    PHASE_STATE,
     ROTATION_TRANSITIONS,
+    STEP_STATE,
     STEP_TRANSITIONS,
     TERMINAL_PHASES,
     IllegalTransition,
@@ -67,7 +69,9 @@ def test_step_table_is_the_designed_one() -> None:
 def test_phase_move_outside_the_table_raises_in_words(current: Phase, target: Phase) -> None:
     with pytest.raises(IllegalTransition) as info:
         check_phase_transition(current, target)
-    assert str(info.value) == f"rotation cannot move from {current.value} to {target.value}"
+    assert str(info.value) == (
+        f"rotation cannot go from {PHASE_STATE[current]} to {PHASE_STATE[target]}; "
+        "nothing changed")
     assert (info.value.what, info.value.current, info.value.target) == (
         "rotation", current.value, target.value)
 
@@ -106,7 +110,8 @@ def test_step_move_outside_the_table_raises_naming_the_consumer(
     with pytest.raises(IllegalTransition) as info:
         check_step_transition(current, target, "inference-api")
     assert str(info.value) == (
-        f"consumer inference-api cannot move from {current.value} to {target.value}")
+        f"consumer inference-api cannot go from {STEP_STATE[current]} to {STEP_STATE[target]}; "
+        "nothing changed")
 
 
 @pytest.mark.parametrize(("current", "target"),

@@ -22,6 +22,7 @@ from bot.domain.alert_context import describe
 from bot.domain.gate import GateResult
 from bot.domain.lifecycle import StepState
 from bot.domain.mentions import mention
+from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.reminders import (
     ESCALATE,
     OVERLAP_WARNING,
@@ -35,7 +36,7 @@ from bot.domain.reminders import (
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.services.emergency import OwnerNote
 from bot.services.health import HealthLine, RotationEvidence
-from bot.services.rotations import Plan
+from bot.services.rotations import MessageContext, Plan
 from handlers import blocks
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -58,6 +59,12 @@ def hostile_rotation() -> Rotation:
     r.prepared(old_version="1", new_version="2<!here>", old_key_id=None, new_key_id=None,
                actor="U0ADMIN", now=T0)
     return r
+
+
+def hostile_alert() -> Alert:
+    return Alert(consumer="api<!channel>", secret="key<!here>", lane="pr<!here>od",
+                 failure_class="authentication", reason=EVIL, first_seen=T0, last_seen=T0,
+                 source="reported by U0ALICE", rotation_id=7, id=4)
 
 
 def _mrkdwn(node: Any) -> list[str]:
@@ -96,6 +103,11 @@ def rotation_surfaces() -> dict[str, Callable[[], Any]]:
         version=None, at=T0)})
     failed = hostile_rotation()
     failed.fail(reason=f"store said {EVIL}", now=T0)
+    ready_check = Rotation.begin(
+        secret="key<!here>", lanes=["dev"], consumers=[ConsumerPlan("web", "dev", "S0DATA", "hot")],
+        overlap=timedelta(hours=24), observe=timedelta(hours=2),
+        store_path="ai/<https://evil.example|x>", actor="U0ADMIN", now=T0)
+    ready_check.id = 8
     note = OwnerNote(consumer="api<!channel>", owner="U0ALICE", lane="pr<!here>od",
                      reload="restart", note=EVIL)
     lines = blocks.owner_rollback_lines([note])
@@ -108,7 +120,21 @@ def rotation_surfaces() -> dict[str, Callable[[], Any]]:
         "home": lambda: blocks.home_view("U0ALICE", [r], [(r, api, StepState.VALIDATED)], []),
         "override modal": lambda: blocks.override_modal(r, gate),
         "rollback modal": lambda: blocks.rollback_modal(r, "api<!channel>", lines),
-        "rollback done": lambda: blocks.rollback_done(r, "U0ADMIN", "kept pending", lines),
+        "problems and instructions": lambda: blocks.rotation_message(
+            ready_check, None, None, MessageContext(("U0ADMIN",), EVIL, (hostile_alert(),))),
+        "open problems": lambda: blocks.rotation_message(
+            r, None, None, MessageContext(("U0ADMIN",), None, (hostile_alert(),))),
+        "not related modal": lambda: blocks.not_related_modal(hostile_alert(), None),
+        "prompt retired": lambda: blocks.prompt_retired(r, api, StepState.VALIDATED),
+        **{
+            f"receipt {kind}": partial(blocks.receipt_message, r, Receipt(
+                kind, "U0ADMIN", "api<!channel>", EVIL,
+                {"lane": "pr<!here>od", "alert": "A-<!here>", "new_version": "2<!here>",
+                 "phase": "validating", "by_hand": EVIL}), ("U0ADMIN",), lines)
+            # These three tell of the rotation only: no name or reason to escape.
+            for kind in set(ReceiptKind) - {ReceiptKind.READY_TO_SWITCH, ReceiptKind.SWITCHED,
+                                            ReceiptKind.RESUMED}
+        },
         "emergency modal": lambda: blocks.emergency_modal(r, 4),
         "history": lambda: blocks.history_message("key<!here>", [r]),
         "gate blocked": lambda: gate_blocked_text(r, gate.unmet, ("U0ADMIN",)),

@@ -141,7 +141,7 @@ def test_step_event_records_actor_before_after_and_note() -> None:
 
 def test_skipping_a_step_is_illegal() -> None:
     r = new_rotation()
-    with pytest.raises(IllegalTransition, match="consumer api cannot move from waiting to"):
+    with pytest.raises(IllegalTransition, match="consumer api cannot go from waiting to"):
         r.mark_step("api", StepState.VALIDATED, actor="U", now=T0)
 
 
@@ -260,7 +260,7 @@ def test_revoke_with_open_gate_records_no_override() -> None:
 
 def test_revoke_before_switch_is_illegal_even_with_override() -> None:
     r = new_rotation()
-    with pytest.raises(IllegalTransition, match="from distributing to revoked"):
+    with pytest.raises(IllegalTransition, match="from distributing to finished"):
         r.revoke(OPEN, actor=ADMIN, now=T0, override_reason="hurry")
 
 

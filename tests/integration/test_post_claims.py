@@ -33,7 +33,7 @@ def test_finished_lists_exactly_the_posts_that_went_out(database_url: str) -> No
         assert claims.claim(1, "prompt:distributed", "web")
         assert claims.claim(1, "prompt:distributed", "api")
         assert claims.claim(1, "rotation-message")
-        claims.done(1, "prompt:distributed", "web")
+        claims.done(1, "prompt:distributed", "web", "1700000000.000100")
         claims.done(1, "rotation-message")
         claims.release(1, "prompt:distributed", "api")  # failed post: not finished
         assert claims.claim(1, "prompt:validated", "web")  # in flight: not finished
@@ -52,5 +52,10 @@ def test_finished_lists_exactly_the_posts_that_went_out(database_url: str) -> No
         event.remove(engine, "before_cursor_execute", count)
         assert queries == 1
         assert claims.finished(2) == set()  # another rotation's posts are not listed
+        # Where each finished prompt went (so an ended rotation can take its buttons off):
+        # prompts only, with a ts; the in-flight and released ones are not there.
+        assert claims.posted(1, "prompt:") == {
+            ("prompt:distributed", "web"): "1700000000.000100"}
+        assert claims.posted(2, "prompt:") == {}
     finally:
         engine.dispose()

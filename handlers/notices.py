@@ -34,7 +34,9 @@ class ThreadReceipts:
     catalog: Catalog
 
     def __call__(self, rotation: Rotation, receipts: list[Receipt]) -> None:
-        if rotation.channel is None:
+        if rotation.channel is None or rotation.message_ts is None:
+            # No thread yet (Slack refused the message, or another replica is posting it): a
+            # receipt must not land in the channel itself; the message shows the state.
             return
         try:
             admins = self.catalog.settings_for(rotation.secret).admins

@@ -1,5 +1,5 @@
-"""Alert buttons: Acknowledge, and Not related with its reason modal (Roll back lives in
-handlers/actions.py)."""
+"""Alert buttons: Acknowledge, and Not related, which opens its reason modal (Roll back lives
+in handlers/actions.py; the modal's submission in handlers/views.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from slack_sdk import WebClient
 
 from handlers import blocks
 from handlers.deps import Deps
-from handlers.ids import Action, AlertButton, NotRelatedMeta, View, parse_value
+from handlers.ids import Action, AlertButton, parse_value
 from handlers.respond import ephemeral, reported
 
 
@@ -49,19 +49,3 @@ def register(app: App, deps: Deps) -> None:
         message = _clicked_message(body)
         client.views_open(trigger_id=body["trigger_id"],
                           view=blocks.not_related_modal(alert, message))
-
-    @app.view(View.ALERT_NOT_RELATED.value)
-    @reported
-    def not_related_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
-        values = view["state"]["values"].get("reason", {}).get("value", {})
-        reason = str(values.get("value") or "").strip()
-        if len(reason) < 5:
-            ack(response_action="errors", errors={"reason": "Say why it is not related"})
-            return
-        ack()
-        meta = parse_value(NotRelatedMeta, view.get("private_metadata"))
-        message = (meta.channel, meta.ts) if meta.channel and meta.ts else None
-        outcome = svc.not_related(meta.alert_id, actor=str(body["user"]["id"]), reason=reason,
-                                  message=message)
-        if outcome.changed:
-            svc.refresh(meta.alert_id)

@@ -1,4 +1,5 @@
-"""Modal submissions: start, report a problem, break-glass revoke, rollback."""
+"""Modal submissions: start, report a problem, break-glass revoke, rollback, emergency
+re-rotation, an alert marked not related."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from bot.domain.durations import parse_duration
 from bot.domain.lifecycle import StepState
 from handlers import blocks
 from handlers.deps import Deps
-from handlers.ids import AlertButton, BadButton, RotationButton, StepButton, View, parse_value
+from handlers.ids import (
+    AlertButton,
+    BadButton,
+    NotRelatedMeta,
+    RotationButton,
+    StepButton,
+    View,
+    parse_value,
+)
 from handlers.respond import direct_message, reported
 
 
@@ -156,6 +165,22 @@ def register(app: App, deps: Deps) -> None:
             )
         direct_message(client, user, blocks.text_message(
             f"Started {r.ref}, an urgent re-rotation of {blocks.code(r.secret)}."))
+
+
+    @app.view(View.ALERT_NOT_RELATED.value)
+    @reported
+    def not_related(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        reason = _input(view, "reason") or ""
+        if len(reason) < 5:
+            ack(response_action="errors", errors={"reason": "Say why it is not related"})
+            return
+        ack()
+        meta = parse_value(NotRelatedMeta, view.get("private_metadata"))
+        message = (meta.channel, meta.ts) if meta.channel and meta.ts else None
+        outcome = deps.alerts.not_related(
+            meta.alert_id, actor=str(body["user"]["id"]), reason=reason, message=message)
+        if outcome.changed:
+            deps.alerts.refresh(meta.alert_id)
 
 
 __all__ = ["StepState", "register"]

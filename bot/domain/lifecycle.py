@@ -57,11 +57,10 @@ STEP_STATE: dict[StepState, str] = {
 
 def state_words(value: str, *, step: bool = False) -> str:
     """A phase (or, with ``step``, a consumer step) value in words; anything else as it is."""
-    table: dict[Phase, str] | dict[StepState, str] = STEP_STATE if step else PHASE_STATE
-    for state, words in table.items():
-        if state.value == value:
-            return words
-    return value
+    try:
+        return STEP_STATE[StepState(value)] if step else PHASE_STATE[Phase(value)]
+    except ValueError:
+        return value
 
 
 class IllegalTransition(Exception):

@@ -866,10 +866,7 @@ class RotationService:
         should hear of the change."""
         rotation, before, revision, events = self._write_events(rotation_id, apply)
         if rotation.revision != revision:
-            receipts = receipts_for(
-                events, ready_to_switch=rotation.phase is Phase.VALIDATING
-                and rotation.ready_to_switch()
-            )
+            receipts = receipts_for(events, ready_to_switch=rotation.ready_to_switch())
             # The thread reads in order: what happened, then whose turn it is now. Without a
             # message yet, the change listeners post it first (receipts go in its thread).
             told = rotation.message_ts is not None

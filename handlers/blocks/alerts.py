@@ -42,7 +42,7 @@ def alert_message(alert: Alert, context: str, rotation_id: int | None) -> Render
         ),
     ]
     if alert.resolved_by and alert.status is not AlertStatus.OPEN:
-        by = "rotabot" if alert.resolved_by == "rotabot" else mention(alert.resolved_by)
+        by = mention(alert.resolved_by)  # "rotabot" is not a Slack id: shown as text
         blocks.append(ContextBlock(elements=[md(f"{_OUTCOME[alert.status]} by {by}")]))
     buttons: list[ButtonElement] = []
     if rotation_id is not None and alert.rotation_id is None and alert.unresolved:

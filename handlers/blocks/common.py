@@ -69,7 +69,7 @@ PHASE_WORDS = {
 
 def phase_words(rotation: Rotation) -> str:
     """The phase line of a rotation: whose turn it is, not just the state's name."""
-    if rotation.phase is Phase.VALIDATING and rotation.ready_to_switch():
+    if rotation.ready_to_switch():  # validating, every consumer validated
         return "validated: every consumer works with the new credential; an admin switches next"
     return PHASE_WORDS[rotation.phase]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
-from bot.domain.lifecycle import PHASE_STATE, Phase, StepState
+from bot.domain.lifecycle import PHASE_STATE, Phase, StepState, state_words
 from bot.domain.mentions import address
 from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.rotation import ConsumerProgress, Rotation
@@ -48,10 +48,6 @@ def _reason(receipt: Receipt) -> str:
     return f" Reason: {told(receipt.reason[:REASON_LIMIT])}"
 
 
-def _who(actor: str) -> str:
-    return "rotabot" if actor == "rotabot" else mention(actor)
-
-
 def receipt_message(
     rotation: Rotation,
     receipt: Receipt,
@@ -60,7 +56,7 @@ def receipt_message(
 ) -> Rendered:
     """The receipt of one change. ``admins`` are mentioned where it is their turn;
     ``owner_lines`` (mrkdwn, handlers.blocks.owner_rollback_lines) follow a rollback."""
-    ref, who = rotation.ref, _who(receipt.actor)
+    ref, who = rotation.ref, mention(receipt.actor)  # "rotabot" is not an id: shown as text
     consumer = code(receipt.consumer) if receipt.consumer else ""
     lane = receipt.detail.get("lane")
     where = f"{consumer} ({escape_mrkdwn(lane)})" if lane else consumer
@@ -109,8 +105,7 @@ def receipt_message(
             f"{admin_turn}press *Resume* once it is fixed, or roll back or cancel."
         )
     elif kind is ReceiptKind.RESUMED:
-        phase = receipt.detail.get("phase", "")
-        words = next((w for p, w in PHASE_STATE.items() if p.value == phase), phase)
+        words = state_words(receipt.detail.get("phase", ""))
         line = f"{who} resumed {ref}; it is {escape_mrkdwn(words)} again."
     elif kind is ReceiptKind.PROBLEM:
         line = (

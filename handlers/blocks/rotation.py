@@ -157,7 +157,7 @@ def rotation_message(
                 )
             )
         )
-    if rotation.phase is Phase.VALIDATING and rotation.ready_to_switch() and context.admins:
+    if rotation.ready_to_switch() and context.admins:
         blocks.append(SectionBlock(text=md(
             f"{mentions(context.admins)}, every consumer validated: press *Switch to new "
             "credential* when ready."

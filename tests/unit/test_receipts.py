@@ -24,8 +24,7 @@ def rotation() -> Rotation:
 
 
 def kinds(r: Rotation) -> list[ReceiptKind]:
-    ready = r.ready_to_switch() and r.phase.value == "validating"
-    out = [x.kind for x in receipts_for(r.events, ready_to_switch=ready)]
+    out = [x.kind for x in receipts_for(r.events, ready_to_switch=r.ready_to_switch())]
     r.events.clear()
     return out
 

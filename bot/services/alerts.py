@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.catalog import UnknownSecret
-from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
 from bot.domain.alert_context import (
     AlertContext,
@@ -42,7 +41,7 @@ from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.rotation import Rotation
 from bot.services.emergency import ACTION_RE_ROTATION, require_admin
 from bot.services.ports import UnitOfWork
-from bot.services.rotations import RotationService
+from bot.services.rotations import RotationService, person_text
 
 log = logging.getLogger("rotabot.alerts")
 
@@ -608,7 +607,7 @@ class AlertService:
         """The failure is not caused by the rotation: it stops blocking revocation, with the
         reason told in the rotation's thread. Admins of the secret and the consumer's owner."""
         self.authorize_not_related(alert_id, actor)
-        reason = redact_credentials(" ".join((reason or "").split()))[:500] or None
+        reason = person_text(reason)
         return self._set_status(alert_id, AlertStatus.NOT_RELATED, actor, message, reason)
 
     def may_dismiss(self, actor: str, alert: Alert, rotation: Rotation | None) -> bool:

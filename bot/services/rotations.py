@@ -58,8 +58,14 @@ StepCheck = Callable[[Rotation, str, str], str | None]
 
 # A click that races another click on the same rotation reloads and tries again.
 _RETRIES = 5
-# An owner's problem report as kept in the alert and told in the thread.
+# A person's words (a problem report, a reason) as kept in the audit trail and told in Slack.
 REPORT_LIMIT = 500
+
+
+def person_text(text: str | None) -> str | None:
+    """What a person typed, on one line, shortened, with credential-shaped runs redacted: a
+    key pasted into a reason must not reach Slack, the audit trail or a log. None if empty."""
+    return redact_credentials(" ".join((text or "").split()))[:REPORT_LIMIT] or None
 
 
 @dataclass(frozen=True)
@@ -547,7 +553,7 @@ class RotationService:
                 self._require_admin(uow, rotation, actor, "revoke")
         if rotation.phase is Phase.REVOKED:
             return rotation
-        override_reason = (override_reason or "").strip() or None
+        override_reason = person_text(override_reason)
         gate = self.gate(rotation_id)
         if not gate.open and not override_reason:
             self._audit_refusal(rotation_id, actor, "revoke", "; ".join(gate.unmet))
@@ -610,7 +616,7 @@ class RotationService:
             rotation = uow.rotations.get(rotation_id)
         self.authorize_rollback(rotation, consumer, actor)
         with self._rollback_lock(rotation_id):
-            return self._rollback_locked(rotation_id, actor, revoke_new, reason)
+            return self._rollback_locked(rotation_id, actor, revoke_new, person_text(reason))
 
     def _rollback_lock(self, rotation_id: int) -> threading.Lock:
         with self._locks_guard:
@@ -663,6 +669,7 @@ class RotationService:
         return rotation, changed
 
     def cancel(self, rotation_id: int, *, actor: str, reason: str | None = None) -> Rotation:
+        reason = person_text(reason)
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
             self._require_admin(uow, rotation, actor, "cancel")
@@ -720,8 +727,8 @@ class RotationService:
             rotation = self.get(rotation_id)
             self.authorize_report(rotation, consumer, actor)
             c = rotation.consumer(consumer)
-            told = redact_credentials(" ".join(description.split()))[:REPORT_LIMIT]
-            if not told:
+            told = person_text(description)
+            if told is None:
                 raise RotabotError("say what fails, in a sentence; nothing was reported")
             verdict = classify(message=told)
             now = self.clock.now()

@@ -389,6 +389,22 @@ def test_rollback_after_switch_makes_old_data_current(world: World) -> None:
     assert note.detail == {"new_credential": "kept pending"}
 
 
+KEY_IN_A_REASON = "sk-proj-" + "Zq8wT2vLm4Xr9Kp3Nd7Ys1Fb6Hc0Jg5"
+
+
+def test_a_key_pasted_into_a_reason_is_redacted_before_it_is_kept_or_told(world: World) -> None:
+    """Reasons reach the audit trail and the thread's receipts: a pasted key must not."""
+    rid = switched(world)
+    told: list[str] = []
+    world.service.on_receipts.append(lambda r, receipts: told.extend(
+        str(x.reason) for x in receipts))
+    world.service.rollback(rid, actor=ADMIN, reason=f"it 401s with  {KEY_IN_A_REASON}\n again")
+    (event,) = world.db.events(rid, "phase")[-1:]
+    assert event.reason == "it 401s with [redacted] again"
+    assert told == ["it 401s with [redacted] again"]
+    assert KEY_IN_A_REASON not in repr(world.db.audit)
+
+
 def test_rollback_before_switch_with_revoke_new_retires_the_pending_version(world: World
                                                                              ) -> None:
     rid = world.service.start(SECRET, actor=ADMIN).id

@@ -205,7 +205,8 @@ class FileStore:
             meta.pending = version
             self._save_meta(path, folder, meta)
 
-    def promote(self, path: str, version: str) -> None:
+    def promote(self, path: str, version: str) -> str:
+        # The pending version is already in place (only labels move): its reference stays.
         folder = self._folder(path)
         if not (folder / META_NAME).exists():
             raise StoreError(f"file store: {path}: no such secret (nothing written yet)")
@@ -213,7 +214,7 @@ class FileStore:
             meta = self._load_meta(path, folder)
             _check_version_syntax(path, version)
             if meta.current == version:
-                return  # promoted already (a retry after a crash): nothing to do
+                return version  # promoted already (a retry after a crash): nothing to do
             if meta.pending != version:
                 raise StoreConflict(
                     f"file store: {path}: version {version} is not pending (pending: "
@@ -224,6 +225,7 @@ class FileStore:
             meta.current = version
             meta.pending = None
             self._save_meta(path, folder, meta)
+            return version
 
     def restore_previous(self, path: str) -> str:
         folder = self._folder(path)

@@ -72,7 +72,30 @@ class FileStore(_Strict):
     path: str
 
 
-AnyStore = VaultKv2Store | FileStore
+class AwsSecretsManagerStore(_Strict):
+    """AWS Secrets Manager through boto3, with its own staging labels (AWSPENDING,
+    AWSCURRENT, AWSPREVIOUS). Without the two *_env names boto3's default chain applies
+    (instance or task role, AWS_PROFILE, the AWS_* variables)."""
+
+    kind: Literal["aws-secretsmanager"]
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # A VPC endpoint, or a local stand-in such as moto's server for trials.
+    endpoint_url: Url | None = None
+    access_key_id_env: EnvName | None = None
+    secret_access_key_env: EnvName | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> AwsSecretsManagerStore:
+        if (self.access_key_id_env is None) != (self.secret_access_key_env is None):
+            raise _custom(
+                "aws_login",
+                "give access_key_id_env and secret_access_key_env together (the names of the "
+                "variables holding the access key), or neither for boto3's default chain",
+            )
+        return self
+
+
+AnyStore = VaultKv2Store | FileStore | AwsSecretsManagerStore
 StoreConfig = Annotated[AnyStore, Field(discriminator="kind")]
 
 

@@ -11,9 +11,9 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, PrivateAttr, field_validator, model_validator
 
 from bot.catalog.backends import (
     _ISSUER_ADAPTER,
@@ -111,12 +111,98 @@ class HealthCheck(_Strict):
     timeout: Duration = timedelta(seconds=5)
 
 
+def _target_file(value: Any) -> Any:
+    """A dotenv file's path: absolute, or relative to the catalog file; no '..', no control
+    characters (it is opened for writing)."""
+    if not isinstance(value, str) or not value.strip():
+        raise _custom("target_file", "expected the path of a dotenv file, like /srv/app/.env")
+    if any(part == ".." for part in value.replace("\\", "/").split("/")) or any(
+        ord(c) < 32 or ord(c) == 127 for c in value
+    ):
+        raise _custom(
+            "target_file",
+            "'..' components and control characters are refused: give the file's own path",
+        )
+    if value.endswith("/"):
+        raise _custom("target_file", "this names a folder; give the dotenv file itself")
+    return value
+
+
+TargetFile = Annotated[str, BeforeValidator(_target_file)]
+
+
+class ReloadHookSpec(_Strict):
+    """An HTTP call after each write to a target, for consumers that need a kick (a restart
+    or deploy endpoint). Signed with HMAC-SHA256 when ``signing_key_env`` names a key."""
+
+    url: Url
+    method: Literal["POST", "PUT"] = "POST"
+    signing_key_env: EnvName | None = None
+    timeout: Duration = timedelta(seconds=10)
+
+
+class _TargetBase(_Strict):
+    # The credential's field this target holds (default: all of it; a dotenv key needs one
+    # field, so a credential with several fields must name it).
+    field: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    reload: ReloadHookSpec | None = None
+
+
+class VaultKv2Target(_TargetBase):
+    """Another path, mount or server of Vault/OpenBao KV v2: ``store`` names a vault-kv2
+    store under ``stores`` (its server and login)."""
+
+    kind: Literal["vault-kv2"]
+    store: str
+    path: StorePath
+    mount: str | None = None  # default: the store's mount
+
+    @property
+    def location(self) -> str:
+        return f"{self.mount + '/' if self.mount else ''}{self.path}"
+
+
+class EnvFileTarget(_TargetBase):
+    """One KEY=value line in a dotenv file, replaced atomically; the file is kept 0600."""
+
+    kind: Literal["env-file"]
+    file: TargetFile
+    key: EnvName
+
+    @property
+    def location(self) -> str:
+        return f"{self.file} {self.key}"
+
+
+class AwsSecretsManagerTarget(_TargetBase):
+    """A secret in AWS Secrets Manager: ``store`` names an aws-secretsmanager store."""
+
+    kind: Literal["aws-secretsmanager"]
+    store: str
+    secret_id: str = Field(pattern=r"^[A-Za-z0-9/_+=.@:-]{1,512}$")
+
+    @property
+    def location(self) -> str:
+        return self.secret_id
+
+
+AnyTarget = VaultKv2Target | EnvFileTarget | AwsSecretsManagerTarget
+TargetSpec = Annotated[AnyTarget, Field(discriminator="kind")]
+
+
+def target_label(target: AnyTarget) -> str:
+    """How a target is named in Slack, the CLI and the audit trail: kind and location."""
+    return f"{target.kind} {target.location}"
+
+
 class ConsumerSpec(_Strict):
     owner: str
     lane: str
     reload: Literal["hot", "restart", "staged"]
     health_check: HealthCheck | None = None
     rollback: str | None = None
+    # Where this consumer reads the credential, beyond its lane's targets.
+    targets: list[TargetSpec] = Field(default_factory=list)
 
     _name: str = PrivateAttr(default="")
 
@@ -161,8 +247,12 @@ class SecretSpec(_Strict):
     auto_revoke: bool | None = None
     max_age: Duration | None = None
     consumers: dict[str, ConsumerSpec] = Field(default_factory=dict)
+    # Lane -> where that lane's consumers read the credential. rotabot writes the new
+    # credential there when the lane's turn opens, and the previous one back on rollback.
+    targets: dict[str, list[TargetSpec]] = Field(default_factory=dict)
 
     _name: str = PrivateAttr(default="")
+
     @field_validator("lanes")
     @classmethod
     def _lanes_ok(cls, value: list[str] | None) -> list[str] | None:
@@ -182,6 +272,20 @@ class SecretSpec(_Strict):
     def issuer_name(self) -> str | None:
         """The named issuer this secret uses, or None for an inline one."""
         return self.issuer.name if isinstance(self.issuer, IssuerRef) else None
+
+    def lane_targets(self) -> dict[str, list[AnyTarget]]:
+        """Every lane's targets: the lane's own, then its consumers' (catalog order, each
+        location once)."""
+        out: dict[str, list[AnyTarget]] = {}
+        for lane, targets in self.targets.items():
+            out.setdefault(lane, []).extend(targets)
+        for consumer in self.consumers.values():
+            out.setdefault(consumer.lane, []).extend(consumer.targets)
+        return {
+            lane: list({target_label(t): t for t in targets}.values())
+            for lane, targets in out.items()
+            if targets
+        }
 
     def consumers_in_lane_order(self, lanes: Sequence[str]) -> list[ConsumerSpec]:
         """Consumers lane by lane (in ``lanes`` order), catalog order within a lane.

@@ -44,7 +44,25 @@ class StoreState:
 
     def newest(self) -> VersionInfo | None:
         live = [v for v in self.versions if not v.destroyed and not v.deleted]
-        return max(live, key=lambda v: int(v.version)) if live else None
+        return max(live, key=_age_key) if live else None
+
+    def info(self, version: str | None) -> VersionInfo | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+
+def _age_key(info: VersionInfo) -> tuple[int, float]:
+    # Numbered versions (KV v2, the file store) order by number; ids without an order (AWS
+    # Secrets Manager's VersionIds) by creation time.
+    if info.version.isdigit():
+        return (int(info.version), 0.0)
+    return (0, info.created_at.timestamp() if info.created_at else 0.0)
+
+
+def newer(info: VersionInfo, than: VersionInfo | None) -> bool:
+    """Whether ``info`` was written after ``than`` (None: after nothing, so True)."""
+    if than is None:
+        return True
+    return _age_key(info) > _age_key(than)
 
 
 class StoreError(Exception):
@@ -57,6 +75,37 @@ class StoreConflict(StoreError):
 
 class VersionUnavailable(StoreError):
     """The version asked for was deleted or destroyed."""
+
+
+class ReloadFailed(Exception):
+    """A reload hook answered with an error or could not be reached (message: endpoint and
+    status, never a value or a signing key)."""
+
+
+def select_field(material: SecretMaterial, field: str | None, where: str) -> SecretMaterial:
+    """The part of ``material`` a target holds: the one ``field`` named in the catalog, or
+    all of it. A target that holds one value (a dotenv key) calls this and then needs exactly
+    one field; StoreError names the fields (never the values) when that is ambiguous."""
+    values = material.reveal()
+    if field is None:
+        return material
+    if field not in values:
+        raise StoreError(
+            f"{where}: the credential has no field {field!r} (it has "
+            f"{', '.join(sorted(values)) or 'none'}); fix `field:` of this target in the catalog"
+        )
+    return SecretMaterial({field: values[field]})
+
+
+def single_value(material: SecretMaterial, where: str) -> str:
+    """The one value of a one-field ``material`` (after select_field)."""
+    values = material.reveal()
+    if len(values) != 1:
+        raise StoreError(
+            f"{where} holds one value but the credential has fields "
+            f"{', '.join(sorted(values))}: name one with `field:` on this target in the catalog"
+        )
+    return next(iter(values.values()))
 
 
 @dataclass(frozen=True)
@@ -89,10 +138,10 @@ def find_new_version(state: StoreState) -> str | None:
     current one and carries no label: a version already labelled pending, previous or revoked
     belongs to a rotation, and one older than current is history, not a new credential.
     """
-    floor = int(state.current) if state.current is not None else 0
+    floor = state.info(state.current)
     candidates = [
-        int(v.version)
+        v
         for v in state.versions
-        if not v.destroyed and not v.deleted and not v.labels and int(v.version) > floor
+        if not v.destroyed and not v.deleted and not v.labels and newer(v, floor)
     ]
-    return str(max(candidates)) if candidates else None
+    return max(candidates, key=_age_key).version if candidates else None

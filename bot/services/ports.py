@@ -6,7 +6,7 @@ Adapters and storage implement these structurally; they import the value types o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -154,8 +154,11 @@ class Store(Protocol):
         """Label a version someone else wrote (the ``manual`` issuer) as pending."""
         ...
 
-    def promote(self, path: str, version: str) -> None:
-        """pending -> current; the old current becomes previous (still valid)."""
+    def promote(self, path: str, version: str) -> str:
+        """pending -> current; the old current becomes previous (still valid). Returns the
+        version now current: the same reference for a store that keeps the pending version in
+        place, a new one for a store that stages it elsewhere (vault-kv2 copies the staged
+        value onto the secret's path only here, so a normal read sees it from now on)."""
         ...
 
     def restore_previous(self, path: str) -> str:
@@ -165,6 +168,47 @@ class Store(Protocol):
 
     def retire(self, path: str, version: str) -> None:
         """After revocation: destroy the old version and label it revoked."""
+        ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """One place a lane's consumers read the credential from (a distribution target): a
+    path on another Vault/OpenBao mount or server, a key in a dotenv file, a secret in AWS
+    Secrets Manager. rotabot writes the new credential there when the lane's turn opens and
+    the previous one back on rollback. A target keeps no labels: what is written is what its
+    consumers read."""
+
+    kind: str
+
+    @property
+    def where(self) -> str:
+        """Where it is, in words for Slack and logs (kind and location, never a value)."""
+        ...
+
+    def write(self, material: SecretMaterial) -> str:
+        """Write ``material`` (or its ``field``) so consumers read it from now on. Returns the
+        version the target now holds ("" for a target without versions, like a dotenv file).
+        Raises StoreError (a subclass naming the cause) and changes nothing on failure."""
+        ...
+
+    def read(self) -> SecretMaterial | None:
+        """What consumers read there now (None: nothing written yet). For checks and tests."""
+        ...
+
+
+@runtime_checkable
+class ReloadHook(Protocol):
+    """A kick for consumers that need one after a target write (a deploy or restart call)."""
+
+    @property
+    def where(self) -> str:
+        """The endpoint, in words (no credential, no query string)."""
+        ...
+
+    def call(self, event: Mapping[str, str]) -> str:
+        """Call the hook with ``event`` (secret, rotation, lane, target; never a value).
+        Returns a one-line result for the thread; raises ReloadFailed with the reason."""
         ...
 
 

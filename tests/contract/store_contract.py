@@ -79,9 +79,9 @@ class StoreContract:
     def rotate_once(self, store: Store, path: str) -> tuple[str, str]:
         """OLD current, then NEW promoted: returns (old_version, new_version)."""
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
         new = store.write_pending(path, NEW, expected_current=old)
-        store.promote(path, new)
+        new = store.promote(path, new)
         return old, new
 
     # --- the contract ---------------------------------------------------------------------
@@ -112,7 +112,7 @@ class StoreContract:
         self, store: Store, path: str
     ) -> None:
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
 
         new = store.write_pending(path, NEW, expected_current=old)
 
@@ -143,9 +143,9 @@ class StoreContract:
 
     def test_promote_refuses_a_version_that_is_not_pending(self, store: Store, path: str) -> None:
         first = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, first)
+        first = store.promote(path, first)
         second = store.write_pending(path, NEW, expected_current=first)
-        store.promote(path, second)
+        second = store.promote(path, second)
 
         with pytest.raises(StoreError):
             store.promote(path, first)  # an old version cannot jump back to current this way
@@ -189,7 +189,7 @@ class StoreContract:
         self, store: Store, path: str
     ) -> None:
         only = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, only)
+        only = store.promote(path, only)
 
         with pytest.raises(VersionUnavailable):
             store.restore_previous(path)
@@ -238,7 +238,7 @@ class StoreContract:
 
     def test_retire_of_a_pending_version_cancels_it(self, store: Store, path: str) -> None:
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
         new = store.write_pending(path, NEW, expected_current=old)
 
         store.retire(path, new)
@@ -262,7 +262,7 @@ class StoreContract:
 
     def test_cas_none_requires_an_empty_path(self, store: Store, path: str) -> None:
         only = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, only)
+        only = store.promote(path, only)
 
         with pytest.raises(StoreConflict):
             store.write_pending(path, NEW, expected_current=None)
@@ -271,7 +271,7 @@ class StoreContract:
     def test_a_second_pending_writer_conflicts(self, store: Store, path: str) -> None:
         # Two rotations that both read "current is v1" must not both write a pending version.
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
         first = store.write_pending(path, NEW, expected_current=old)
 
         with pytest.raises(StoreConflict):
@@ -283,7 +283,7 @@ class StoreContract:
 
     def test_mark_pending_of_a_version_a_person_wrote(self, store: Store, path: str) -> None:
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
         written = self.put_unlabelled(store, path, NEW)
         state = store.describe(path)
         assert labels(state, written) == frozenset()
@@ -293,13 +293,13 @@ class StoreContract:
         store.mark_pending(path, written)  # noticing twice is harmless
 
         assert store.describe(path).pending == written
-        store.promote(path, written)
+        written = store.promote(path, written)
         assert store.read(path) == NEW
         assert store.describe(path).previous == old
 
     def test_mark_pending_refuses_an_unknown_version(self, store: Store, path: str) -> None:
         old = store.write_pending(path, OLD, expected_current=None)
-        store.promote(path, old)
+        old = store.promote(path, old)
 
         with pytest.raises(StoreError):
             store.mark_pending(path, str(int(old) + 41))
@@ -320,7 +320,7 @@ class StoreContract:
     def test_labels_never_include_values(self, store: Store, path: str) -> None:
         value, material = canary()
         first = store.write_pending(path, material, expected_current=None)
-        store.promote(path, first)
+        first = store.promote(path, first)
         store.write_pending(path, NEW, expected_current=first)
 
         state = store.describe(path)
@@ -338,9 +338,9 @@ class StoreContract:
         texts: list[str] = []
         first = store.write_pending(path, material, expected_current=None)
         texts.append(repr(store.read(path, first)))
-        store.promote(path, first)
+        first = store.promote(path, first)
         second = store.write_pending(path, NEW, expected_current=first)
-        store.promote(path, second)
+        second = store.promote(path, second)
         restored = store.restore_previous(path)  # the canary is current again, as a new version
         texts += [repr(store), repr(store.describe(path)), str(store.describe(path))]
 

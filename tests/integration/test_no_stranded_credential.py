@@ -107,9 +107,9 @@ class FaultyStore:
     def mark_pending(self, path: str, version: str) -> None:
         self.inner.mark_pending(path, version)
 
-    def promote(self, path: str, version: str) -> None:
+    def promote(self, path: str, version: str) -> str:
         self._maybe("promote")
-        self.inner.promote(path, version)
+        return self.inner.promote(path, version)
 
     def restore_previous(self, path: str) -> str:
         return self.inner.restore_previous(path)

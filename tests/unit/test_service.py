@@ -321,8 +321,8 @@ class FailingWrites:
     def mark_pending(self, path: str, version: str) -> None:
         self.inner.mark_pending(path, version)
 
-    def promote(self, path: str, version: str) -> None:
-        self.inner.promote(path, version)
+    def promote(self, path: str, version: str) -> str:
+        return self.inner.promote(path, version)
 
     def restore_previous(self, path: str) -> str:
         return self.inner.restore_previous(path)

@@ -2,11 +2,21 @@
 
 # How the Store contract maps onto KV v2
 # --------------------------------------
-# * A new credential is a new KV v2 version written with check-and-set (``cas`` = the expected
-#   current version, ``cas=0`` for an empty path), so a write by anyone else in between is a
-#   StoreConflict, never a silent overwrite. One exception: versions above the expected
-#   current that rotabot itself retired (destroyed, labelled revoked: a cancelled pending one)
-#   still count as KV's current_version, so cas is then that version number instead.
+# * The pending credential is staged beside the secret, not on it: write_pending writes it to
+#   ``<pending_prefix>/<path>`` on the same mount (default ``rotabot-pending/``) and returns
+#   ``staged-N`` (N: the version at the staging path). A normal read of the secret's path
+#   (Vault Agent, External Secrets Operator, a pod that restarts) keeps returning the current
+#   credential until the switch; only rotabot, and the lane targets it writes on each lane's
+#   turn, see the new one. A policy can keep the staging prefix to rotabot alone.
+# * promote (the switch) copies the staged value onto the secret's path as a new KV version
+#   with check-and-set (``cas`` = KV's current version), so a write by anyone else since the
+#   rotation began is a StoreConflict, never a silent overwrite; it returns that version
+#   number, which is what rollback and revocation use from then on. ``rotabot-promoted``
+#   remembers which staged version it came from, so a retried switch is a no-op; the staged
+#   copy is destroyed afterwards.
+# * Pending versions written in place by rotabot before staging existed (a plain version
+#   number labelled pending; rotations in flight across the upgrade) are still promoted,
+#   cancelled and revoked in place.
 # * Labels live in the secret's ``custom_metadata`` under ``rotabot-pending``,
 #   ``rotabot-current``, ``rotabot-previous`` (one version number each) and ``rotabot-revoked``
 #   (comma list, newest first). Other custom_metadata keys are preserved: a metadata write
@@ -40,6 +50,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -57,8 +69,11 @@ from bot.domain.credentials import (
     VersionInfo,
     VersionLabel,
     VersionUnavailable,
+    select_field,
 )
 from bot.domain.secret_material import SecretMaterial
+
+log = logging.getLogger("rotabot.vault")
 
 KIND = "vault-kv2"
 LABEL_PREFIX = "rotabot-"
@@ -66,7 +81,11 @@ _KEY_PENDING = LABEL_PREFIX + VersionLabel.PENDING.value
 _KEY_CURRENT = LABEL_PREFIX + VersionLabel.CURRENT.value
 _KEY_PREVIOUS = LABEL_PREFIX + VersionLabel.PREVIOUS.value
 _KEY_REVOKED = LABEL_PREFIX + VersionLabel.REVOKED.value
-_LABEL_KEYS = (_KEY_PENDING, _KEY_CURRENT, _KEY_PREVIOUS, _KEY_REVOKED)
+_KEY_PROMOTED = LABEL_PREFIX + "promoted"
+_LABEL_KEYS = (_KEY_PENDING, _KEY_CURRENT, _KEY_PREVIOUS, _KEY_REVOKED, _KEY_PROMOTED)
+DEFAULT_PENDING_PREFIX = "rotabot-pending"
+STAGED = "staged-"
+_REFERENCE = re.compile(r"^(?:[1-9][0-9]*|staged-[1-9][0-9]*)$")
 # KV v2 caps a custom_metadata value at 512 bytes; the revoked list drops its oldest entries
 # to fit (destroyed versions still show as destroyed in the metadata).
 _MAX_METADATA_VALUE = 512
@@ -200,17 +219,20 @@ class _Labels:
     current: str | None = None
     previous: str | None = None
     revoked: tuple[str, ...] = ()
+    promoted: str | None = None  # the staged version the current one was copied from
 
     @classmethod
     def parse(cls, custom: Mapping[str, str]) -> _Labels:
         def one(key: str) -> str | None:
             value = custom.get(key, "").strip()
-            return value if value.isdigit() else None
+            return value if _REFERENCE.match(value) else None
 
         revoked = tuple(
             v.strip() for v in custom.get(_KEY_REVOKED, "").split(",") if v.strip().isdigit()
         )
-        return cls(one(_KEY_PENDING), one(_KEY_CURRENT), one(_KEY_PREVIOUS), revoked)
+        return cls(
+            one(_KEY_PENDING), one(_KEY_CURRENT), one(_KEY_PREVIOUS), revoked, one(_KEY_PROMOTED)
+        )
 
     def any(self) -> bool:
         return bool(self.pending or self.current or self.previous or self.revoked)
@@ -233,6 +255,7 @@ class _Labels:
             (_KEY_PENDING, self.pending),
             (_KEY_CURRENT, self.current),
             (_KEY_PREVIOUS, self.previous),
+            (_KEY_PROMOTED, self.promoted),
         ):
             if value is not None:
                 out[key] = value
@@ -284,6 +307,13 @@ def _version_number(version: str, path: str) -> int:
     return int(version)
 
 
+def _staged_number(version: str, path: str) -> int:
+    number = version.removeprefix(STAGED)
+    if not number.isdigit() or int(number) < 1:
+        raise StoreError(f"{version!r} is not a staged version of {path}")
+    return int(number)
+
+
 def _as_text(value: object) -> str:
     # SecretMaterial holds strings; numbers and booleans written by people keep their JSON form.
     return value if isinstance(value, str) else json.dumps(value)
@@ -294,28 +324,42 @@ class VaultKV2Store:
 
     kind = KIND
 
-    def __init__(self, client: hvac.Client, *, mount: str = "secret") -> None:
+    def __init__(
+        self,
+        client: hvac.Client,
+        *,
+        mount: str = "secret",
+        pending_prefix: str = DEFAULT_PENDING_PREFIX,
+    ) -> None:
         self._client = client
         self._kv: Any = client.secrets.kv.v2
         self.mount = mount.strip("/")
+        self.pending_prefix = pending_prefix.strip("/")
         self.url = str(client.url)
 
     def __repr__(self) -> str:
         return f"VaultKV2Store(url={self.url!r}, mount={self.mount!r})"
+
+    def staging_path(self, path: str) -> str:
+        """Where the pending credential of ``path`` waits until the switch."""
+        return f"{self.pending_prefix}/{self._clean(path)}"
 
     # --- Store protocol -------------------------------------------------------------------
 
     def describe(self, path: str) -> StoreState:
         path = self._clean(path)
         meta = self._read_meta(path)
-        if meta is None:
+        staged = self._staged_versions(path)
+        if meta is None and not staged:
             return StoreState()
+        if meta is None:
+            meta = _Meta(0, {}, {}, _Labels(), None)
         current = meta.adopted_current()
         labels = replace(meta.labels, current=current)
         versions = tuple(
             replace(info, labels=labels.of(v))
             for v, info in sorted(meta.versions.items(), key=lambda item: int(item[0]))
-        )
+        ) + tuple(replace(info, labels=labels.of(info.version)) for info in staged)
         return StoreState(
             versions=versions,
             current=current,
@@ -333,57 +377,75 @@ class VaultKV2Store:
                     f"no current version of {self._data_path(path)} at {self.url}: the path is "
                     "empty or nothing is labelled current yet"
                 )
-        data = self._read_data(path, version)
+        if version.startswith(STAGED):
+            data = self._read_data(self.staging_path(path), str(_staged_number(version, path)))
+        else:
+            data = self._read_data(path, version)
         return SecretMaterial({str(k): _as_text(v) for k, v in data.items()})
 
     def write_pending(
         self, path: str, material: SecretMaterial, *, expected_current: str | None
     ) -> str:
         path = self._clean(path)
+        meta = self._read_meta(path) or _Meta(0, {}, {}, _Labels(), None)
+        current = meta.adopted_current()
         if expected_current is None:
-            cas = 0  # KV v2: write only if the path has no version yet
+            if current is not None or any(meta.live(v) for v in meta.versions):
+                raise self._conflict(path, meta.kv_current)
         else:
-            expected = _version_number(expected_current, path)
-            meta = self._read_meta(path)
-            current = meta.adopted_current() if meta is not None else None
-            if meta is None:
+            _version_number(expected_current, path)
+            if meta.kv_current == 0:
                 raise StoreConflict(
                     f"{self._data_path(path)} at {self.url} is empty, but version "
                     f"{expected_current} was expected there; the rotation pauses: check who "
                     "deleted it, then resume"
                 )
-            if current != expected_current:
+            if current != expected_current or self._written_since(meta, current):
                 raise self._conflict(path, meta.kv_current)
-            above = [int(v) for v in meta.versions if int(v) > expected]
-            # A pending version that was retired (destroyed, labelled revoked) still counts as
-            # KV's current_version; it must not block the next attempt. Anything else above
-            # the expected current (a live pending one, a person's write) is a conflict.
-            retired = all(
-                meta.versions[str(v)].destroyed and str(v) in meta.labels.revoked for v in above
+        if meta.labels.pending is not None and self._pending_live(path, meta):
+            # Another rotation's pending credential (or a person's): never overwrite it.
+            raise StoreConflict(
+                f"{self._data_path(path)} at {self.url} already has a pending version "
+                f"({meta.labels.pending}); the rotation pauses: finish or cancel the rotation "
+                "that wrote it, then resume"
             )
-            cas = meta.kv_current if above and retired else expected
+        staging = self.staging_path(path)
+        staged_meta = self._read_meta(staging)
         response = self._call(
             self._kv.create_or_update_secret,
-            path,
-            "write a new version of",
+            staging,
+            "stage the new version of",
             ("data", "create", "update"),
             secret=material.reveal(),
-            cas=cas,
+            # Only rotabot writes here; cas still keeps two writers from crossing.
+            cas=staged_meta.kv_current if staged_meta is not None else 0,
         )
-        version = str(response["data"]["version"])
-        # If the label write below fails, the version exists unlabelled: describe shows it as
-        # newer than current, and mark_pending(version) resumes from there.
-        meta = self._require_meta(path)
-        labels = replace(
-            meta.labels, current=meta.adopted_current(below=int(version)), pending=version
-        )
-        self._write_labels(path, meta, labels)
+        version = f"{STAGED}{response['data']['version']}"
+        # If the label write below fails, the staged version exists unlabelled: describe shows
+        # it as newer than current, and mark_pending(version) resumes from there.
+        meta = self._read_meta(path) or meta
+        self._write_labels(path, meta, replace(
+            meta.labels, current=meta.adopted_current(), pending=version))
         return version
 
     def mark_pending(self, path: str, version: str) -> None:
         path = self._clean(path)
+        meta = self._read_meta(path) or _Meta(0, {}, {}, _Labels(), None)
+        if version.startswith(STAGED):
+            number = _staged_number(version, path)
+            staged = self._require_meta(self.staging_path(path))
+            self._require_live(staged, self.staging_path(path), str(number), "mark it pending")
+            current = meta.adopted_current()
+            if meta.labels.pending == version:
+                return  # noticed before: harmless
+            if meta.labels.pending is not None and self._pending_live(path, meta):
+                raise StoreError(
+                    f"cannot mark {version} of {self._data_path(path)} pending: "
+                    f"{meta.labels.pending} is pending already"
+                )
+            self._write_labels(path, meta, replace(meta.labels, current=current, pending=version))
+            return
         number = _version_number(version, path)
-        meta = self._require_meta(path)
         self._require_live(meta, path, version, "mark it pending")
         current = meta.adopted_current(below=number)
         if meta.labels.pending == version and meta.labels.current == current:
@@ -396,13 +458,16 @@ class VaultKV2Store:
             )
         self._write_labels(path, meta, replace(meta.labels, current=current, pending=version))
 
-    def promote(self, path: str, version: str) -> None:
+    def promote(self, path: str, version: str) -> str:
         path = self._clean(path)
+        if version.startswith(STAGED):
+            return self._promote_staged(path, version)
+        # A pending version written in place (before staging existed): only labels move.
         _version_number(version, path)
         meta = self._require_meta(path)
         labels = meta.labels
         if labels.current == version and labels.pending != version:
-            return  # already promoted: a retried step is a no-op
+            return version  # already promoted: a retried step is a no-op
         if labels.pending != version:
             raise StoreError(
                 f"cannot promote version {version} of {self._data_path(path)}: it is not "
@@ -420,6 +485,50 @@ class VaultKV2Store:
             revoked=labels.revoked,
         )
         self._write_labels(path, meta, new)
+        return version
+
+    def _promote_staged(self, path: str, version: str) -> str:
+        number = _staged_number(version, path)
+        meta = self._read_meta(path) or _Meta(0, {}, {}, _Labels(), None)
+        labels = meta.labels
+        if labels.promoted == version and labels.current is not None:
+            self._destroy_staged(path, number)  # a retry after a crash: finish tidying up
+            return labels.current  # already promoted: a retried switch is a no-op
+        if labels.pending != version:
+            raise StoreError(
+                f"cannot promote {version} of {self._data_path(path)}: it is not labelled "
+                f"pending (pending: {labels.pending or 'none'}); mark it pending first"
+            )
+        data = self._read_data(self.staging_path(path), str(number))
+        current = meta.adopted_current()
+        written_since = self._written_since(meta, current)
+        if written_since:
+            # Our own copy from a switch that crashed before its labels were written is
+            # adopted; anything else is someone else's write since the rotation began.
+            newest = str(max(written_since))
+            if len(written_since) != 1 or self._read_data(path, newest) != data:
+                raise self._conflict(path, meta.kv_current)
+            promoted = newest
+        else:
+            response = self._call(
+                self._kv.create_or_update_secret,
+                path,
+                "write the new current version of",
+                ("data", "create", "update"),
+                secret=data,
+                cas=meta.kv_current,
+            )
+            promoted = str(response["data"]["version"])
+            meta = self._require_meta(path)
+        self._write_labels(path, meta, _Labels(
+            pending=None,
+            current=promoted,
+            previous=current if current is not None else labels.previous,
+            revoked=labels.revoked,
+            promoted=version,
+        ))
+        self._destroy_staged(path, number)
+        return promoted
 
     def restore_previous(self, path: str) -> str:
         path = self._clean(path)
@@ -459,6 +568,20 @@ class VaultKV2Store:
 
     def retire(self, path: str, version: str) -> None:
         path = self._clean(path)
+        if version.startswith(STAGED):
+            # A staged credential (a cancelled or rolled-back rotation's): destroy the copy.
+            number = _staged_number(version, path)
+            self._call(
+                self._kv.destroy_secret_versions,
+                self.staging_path(path),
+                "destroy a staged version of",
+                ("destroy", "update"),
+                versions=[number],
+            )
+            meta = self._read_meta(path)
+            if meta is not None and meta.labels.pending == version:
+                self._write_labels(path, meta, replace(meta.labels, pending=None))
+            return
         number = _version_number(version, path)
         meta = self._require_meta(path)
         if meta.adopted_current() == version:
@@ -483,10 +606,52 @@ class VaultKV2Store:
                 current=meta.adopted_current(),
                 previous=None if labels.previous == version else labels.previous,
                 revoked=(version, *(v for v in labels.revoked if v != version)),
+                promoted=labels.promoted,
             ),
         )
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _staged_versions(self, path: str) -> list[VersionInfo]:
+        """The live versions at the staging path, as ``staged-N`` references."""
+        staged = self._read_meta(self.staging_path(path))
+        if staged is None:
+            return []
+        return [
+            replace(info, version=f"{STAGED}{v}")
+            for v, info in sorted(staged.versions.items(), key=lambda item: int(item[0]))
+            if staged.live(v)
+        ]
+
+    def _pending_live(self, path: str, meta: _Meta) -> bool:
+        pending = meta.labels.pending
+        if pending is None:
+            return False
+        if pending.startswith(STAGED):
+            staged = self._read_meta(self.staging_path(path))
+            return staged is not None and staged.live(pending.removeprefix(STAGED))
+        return meta.live(pending)
+
+    @staticmethod
+    def _written_since(meta: _Meta, current: str | None) -> list[int]:
+        """Live versions above current that rotabot did not retire: someone else's writes
+        (a version rotabot destroyed still counts as KV's current_version, harmlessly)."""
+        floor = int(current) if current is not None else 0
+        return [int(v) for v in meta.versions if int(v) > floor and meta.live(v)]
+
+    def _destroy_staged(self, path: str, number: int) -> None:
+        try:
+            self._call(
+                self._kv.destroy_secret_versions,
+                self.staging_path(path),
+                "destroy the staged copy of",
+                ("destroy", "update"),
+                versions=[number],
+            )
+        except StoreError as exc:
+            # The switch itself is done; a staged copy left behind equals the current value.
+            log.warning("the switch of %s is done, but its staged copy stays: %s",
+                        self._data_path(path), exc)
 
     @staticmethod
     def _clean(path: str) -> str:
@@ -664,3 +829,54 @@ class VaultKV2Store:
             "/v1/{mount_point}/metadata/{path}", mount_point=mount_point, path=path
         )
         self._client.adapter.post(url=url, json=body)
+
+
+class VaultKV2Target:
+    """A distribution target on a KV v2 mount: a path a lane's consumers read the normal way
+    (Vault Agent templates, External Secrets Operator). Each write is a new KV version with
+    check-and-set on the version read just before, so a person's write in between is a
+    StoreConflict, never overwritten."""
+
+    kind = KIND
+
+    def __init__(
+        self, client: hvac.Client, *, path: str, mount: str = "secret", field: str | None = None
+    ) -> None:
+        self._kv2 = VaultKV2Store(client, mount=mount)
+        self.path = VaultKV2Store._clean(path)
+        self.field = field
+
+    def __repr__(self) -> str:
+        return f"VaultKV2Target(url={self._kv2.url!r}, path={self.where!r})"
+
+    @property
+    def where(self) -> str:
+        return f"vault-kv2 {self._kv2.mount}/{self.path} at {self._kv2.url}"
+
+    def write(self, material: SecretMaterial) -> str:
+        values = select_field(material, self.field, self.where).reveal()
+        store = self._kv2
+        meta = store._read_meta(self.path)
+        kv_current = meta.kv_current if meta is not None else 0
+        if (
+            meta is not None
+            and meta.live(str(kv_current))
+            and store._read_data(self.path, str(kv_current)) == values
+        ):
+            return str(kv_current)  # holds it already (a retried lane): no new version
+        response = store._call(
+            store._kv.create_or_update_secret,
+            self.path,
+            "write the lane's credential to",
+            ("data", "create", "update"),
+            secret=values,
+            cas=kv_current,
+        )
+        return str(response["data"]["version"])
+
+    def read(self) -> SecretMaterial | None:
+        meta = self._kv2._read_meta(self.path)
+        if meta is None or not meta.live(str(meta.kv_current)):
+            return None
+        data = self._kv2._read_data(self.path, str(meta.kv_current))
+        return SecretMaterial({str(k): _as_text(v) for k, v in data.items()})

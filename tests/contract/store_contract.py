@@ -21,6 +21,7 @@ it only through such subclasses, once per store. Hooks a subclass may override:
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -328,7 +329,8 @@ class StoreContract:
             assert info.labels <= set(VersionLabel)
             assert all(label in {"pending", "current", "previous", "revoked"}
                        for label in info.labels)
-            assert info.version.isdigit()
+            # A reference: a number, a staged-N, a VersionId; never free text.
+            assert re.fullmatch(r"[A-Za-z0-9-]{1,64}", info.version)
         assert value not in repr(state)
 
     def test_a_planted_value_never_appears_outside_the_value_itself(

@@ -98,11 +98,13 @@ class TestVaultKV2StoreContract(StoreContract):
         self._raw = root
 
     def put_unlabelled(self, store: Store, path: str, material: SecretMaterial) -> str:
-        # A person's `bao kv put`: no cas, no labels.
+        # A person's `bao kv put` at the staging path (the manual issuer's instructions): no
+        # cas, no labels.
+        assert isinstance(store, VaultKV2Store)
         response = self._raw.secrets.kv.v2.create_or_update_secret(
-            path=path, secret=material.reveal()
+            path=store.staging_path(path), secret=material.reveal()
         )
-        return str(response["data"]["version"])
+        return f"staged-{response['data']['version']}"
 
     def metadata_texts(self, store: Store, path: str) -> list[str]:
         return [json.dumps(raw_metadata(self._raw, path))]
@@ -116,25 +118,39 @@ def test_full_flow_pending_promote_restore_retire(
 ) -> None:
     path = unique_path("flow")
     kv = root.secrets.kv.v2
+    staging = vault_store.staging_path(path)
 
     first = vault_store.write_pending(path, OLD, expected_current=None)
-    assert first == "1"
-    assert labels_of(root, path) == {"rotabot-pending": "1"}
+    assert first == "staged-1"
+    assert labels_of(root, path) == {"rotabot-pending": "staged-1"}
+    # A normal read of the secret's path finds nothing yet: the value waits at the staging path.
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        raw_data(root, path)
+    assert raw_data(root, staging, 1) == OLD.reveal()
     # Someone's own metadata beside ours must survive every label change.
     custom = raw_metadata(root, path)["custom_metadata"]
     kv.update_metadata(path=path, custom_metadata={**custom, "owner": "secops"})
 
-    vault_store.promote(path, first)
-    assert labels_of(root, path) == {"rotabot-current": "1"}
+    assert vault_store.promote(path, first) == "1"
+    assert labels_of(root, path) == {"rotabot-current": "1", "rotabot-promoted": "staged-1"}
+    assert raw_metadata(root, staging)["versions"]["1"]["destroyed"] is True
 
-    second = vault_store.write_pending(path, NEW, expected_current=first)
-    assert second == "2"
-    assert raw_data(root, path, 2) == NEW.reveal()
-    assert raw_data(root, path, 1) == OLD.reveal()
-    assert labels_of(root, path) == {"rotabot-current": "1", "rotabot-pending": "2"}
+    second = vault_store.write_pending(path, NEW, expected_current="1")
+    assert second == "staged-2"
+    # Until the switch, every unpinned read of the secret's path returns the old value.
+    assert raw_data(root, path) == OLD.reveal()
+    assert raw_metadata(root, path)["current_version"] == 1
+    assert raw_data(root, staging, 2) == NEW.reveal()
+    assert labels_of(root, path) == {
+        "rotabot-current": "1", "rotabot-pending": "staged-2", "rotabot-promoted": "staged-1"}
 
-    vault_store.promote(path, second)
-    assert labels_of(root, path) == {"rotabot-current": "2", "rotabot-previous": "1"}
+    assert vault_store.promote(path, second) == "2"
+    assert raw_data(root, path) == NEW.reveal()
+    assert labels_of(root, path) == {
+        "rotabot-current": "2", "rotabot-previous": "1", "rotabot-promoted": "staged-2"}
+    # A retried switch (a crash after the copy) changes nothing and answers the same version.
+    assert vault_store.promote(path, second) == "2"
+    assert raw_metadata(root, path)["current_version"] == 2
 
     restored = vault_store.restore_previous(path)
     assert restored == "3"
@@ -143,7 +159,7 @@ def test_full_flow_pending_promote_restore_retire(
     assert raw_data(root, path) == OLD.reveal()  # an unpinned read gets the old value again
     assert labels_of(root, path) == {"rotabot-current": "3", "rotabot-previous": "2"}
 
-    vault_store.retire(path, second)
+    vault_store.retire(path, "2")
     meta = raw_metadata(root, path)
     assert meta["versions"]["2"]["destroyed"] is True
     assert meta["versions"]["1"]["destroyed"] is False
@@ -162,28 +178,59 @@ def test_full_flow_pending_promote_restore_retire(
     assert by_version["1"].labels == frozenset()
 
 
+def test_a_switch_that_crashed_after_the_copy_is_finished_not_repeated(
+    vault_store: VaultKV2Store, root: hvac.Client
+) -> None:
+    path = unique_path("crash-switch")
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    staged = vault_store.write_pending(path, NEW, expected_current=v1)
+    # The copy landed, the labels did not (the process died in between).
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret=NEW.reveal(), cas=1)
+
+    assert vault_store.promote(path, staged) == "2"
+
+    assert raw_metadata(root, path)["current_version"] == 2  # no third copy
+    assert vault_store.describe(path).current == "2"
+    assert vault_store.describe(path).previous == "1"
+
+
+def test_a_pending_version_written_in_place_before_staging_still_switches(
+    vault_store: VaultKV2Store, root: hvac.Client
+) -> None:
+    # A rotation in flight across the upgrade: its pending version is on the path itself.
+    path = unique_path("legacy")
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret=NEW.reveal(), cas=1)
+    vault_store.mark_pending(path, "2")
+
+    assert vault_store.promote(path, "2") == "2"
+    assert vault_store.describe(path).previous == v1
+    vault_store.retire(path, v1)
+    assert labels_of(root, path) == {"rotabot-current": "2", "rotabot-revoked": "1"}
+
+
 def test_second_retire_keeps_revoked_list_newest_first(
     vault_store: VaultKV2Store, root: hvac.Client
 ) -> None:
     path = unique_path("revoked")
     v1 = vault_store.write_pending(path, OLD, expected_current=None)
-    vault_store.promote(path, v1)
+    v1 = vault_store.promote(path, v1)
     v2 = vault_store.write_pending(path, NEW, expected_current=v1)
-    vault_store.promote(path, v2)
+    v2 = vault_store.promote(path, v2)
     vault_store.retire(path, v1)
     v3 = vault_store.write_pending(path, OTHER, expected_current=v2)
-    vault_store.promote(path, v3)
+    v3 = vault_store.promote(path, v3)
     vault_store.retire(path, v2)
 
-    assert labels_of(root, path) == {"rotabot-current": "3", "rotabot-revoked": "2,1"}
+    assert labels_of(root, path) == {
+        "rotabot-current": "3", "rotabot-revoked": "2,1", "rotabot-promoted": "staged-3"}
 
 
 def test_cas_conflict_when_another_client_wrote_meanwhile(
     vault_store: VaultKV2Store, root: hvac.Client
 ) -> None:
     path = unique_path("cas")
-    v1 = vault_store.write_pending(path, OLD, expected_current=None)
-    vault_store.promote(path, v1)
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
     value, material = canary()
 
     # Another writer slips in a version between our describe and our write.
@@ -200,21 +247,22 @@ def test_cas_conflict_when_another_client_wrote_meanwhile(
     assert value not in all_texts(info.value)
     meta = raw_metadata(root, path)
     assert meta["current_version"] == 2  # nothing of ours was written
-    assert labels_of(root, path) == {"rotabot-current": "1"}
+    assert labels_of(root, path) == {"rotabot-current": "1", "rotabot-promoted": "staged-1"}
 
 
 def test_promote_conflicts_when_a_newer_version_appeared(
     vault_store: VaultKV2Store, root: hvac.Client
 ) -> None:
     path = unique_path("promote-race")
-    v1 = vault_store.write_pending(path, OLD, expected_current=None)
-    vault_store.promote(path, v1)
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
     v2 = vault_store.write_pending(path, NEW, expected_current=v1)
     root.secrets.kv.v2.create_or_update_secret(path=path, secret={"api_key": "by-hand"})
 
-    with pytest.raises(StoreConflict, match=r"\(now version 3\)"):
+    with pytest.raises(StoreConflict, match=r"\(now version 2\)"):
         vault_store.promote(path, v2)
-    assert labels_of(root, path) == {"rotabot-current": "1", "rotabot-pending": "2"}
+    assert labels_of(root, path) == {
+        "rotabot-current": "1", "rotabot-pending": "staged-2", "rotabot-promoted": "staged-1"}
+    assert raw_data(root, path) == {"api_key": "by-hand"}  # ours was not written over it
 
 
 @pytest.mark.parametrize("how", ["deleted", "destroyed"])
@@ -222,10 +270,8 @@ def test_restore_previous_refuses_a_deleted_or_destroyed_version(
     vault_store: VaultKV2Store, root: hvac.Client, how: str
 ) -> None:
     path = unique_path("restore")
-    v1 = vault_store.write_pending(path, OLD, expected_current=None)
-    vault_store.promote(path, v1)
-    v2 = vault_store.write_pending(path, NEW, expected_current=v1)
-    vault_store.promote(path, v2)
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    v2 = vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
     if how == "deleted":
         root.secrets.kv.v2.delete_secret_versions(path=path, versions=[1])
     else:
@@ -257,15 +303,15 @@ def test_adopts_a_pre_existing_unlabelled_secret(
 
     v3 = vault_store.write_pending(path, NEW, expected_current="2")
 
-    assert v3 == "3"
-    assert labels_of(root, path) == {"rotabot-current": "2", "rotabot-pending": "3"}
+    assert v3 == "staged-1"
+    assert labels_of(root, path) == {"rotabot-current": "2", "rotabot-pending": "staged-1"}
+    assert vault_store.read(path).reveal()["password"] == "b"
 
 
 def test_describe_reports_deleted_versions(vault_store: VaultKV2Store, root: hvac.Client) -> None:
     path = unique_path("describe")
-    v1 = vault_store.write_pending(path, OLD, expected_current=None)
-    vault_store.promote(path, v1)
-    vault_store.write_pending(path, NEW, expected_current=v1)
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    root.secrets.kv.v2.create_or_update_secret(path=path, secret=NEW.reveal(), cas=1)
     root.secrets.kv.v2.delete_secret_versions(path=path, versions=[2])
 
     state = vault_store.describe(path)
@@ -276,7 +322,7 @@ def test_describe_reports_deleted_versions(vault_store: VaultKV2Store, root: hva
     with pytest.raises(VersionUnavailable, match="is deleted"):
         vault_store.read(path, "2")
     with pytest.raises(VersionUnavailable, match="is deleted"):
-        vault_store.promote(path, "2")
+        vault_store.mark_pending(path, "2")
 
 
 # --- legible failures ----------------------------------------------------------------------
@@ -293,14 +339,13 @@ def test_permission_denied_with_a_read_only_token(
         policy=(
             f'path "secret/data/{prefix}/*" {{ capabilities = ["read"] }}\n'
             f'path "secret/metadata/{prefix}/*" {{ capabilities = ["read"] }}\n'
+            f'path "secret/metadata/rotabot-pending/{prefix}/*" {{ capabilities = ["read"] }}\n'
         ),
     )
     limited = root.auth.token.create(policies=[policy], ttl="10m")["auth"]["client_token"]
     owner = VaultKV2Store(root_client(openbao_server))
-    v1 = owner.write_pending(path, OLD, expected_current=None)
-    owner.promote(path, v1)
-    v2 = owner.write_pending(path, NEW, expected_current=v1)
-    owner.promote(path, v2)
+    v1 = owner.promote(path, owner.write_pending(path, OLD, expected_current=None))
+    v2 = owner.promote(path, owner.write_pending(path, NEW, expected_current=v1))
 
     monkeypatch.setenv(TOKEN_ENV, limited)
     store = VaultKV2Store(
@@ -314,7 +359,7 @@ def test_permission_denied_with_a_read_only_token(
     with pytest.raises(StorePermissionDenied) as write_denied:
         store.write_pending(path, material, expected_current=v2)
     message = str(write_denied.value)
-    assert message.startswith(f"token lacks permission on secret/data/{path}")
+    assert message.startswith(f"token lacks permission on secret/data/rotabot-pending/{path}")
     assert '"create", "update"' in message and "(see policy)" in message
     assert openbao_server.url in message
 
@@ -375,7 +420,7 @@ def test_connection_error_against_a_closed_port(monkeypatch: pytest.MonkeyPatch)
         store.write_pending("x/y", material, expected_current=None)
 
     assert str(info.value).startswith(f"cannot reach {url}")
-    assert "secret/data/x/y" in str(info.value)
+    assert "secret/metadata/x/y" in str(info.value)
     texts = all_texts(info.value)
     assert value not in texts and "hvs.not-a-real-token" not in texts
     with pytest.raises(StoreUnreachable, match=f"cannot reach {url}"):
@@ -399,6 +444,12 @@ def approle(root: hvac.Client) -> Iterator[tuple[str, str, str, str]]:
             f'path "secret/metadata/{prefix}/*" '
             '{ capabilities = ["create", "update", "read"] }\n'
             f'path "secret/destroy/{prefix}/*" {{ capabilities = ["update"] }}\n'
+            # Where pending credentials wait until the switch: rotabot's alone.
+            f'path "secret/data/rotabot-pending/{prefix}/*" '
+            '{ capabilities = ["create", "update", "read"] }\n'
+            f'path "secret/metadata/rotabot-pending/{prefix}/*" '
+            '{ capabilities = ["create", "update", "read"] }\n'
+            f'path "secret/destroy/rotabot-pending/{prefix}/*" {{ capabilities = ["update"] }}\n'
         ),
     )
     root.auth.approle.create_or_update_approle(
@@ -437,10 +488,8 @@ def test_approle_login_from_environment(
     )
     store = VaultKV2Store(client)
     path = f"{prefix}/cred"
-    v1 = store.write_pending(path, OLD, expected_current=None)
-    store.promote(path, v1)
-    v2 = store.write_pending(path, NEW, expected_current=v1)
-    store.promote(path, v2)
+    v1 = store.promote(path, store.write_pending(path, OLD, expected_current=None))
+    v2 = store.promote(path, store.write_pending(path, NEW, expected_current=v1))
     store.retire(path, v1)
 
     assert client.token and client.token != openbao_server.token
@@ -506,10 +555,9 @@ def test_canary_never_reaches_labels_or_messages(
 ) -> None:
     path = unique_path("canary")
     value, material = canary()
-    v1 = vault_store.write_pending(path, material, expected_current=None)
-    vault_store.promote(path, v1)
-    v2 = vault_store.write_pending(path, NEW, expected_current=v1)
-    vault_store.promote(path, v2)
+    v1 = vault_store.promote(
+        path, vault_store.write_pending(path, material, expected_current=None))
+    v2 = vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
     vault_store.restore_previous(path)  # the canary is copied into a new version
 
     failures: list[StoreError] = []

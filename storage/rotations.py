@@ -30,7 +30,11 @@ from storage.tables import TERMINAL_PHASE_VALUES, ConsumerStepRow, RotationRow
 _ROTATION_SCALARS: tuple[str, ...] = tuple(
     f.name
     for f in fields(Rotation)
-    if f.name not in ("id", "consumers", "revision", "events", "lanes", "overlap", "observe")
+    if f.name
+    not in (
+        "id", "consumers", "revision", "events", "lanes", "overlap", "observe", "gated_lanes",
+        "lane_writes",
+    )
 )
 _CONSUMER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ConsumerProgress))
 
@@ -91,6 +95,9 @@ def _consumer_tuple(c: ConsumerProgress) -> tuple[Any, ...]:
 def _snapshot(rotation: Rotation) -> _Snapshot:
     scalars = (
         rotation.lanes,
+        rotation.gated_lanes,
+        # Text, not the dict itself: the domain adds to it in place.
+        _lane_writes_json(rotation),
         rotation.overlap,
         rotation.observe,
         *(getattr(rotation, name) for name in _ROTATION_SCALARS),
@@ -112,9 +119,15 @@ def _rotation_values(rotation: Rotation) -> dict[str, Any]:
     values["phase"] = rotation.phase.value
     values["failed_from"] = rotation.failed_from.value if rotation.failed_from else None
     values["lanes"] = json.dumps(list(rotation.lanes))
+    values["gated_lanes"] = json.dumps(list(rotation.gated_lanes))
+    values["lane_writes"] = _lane_writes_json(rotation)
     values["overlap_seconds"] = rotation.overlap.total_seconds()
     values["observe_seconds"] = rotation.observe.total_seconds()
     return values
+
+
+def _lane_writes_json(rotation: Rotation) -> str:
+    return json.dumps({lane: list(t) for lane, t in rotation.lane_writes.items()}, sort_keys=True)
 
 
 def _step_values(rotation_id: int, c: ConsumerProgress) -> dict[str, Any]:
@@ -153,6 +166,11 @@ def _rotation_from_rows(
         secret=row.secret,
         phase=Phase(row.phase),
         lanes=tuple(str(lane) for lane in json.loads(row.lanes)),
+        gated_lanes=tuple(str(lane) for lane in json.loads(row.gated_lanes or "[]")),
+        lane_writes={
+            str(lane): tuple(map(str, targets))
+            for lane, targets in json.loads(row.lane_writes or "{}").items()
+        },
         consumers=consumers,
         overlap=timedelta(seconds=row.overlap_seconds),
         observe=timedelta(seconds=row.observe_seconds),

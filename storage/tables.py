@@ -105,6 +105,10 @@ class RotationRow(SQLModel, table=True):
     message_ts: str | None = Field(default=None)
     urgent: bool = Field(default=False, nullable=False)
     auto_revoke: bool = Field(default=False, nullable=False)
+    # JSON: lanes with distribution targets, and lane -> the targets written there. Rows from
+    # before 0007 hold "[]" and "{}": their lanes open as before, with nothing to write.
+    gated_lanes: str = Field(default="[]", sa_type=Text, nullable=False)
+    lane_writes: str = Field(default="{}", sa_type=Text, nullable=False)
     # Optimistic lock: every write is UPDATE ... WHERE revision = <the revision loaded>.
     revision: int = Field(default=0, nullable=False)
 

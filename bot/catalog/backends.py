@@ -36,6 +36,11 @@ class VaultKv2Store(_Strict):
     token_env: EnvName | None = None
     approle: AppRole | None = None
     namespace: str | None = None
+    # Where a pending credential waits until the switch, on the same mount (keep it rotabot's
+    # alone in the policy): a normal read of the secret's path returns the current one.
+    pending_prefix: str = Field(
+        default="rotabot-pending", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+    )
 
     @field_validator("mount", "namespace")
     @classmethod

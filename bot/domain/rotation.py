@@ -99,6 +99,10 @@ class Rotation:
     message_ts: str | None = None
     urgent: bool = False
     auto_revoke: bool = False
+    # Lanes with distribution targets (fixed when the rotation starts): such a lane opens only
+    # once rotabot wrote the new credential to its targets. lane -> the targets written there.
+    gated_lanes: tuple[str, ...] = ()
+    lane_writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     revision: int = 0  # optimistic lock, owned by storage
     events: list[AuditEvent] = field(default_factory=list)
 
@@ -118,6 +122,7 @@ class Rotation:
         now: datetime,
         urgent: bool = False,
         auto_revoke: bool = False,
+        gated_lanes: Sequence[str] = (),
     ) -> Rotation:
         progress = {
             c.name: ConsumerProgress(name=c.name, lane=c.lane, owner=c.owner, reload=c.reload)
@@ -140,6 +145,7 @@ class Rotation:
             store_path=store_path,
             urgent=urgent,
             auto_revoke=auto_revoke,
+            gated_lanes=tuple(lane for lane in known if lane in gated_lanes),
         )
         rotation._record(
             now,
@@ -176,6 +182,22 @@ class Rotation:
                 return lane
         return None
 
+    def lane_open(self, lane: str) -> bool:
+        """A lane without targets is open as soon as its turn comes; one with targets once
+        rotabot wrote the new credential there."""
+        return lane not in self.gated_lanes or lane in self.lane_writes
+
+    def lane_to_open(self) -> str | None:
+        """The lane whose turn it is but whose targets do not hold the new credential yet."""
+        if self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
+            return None
+        lane = self.active_lane()
+        return lane if lane is not None and not self.lane_open(lane) else None
+
+    def written_targets(self) -> list[str]:
+        """Every target written with the new credential, lane by lane."""
+        return [t for lane in self.lanes for t in self.lane_writes.get(lane, ())]
+
     def consumer(self, name: str) -> ConsumerProgress:
         try:
             return self.consumers[name]
@@ -200,8 +222,10 @@ class Rotation:
                 if self.phase in SWITCHED_PHASES:
                     out.append((c, StepState.SIGNED_OFF))
                 continue
-            if self.phase in (Phase.DISTRIBUTING, Phase.VALIDATING) and (
-                self.lanes.index(c.lane) <= lane_rank
+            if (
+                self.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
+                and self.lanes.index(c.lane) <= lane_rank
+                and self.lane_open(c.lane)
             ):
                 out.append((c, STEP_ORDER[step_rank(c.state) + 1]))
         return out
@@ -233,8 +257,10 @@ class Rotation:
         )
         self._move(Phase.DISTRIBUTING, actor, now)
 
-    def switch(self, *, actor: str, now: datetime) -> None:
-        """Make the new credential current; the old one stays valid as previous."""
+    def switch(self, *, actor: str, now: datetime, current: str | None = None) -> None:
+        """Make the new credential current; the old one stays valid as previous. ``current``:
+        the version the store made current, when it is not the pending reference (a store
+        that staged the pending credential elsewhere copies it onto the secret's path)."""
         if not self.ready_to_switch():
             waiting = [
                 c.name
@@ -247,9 +273,30 @@ class Rotation:
                 else f"{self.ref} cannot switch while {self.phase.value}"
             )
         self._move(Phase.SWITCHED, actor, now)
+        if current is not None and current != self.new_version:
+            self._record(now, actor, "credential.promoted", before=self.new_version, after=current,
+                         detail={"staged": self.new_version or "", "new_version": current})
+            self.new_version = current
         self.switched_at = now
         self._move(Phase.OBSERVING, actor, now)
         self.observe_until = now + self.observe
+
+    def opened_lane(
+        self,
+        lane: str,
+        targets: Sequence[str],
+        *,
+        actor: str,
+        now: datetime,
+        detail: dict[str, str] | None = None,
+    ) -> bool:
+        """rotabot wrote the new credential to every target of ``lane`` (``detail``: which
+        versions, what the reload hooks said). False when the lane was open already."""
+        if self.lane_to_open() != lane:
+            return False
+        self.lane_writes[lane] = tuple(targets)
+        self._record(now, actor, "lane.opened", after=lane, detail={"lane": lane, **(detail or {})})
+        return True
 
     def open_gate(self, gate: GateVerdict, *, now: datetime, actor: str = "rotabot") -> bool:
         """Observation elapsed and the gate is open: the old credential may be revoked."""
@@ -358,6 +405,11 @@ class Rotation:
             if lane is not None and self.lanes.index(c.lane) > self.lanes.index(lane):
                 raise OutOfOrder(
                     f"{consumer} ({c.lane}) waits until every {lane} consumer is validated"
+                )
+            if not self.lane_open(c.lane):
+                raise OutOfOrder(
+                    f"{consumer} ({c.lane}) waits until rotabot has written the new credential "
+                    f"to the {c.lane} lane's targets"
                 )
         check_step_transition(c.state, target, consumer)
         before = c.state

@@ -39,6 +39,7 @@ EMOJI: Final[Mapping[str, str]] = MappingProxyType(
         "arrow_forward": "emoji-arrow_forward.svg",
         "eyes": "emoji-eyes.svg",
         "heavy_minus_sign": "emoji-heavy_minus_sign.svg",
+        "inbox_tray": "emoji-inbox_tray.svg",
     }
 )
 

@@ -7,6 +7,7 @@ Adapters and storage implement these structurally; they import the value types o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -111,6 +112,10 @@ class BackendRegistry(Protocol):
 
     def issuer_for(self, secret: str) -> Issuer: ...
 
+    def targets_for(self, secret: str) -> Mapping[str, Sequence[LaneTarget]]:
+        """Lane -> where that lane's consumers read the credential ({} when none are set)."""
+        ...
+
 
 class WorkClaims(Protocol):
     """Work one process does at a time across replicas (a claim lapses after a lease, so a
@@ -169,6 +174,15 @@ class Store(Protocol):
     def retire(self, path: str, version: str) -> None:
         """After revocation: destroy the old version and label it revoked."""
         ...
+
+
+@dataclass(frozen=True)
+class LaneTarget:
+    """One catalog target, built: its catalog label, the adapter, and an optional reload hook."""
+
+    label: str
+    target: Target
+    hook: ReloadHook | None = None
 
 
 @runtime_checkable

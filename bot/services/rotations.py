@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings
+from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings, SecretSpec, target_label
 from bot.catalog.readiness import is_slack_id, readiness_findings
 from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
@@ -22,6 +22,7 @@ from bot.domain.audit import AuditEvent
 from bot.domain.clock import Clock
 from bot.domain.credentials import (
     IssuerError,
+    ReloadFailed,
     StoreConflict,
     StoreError,
     StoreState,
@@ -37,6 +38,14 @@ from bot.domain.receipts import Receipt, receipts_for
 from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
+from bot.domain.secret_material import SecretMaterial
+from bot.services.distribution import (
+    TargetWriteFailed,
+    restore_targets,
+    select,
+    write_lane,
+    written_json,
+)
 from bot.services.ports import (
     BackendRegistry,
     Issuer,
@@ -47,8 +56,10 @@ from bot.services.ports import (
     WorkClaims,
 )
 
-# The claim kind under which one process prepares a rotation (storage/claims.py keeps it).
+# The claim kinds under which one process prepares a rotation, or writes a lane's targets
+# (storage/claims.py keeps them).
 PREPARE = "prepare"
+OPEN_LANE = "open-lane"
 
 log = logging.getLogger("rotabot.service")
 
@@ -91,6 +102,8 @@ class Plan:
     blockers: tuple[str, ...]
     warnings: tuple[str, ...]
     reload_notes: tuple[str, ...]
+    # Lane -> where rotabot writes the new credential on that lane's turn (catalog labels).
+    targets: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # False when the plan was made for someone who is not an admin of the secret: the store
     # and issuer were not asked, and their findings (which name environment variables, URLs
     # and paths) are not in ``blockers``.
@@ -243,6 +256,7 @@ class RotationService:
         )
         store_cfg = self.catalog.resolved_store(secret)
         issuer_cfg = self.catalog.resolved_issuer(secret)
+        by_lane = lane_target_labels(spec)
         return Plan(
             secret=secret,
             lanes=tuple(lane for lane, _ in order),
@@ -255,6 +269,7 @@ class RotationService:
             blockers=tuple(blockers),
             warnings=warnings,
             reload_notes=reload_notes,
+            targets=tuple((lane, by_lane[lane]) for lane, _ in order if lane in by_lane),
             backend_checked=backend_checked,
         )
 
@@ -294,6 +309,10 @@ class RotationService:
             self.backends.store_for(secret).describe(spec.store.path)
         except (StoreError, RotabotError) as exc:
             blockers.append(f"store not reachable: {exc}")
+        try:
+            self.backends.targets_for(secret)
+        except (StoreError, ReloadFailed, RotabotError) as exc:
+            blockers.append(f"distribution targets not usable: {exc}")
         return blockers
 
     def start(
@@ -336,6 +355,7 @@ class RotationService:
                     now=self.clock.now(),
                     urgent=urgent,
                     auto_revoke=settings.auto_revoke,
+                    gated_lanes=[lane for lane, _ in plan.targets],
                 )
                 rotation.channel = settings.channel
                 uow.rotations.add(rotation)
@@ -414,7 +434,8 @@ class RotationService:
                     now=self.clock.now(),
                 )
 
-        return self._mutate(rotation_id, apply)
+        rotation = self._mutate(rotation_id, apply)
+        return self.open_lane(rotation_id) if rotation.lane_to_open() else rotation
 
     def _notice_manual_version(self, store: Store, path: str, state: StoreState) -> str | None:
         # A version already marked pending (a retry after a failed save) is taken as found.
@@ -462,6 +483,8 @@ class RotationService:
             changed = r.mark_step(consumer, target, actor=actor, now=self.clock.now(), note=note)
 
         rotation = self._mutate(rotation_id, apply)
+        if changed and rotation.lane_to_open():
+            rotation = self.open_lane(rotation_id)  # this step finished a lane: the next opens
         return StepOutcome(rotation, changed, consumer, target)
 
     # --- admin actions -----------------------------------------------------------------
@@ -476,7 +499,7 @@ class RotationService:
             rotation.switch(actor=actor, now=self.clock.now())  # raises the reason in words
         assert rotation.new_version is not None
         try:
-            self.backends.store_for(rotation.secret).promote(
+            current = self.backends.store_for(rotation.secret).promote(
                 rotation.store_path, rotation.new_version
             )
         except StoreError as exc:
@@ -484,7 +507,9 @@ class RotationService:
         return self._mutate(
             rotation_id,
             lambda r, uow: (
-                r.switch(actor=actor, now=self.clock.now()) if r.phase is Phase.VALIDATING else None
+                r.switch(actor=actor, now=self.clock.now(), current=current)
+                if r.phase is Phase.VALIDATING
+                else None
             ),
         )
 
@@ -640,6 +665,7 @@ class RotationService:
                 # that failed later on) "previous" is the new credential, not the old one.
                 if state.current == rotation.new_version:
                     store.restore_previous(rotation.store_path)
+            targets = self._restore_targets(rotation)
             if revoke_new:
                 issuer.revoke(rotation.new_key_id)
                 if rotation.new_version is not None:
@@ -648,7 +674,7 @@ class RotationService:
                     store.retire(rotation.store_path, rotation.new_version)
         except (IssuerError, StoreError) as exc:
             return self._fail(rotation_id, f"rollback failed: {exc}"), False
-        detail = {"new_credential": "revoked" if revoke_new else "kept pending"}
+        detail = {"new_credential": "revoked" if revoke_new else "kept pending", **targets}
         changed = False
 
         def apply(r: Rotation, uow: UnitOfWork) -> None:
@@ -685,8 +711,10 @@ class RotationService:
                 f"{rotation.ref}: {', '.join(distributed)} already received the new credential; "
                 f"cancelling would strand them. Use `/rotate rollback {rotation.ref}` instead"
             )
+        targets: dict[str, str] = {}
         if rotation.new_version is not None or rotation.new_key_id is not None:
             try:
+                targets = self._restore_targets(rotation)
                 self.backends.issuer_for(rotation.secret).revoke(rotation.new_key_id)
                 if rotation.new_version is not None:
                     self.backends.store_for(rotation.secret).retire(
@@ -694,9 +722,14 @@ class RotationService:
                     )
             except (IssuerError, StoreError) as exc:
                 return self._fail(rotation_id, f"cancelling failed: {exc}")
-        return self._mutate(
-            rotation_id, lambda r, uow: r.cancel(actor=actor, now=self.clock.now(), reason=reason)
-        )
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            now = self.clock.now()
+            if targets:
+                r.record_note(actor=actor, now=now, action="cancel.detail", detail=targets)
+            r.cancel(actor=actor, now=now, reason=reason)
+
+        return self._mutate(rotation_id, apply)
 
     def resume(self, rotation_id: int, *, actor: str) -> Rotation:
         with self.uow_factory() as uow:
@@ -707,7 +740,82 @@ class RotationService:
         )
         if rotation.phase is Phase.READY_CHECK:
             return self.prepare(rotation_id, actor=actor)
+        if rotation.lane_to_open():
+            return self.open_lane(rotation_id)
         return rotation
+
+    # --- lanes and their targets -------------------------------------------------------
+
+    def open_lane(self, rotation_id: int) -> Rotation:
+        """Write the new credential to the targets of the lane whose turn it is; its
+        consumers are asked only then. A target that cannot be written pauses the rotation
+        (failed, resumable) with the target and the error class named; the targets written
+        before it get the previous credential back, so nothing else changed. Idempotent."""
+        rotation = self.get(rotation_id)
+        lane = rotation.lane_to_open()
+        if lane is None:
+            return rotation
+        if self.claims is not None and not self.claims.claim(rotation_id, OPEN_LANE):
+            return rotation  # another process is writing this lane's targets right now
+        try:
+            return self._open_lane(rotation, lane)
+        finally:
+            if self.claims is not None:
+                self.claims.release(rotation_id, OPEN_LANE)
+
+    def _open_lane(self, rotation: Rotation, lane: str) -> Rotation:
+        rotation_id = rotation.id
+        assert rotation_id is not None and rotation.new_version is not None
+        try:
+            targets = list(self.backends.targets_for(rotation.secret).get(lane, ()))
+            new, previous = self._materials(rotation)
+            written = write_lane(lane, targets, new, previous, self._hook_event(rotation, lane))
+        except (StoreError, ReloadFailed, TargetWriteFailed, RotabotError) as exc:
+            return self._fail(
+                rotation_id,
+                f"opening the {lane} lane failed: {exc}. Its consumers were not asked and "
+                "nothing else changed: fix it, then resume",
+            )
+        return self._mutate(rotation_id, lambda r, uow: r.opened_lane(
+            lane, [w.target for w in written], actor="rotabot", now=self.clock.now(),
+            detail={"written": written_json(written)},
+        ))
+
+    def _materials(self, rotation: Rotation) -> tuple[SecretMaterial, SecretMaterial | None]:
+        """The new credential and the one before it, read from the store (in memory only)."""
+        store = self.backends.store_for(rotation.secret)
+        assert rotation.new_version is not None
+        new = store.read(rotation.store_path, rotation.new_version)
+        previous = (
+            store.read(rotation.store_path, rotation.old_version)
+            if rotation.old_version is not None
+            else None
+        )
+        return new, previous
+
+    def _restore_targets(self, rotation: Rotation) -> dict[str, str]:
+        """Rollback and cancel: every target written gets the previous credential back.
+        Returns what to record; raises StoreError naming a target that cannot be written."""
+        labels = rotation.written_targets()
+        if not labels:
+            return {}
+        targets, gone = select(self.backends.targets_for(rotation.secret), labels)
+        detail: dict[str, str] = {}
+        if gone:
+            detail["targets_gone"] = ", ".join(gone)  # left the catalog: restore by hand
+        if rotation.old_version is None:
+            detail["targets_kept"] = ", ".join(labels)  # a first credential: nothing before it
+            return detail
+        previous = self.backends.store_for(rotation.secret).read(
+            rotation.store_path, rotation.old_version
+        )
+        restored = restore_targets(targets, previous, self._hook_event(rotation, "rollback"))
+        detail["targets"] = written_json(restored)
+        return detail
+
+    @staticmethod
+    def _hook_event(rotation: Rotation, lane: str) -> dict[str, str]:
+        return {"secret": rotation.secret, "rotation": rotation.ref, "lane": lane}
 
     def report_problem(
         self,
@@ -934,6 +1042,14 @@ class RotationService:
         # The reason is built from store/issuer errors, which name paths and causes, not values.
         log.warning("%s failed: %s", rotation.ref, reason, extra=rotation_context(rotation))
         return rotation
+
+
+def lane_target_labels(spec: SecretSpec) -> dict[str, tuple[str, ...]]:
+    """Lane -> the labels of its distribution targets, as the catalog names them."""
+    return {
+        lane: tuple(target_label(t) for t in targets)
+        for lane, targets in spec.lane_targets().items()
+    }
 
 
 def reminder_settings(rotation: Rotation, settings: EffectiveSettings) -> EffectiveSettings:

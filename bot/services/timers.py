@@ -63,6 +63,10 @@ class TimerWork:
             return "observation-elapsed"
         if rotation.phase is Phase.READY_CHECK:
             return "look-for-new-version"
+        if rotation.lane_to_open() is not None:
+            # A lane's turn came but its targets were not written (the process stopped
+            # between the step and the write): write them now.
+            return "open-lane"
         return None
 
     def run_once(self) -> int:
@@ -97,6 +101,9 @@ class TimerWork:
             if after.phase is not Phase.OBSERVING:
                 count += 1
             rotation = after
+        elif what == "open-lane":
+            rotation = self.service.open_lane(rotation_id)
+            count += 1
         elif what == "look-for-new-version":
             after = self.service.prepare(rotation_id, actor="rotabot")
             if after.phase is not Phase.READY_CHECK:

@@ -11,6 +11,7 @@ from bot.domain.lifecycle import PHASE_STATE, Phase, StepState, state_words
 from bot.domain.mentions import address
 from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.distribution import written_from_json
 from handlers.blocks.common import (
     MESSAGE_BLOCK_LIMIT,
     SECTION_LIMIT,
@@ -28,6 +29,7 @@ REASON_LIMIT = 500
 
 _ICON = {
     ReceiptKind.PREPARED: ":key:",
+    ReceiptKind.LANE_OPENED: ":inbox_tray:",
     ReceiptKind.READY_TO_SWITCH: ":arrow_right:",
     ReceiptKind.SWITCHED: ":twisted_rightwards_arrows:",
     ReceiptKind.REOPENED: ":hourglass:",
@@ -48,6 +50,35 @@ def _reason(receipt: Receipt) -> str:
     return f" Reason: {told(receipt.reason[:REASON_LIMIT])}"
 
 
+def written_lines(text: str | None) -> list[str]:
+    """One line per target write: where, which version (never the value), the reload hook."""
+    lines = []
+    for w in written_from_json(text):
+        version = f"version {escape_mrkdwn(w.version)}" if w.version else "written"
+        line = f"{code(w.target)}: {version}"
+        if w.reload:
+            line += f"; reload hook: {told(w.reload[:300])}"
+        lines.append(line)
+    return lines
+
+
+def _targets_after_undo(receipt: Receipt) -> list[str]:
+    extra = [f"• {line}" for line in written_lines(receipt.detail.get("targets"))]
+    if extra:
+        extra.insert(0, "Targets given the previous credential back:")
+    if receipt.detail.get("targets_gone"):
+        extra.append(
+            f"• No longer in the catalog, so not restored (do it by hand): "
+            f"{code(receipt.detail['targets_gone'])}"
+        )
+    if receipt.detail.get("targets_kept"):
+        extra.append(
+            f"• The secret had no credential before this one, so these keep the new one: "
+            f"{code(receipt.detail['targets_kept'])}"
+        )
+    return extra
+
+
 def receipt_message(
     rotation: Rotation,
     receipt: Receipt,
@@ -64,6 +95,7 @@ def receipt_message(
     admin_turn = address(admins)
     kind = receipt.kind
     extra: list[str] = []
+    owners: list[str] = []
     if kind is ReceiptKind.PREPARED:
         version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
         first = rotation.lanes[0] if rotation.lanes else "the first lane"
@@ -71,6 +103,14 @@ def receipt_message(
             f"{ref}: the new credential (version {version}) is ready beside the old one; "
             f"{escape_mrkdwn(first)} goes first, its owners are asked below."
         )
+    elif kind is ReceiptKind.LANE_OPENED:
+        lines = written_lines(receipt.detail.get("written"))
+        line = (
+            f"{ref}: rotabot wrote the new credential where the {escape_mrkdwn(lane or '?')} "
+            f"lane's consumers read it; other lanes and the secret itself still hold the "
+            f"current one. Its owners are asked below."
+        )
+        extra = [f"• {x}" for x in lines] or ["• (no targets left in the catalog)"]
     elif kind is ReceiptKind.READY_TO_SWITCH:
         line = (
             f"{ref}: every consumer validated the new credential. {admin_turn}press "
@@ -96,9 +136,11 @@ def receipt_message(
             f"{who} rolled back {ref}: the previous credential of {code(rotation.secret)} is "
             f"current again and stays valid; the new one is {fate}.{_reason(receipt)}"
         )
-        extra = [f"• {o}" for o in owner_lines]
+        extra = _targets_after_undo(receipt)
+        owners = [f"• {o}" for o in owner_lines]
     elif kind is ReceiptKind.CANCELLED:
         line = f"{who} cancelled {ref}; the old credential stays current.{_reason(receipt)}"
+        extra = _targets_after_undo(receipt)
     elif kind is ReceiptKind.FAILED:
         line = (
             f"{ref} is paused: {told((receipt.reason or 'a step failed')[:REASON_LIMIT])}. "
@@ -127,9 +169,12 @@ def receipt_message(
     text = f"{_ICON[kind]} {line}"
     blocks: list[Block] = [SectionBlock(text=md(text[:SECTION_LIMIT]))]
     if extra:
-        blocks.extend(sections(extra, "*Owners to act now* (these consumers do not pick it up "
-                                      "by themselves):"))
-    fallback = text + ("\n" + "\n".join(extra) if extra else "")
+        blocks.extend(sections(extra))
+    if owners:
+        blocks.extend(sections(owners, "*Owners to act now* (these consumers do not pick it up "
+                                       "by themselves):"))
+    more = [*extra, *owners]
+    fallback = text + ("\n" + "\n".join(more) if more else "")
     return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
 
 

@@ -17,7 +17,7 @@ from psycopg import sql
 from adapters.file_store import FileStore
 from adapters.local_issuer import LocalIssuer
 from adapters.postgres_role import PostgresRoleIssuer
-from bot.services.ports import Issuer, Store
+from bot.services.ports import Issuer, LaneTarget, Store
 
 # --- Redis -----------------------------------------------------------------------------------
 
@@ -50,12 +50,15 @@ FULL = '"create", "read", "update"'
 
 def bao_rules(path: str, data: str = FULL, metadata: str = FULL,
               destroy: str | None = None) -> str:
-    """A policy's rules on the KV v2 `path` (globs allowed): the capabilities on its data and
-    metadata, and on destroying its versions when `destroy` is given."""
-    text = (f'path "secret/data/{path}" {{ capabilities = [{data}] }}\n'
-            f'path "secret/metadata/{path}" {{ capabilities = [{metadata}] }}\n')
-    if destroy:
-        text += f'path "secret/destroy/{path}" {{ capabilities = [{destroy}] }}\n'
+    """A policy's rules on the KV v2 `path` (globs allowed) and on where its pending credential
+    is staged (rotabot-pending/<path>): the capabilities on data and metadata, and on
+    destroying versions when `destroy` is given."""
+    text = ""
+    for p in (path, f"rotabot-pending/{path}"):
+        text += (f'path "secret/data/{p}" {{ capabilities = [{data}] }}\n'
+                 f'path "secret/metadata/{p}" {{ capabilities = [{metadata}] }}\n')
+        if destroy:
+            text += f'path "secret/destroy/{p}" {{ capabilities = [{destroy}] }}\n'
     return text
 
 
@@ -104,7 +107,12 @@ class RedisInBao:
         return data
 
     def destroyed(self, version: int | str) -> bool:
-        return bool(self.versions()[str(version)]["destroyed"])
+        """Whether a version is destroyed; ``staged-N`` is version N at the staging path."""
+        path, number = self.path, str(version)
+        if number.startswith("staged-"):
+            path, number = f"rotabot-pending/{self.path}", number.removeprefix("staged-")
+        versions = self.bao.secrets.kv.v2.read_secret_metadata(path=path)["data"]["versions"]
+        return bool(versions[number]["destroyed"])
 
     def read(self, version: int | str | None = None) -> dict[str, str]:
         """What an unpinned consumer reads (the latest version), or one version."""
@@ -219,3 +227,6 @@ class LocalBackends:
 
     def issuer_for(self, secret: str) -> Issuer:
         return self.issuer
+
+    def targets_for(self, secret: str) -> dict[str, list[LaneTarget]]:
+        return {}

@@ -49,7 +49,7 @@ from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import Rotation
 from bot.domain.secret_material import SecretMaterial
 from bot.runtime.backends import CatalogBackends
-from bot.services.ports import Issuer, Store
+from bot.services.ports import Issuer, LaneTarget, Store
 from bot.services.rotations import RotationService
 from storage.engine import make_engine
 from storage.migrate import upgrade
@@ -165,6 +165,9 @@ class Wrapped:
             real = self.inner.issuer_for(secret)
             self._issuer = self.issuer_wrapper(real) if self.issuer_wrapper else real
         return self._issuer
+
+    def targets_for(self, secret: str) -> dict[str, list[LaneTarget]]:
+        return self.inner.targets_for(secret)
 
 
 # --- the world: real servers, a service built like bootstrap builds it ----------------------
@@ -301,8 +304,8 @@ def test_store_write_refused_by_policy_takes_the_minted_password_back_then_resum
     assert r.id is not None
     resumed = w.service.resume(r.id, actor=ADMIN)
     assert resumed.phase is Phase.DISTRIBUTING
-    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
-    pending = w.store_view().read(w.path, "2").reveal()["password"]
+    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "staged-1"}
+    pending = w.store_view().read(w.path, "staged-1").reveal()["password"]
     assert w.auth_ok(w.initial) and w.auth_ok(pending)
     assert w.password_hashes() == {password_hash(w.initial), password_hash(pending)}
 
@@ -378,7 +381,7 @@ def test_sealed_store_at_switch_fails_then_rollback_keeps_the_old_credential(
 ) -> None:
     w = redis_world(tmp_path, monkeypatch, redis_url, redis_server, sealable_server)
     rid = w.validated()
-    pending = w.store_view().read(w.path, "2").reveal()["password"]
+    pending = w.store_view().read(w.path, "staged-1").reveal()["password"]
 
     w.bao.sys.seal()
     r = w.service.switch(rid, actor=ADMIN)
@@ -388,15 +391,16 @@ def test_sealed_store_at_switch_fails_then_rollback_keeps_the_old_credential(
 
     unseal(sealable_server)
     # The store still says version 1 is current, and it authenticates.
-    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
+    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "staged-1"}
     assert w.current_password() == w.initial and w.auth_ok(w.initial)
 
     rolled = w.service.rollback(rid, actor=ADMIN, revoke_new=True, reason="store was sealed")
     assert rolled.phase is Phase.ROLLED_BACK
     assert w.auth_ok(w.initial) and not w.auth_ok(pending)
     assert w.password_hashes() == {password_hash(w.initial)}
-    assert w.labels() == {"rotabot-current": "1", "rotabot-revoked": "2"}
-    assert w.destroyed("2") and not w.destroyed("1")
+    # The staged copy of the new password is destroyed; the secret's path never held it.
+    assert w.labels() == {"rotabot-current": "1"}
+    assert w.destroyed("staged-1") and not w.destroyed("1")
 
 
 def test_competing_write_before_promotion_fails_then_rollback(
@@ -406,20 +410,21 @@ def test_competing_write_before_promotion_fails_then_rollback(
     w = competing_writer_world(tmp_path, monkeypatch, redis_url, redis_server, openbao_server,
                                call="promote", extra={})
     rid = w.validated()
-    pending = w.store_view().read(w.path, "2").reveal()["password"]
+    pending = w.store_view().read(w.path, "staged-1").reveal()["password"]
 
     r = w.service.switch(rid, actor=ADMIN)
     assert_failed_from(r, Phase.VALIDATING, "someone else wrote")
-    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
+    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "staged-1"}
     assert w.auth_ok(w.current_password()) and w.auth_ok(pending)
 
-    # A switch now would hand unpinned readers version 3, not ours: roll back instead. The
-    # new password is taken back and its version destroyed; version 1 stays current.
+    # A switch now would copy ours over someone's version 2: roll back instead. The new
+    # password is taken back and its staged copy destroyed; version 1 stays current.
     rolled = w.service.rollback(rid, actor=ADMIN, revoke_new=True, reason="someone wrote v3")
     assert rolled.phase is Phase.ROLLED_BACK
     assert not w.auth_ok(pending)
     assert w.password_hashes() == {password_hash(w.initial)}
-    assert w.labels() == {"rotabot-current": "1", "rotabot-revoked": "2"}
+    assert w.labels() == {"rotabot-current": "1"}
+    assert w.destroyed("staged-1")
     assert w.current_password() == w.initial and w.auth_ok(w.initial)
 
 
@@ -449,7 +454,8 @@ def test_issuer_revoke_done_but_store_retire_refused_then_resume_finishes(
     done = w.service.revoke(rid, actor=ADMIN)  # the issuer's revoke is idempotent
     assert done.phase is Phase.REVOKED
     assert w.destroyed("1")
-    assert w.labels() == {"rotabot-current": "2", "rotabot-revoked": "1"}
+    assert w.labels() == {
+        "rotabot-current": "2", "rotabot-revoked": "1", "rotabot-promoted": "staged-1"}
     assert w.auth_ok(w.current_password())
 
 
@@ -518,7 +524,7 @@ def test_postgres_role_store_write_fails_minted_role_is_locked_again_then_resume
         assert r.id is not None
         resumed = service.resume(r.id, actor=ADMIN)
         assert resumed.phase is Phase.DISTRIBUTING
-        new = VaultKV2Store(root).read(path, "2").reveal()
+        new = VaultKV2Store(root).read(path, "staged-1").reveal()
         assert new["username"] == f"{base}_b"
         assert login(new["username"], new["password"])
         assert login(stored["username"], stored["password"])

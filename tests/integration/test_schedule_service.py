@@ -37,7 +37,7 @@ from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import SlackSide
 from bot.sandbox.slack_standin.state import Ephemeral, Message
-from bot.services.ports import Issuer, Store
+from bot.services.ports import Issuer, LaneTarget, Store
 from bot.services.schedules import ScheduleService
 from handlers.ids import Action
 from storage.sql_common import AUDIT, SCHEDULES
@@ -105,6 +105,9 @@ class Backends:
 
     def issuer_for(self, secret: str) -> Issuer:
         return self.issuer
+
+    def targets_for(self, secret: str) -> dict[str, list[LaneTarget]]:
+        return {}
 
 
 class World:

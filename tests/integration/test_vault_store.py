@@ -271,7 +271,7 @@ def test_restore_previous_refuses_a_deleted_or_destroyed_version(
 ) -> None:
     path = unique_path("restore")
     v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
-    v2 = vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
+    vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
     if how == "deleted":
         root.secrets.kv.v2.delete_secret_versions(path=path, versions=[1])
     else:
@@ -310,7 +310,7 @@ def test_adopts_a_pre_existing_unlabelled_secret(
 
 def test_describe_reports_deleted_versions(vault_store: VaultKV2Store, root: hvac.Client) -> None:
     path = unique_path("describe")
-    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
     root.secrets.kv.v2.create_or_update_secret(path=path, secret=NEW.reveal(), cas=1)
     root.secrets.kv.v2.delete_secret_versions(path=path, versions=[2])
 
@@ -557,7 +557,7 @@ def test_canary_never_reaches_labels_or_messages(
     value, material = canary()
     v1 = vault_store.promote(
         path, vault_store.write_pending(path, material, expected_current=None))
-    v2 = vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
+    vault_store.promote(path, vault_store.write_pending(path, NEW, expected_current=v1))
     vault_store.restore_previous(path)  # the canary is copied into a new version
 
     failures: list[StoreError] = []

@@ -27,6 +27,7 @@ from bot.services.ports import (
     AuditLog,
     BackendRegistry,
     Issuer,
+    LaneTarget,
     OwnerDirectory,
     RotationRepository,
     Store,
@@ -274,6 +275,11 @@ class FakeBackends(BackendRegistry):
 
     def issuer_for(self, secret: str) -> Issuer:
         return self.issuer
+
+    def targets_for(self, secret: str) -> dict[str, list[LaneTarget]]:
+        return self.targets
+
+    targets: dict[str, list[LaneTarget]] = {}
 
 
 if TYPE_CHECKING:

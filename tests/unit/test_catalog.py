@@ -174,7 +174,8 @@ def test_three_errors_from_the_issue_each_with_its_line() -> None:
         ),
         pytest.param(
             "kind: vault-kv2", "kind: vault",
-            ["catalog.yml:7: stores.vault.kind: expected one of vault-kv2, file, got 'vault'"],
+            ["catalog.yml:7: stores.vault.kind: expected one of vault-kv2, file, "
+             "aws-secretsmanager, got 'vault'"],
             id="store-kind",
         ),
         pytest.param(

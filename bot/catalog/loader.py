@@ -21,7 +21,7 @@ from pydantic import BaseModel, Tag, ValidationError
 
 from bot.catalog.backends import _ISSUER_ADAPTER, IssuerConfig
 from bot.catalog.fields import NEVER_HOLDS, _describe
-from bot.catalog.model import Catalog, CatalogError, CatalogInvalid
+from bot.catalog.model import DEFAULT_LANES, Catalog, CatalogError, CatalogInvalid
 from bot.catalog.shapes import token_shape, value_shape
 
 # Names are typed in `/rotate start NAME` and shown in Slack (mrkdwn), so no spaces or
@@ -396,6 +396,7 @@ def _reference_errors(
                         "lane", consumer.get("lane"), (*cpath, "lane"), file, lines, LANE_MAX
                     )
                     errors += _check_people(consumer.get("owner"), (*cpath, "owner"), file, lines)
+        errors += _target_errors(data, sname, spec, stores, file, lines)
         store = spec.get("store")
         if isinstance(store, dict) and isinstance(store.get("name"), str):
             path: tuple[str | int, ...] = ("secrets", sname, "store", "name")
@@ -420,6 +421,64 @@ def _reference_errors(
                 errors += _issuer_param_errors(
                     issuers[issuer["name"]], issuer, ("secrets", sname, "issuer"), file, lines
                 )
+    return errors
+
+
+def _target_errors(
+    data: dict[Any, Any],
+    sname: str,
+    spec: dict[Any, Any],
+    stores: dict[Any, Any],
+    file: str,
+    lines: Mapping[tuple[str, ...], int],
+) -> list[CatalogError]:
+    """Distribution targets: each under a lane the secret validates in, each store reference
+    defined and of the target's kind."""
+    errors: list[CatalogError] = []
+    defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+    lanes = spec.get("lanes") or (defaults or {}).get("lanes") or list(DEFAULT_LANES)
+    consumers = spec.get("consumers") if isinstance(spec.get("consumers"), dict) else {}
+    known = [str(lane) for lane in lanes] if isinstance(lanes, list) else []
+    for consumer in (consumers or {}).values():
+        if isinstance(consumer, dict) and isinstance(consumer.get("lane"), str):
+            known.append(consumer["lane"])
+    found: list[tuple[tuple[str | int, ...], Any]] = []
+    targets = spec.get("targets")
+    if isinstance(targets, dict):
+        for lane, items in targets.items():
+            lpath: tuple[str | int, ...] = ("secrets", sname, "targets", lane)
+            if isinstance(lane, str) and lane not in known:
+                close = difflib.get_close_matches(lane, known, n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                errors.append(CatalogError(
+                    file, _line_for(lines, lpath), _dotted(lpath),
+                    f"lane {_quoted(lane)} is not one of this secret's lanes "
+                    f"({', '.join(dict.fromkeys(known))}){hint}",
+                ))
+            if isinstance(items, list):
+                found += [((*lpath, i), t) for i, t in enumerate(items)]
+    for cname, consumer in (consumers or {}).items():
+        items = consumer.get("targets") if isinstance(consumer, dict) else None
+        if isinstance(items, list):
+            cpath: tuple[str | int, ...] = ("secrets", sname, "consumers", cname, "targets")
+            found += [((*cpath, i), t) for i, t in enumerate(items)]
+    for tpath, target in found:
+        if not isinstance(target, dict) or target.get("kind") == "env-file":
+            continue
+        ref = target.get("store")
+        if not isinstance(ref, str):
+            continue
+        spath = (*tpath, "store")
+        if ref not in stores:
+            errors.append(CatalogError(
+                file, _line_for(lines, spath), _dotted(spath), _undefined("store", ref, stores)
+            ))
+        elif isinstance(stores[ref], dict) and stores[ref].get("kind") != target.get("kind"):
+            errors.append(CatalogError(
+                file, _line_for(lines, spath), _dotted(spath),
+                f"store {_quoted(ref)} is a {stores[ref].get('kind')} store; a "
+                f"{target.get('kind')} target needs a {target.get('kind')} store",
+            ))
     return errors
 
 

@@ -53,7 +53,7 @@ class CatalogBackends:
             from adapters.vault_store import VaultKV2Store
 
             return VaultKV2Store(
-                self._client(name, config),  # type: ignore[arg-type]
+                self._client(name, config),
                 mount=getattr(config, "mount", "secret"),
                 pending_prefix=getattr(config, "pending_prefix", "rotabot-pending"),
             )

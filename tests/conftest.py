@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: real PostgreSQL, Redis and OpenBao servers started per test session."""
+"""Shared pytest fixtures: real PostgreSQL, Redis and OpenBao servers, and moto's AWS stand-in,
+started per test session."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from typing import TypeVar
 import pytest
 from servers import (
     MissingBinary,
+    MotoServer,
     OpenBaoServer,
     PostgresServer,
     RedisServer,
     ServerStartError,
 )
 
-S = TypeVar("S", PostgresServer, RedisServer, OpenBaoServer)
+S = TypeVar("S", PostgresServer, RedisServer, OpenBaoServer, MotoServer)
 
 
 def _start(start: Callable[[], S]) -> S:
@@ -75,3 +77,25 @@ def openbao_server() -> Iterator[OpenBaoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's server mode (`moto_server`, an AWS stand-in, not AWS) on 127.0.0.1:<free port>."""
+    server = _start(MotoServer.start)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer) -> dict[str, str]:
+    """A test access key (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the session moto
+    server's URL under ``ENDPOINT``, after emptying the server. Use with tests marked ``aws``."""
+    moto_server.reset()
+    return {
+        "AWS_ACCESS_KEY_ID": "AKIAROTABOTTEST00000",
+        "AWS_SECRET_ACCESS_KEY": "rotabot-test-secret-access-key",
+        "ENDPOINT": moto_server.url,
+    }

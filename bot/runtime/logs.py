@@ -30,6 +30,9 @@ from bot.domain.log_context import CONTEXT_FIELDS
 LIBRARY_LOGGERS = (
     "slack_bolt", "slack_sdk", "urllib3", "httpx", "httpcore", "hvac", "apscheduler",
     "uvicorn", "starlette", "sqlalchemy", "psycopg", "redis", "asyncio",
+    # botocore's endpoint and parser loggers write request and response bodies at DEBUG,
+    # SecretString included.
+    "botocore", "boto3",
 )
 # Library loggers that write a line on every run of a periodic job (APScheduler's executors:
 # "Running job ..." and "... executed successfully", for the timer job every 2 s): held at

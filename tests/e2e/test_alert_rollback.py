@@ -125,8 +125,9 @@ def switched_rotation(bot: Bot, b: RedisInBao) -> str:
     bot.slack.command("U0ADMIN", "C0ROTATE", "start cache-password")
     wait_ephemeral(bot, "U0ADMIN", "Started R-1")
     wait_parent(bot, "distributing")
-    assert b.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
-    new_password = b.read(2)["password"]
+    assert b.labels() == {"rotabot-current": "1", "rotabot-pending": "staged-1"}
+    new_password = b.read("staged-1")["password"]
+    assert b.read()["password"] == b.initial  # staged: not on the secret's path yet
     bot.state.forbid(new_password)
     for consumer, owner in (("retriever", "U0BOB"), ("inference-api", "U0ALICE")):
         click_step(bot, owner, consumer, "Distributed")
@@ -135,7 +136,8 @@ def switched_rotation(bot: Bot, b: RedisInBao) -> str:
     bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=parent_message(bot).ts,
                     action_id=Action.SWITCH.value)
     wait_parent(bot, "observing")
-    assert b.labels() == {"rotabot-current": "2", "rotabot-previous": "1"}
+    assert b.labels() == {
+        "rotabot-current": "2", "rotabot-previous": "1", "rotabot-promoted": "staged-1"}
     assert b.read()["password"] == new_password
     return new_password
 
@@ -177,7 +179,8 @@ def test_alert_then_rollback_click_restores_the_previous_credential_on_the_serve
     assert "<@U0BOB> `retriever` (dev, restart): Restart the retriever pods" in shown
     assert "inference-api" not in shown.split("Owners to act")[1]  # hot: nothing to do
     # Nothing happens until it is submitted.
-    assert b.labels() == {"rotabot-current": "2", "rotabot-previous": "1"}
+    assert b.labels() == {
+        "rotabot-current": "2", "rotabot-previous": "1", "rotabot-promoted": "staged-1"}
     reply = bot.slack.submit_view("U0ADMIN", modal.id,
                                   {"new_credential": choice, "reason": "inference-api 401s"})
     assert reply.status == 200

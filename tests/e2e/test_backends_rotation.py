@@ -131,9 +131,11 @@ def test_redis_acl_secret_in_openbao_from_start_to_revoke(
     wait_ephemeral(bot, "U0ADMIN", "Started R-1")
     wait_parent(bot, "distributing")
 
-    # Prepared: a new KV version written with cas, labelled pending beside the adopted one.
-    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "2"}
-    new_password = w.password(2)
+    # Prepared: the new password staged beside the secret (rotabot-pending/<path>), labelled
+    # pending; a normal read of the secret's path still returns the adopted current one.
+    assert w.labels() == {"rotabot-current": "1", "rotabot-pending": "staged-1"}
+    new_password = w.password("staged-1")
+    assert w.password() == w.initial
     bot.state.forbid(new_password)
     assert new_password != w.initial
     # Overlap: both passwords authenticate on Redis.
@@ -175,7 +177,10 @@ def test_redis_acl_secret_in_openbao_from_start_to_revoke(
     bot.state.wait_for(lambda s: has_button(bot, Action.SWITCH), 10)
     click_parent(bot, Action.SWITCH)
     wait_parent(bot, "observing")
-    assert w.labels() == {"rotabot-current": "2", "rotabot-previous": "1"}
+    # The switch copied it onto the secret's path as version 2 (what unpinned readers get).
+    assert w.labels() == {
+        "rotabot-current": "2", "rotabot-previous": "1", "rotabot-promoted": "staged-1"}
+    assert w.password() == new_password
     assert w.auth_ok(w.initial) and w.auth_ok(new_password)
     # Usage evidence of the old credential is shown once switched.
     wait_parent(bot, "Redis cannot tell which password a connection used")
@@ -190,7 +195,8 @@ def test_redis_acl_secret_in_openbao_from_start_to_revoke(
     # Revoked: only the new password authenticates; the old KV version is destroyed.
     assert not w.auth_ok(w.initial)
     assert w.auth_ok(new_password)
-    assert w.labels() == {"rotabot-current": "2", "rotabot-revoked": "1"}
+    assert w.labels() == {
+        "rotabot-current": "2", "rotabot-revoked": "1", "rotabot-promoted": "staged-1"}
     versions = w.versions()
     assert versions["1"]["destroyed"] is True and versions["2"]["destroyed"] is False
     assert w.password(2) == new_password
@@ -240,9 +246,10 @@ class PgWorld:
     def login_ok(self, user: str, password: str) -> bool:
         return pg_login_ok(self.host, self.port, user, password)
 
-    def credential(self, version: int) -> tuple[str, str]:
+    def credential(self, version: int, *, staged: bool = False) -> tuple[str, str]:
+        path = f"rotabot-pending/{self.path}" if staged else self.path
         data = self.bao.secrets.kv.v2.read_secret_version(
-            path=self.path, version=version, raise_on_deleted_version=True)["data"]["data"]
+            path=path, version=version, raise_on_deleted_version=True)["data"]["data"]
         return str(data["username"]), str(data["password"])
 
 
@@ -267,7 +274,7 @@ def test_postgres_role_open_session_of_old_role_holds_the_gate(bot: Bot, pg_worl
 
     bot.slack.command("U0ADMIN", "C0ROTATE", "start warehouse-login")
     wait_parent(bot, "distributing")
-    new_user, new_password = w.credential(2)
+    new_user, new_password = w.credential(1, staged=True)
     bot.state.forbid(new_password)
     assert new_user == f"{w.base}_b"
     assert w.login_ok(old_user, old_password) and w.login_ok(new_user, new_password)

@@ -115,9 +115,13 @@ class RedisInBao:
         return bool(versions[number]["destroyed"])
 
     def read(self, version: int | str | None = None) -> dict[str, str]:
-        """What an unpinned consumer reads (the latest version), or one version."""
+        """What an unpinned consumer reads (the latest version), or one version; ``staged-N``
+        is version N where rotabot stages the pending credential (rotabot-pending/<path>)."""
+        path = self.path
+        if isinstance(version, str) and version.startswith("staged-"):
+            path, version = f"rotabot-pending/{self.path}", version.removeprefix("staged-")
         data: dict[str, str] = self.bao.secrets.kv.v2.read_secret_version(
-            path=self.path, version=version, raise_on_deleted_version=True)["data"]["data"]
+            path=path, version=version, raise_on_deleted_version=True)["data"]["data"]
         return data
 
     def password(self, version: int | str | None = None) -> str:

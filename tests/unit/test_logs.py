@@ -120,6 +120,26 @@ def test_configured_root_handler_writes_safe_json(capfd: pytest.CaptureFixture[s
     assert line["rotation_id"] == 7 and line["secret"] == "cache-password"
 
 
+def test_botocore_request_bodies_stay_out_of_a_debug_log(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # botocore logs PutSecretValue bodies (SecretString) at DEBUG on these two loggers.
+    from bot.runtime.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("DEBUG")
+        for name in ("botocore.endpoint", "botocore.parsers"):
+            logging.getLogger(name).debug("Making request: {'SecretString': '%s'}", CANARY)
+        logging.getLogger("rotabot.test").debug("still verbose")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    err = capfd.readouterr().err
+    assert "still verbose" in err
+    assert CANARY not in err
+
+
 # --- call sites --------------------------------------------------------------------------
 
 

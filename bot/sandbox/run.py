@@ -30,8 +30,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from bot.catalog import CatalogInvalid, load_catalog
+from bot.catalog import CatalogInvalid, EnvFileTarget, load_catalog
 from bot.domain.alert_intake import sign
+from bot.domain.credentials import StoreError, StoreState
 from bot.domain.secret_material import SecretMaterial
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.server import bolt_app, create_web_app
@@ -39,6 +40,7 @@ from bot.runtime.settings import Settings
 from bot.sandbox.emoji import page_table
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, SlackSideError
+from bot.services.ports import Store, Target
 
 log = logging.getLogger("rotabot.sandbox")
 
@@ -46,6 +48,8 @@ HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 CATALOG_TEMPLATE = HERE / "catalog.yml"
 MARKER = ".rotabot-sandbox"
+# model-api-key's dotenv targets live here (see catalog.yml); reset with the store.
+LANES_DIR = "lanes"
 LONG_POLL_SECONDS = 15.0
 
 ADMIN = "U0ADMIN"
@@ -111,6 +115,7 @@ def prepare_data_dir(data_dir: str) -> tuple[Path, list[str]]:
     for name in ("rotabot.db", "rotabot.db-journal", "rotabot.db-wal", "rotabot.db-shm"):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / "secrets", ignore_errors=True)
+    shutil.rmtree(root / LANES_DIR, ignore_errors=True)
     catalog_text = CATALOG_TEMPLATE.read_text()
     target = root / "catalog.yml"
     target.write_text(catalog_text)
@@ -174,6 +179,7 @@ class Sandbox:
             container.extra_routes.extend(sandbox.routes())
             sandbox.app = create_web_app(container, bolt_app(container))
             sandbox.seed_stores()
+            sandbox.seed_targets()
         except Exception:
             standin.stop()
             raise
@@ -189,6 +195,26 @@ class Sandbox:
                 material = SecretMaterial({"value": secrets.token_urlsafe(32)})
                 version = store.write_pending(spec.store.path, material, expected_current=None)
                 store.promote(spec.store.path, version)
+
+    def seed_targets(self) -> None:
+        """Write every secret's current credential to all its lane targets, so before any
+        rotation each lane holds the current value. A dotenv file's folder inside the data
+        folder is created first (the env-file target creates files, never folders)."""
+        service = self.container.service
+        for name, spec in self.container.catalog.secrets.items():
+            by_lane = spec.lane_targets()
+            if not by_lane:
+                continue
+            for targets in by_lane.values():
+                for t in targets:
+                    if isinstance(t, EnvFileTarget) and not Path(t.file).is_absolute():
+                        (self.data_dir / t.file).parent.mkdir(
+                            parents=True, exist_ok=True, mode=0o700
+                        )
+            current = service.backends.store_for(name).read(spec.store.path)
+            for lane_targets in service.backends.targets_for(name).values():
+                for lt in lane_targets:
+                    lt.target.write(current)
 
     def attach(self, base_url: str) -> None:
         """Called once the sandbox listens: Slack's side posts to the bot at this address."""
@@ -266,12 +292,14 @@ class Sandbox:
         )
 
     def _stores(self) -> dict[str, Any]:
-        """Each secret's store versions and labels (never a value)."""
+        """Each secret's store versions and labels, and what each lane's targets hold
+        compared with the store (never a value, nor anything derived from one)."""
         service = self.container.service
         out: dict[str, Any] = {}
         for name, spec in self.container.catalog.secrets.items():
             try:
-                described = service.backends.store_for(name).describe(spec.store.path)
+                store = service.backends.store_for(name)
+                described = store.describe(spec.store.path)
             except Exception as exc:  # a page panel must not break the page
                 out[name] = {"error": type(exc).__name__}
                 continue
@@ -285,8 +313,45 @@ class Sandbox:
                     }
                     for v in described.versions
                 ],
+                "lanes": self._lanes(name, store, spec.store.path, described),
             }
         return out
+
+    def _lanes(
+        self, name: str, store: Store, path: str, described: StoreState
+    ) -> list[dict[str, Any]]:
+        """Lane by lane (catalog lane order), which credential each target holds: the
+        store's current, pending (new) or previous version, another value, or nothing.
+        Values are compared in memory here and never leave this method."""
+        try:
+            by_lane = self.container.service.backends.targets_for(name)
+        except Exception as exc:  # shown as the error class only
+            return [{"lane": "*", "error": type(exc).__name__, "targets": []}]
+        if not by_lane:
+            return []
+        # The store's versions worth comparing with, in the order a match is named.
+        versions: list[tuple[str, str, SecretMaterial]] = []
+        for holds, version in (
+            ("new (pending)", described.pending),
+            ("current", described.current),
+            ("previous", described.previous),
+        ):
+            if version is None:
+                continue
+            try:
+                versions.append((holds, version, store.read(path, version)))
+            except StoreError:  # a destroyed version: no target can match it
+                continue
+        order = list(self.container.catalog.settings_for(name).lanes)
+        lanes = [lane for lane in order if lane in by_lane]
+        lanes += [lane for lane in by_lane if lane not in order]
+        return [
+            {
+                "lane": lane,
+                "targets": [_holds(t.label, t.target, versions) for t in by_lane[lane]],
+            }
+            for lane in lanes
+        ]
 
     async def snapshot(self, request: Request) -> Response:
         """The workspace as one user sees it; `since=N` waits (long-poll) for a change."""
@@ -442,6 +507,38 @@ class Sandbox:
         except Exception as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
         return JSONResponse({"ok": True, "secret": name, "version": version})
+
+
+def _holds(
+    label: str, target: Target, versions: list[tuple[str, str, SecretMaterial]]
+) -> dict[str, str]:
+    """What ``target`` holds, named by the store version it equals (never the value)."""
+    try:
+        held = target.read()
+    except Exception as exc:  # shown as the error class only
+        return {"label": label, "holds": "unreadable", "error": type(exc).__name__}
+    if held is None:
+        return {"label": label, "holds": "empty"}
+    field_name = getattr(target, "field", None)
+    for holds, version, material in versions:
+        if _same(held, material, field_name):
+            return {"label": label, "holds": holds, "version": version}
+    return {"label": label, "holds": "other"}
+
+
+def _same(held: SecretMaterial, material: SecretMaterial, field_name: str | None) -> bool:
+    """Whether a target holding ``held`` holds ``material`` as a write of it would leave it:
+    the target's ``field`` (or all of it), or its one value under the target's own name (a
+    dotenv key)."""
+    wanted = material.reveal()
+    if field_name is not None:
+        if field_name not in wanted:
+            return False
+        wanted = {field_name: wanted[field_name]}
+    got = held.reveal()
+    if got == wanted:
+        return True
+    return len(got) == 1 and len(wanted) == 1 and list(got.values()) == list(wanted.values())
 
 
 def _bind(host: str, port: int) -> socket.socket:

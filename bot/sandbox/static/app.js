@@ -510,6 +510,8 @@ function renderTools() {
       node.append(el("div", { class: "version" + (v.destroyed ? " destroyed" : "") }, `v${v.version} `,
         v.labels.map((l) => el("span", { class: `chip ${l}` }, l)), v.destroyed ? el("span", { class: "small" }, " value deleted") : null));
     }
+    const lanes = renderLanes(st.lanes || []);
+    if (lanes) node.append(lanes);
     if (sec.issuer === "manual") {
       const btn = el("button", { class: "btn", type: "button", "data-write": sec.name }, "Write a new version");
       btn.addEventListener("click", async () => {
@@ -523,6 +525,31 @@ function renderTools() {
     }
     stores.append(node);
   }
+}
+
+// What a lane target holds, compared with the store (the JSON names it, never a value):
+// the badge's color says which credential consumers of that lane read right now.
+const HOLDS = { "current": "current", "new (pending)": "new", "previous": "previous", "other": "other", "empty": "empty" };
+function holdsBadge(t) {
+  const kind = HOLDS[t.holds] || "other";
+  const text = t.holds === "unreadable" ? `unreadable (${t.error || "error"})`
+    : t.version ? `${t.holds} · v${t.version}` : t.holds;
+  return el("span", { class: `holds ${kind}`, "data-holds": t.holds }, text);
+}
+function renderLanes(lanes) {
+  if (!lanes.length) return null;
+  const box = el("div", { class: "lanes" }, el("div", { class: "small" }, "Lane targets: what each lane's consumers read"));
+  for (const ln of lanes) {
+    if (ln.error) { box.append(el("div", { class: "small bad" }, `targets unusable (${ln.error})`)); continue; }
+    const row = el("div", { class: "lane", "data-lane": ln.lane }, el("span", { class: "lane-name" }, ln.lane));
+    const targets = el("div", { class: "lane-targets" });
+    for (const t of ln.targets) {
+      targets.append(el("div", { class: "target", "data-target": t.label }, holdsBadge(t), " ", el("span", { class: "path" }, t.label)));
+    }
+    row.append(targets);
+    box.append(row);
+  }
+  return box;
 }
 
 function render() {

@@ -1,4 +1,5 @@
-"""The dependency map of one secret: issuer, store, and every consumer lane by lane.
+"""The dependency map of one secret: issuer, store, and every lane with its distribution
+targets and consumers.
 
 ``dependency_map`` builds a structured form (plain dataclasses) that any renderer can use;
 ``render_map`` turns it into the plain text that ``rotabot catalog map`` prints.
@@ -7,8 +8,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
-from bot.catalog import Catalog, FileStore, VaultKv2Store
+from bot.catalog import (
+    AnyTarget,
+    AwsSecretsManagerStore,
+    AwsSecretsManagerTarget,
+    Catalog,
+    FileStore,
+    VaultKv2Store,
+    VaultKv2Target,
+    target_label,
+)
 from bot.domain.durations import format_duration
 
 
@@ -38,10 +49,28 @@ class ConsumerView:
 
 
 @dataclass(frozen=True)
+class TargetView:
+    """One place rotabot writes the new credential when the lane opens."""
+
+    label: str  # kind and location, as receipts and the audit trail name it
+    store: str | None  # the store (server and login) a vault-kv2 or AWS target is written with
+    field: str | None  # the credential's field the target holds; None: all of it
+    reload: str | None  # the reload hook called after each write: method and URL, no query
+
+    def describe(self) -> str:
+        notes = [f"store {self.store}"] if self.store else []
+        if self.field:
+            notes.append(f"field {self.field}")
+        return self.label + (f" ({', '.join(notes)})" if notes else "")
+
+
+@dataclass(frozen=True)
 class LaneView:
     name: str
     listed: bool  # False: the lane is not in `lanes`, so it validates last
     consumers: tuple[ConsumerView, ...]
+    # Where rotabot writes the new credential before the lane's owners are asked.
+    targets: tuple[TargetView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +91,27 @@ class DependencyMap:
         return tuple(c for lane in self.lanes for c in lane.consumers)
 
 
+def hook_url(url: str) -> str:
+    """A reload hook's URL as shown: no query string, fragment or user info."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def target_view(target: AnyTarget) -> TargetView:
+    hook = target.reload
+    return TargetView(
+        label=target_label(target),
+        store=(
+            target.store
+            if isinstance(target, VaultKv2Target | AwsSecretsManagerTarget)
+            else None
+        ),
+        field=target.field,
+        reload=None if hook is None else f"{hook.method} {hook_url(hook.url)}",
+    )
+
+
 def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
     """The map of ``secret``; raises UnknownSecret for a name not in the catalog."""
     spec = catalog.secret(secret)
@@ -73,6 +123,10 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
         location = f"{store.config.url}, mount {store.config.mount}"
         if store.config.namespace:
             location += f", namespace {store.config.namespace}"
+    elif isinstance(store.config, AwsSecretsManagerStore):
+        location = f"region {store.config.region}"
+        if store.config.endpoint_url:
+            location += f", endpoint {hook_url(store.config.endpoint_url)}"
     else:
         assert isinstance(store.config, FileStore)
         location = f"folder {store.config.path}"
@@ -94,6 +148,11 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
             ),
             rollback=c.rollback,
         ))
+    targets = {
+        lane: tuple(target_view(t) for t in ts) for lane, ts in spec.lane_targets().items()
+    }
+    for lane in targets:
+        views.setdefault(lane, [])  # the loader keeps targets to known lanes; never drop one
     return DependencyMap(
         secret=secret,
         description=spec.description,
@@ -105,7 +164,12 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
         store_location=location,
         store_path=store.path,
         lanes=tuple(
-            LaneView(name=lane, listed=lane in settings.lanes, consumers=tuple(cs))
+            LaneView(
+                name=lane,
+                listed=lane in settings.lanes,
+                consumers=tuple(cs),
+                targets=targets.get(lane, ()),
+            )
             for lane, cs in views.items()
         ),
     )
@@ -131,6 +195,12 @@ def render_map(catalog: Catalog, secret: str) -> str:
         out.append("")
         note = "" if lane.listed else " (not in lanes: validates last)"
         out.append(f"[{lane.name}]{note}")
+        if lane.targets:
+            out.append("  targets (rotabot writes the new credential here when the lane opens):")
+            for t in lane.targets:
+                out.append(f"    {t.describe()}")
+                if t.reload:
+                    out.append(f"      reload hook: {t.reload}")
         if not lane.consumers:
             out.append("  (no consumers)")
         for c in lane.consumers:

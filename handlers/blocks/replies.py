@@ -35,8 +35,13 @@ def plan_message(plan: Plan) -> Rendered:
         f"{code(plan.store_path)} · overlap {format_duration(plan.overlap)} · observe "
         f"{format_duration(plan.observe)}",
     ]
+    targets = dict(plan.targets)
     for i, (lane, consumers) in enumerate(plan.order, start=1):
         lines.append(f"*{i}. {escape_mrkdwn(lane)}*")
+        if targets.get(lane):
+            lines.append("   targets (rotabot writes the new credential here before the owners "
+                         "are asked):")
+            lines.extend(f"   :inbox_tray: {code(label)}" for label in targets[lane])
         lines.extend(
             f"   • {code(c.name)} · {mention(c.owner)} · {escape_mrkdwn(c.reload)}"
             for c in consumers
@@ -123,6 +128,15 @@ def map_message(dmap: DependencyMap) -> Rendered:
     ]
     for lane in dmap.lanes:
         lines.append(f"*{escape_mrkdwn(lane.name)}*")
+        if lane.targets:
+            lines.append("   targets (written when the lane opens):")
+        for t in lane.targets:
+            notes = [f"store {code(t.store)}"] if t.store else []
+            if t.field:
+                notes.append(f"field {code(t.field)}")
+            if t.reload:
+                notes.append(f"reload hook {escape_mrkdwn(t.reload)}")
+            lines.append(f"   :inbox_tray: {code(t.label)}" + "".join(f" · {n}" for n in notes))
         for c in lane.consumers:
             check = c.health_check.describe() if c.health_check else "no health check"
             lines.append(

@@ -41,6 +41,7 @@ from handlers.ids import Action, RotationButton
 
 COMPACT_AFTER = 40  # consumers; past this the message shows a per-lane summary
 HEALTH_LINES = 20  # per message; the rest is in `/rotate status`
+TARGET_LABELS = 10  # per lane; the lane-opened receipt in the thread lists every one
 
 
 def consumer_line(c: ConsumerProgress) -> str:
@@ -197,6 +198,49 @@ def rotation_message(
     return text, blocks
 
 
+def _labels(labels: tuple[str, ...]) -> str:
+    shown = ", ".join(code(label) for label in labels[:TARGET_LABELS])
+    more = f" and {len(labels) - TARGET_LABELS} more" if len(labels) > TARGET_LABELS else ""
+    return shown + more
+
+
+def target_line(rotation: Rotation, lane: str) -> str | None:
+    """Where a lane with distribution targets stands: written (which targets), being written,
+    or waiting for its turn. None for a lane without targets. The catalog's labels of a lane
+    not written yet are not on the rotation: the dry run and `/rotate map` list them."""
+    if lane not in rotation.gated_lanes:
+        return None
+    written = rotation.lane_writes.get(lane)
+    ended_early = rotation.phase in (Phase.ROLLED_BACK, Phase.CANCELLED)
+    if written is not None:
+        labels = f": {_labels(written)}" if written else ""
+        if ended_early and rotation.old_version is not None:
+            return (
+                ":leftwards_arrow_with_hook: targets: written, then given the previous "
+                f"credential back (the thread's receipt lists each){labels}"
+            )
+        if ended_early:
+            return (
+                ":inbox_tray: targets: written; they keep the new credential (there was none "
+                f"before it){labels}"
+            )
+        return f":inbox_tray: targets: written{labels}"
+    if ended_early:
+        return ":white_circle: targets: never written (the rotation ended before its turn)"
+    if rotation.lane_to_open() == lane:
+        return (
+            ":hourglass: targets: being written now; its owners are asked once "
+            "they hold the new credential"
+        )
+    if (
+        rotation.phase is Phase.FAILED
+        and rotation.failed_from in (Phase.DISTRIBUTING, Phase.VALIDATING)
+        and rotation.active_lane() == lane
+    ):
+        return ":warning: targets: not written yet; *Resume* writes them again"
+    return ":white_circle: targets: waiting for its turn (targets are written on its turn)"
+
+
 def _lane_blocks(rotation: Rotation) -> list[Block]:
     """One heading per lane with its consumers, or (past COMPACT_AFTER) who is still behind."""
     blocks: list[Block] = []
@@ -213,6 +257,8 @@ def _lane_blocks(rotation: Rotation) -> list[Block]:
             else ""
         )
         heading = f"*{escape_mrkdwn(lane)}* · {done}/{len(consumers)} validated{marker}"
+        targets = target_line(rotation, lane)
+        lead = [targets] if targets else []
         if compact:
             behind = [
                 c for c in consumers if c.state not in (StepState.VALIDATED, StepState.SIGNED_OFF)
@@ -220,9 +266,9 @@ def _lane_blocks(rotation: Rotation) -> list[Block]:
             names = ", ".join(code(c.name) for c in behind[:15])
             more = f" and {len(behind) - 15} more" if len(behind) > 15 else ""
             line = f"still to validate: {names}{more}" if behind else "all validated"
-            blocks.extend(sections([line], heading))
+            blocks.extend(sections([*lead, line], heading))
         else:
-            blocks.extend(sections([consumer_line(c) for c in consumers], heading))
+            blocks.extend(sections([*lead, *(consumer_line(c) for c in consumers)], heading))
     return blocks
 
 

@@ -22,16 +22,16 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("rotations") as batch:
-        batch.add_column(
-            sa.Column("gated_lanes", sa.Text(), nullable=False, server_default="[]")
-        )
-        batch.add_column(
-            sa.Column("lane_writes", sa.Text(), nullable=False, server_default="{}")
-        )
+    # Plain ALTER TABLE on both back ends (SQLite >= 3.35 drops columns too): a batch
+    # "copy and move" of rotations would trip the foreign keys of consumer_steps on SQLite.
+    op.add_column(
+        "rotations", sa.Column("gated_lanes", sa.Text(), nullable=False, server_default="[]")
+    )
+    op.add_column(
+        "rotations", sa.Column("lane_writes", sa.Text(), nullable=False, server_default="{}")
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("rotations") as batch:
-        batch.drop_column("lane_writes")
-        batch.drop_column("gated_lanes")
+    op.drop_column("rotations", "lane_writes")
+    op.drop_column("rotations", "gated_lanes")

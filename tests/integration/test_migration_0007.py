@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import hvac
 import pytest
 from alembic import command
-from sqlalchemy import Column, MetaData, Table, inspect, insert, select
+from sqlalchemy import Column, MetaData, Table, insert, inspect, select
 
 from adapters.vault_store import VaultKV2Store
 from bot.catalog import parse_catalog

@@ -44,25 +44,27 @@ class StoreState:
 
     def newest(self) -> VersionInfo | None:
         live = [v for v in self.versions if not v.destroyed and not v.deleted]
-        return max(live, key=_age_key) if live else None
+        newest: VersionInfo | None = None
+        for v in live:
+            if newest is None or newer(v, newest):
+                newest = v
+        return newest
 
     def info(self, version: str | None) -> VersionInfo | None:
         return next((v for v in self.versions if v.version == version), None)
 
 
-def _age_key(info: VersionInfo) -> tuple[int, float]:
-    # Numbered versions (KV v2, the file store) order by number; ids without an order (AWS
-    # Secrets Manager's VersionIds) by creation time.
-    if info.version.isdigit():
-        return (int(info.version), 0.0)
-    return (0, info.created_at.timestamp() if info.created_at else 0.0)
-
-
 def newer(info: VersionInfo, than: VersionInfo | None) -> bool:
-    """Whether ``info`` was written after ``than`` (None: after nothing, so True)."""
+    """Whether ``info`` was written after ``than`` (None: after nothing, so True). Two
+    numbered versions (KV v2, the file store) compare by number; otherwise (AWS VersionIds,
+    a vault-kv2 ``staged-N`` against a number) by creation time, and without times, not."""
     if than is None:
         return True
-    return _age_key(info) > _age_key(than)
+    if info.version.isdigit() and than.version.isdigit():
+        return int(info.version) > int(than.version)
+    if info.created_at is not None and than.created_at is not None:
+        return info.created_at > than.created_at
+    return False
 
 
 class StoreError(Exception):
@@ -144,4 +146,5 @@ def find_new_version(state: StoreState) -> str | None:
         for v in state.versions
         if not v.destroyed and not v.deleted and not v.labels and newer(v, floor)
     ]
-    return max(candidates, key=_age_key).version if candidates else None
+    newest = StoreState(versions=tuple(candidates)).newest()
+    return newest.version if newest is not None else None

@@ -119,6 +119,9 @@ class MessageContext:
     instructions: str | None = None
     # Unresolved alerts on the secret since the rotation began: each blocks revocation.
     problems: tuple[Alert, ...] = ()
+    # Where a person writes the new credential for the manual issuer (vault-kv2 stages it
+    # beside the secret, where consumers do not read it); None: the secret's own path.
+    write_to: str | None = None
 
 
 RELOAD_REQUIREMENTS = {
@@ -527,15 +530,19 @@ class RotationService:
             issuer = self.catalog.resolved_issuer(rotation.secret).config
         except RotabotError:  # the secret left the catalog mid-rotation
             return MessageContext()
-        instructions = None
+        instructions = write_to = None
         if rotation.phase is Phase.READY_CHECK and issuer.kind == "manual":
             instructions = getattr(issuer, "instructions", None)
+            store = self.catalog.resolved_store(rotation.secret).config
+            prefix = getattr(store, "pending_prefix", None)
+            if prefix:
+                write_to = f"{getattr(store, 'mount', 'secret')}/{prefix}/{rotation.store_path}"
         problems: tuple[Alert, ...] = ()
         if not rotation.terminal:
             with self.uow_factory() as uow:
                 problems = tuple(uow.alerts.for_secret(
                     rotation.secret, unresolved_only=True, since=rotation.created_at))
-        return MessageContext(admins, instructions, problems)
+        return MessageContext(admins, instructions, problems, write_to)
 
     def gate(self, rotation_id: int) -> GateResult:
         return self.gate_of(self.get(rotation_id))

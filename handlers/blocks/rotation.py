@@ -152,7 +152,8 @@ def rotation_message(
             SectionBlock(
                 text=md(
                     f"{who}create the new credential and write it to "
-                    f"{code(rotation.store_path)}, then press *Check the store again*; rotabot "
+                    f"{code(context.write_to or rotation.store_path)}, then press *Check the "
+                    "store again*; rotabot "
                     f"also notices the new version by itself and asks the owners in this "
                     f"thread.{how}"[:SECTION_LIMIT]
                 )

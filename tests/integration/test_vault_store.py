@@ -27,7 +27,13 @@ from adapters.vault_store import (
     VaultKV2Store,
     make_vault_client,
 )
-from bot.domain.credentials import StoreConflict, StoreError, VersionLabel, VersionUnavailable
+from bot.domain.credentials import (
+    StoreConflict,
+    StoreError,
+    VersionLabel,
+    VersionUnavailable,
+    find_new_version,
+)
 from bot.domain.secret_material import SecretMaterial
 from bot.services.ports import Store
 
@@ -577,3 +583,23 @@ def test_canary_never_reaches_labels_or_messages(
     for exc in failures:
         assert value not in all_texts(exc)
     assert vault_store.read(path) == material
+
+
+def test_a_persons_write_at_the_staging_path_is_found_as_the_new_version(
+    vault_store: VaultKV2Store, root: hvac.Client
+) -> None:
+    # The manual issuer: a person puts the new credential where rotabot stages it.
+    path = unique_path("manual")
+    v1 = vault_store.promote(path, vault_store.write_pending(path, OLD, expected_current=None))
+    root.secrets.kv.v2.create_or_update_secret(
+        path=vault_store.staging_path(path), secret=NEW.reveal())
+
+    state = vault_store.describe(path)
+    found = find_new_version(state)
+
+    assert found is not None and found.startswith("staged-")
+    vault_store.mark_pending(path, found)
+    assert raw_data(root, path) == OLD.reveal()  # consumers still read the old one
+    assert vault_store.promote(path, found) == "2"
+    assert vault_store.describe(path).previous == v1
+    assert raw_data(root, path) == NEW.reveal()

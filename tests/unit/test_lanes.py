@@ -6,6 +6,7 @@ production (bot/runtime/backends.CatalogBackends); storage in memory."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bot.domain.clock import FixedClock
 from bot.domain.errors import OutOfOrder
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.receipts import ReceiptKind
-from bot.domain.rotation import Rotation
+from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.runtime.backends import CatalogBackends
 from bot.services.distribution import written_from_json
 from bot.services.rotations import RotationService
@@ -249,3 +250,24 @@ def test_the_timer_opens_a_lane_whose_turn_came_while_the_process_was_down(
     after = world.service.get(r.id)
     assert after.lane_to_open() is None and "staging" in after.lane_writes
     assert world.env("staging.env") == world.stored(after.new_version)
+
+
+def test_the_manual_issuer_is_told_to_write_where_vault_stages_the_new_credential(
+    world: World,
+) -> None:
+    catalog = parse_catalog(CATALOG.replace(
+        "files: {kind: file, path: store}",
+        'files: {kind: vault-kv2, url: "http://127.0.0.1:8200", token_env: VAULT_TOKEN}',
+    ).replace("issuer: {kind: local}", "issuer: {kind: manual}").replace("{prod}", "lanes"))
+    service = RotationService(catalog=catalog, uow_factory=FakeDatabase().uow,
+                              backends=world.backends, clock=FixedClock())
+    rotation = Rotation.begin(
+        secret=SECRET, lanes=["dev"], consumers=[ConsumerPlan("ingest-dev", "dev", DEV, "hot")],
+        overlap=timedelta(days=1), observe=timedelta(hours=1), store_path=PATH, actor=ADMIN,
+        now=FixedClock().now())
+
+    context = service.message_context(rotation)
+
+    # Not the secret's own path: every consumer reading it would get the new credential at once.
+    assert context.write_to == f"secret/rotabot-pending/{PATH}"
+    assert world.service.message_context(rotation).write_to is None  # the file store: in place

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import (
+    AwsSecretsManagerStore,
     Catalog,
     CatalogError,
     CatalogInvalid,
@@ -75,7 +76,8 @@ def test_example_catalog_loads_with_zero_errors() -> None:
         "model-api-key", "cache-password", "analytics-db", "vector-db-key"
     }
     # Every kind of store and issuer is exercised by the example users copy.
-    assert {type(s) for s in catalog.stores.values()} == {FileStore, VaultKv2Store}
+    assert {type(s) for s in catalog.stores.values()} == {
+        FileStore, VaultKv2Store, AwsSecretsManagerStore}
     kinds = {type(catalog.resolved_issuer(name).config) for name in catalog.secrets}
     assert kinds == {ManualIssuer, RedisAclIssuer, PostgresRoleIssuer, HttpIssuer}
 

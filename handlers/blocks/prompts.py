@@ -13,9 +13,19 @@ from handlers.ids import Action, StepButton
 def turn_prompt(rotation: Rotation, consumer: ConsumerProgress, step: StepState) -> Rendered:
     """A thread message asking one owner for their next step (names escaped: the text
     fallback is mrkdwn too)."""
+    written = rotation.lane_writes.get(consumer.lane, ())
+    have = (
+        # rotabot put it where this lane reads it: what is left is the consumer's reload.
+        "rotabot wrote the new credential to "
+        + ", ".join(f"`{escape_mrkdwn(t)}`" for t in written[:5])
+        + (f" and {len(written) - 5} more" if len(written) > 5 else "")
+        + "; make sure it picked it up (reload or restart as it needs)"
+        if written
+        else "make sure it has the new credential (pending version "
+        f"{escape_mrkdwn(str(rotation.new_version))})"
+    )
     ask = {
-        StepState.DISTRIBUTED: "make sure it has the new credential (pending version "
-        f"{escape_mrkdwn(str(rotation.new_version))}), then press *Distributed*",
+        StepState.DISTRIBUTED: f"{have}, then press *Distributed*",
         StepState.VALIDATED: "check it works with the new credential on its real dependency "
         "path, then press *Validated*",
         StepState.SIGNED_OFF: "when you are OK for the old credential to be revoked, press "

@@ -24,7 +24,14 @@ from typing import Any
 import hvac
 import pytest
 from conftest import BotConfig
-from e2e_helpers import click_parent, click_step, has_button, parent_message, wait_parent
+from e2e_helpers import (
+    click_parent,
+    click_step,
+    has_button,
+    parent_message,
+    prompt_for,
+    wait_parent,
+)
 from harness.backends import (
     RedisInBao,
     bao_rules,
@@ -185,6 +192,9 @@ def test_each_lane_gets_the_new_credential_on_its_turn_and_rollback_restores_all
     assert lanes.unpinned(lanes.prod_path) == w.initial
     assert w.auth_ok(new) and w.auth_ok(w.initial)
     assert not asked(bot, "inference-api")  # prod's owner is not asked yet
+    # Dev's owner is told where rotabot put it: what is left is the consumer's reload.
+    prompt = prompt_for(bot, "retriever", "Distributed")
+    assert f"rotabot wrote the new credential to `vault-kv2 {lanes.dev_path}`" in prompt.text
 
     click_step(bot, "U0BOB", "retriever", "Distributed")
     click_step(bot, "U0BOB", "retriever", "Validated")

@@ -239,7 +239,7 @@ def target_line(rotation: Rotation, lane: str) -> str | None:
         and rotation.active_lane() == lane
     ):
         return ":warning: targets: not written yet; *Resume* writes them again"
-    return ":white_circle: targets: waiting for its turn (targets are written on its turn)"
+    return ":white_circle: targets: written when this lane's turn comes"
 
 
 def _lane_blocks(rotation: Rotation) -> list[Block]:

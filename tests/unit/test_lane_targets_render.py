@@ -263,7 +263,7 @@ def validate(r: Rotation, consumer: str, owner: str) -> None:
         r.mark_step(consumer, step, actor=owner, now=T0)
 
 
-WAITING = ":white_circle: targets: waiting for its turn (targets are written on its turn)"
+WAITING = ":white_circle: targets: written when this lane's turn comes"
 
 
 def test_before_the_new_credential_every_lane_waits_for_its_turn() -> None:

@@ -21,6 +21,7 @@ _SLACK_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
 # Stable codes, for tests and for rendering findings elsewhere (Slack, App Home).
 NO_HEALTH_CHECK = "no-health-check"
 NO_ROLLBACK_NOTE = "no-rollback-note"
+TARGETS_WITHOUT_CONSUMERS = "targets-without-consumers"
 UNLISTED_LANE = "unlisted-lane"
 SINGLE_LANE = "single-lane"
 OWNER_NOT_SLACK_ID = "owner-not-slack-id"
@@ -114,6 +115,15 @@ def _secret_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
             f"{name} lists no consumers: a rotation would have nobody to validate or sign "
             "off; list every service, job and pipeline that reads this secret",
         )
+
+    lanes_with_consumers = {c.lane for c in spec.consumers.values()}
+    for lane in spec.targets:
+        if lane not in lanes_with_consumers:
+            yield _finding(
+                catalog, name, (*base, "targets", lane), TARGETS_WITHOUT_CONSUMERS,
+                f"the {lane} lane has targets but no consumers: a rotation never opens it, so "
+                "rotabot never writes them; list the consumers that read them under that lane",
+            )
 
     for consumer in spec.consumers.values():
         cpath = (*base, "consumers", consumer.name)

@@ -136,3 +136,16 @@ def test_a_literal_credential_in_a_target_is_refused_without_repeating_it() -> N
 
     assert errors and all(token not in e for e in errors)
     assert any("targets.dev[0]" in e for e in errors)
+
+
+def test_targets_of_a_lane_without_consumers_are_a_readiness_warning() -> None:
+    from bot.catalog.readiness import TARGETS_WITHOUT_CONSUMERS, readiness_findings
+
+    assert "      staging:\n" in BASE
+    catalog = parse_catalog(BASE)  # staging has a target but no consumer
+
+    (finding,) = [f for f in readiness_findings(catalog, "api-key")
+                  if f.code == TARGETS_WITHOUT_CONSUMERS]
+    assert finding.field == "secrets.api-key.targets.staging"
+    assert finding.line == 20
+    assert "never writes them" in finding.message

@@ -51,6 +51,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.file_store import fsync_dir
 from bot.domain.credentials import StoreError, select_field, single_value
 from bot.domain.secret_material import SecretMaterial
 
@@ -231,7 +232,7 @@ class EnvFileTarget:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()  # only left on failure; after os.replace it is gone
         try:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             raise TargetUnwritable(
                 f"{where}: wrote the file but cannot sync its folder: {exc.strerror}"
@@ -366,11 +367,3 @@ def _closing_quote(text: str, start: int) -> int | None:
         i += 1
     return None  # unterminated: read as an unquoted value, like the rest of its line
 
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable, not only the file's contents.
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

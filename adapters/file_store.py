@@ -268,7 +268,7 @@ class FileStore:
             # the job, and meanwhile a read fails loudly rather than serving a revoked value.
             with contextlib.suppress(FileNotFoundError):
                 (folder / f"v{version}.json").unlink()
-            _fsync_dir(folder)
+            fsync_dir(folder)
             entry.destroyed = True
             entry.revoked = True
             if meta.pending == version:
@@ -471,11 +471,12 @@ def _write_private(path: str, target: Path, payload: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename/unlink itself durable, not only the file contents.
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable, not only the file contents (the
+    env-file target uses it too)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

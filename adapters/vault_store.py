@@ -411,16 +411,14 @@ class VaultKV2Store:
             )
         staging = self.staging_path(path)
         staged_meta = self._read_meta(staging)
-        response = self._call(
-            self._kv.create_or_update_secret,
+        # Only rotabot writes here; cas still keeps two writers from crossing.
+        number = self._put(
             staging,
-            "stage the new version of",
-            ("data", "create", "update"),
-            secret=material.reveal(),
-            # Only rotabot writes here; cas still keeps two writers from crossing.
+            material.reveal(),
             cas=staged_meta.kv_current if staged_meta is not None else 0,
+            action="stage the new version of",
         )
-        version = f"{STAGED}{response['data']['version']}"
+        version = f"{STAGED}{number}"
         # If the label write below fails, the staged version exists unlabelled: describe shows
         # it as newer than current, and mark_pending(version) resumes from there.
         meta = self._read_meta(path) or meta
@@ -510,15 +508,9 @@ class VaultKV2Store:
                 raise self._conflict(path, meta.kv_current)
             promoted = newest
         else:
-            response = self._call(
-                self._kv.create_or_update_secret,
-                path,
-                "write the new current version of",
-                ("data", "create", "update"),
-                secret=data,
-                cas=meta.kv_current,
+            promoted = self._put(
+                path, data, cas=meta.kv_current, action="write the new current version of"
             )
-            promoted = str(response["data"]["version"])
             meta = self._require_meta(path)
         self._write_labels(path, meta, _Labels(
             pending=None,
@@ -542,15 +534,9 @@ class VaultKV2Store:
         self._require_live(meta, path, previous, "restore it")
         data = self._read_data(path, previous)
         # As `vault kv rollback`: the old data becomes a new version, cas = KV's current.
-        response = self._call(
-            self._kv.create_or_update_secret,
-            path,
-            "write the restored version of",
-            ("data", "create", "update"),
-            secret=data,
-            cas=meta.kv_current,
+        restored = self._put(
+            path, data, cas=meta.kv_current, action="write the restored version of"
         )
-        restored = str(response["data"]["version"])
         meta = self._require_meta(path)
         # The rolled-back credential becomes previous (valid until its issuer revokes it and
         # retire destroys it); a pending version is abandoned by the rollback.
@@ -611,6 +597,18 @@ class VaultKV2Store:
         )
 
     # --- helpers --------------------------------------------------------------------------
+
+    def _put(self, path: str, data: Mapping[str, Any], *, cas: int, action: str) -> str:
+        """Write ``data`` as a new KV version with check-and-set; returns its number."""
+        response = self._call(
+            self._kv.create_or_update_secret,
+            path,
+            action,
+            ("data", "create", "update"),
+            secret=dict(data),
+            cas=cas,
+        )
+        return str(response["data"]["version"])
 
     def _staged_versions(self, path: str) -> list[VersionInfo]:
         """The live versions at the staging path, as ``staged-N`` references."""
@@ -864,15 +862,9 @@ class VaultKV2Target:
             and store._read_data(self.path, str(kv_current)) == values
         ):
             return str(kv_current)  # holds it already (a retried lane): no new version
-        response = store._call(
-            store._kv.create_or_update_secret,
-            self.path,
-            "write the lane's credential to",
-            ("data", "create", "update"),
-            secret=values,
-            cas=kv_current,
+        return store._put(
+            self.path, values, cas=kv_current, action="write the lane's credential to"
         )
-        return str(response["data"]["version"])
 
     def read(self) -> SecretMaterial | None:
         meta = self._kv2._read_meta(self.path)

@@ -25,6 +25,7 @@ from adapters.vault_store import (
     StoreSealed,
     StoreUnreachable,
     VaultKV2Store,
+    VaultKV2Target,
     make_vault_client,
 )
 from bot.domain.credentials import (
@@ -603,3 +604,37 @@ def test_a_persons_write_at_the_staging_path_is_found_as_the_new_version(
     assert vault_store.promote(path, found) == "2"
     assert vault_store.describe(path).previous == v1
     assert raw_data(root, path) == NEW.reveal()
+
+
+# --- lane targets ----------------------------------------------------------------------------
+
+
+def test_a_vault_target_holds_what_consumers_read_and_adds_no_version_for_the_same_value(
+    openbao_server: OpenBaoServer, root: hvac.Client
+) -> None:
+    path = unique_path("target")
+    target = VaultKV2Target(root_client(openbao_server), path=path)
+    assert target.read() is None
+    assert target.where == f"vault-kv2 secret/{path} at {openbao_server.url}"
+
+    assert target.write(OLD) == "1"
+    assert target.write(OLD) == "1"  # a retried lane: nothing new
+    assert target.write(NEW) == "2"
+
+    assert raw_data(root, path) == NEW.reveal()  # an unpinned read, as consumers do
+    assert target.read() == NEW
+
+
+def test_a_vault_target_with_a_field_holds_that_field_only(
+    openbao_server: OpenBaoServer, root: hvac.Client
+) -> None:
+    path = unique_path("target-field")
+    value, material = canary()
+    target = VaultKV2Target(root_client(openbao_server), path=path, field="password")
+
+    target.write(material)
+
+    assert raw_data(root, path) == {"password": value}
+    with pytest.raises(StoreError) as info:
+        VaultKV2Target(root_client(openbao_server), path=path, field="token").write(material)
+    assert "has no field 'token'" in str(info.value) and value not in str(info.value)

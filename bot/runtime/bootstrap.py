@@ -25,7 +25,7 @@ from bot.domain.clock import Clock, SystemClock
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.runtime.backends import CatalogBackends
-from bot.runtime.metrics import StateCollector
+from bot.runtime.metrics import SqlStoreReads, StateCollector, TimerHeartbeat
 from bot.runtime.settings import Settings
 from bot.services.alerts import AlertService
 from bot.services.health import HealthService, RotationEvidence
@@ -151,7 +151,10 @@ def build(
     )
     service.on_change.append(notifier.rotation_changed)
     # Gauges from a snapshot refreshed at most every few seconds, not a query per scrape.
-    metrics.register(StateCollector(service.active, service.recent_alerts))
+    metrics.register(StateCollector(service.active, service.recent_alerts,
+                                    store=SqlStoreReads(engine), catalog=catalog))
+    heartbeat = TimerHeartbeat()  # set by the last timer job of each run (the leader only)
+    metrics.register(heartbeat)
     # One AlertService per process: its coalescing state is shared by /alerts and buttons.
     alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier),
                           on_rotation_alert=notifier.refresh)
@@ -173,7 +176,7 @@ def build(
         notices=notifier,
         # Leader-only periodic work: health checks while rotations run, scheduled rotations
         # and max_age reminders.
-        extra=[health_schedule.run_due, schedules.run_due],
+        extra=[health_schedule.run_due, schedules.run_due, heartbeat.beat],
     )
     return Container(
         settings=settings,

@@ -18,7 +18,6 @@ from typing import Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, func, select
 
 from bot.catalog import Catalog
 from bot.domain.alert import UNRESOLVED, Alert
@@ -26,27 +25,13 @@ from bot.domain.audit import AuditEvent
 from bot.domain.failures import FailureClass
 from bot.domain.lifecycle import Phase
 from bot.domain.rotation import Rotation
-from storage.sql_common import ALERTS, AUDIT, ROTATIONS, audit_from_row
+from storage.metrics_reads import HEALTH_ACTION, PHASE_ACTION, AlertCount, SqlStoreReads
+
+__all__ = ["AlertCount", "SqlStoreReads", "StoreReads"]
 
 ALERT_WINDOW = 1000  # rotabot_alerts counts the most recent this many alerts
 TIMER_PHASES = frozenset({Phase.OBSERVING, Phase.READY_CHECK})
-PHASE_ACTION = "phase"  # the audit action of a phase change (Rotation._move)
-HEALTH_ACTION = "health.checked"  # the audit action of a health check (RotationService)
 _UNRESOLVED_VALUES = frozenset(s.value for s in UNRESOLVED)
-
-
-@dataclass(frozen=True)
-class AlertCount:
-    """Alerts of one label set and status, as stored: rows (alerts recorded) and the sum of
-    their ``count`` (failure reports, repeats coalesced into an alert included)."""
-
-    secret: str
-    lane: str
-    consumer: str
-    failure_class: str
-    status: str
-    alerts: int
-    reports: int
 
 
 class StoreReads(Protocol):
@@ -62,46 +47,6 @@ class StoreReads(Protocol):
     def rotation_events(self, rotation_ids: Sequence[int]) -> Sequence[AuditEvent]:
         """The phase-change and health-check events of these rotations, in record order."""
         ...
-
-
-class SqlStoreReads:
-    """:class:`StoreReads` as three queries: a GROUP BY over ``rotations`` (one row per
-    rotation ever run) and over ``alerts`` (one row per coalesced alert), and the audit rows of
-    the active rotations through the ``rotation_id`` index. No table scan of the audit log."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def last_switches(self) -> dict[str, datetime]:
-        stmt = (
-            select(ROTATIONS.c.secret, func.max(ROTATIONS.c.switched_at))
-            .where(ROTATIONS.c.switched_at.is_not(None))
-            .group_by(ROTATIONS.c.secret)
-        )
-        with self._engine.connect() as conn:
-            return {secret: at for secret, at in conn.execute(stmt) if at is not None}
-
-    def alert_counts(self) -> list[AlertCount]:
-        keys = (ALERTS.c.secret, ALERTS.c.lane, ALERTS.c.consumer, ALERTS.c.failure_class,
-                ALERTS.c.status)
-        stmt = select(*keys, func.count(), func.coalesce(func.sum(ALERTS.c.count), 0)).group_by(
-            *keys)
-        with self._engine.connect() as conn:
-            return [AlertCount(secret, lane, consumer, failure_class, status, int(n), int(reports))
-                    for secret, lane, consumer, failure_class, status, n, reports
-                    in conn.execute(stmt)]
-
-    def rotation_events(self, rotation_ids: Sequence[int]) -> list[AuditEvent]:
-        if not rotation_ids:
-            return []
-        stmt = (
-            select(AUDIT)
-            .where(AUDIT.c.rotation_id.in_(sorted(rotation_ids)),
-                   AUDIT.c.action.in_((PHASE_ACTION, HEALTH_ACTION)))
-            .order_by(AUDIT.c.id)
-        )
-        with self._engine.connect() as conn:
-            return [audit_from_row(m) for m in conn.execute(stmt).mappings()]
 
 
 _Labels = tuple[str, ...]

@@ -200,7 +200,55 @@ class HttpIssuer(_Strict):
     dual_valid: bool = True
 
 
-AnyIssuer = ManualIssuer | LocalIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer
+class OpenAIIssuer(_Strict):
+    """OpenAI's organization admin API: project service-account keys. Two service accounts
+    alternate (``<prefix>-<secret>-a`` and ``-b``): the new key belongs to the one not in use,
+    and revoking the old key deletes its service account (OpenAI refuses to delete a
+    service account's key by itself). ``last_used_at`` of the old key is usage evidence."""
+
+    kind: Literal["openai"]
+    admin_key_env: EnvName
+    project_id: str = Field(pattern=r"^proj_[A-Za-z0-9]{1,64}$")
+    base_url: Url = "https://api.openai.com/v1"
+    service_account_prefix: str = Field(default="rotabot", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+class OpenBaoDatabaseIssuer(_Strict):
+    """OpenBao's (or Vault's) database secrets engine with two static roles that alternate,
+    as postgres-role alternates login roles: the engine rotates the standby role's password
+    and that becomes the new credential; revoking rotates the old role's password again."""
+
+    kind: Literal["openbao-database"]
+    url: Url
+    token_env: EnvName
+    mount: str = Field(default="database", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    roles: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
+        min_length=2, max_length=2
+    )
+    # A PostgreSQL URL (in this environment variable) to read pg_stat_activity for evidence
+    # that nobody still logs in with the old role; without it the gate says it cannot tell.
+    usage_url_env: EnvName | None = None
+
+    @field_validator("roles")
+    @classmethod
+    def _two_roles(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise _custom("roles", "name two different static roles: they take turns")
+        return value
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+AnyIssuer = (
+    ManualIssuer | LocalIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer | OpenAIIssuer
+    | OpenBaoDatabaseIssuer
+)
 IssuerConfig = Annotated[AnyIssuer, Field(discriminator="kind")]
 
 

@@ -172,4 +172,12 @@ class CatalogBackends:
                                       base_role=config.base_role)
         if isinstance(config, cfg.HttpIssuer):
             return HttpIssuer.from_config(config, env=self._env)
+        if isinstance(config, cfg.OpenAIIssuer):
+            from adapters.openai_issuer import OpenAIIssuer
+
+            return OpenAIIssuer.from_config(config, env=self._env, secret=secret)
+        if isinstance(config, cfg.OpenBaoDatabaseIssuer):
+            from adapters.openbao_database import OpenBaoDatabaseIssuer
+
+            return OpenBaoDatabaseIssuer.from_config(config, env=self._env)
         raise IssuerError(f"{what}: kind {kind!r} is not supported")

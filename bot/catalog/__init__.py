@@ -1,6 +1,7 @@
 """The catalog's public API: the models of secrets, consumers and lanes, and the loader."""
 
 from bot.catalog.backends import (
+    AnthropicIssuer,
     AnyIssuer,
     AnyStore,
     AppRole,
@@ -20,6 +21,7 @@ from bot.catalog.backends import (
     RedisAclIssuer,
     StoreConfig,
     VaultKv2Store,
+    WebhookHmacIssuer,
 )
 from bot.catalog.fields import Duration, EnvName, Url
 from bot.catalog.loader import load_catalog, parse_catalog
@@ -49,6 +51,7 @@ from bot.catalog.model import (
 __all__ = [
     "DEFAULT_LANES",
     "RELOAD_MODES",
+    "AnthropicIssuer",
     "AnyIssuer",
     "AnyStore",
     "AnyTarget",
@@ -88,6 +91,7 @@ __all__ = [
     "Url",
     "VaultKv2Store",
     "VaultKv2Target",
+    "WebhookHmacIssuer",
     "load_catalog",
     "parse_catalog",
     "target_label",

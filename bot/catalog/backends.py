@@ -245,9 +245,39 @@ class OpenBaoDatabaseIssuer(_Strict):
         return True
 
 
+class AnthropicIssuer(_Strict):
+    """Anthropic's Admin API lists, reads and updates API keys but cannot create them: a person
+    creates the key in the console and writes it to the store (as with ``manual``); rotabot
+    finds its id by the key's partial hint, and on revoke sets the old key ``inactive``."""
+
+    kind: Literal["anthropic"]
+    admin_key_env: EnvName
+    base_url: Url = "https://api.anthropic.com"
+    workspace_id: str | None = Field(default=None, pattern=r"^wrkspc_[A-Za-z0-9]{1,64}$")
+    instructions: str | None = None
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
+class WebhookHmacIssuer(_Strict):
+    """Signing secrets for webhooks whose receivers accept several secrets for a while: the
+    store holds ``secret`` (the newest, to sign with) and ``secrets`` (a JSON list, newest
+    first, to verify against); revoking drops the old one from the list."""
+
+    kind: Literal["webhook-hmac"]
+    prefix: str = Field(default="whsec_", pattern=r"^[A-Za-z0-9_-]{0,16}$")
+    bytes: int = Field(default=32, ge=16, le=128)
+
+    @property
+    def dual_valid(self) -> bool:
+        return True
+
+
 AnyIssuer = (
     ManualIssuer | LocalIssuer | RedisAclIssuer | PostgresRoleIssuer | HttpIssuer | OpenAIIssuer
-    | OpenBaoDatabaseIssuer
+    | OpenBaoDatabaseIssuer | AnthropicIssuer | WebhookHmacIssuer
 )
 IssuerConfig = Annotated[AnyIssuer, Field(discriminator="kind")]
 

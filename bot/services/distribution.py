@@ -92,19 +92,21 @@ def write_lane(
 
 
 def restore_targets(
-    targets: Sequence[LaneTarget], previous: SecretMaterial, event: Mapping[str, str]
+    targets: Sequence[LaneTarget],
+    previous: SecretMaterial,
+    event: Mapping[str, str],
+    what: str = "the previous credential back",
 ) -> list[Written]:
-    """Write ``previous`` back to ``targets`` (a rollback or cancel). Raises StoreError,
-    naming the target, at the first one that cannot be written (a retry writes them all
-    again: writing what a target already holds adds no version)."""
+    """Write ``previous`` back to ``targets`` (a rollback or cancel; ``what`` names it in an
+    error). Raises StoreError, naming the target, at the first one that cannot be written (a
+    retry writes them all again: writing what a target already holds adds no version)."""
     restored: list[Written] = []
     for t in targets:
         try:
             version = t.target.write(previous)
         except StoreError as exc:
             raise StoreError(
-                f"could not write the previous credential back to {t.label} "
-                f"({type(exc).__name__}: {exc})"
+                f"could not write {what} to {t.label} ({type(exc).__name__}: {exc})"
             ) from None
         restored.append(Written(t.label, version, _kick(t, event, version)))
     return restored

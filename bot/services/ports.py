@@ -226,6 +226,32 @@ class ReloadHook(Protocol):
         ...
 
 
+# Issuer kinds whose new credential a person creates and writes into the store (the provider
+# has no API to create one); rotabot notices the new version instead of minting.
+PERSON_WRITES = frozenset({"manual", "anthropic"})
+
+
+@runtime_checkable
+class IdentifiesKeys(Protocol):
+    """An issuer that can tell which provider key a stored value is (by its partial hint):
+    the key ids of a person-written credential, so the old one can be revoked by the API."""
+
+    def identify(self, material: SecretMaterial) -> str | None:
+        """The provider's id of the key whose value this is; None when no key matches."""
+        ...
+
+
+@runtime_checkable
+class TrimsAfterRevoke(Protocol):
+    """An issuer whose current credential still carries the old one during the overlap (a
+    webhook secret list, newest first): after revocation the store's current version and
+    the targets get the trimmed credential."""
+
+    def after_revoke(self, current: SecretMaterial) -> SecretMaterial | None:
+        """``current`` without the revoked credential; None when there is nothing to drop."""
+        ...
+
+
 @runtime_checkable
 class Issuer(Protocol):
     """What mints and revokes the credential."""

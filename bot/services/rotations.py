@@ -47,10 +47,13 @@ from bot.services.distribution import (
     written_json,
 )
 from bot.services.ports import (
+    PERSON_WRITES,
     BackendRegistry,
+    IdentifiesKeys,
     Issuer,
     OwnerDirectory,
     Store,
+    TrimsAfterRevoke,
     UnitOfWork,
     UnitOfWorkFactory,
     WorkClaims,
@@ -400,11 +403,14 @@ class RotationService:
         try:
             state = store.describe(path)
             current = state.current
-            if issuer.kind == "manual":
+            if issuer.kind in PERSON_WRITES:
                 new_version = self._notice_manual_version(store, path, state)
                 if new_version is None:
                     return rotation  # waits in ready-check until someone writes the value
                 minted_key, old_key = None, None
+                if isinstance(issuer, IdentifiesKeys):
+                    minted_key = issuer.identify(store.read(path, new_version))
+                    old_key = issuer.identify(store.read(path, current)) if current else None
             else:
                 current_material = store.read(path, current) if current else None
                 minted = issuer.mint(current_material)
@@ -531,7 +537,7 @@ class RotationService:
         except RotabotError:  # the secret left the catalog mid-rotation
             return MessageContext()
         instructions = write_to = None
-        if rotation.phase is Phase.READY_CHECK and issuer.kind == "manual":
+        if rotation.phase is Phase.READY_CHECK and issuer.kind in PERSON_WRITES:
             instructions = getattr(issuer, "instructions", None)
             store = self.catalog.resolved_store(rotation.secret).config
             prefix = getattr(store, "pending_prefix", None)
@@ -600,6 +606,7 @@ class RotationService:
                 issuer.revoke(rotation.old_key_id)
             if rotation.old_version is not None:
                 store.retire(rotation.store_path, rotation.old_version)
+            trimmed = self._trim_after_revoke(rotation, issuer, store)
         except (IssuerError, StoreError) as exc:
             return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
 
@@ -608,13 +615,37 @@ class RotationService:
             if r.phase is Phase.REVOKED:
                 return
             now = self.clock.now()
-            if r.old_key_id is None and issuer.kind != "manual":
+            if r.old_key_id is None and issuer.kind not in PERSON_WRITES:
                 r.record_note(actor=actor, now=now, action="revoke.by-hand",
                               reason=f"the {issuer.kind} issuer has no id for the old "
                               "credential: revoke it at the provider by hand")
+            if trimmed:
+                r.record_note(actor=actor, now=now, action="credential.trimmed", detail=trimmed)
             r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
 
         return self._mutate(rotation_id, apply)
+
+    def _trim_after_revoke(
+        self, rotation: Rotation, issuer: Issuer, store: Store
+    ) -> dict[str, str]:
+        """For an issuer whose current credential still lists the old one (webhook secrets):
+        the trimmed credential becomes a new current version and is written to every target
+        this rotation wrote. Idempotent: once trimmed there is nothing left to drop."""
+        if not isinstance(issuer, TrimsAfterRevoke):
+            return {}
+        current = store.describe(rotation.store_path).current
+        if current is None:
+            return {}
+        trimmed = issuer.after_revoke(store.read(rotation.store_path, current))
+        if trimmed is None:
+            return {}
+        staged = store.write_pending(rotation.store_path, trimmed, expected_current=current)
+        version = store.promote(rotation.store_path, staged)
+        targets, _ = select(self.backends.targets_for(rotation.secret),
+                            rotation.written_targets())
+        written = restore_targets(targets, trimmed, self._hook_event(rotation, "revoke"),
+                                  what="the credential without the revoked one")
+        return {"version": version, "targets": written_json(written)}
 
     def rollback(
         self,

@@ -184,7 +184,7 @@ def test_three_errors_from_the_issue_each_with_its_line() -> None:
             "    kind: redis-acl\n", "",
             ["catalog.yml:11: issuers.cache.kind: required field is missing "
              "(one of manual, local, redis-acl, postgres-role, http, openai, "
-             "openbao-database)"],
+             "openbao-database, anthropic, webhook-hmac)"],
             id="issuer-kind-missing",
         ),
         pytest.param(

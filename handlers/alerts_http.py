@@ -1,11 +1,25 @@
-"""`POST /alerts`: signed failure reports from connectors and Alertmanager, into AlertService.
+"""`POST /alerts`: failure reports from connectors and Alertmanager, into AlertService.
+
+Two senders, two ways to authenticate, kept apart. Connectors sign (``X-Rotabot-Signature``,
+HMAC with ``ROTABOT_ALERT_SECRET``); Prometheus Alertmanager, which cannot compute that HMAC,
+sends ``Authorization: Bearer <token>`` (or Basic, the token as the password), one of
+``ROTABOT_ALERTMANAGER_TOKEN``'s. A request is Alertmanager's only when it has an Authorization
+header and no rotabot signature headers, and then its body must be an Alertmanager webhook
+payload (version 4, else 422).
 
 Order of checks, cheapest first, so nothing unauthenticated costs a database call:
-size (413, before the body is read whole) → signature and timestamp (401) → delivery id
-(200 duplicate) → schema (422) → flood limit per sender (429 + Retry-After; keyed on the client
-address and the signing key, never on the body's ``source``, which a sender can rename) →
-catalog (404 with the closest names, 422 for an ambiguous consumer) → store and post (200 with
-the alert refs).
+size (413, before the body is read whole) → signature and timestamp, or token (401) → delivery
+id (200 duplicate) → schema (422) → flood limit per sender (429 + Retry-After; keyed on the
+client address and the signing key, never on the body's ``source``, which a sender can rename)
+→ catalog (404 with the closest names, 422 for an ambiguous consumer) → store and post (200
+with the alert refs).
+
+Alertmanager's requests: size → token (401) → schema (422) → one key per alert (groupKey,
+fingerprint, status, startsAt; an alert already taken is skipped as a duplicate) → flood limit
+(503 + Retry-After: Alertmanager drops what a 4xx refuses and retries a 5xx) → catalog → each
+firing alert stored (its key kept as soon as it is) and each resolved one resolving the rotabot
+alert its firing opened. A failure half-way frees the keys of what was not taken, so
+Alertmanager's retry takes exactly the rest.
 Delivery ids are reserved in the database (storage/deliveries.py), so a retry counts once
 whichever replica it reaches. A database that cannot be reached is a 503 the sender retries,
 never a silent loss. Log lines name consumers and secrets only: no other value from a body
@@ -16,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -24,17 +39,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.domain.alert import Alert
 from bot.domain.alert_intake import (
+    DEFAULT_AM_LABELS,
     MAX_BODY_BYTES,
+    AmAlert,
     Deliveries,
     DeliveryInFlight,
     RateLimiter,
     SchemaError,
     SignatureError,
     check_delivery_id,
+    parse_alertmanager_notification,
     parse_body,
     rate_limit_key,
     retry_after_header,
+    verify_authorization,
     verify_signature,
 )
 from bot.domain.errors import StoreUnavailable
@@ -46,6 +66,9 @@ log = logging.getLogger("rotabot.alerts")
 
 # Seconds a sender is asked to wait after a 503 (database unreachable, delivery in flight).
 _RETRY_AFTER = "5"
+# Who resolved an alert whose Alertmanager alert resolved (shown as text in its messages).
+ALERTMANAGER_ACTOR = "Alertmanager"
+_SIGNATURE_HEADERS = ("x-rotabot-signature", "x-rotabot-timestamp")
 
 
 def _error(
@@ -109,8 +132,14 @@ def alerts_route(
             # Connection: close, so the server stops taking the rest of the body.
             return _error(413, f"body over {max_body // 1024} KiB; send one failure per request",
                           headers={"Connection": "close"})
+        signed = any(h in request.headers for h in _SIGNATURE_HEADERS)
+        authorization = request.headers.get("authorization")
+        if authorization is not None and not signed:
+            return await _from_alertmanager(request, body, authorization)
         secret = deps.alert_secret
         if not secret:
+            if deps.alertmanager_tokens and not signed:
+                return _error(401, "missing Authorization header (Alertmanager's token)")
             return _error(503, "alert intake is off: set ROTABOT_ALERT_SECRET on the bot")
         try:
             signing_key = verify_signature(
@@ -207,5 +236,120 @@ def alerts_route(
         if parsed.alertmanager:
             out["resolved_ignored"] = parsed.resolved_ignored
         return JSONResponse(out)
+
+    # --- Alertmanager ----------------------------------------------------------------------
+
+    def _labels() -> dict[str, str]:
+        override = deps.catalog.defaults.alertmanager.labels
+        return {**DEFAULT_AM_LABELS, **{str(k): v for k, v in override.items()}}
+
+    async def _from_alertmanager(request: Request, body: bytes, authorization: str) -> Response:
+        tokens = deps.alertmanager_tokens
+        if not tokens:
+            return _error(503, "Alertmanager intake is off: set ROTABOT_ALERTMANAGER_TOKEN on "
+                               "the bot")
+        try:
+            token = verify_authorization(tokens, authorization)
+        except SignatureError as exc:
+            log.warning("alert refused: %s", exc)  # names the header, never what it held
+            return _error(401, str(exc))
+        try:
+            note = parse_alertmanager_notification(body, _labels())
+        except SchemaError as exc:
+            log.info("Alertmanager alert refused: schema error in %s", exc.field[:100])
+            return _error(422, f"{exc.field} {exc.problem}", field=exc.field)
+        try:
+            fresh = await run_in_threadpool(_reserve_all, note.alerts)
+        except DeliveryInFlight:
+            log.info("Alertmanager alert still being processed elsewhere; it retries")
+            return JSONResponse(
+                {"ok": False, "error": "an alert of this notification is still being "
+                                       "processed; retry later"},
+                status_code=503, headers={"Retry-After": _RETRY_AFTER})
+        except Exception as exc:
+            return _storage_failed(exc, "reserving the alerts' keys")
+        duplicates = len(note.alerts) - len(fresh)
+        host = request.client.host if request.client else "unknown"
+        firing = [a for a in fresh if a.firing]
+        wait = limiter.take(rate_limit_key(host, token), cost=len(firing)) if firing else None
+        if wait is not None:
+            await _release_all([a.key for a in fresh])
+            log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
+            # 503, not 429: Alertmanager drops a notification a 4xx refuses, and retries a 5xx.
+            return JSONResponse(
+                {"ok": False, "error": "too many alerts from this sender; retry later",
+                 "retry_after": int(retry_after_header(wait))},
+                status_code=503, headers={"Retry-After": retry_after_header(wait)})
+        kept: set[str] = set()
+        try:
+            results, resolved = await run_in_threadpool(_take, fresh, kept)
+        except NotInCatalog as exc:
+            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
+            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
+        except AmbiguousConsumer as exc:
+            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except Exception as exc:
+            return _storage_failed(exc, "storing the alert")
+        finally:
+            await _release_all([a.key for a in fresh if a.key not in kept])
+        return JSONResponse({
+            "ok": True,
+            "alerts": [_summary(r) for r in results],
+            "resolved": [{"ref": a.ref, "consumer": a.consumer, "secret": a.secret}
+                         for a in resolved],
+            "resolved_unmatched": sum(1 for a in fresh if not a.firing) - len(resolved),
+            "duplicates": duplicates,
+        })
+
+    def _reserve_all(alerts: tuple[AmAlert, ...]) -> list[AmAlert]:
+        """The alerts not taken before, their keys held; on any failure none stays held."""
+        fresh: list[AmAlert] = []
+        try:
+            for a in alerts:
+                if seen.reserve(a.key):
+                    fresh.append(a)
+        except Exception:
+            for a in fresh:
+                _quietly(seen.release, a.key)
+            raise
+        return fresh
+
+    def _take(
+        fresh: list[AmAlert], kept: set[str]
+    ) -> tuple[list[IngestResult], list[Alert]]:
+        """Store the firing alerts, resolve with the resolved ones; each key is kept as soon
+        as what it stands for is committed."""
+        firing = [a for a in fresh if a.firing]
+
+        def stored(i: int) -> None:
+            kept.add(firing[i].key)
+            _quietly(seen.done, firing[i].key)
+
+        results = svc.ingest_many([a.report for a in firing], stored=stored)
+        resolved: list[Alert] = []
+        for a in fresh:
+            if a.firing:
+                continue
+            resolved.extend(svc.resolve_from_source(a.report, actor=ALERTMANAGER_ACTOR))
+            kept.add(a.key)
+            _quietly(seen.done, a.key)
+        return results, resolved
+
+    def _quietly(step: Callable[[str], None], key: str) -> None:
+        try:
+            step(key)
+        except Exception as exc:  # the key lapses after its lease (storage/deliveries.py)
+            log.warning("alert intake: could not settle an alert's key (%s); it lapses after "
+                        "its lease", type(exc).__name__)
+
+    async def _release_all(keys: list[str]) -> None:
+        if not keys:
+            return
+        def release() -> None:
+            for key in keys:
+                _quietly(seen.release, key)
+
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(release)
 
     return Route("/alerts", receive, methods=["POST"])

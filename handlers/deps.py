@@ -52,6 +52,8 @@ class Deps:
     deliveries: Deliveries
     clock: Clock
     alert_secret: str | None
+    # /alerts from Prometheus Alertmanager: the tokens its Authorization may carry (none: off).
+    alertmanager_tokens: tuple[str, ...] = ()
 
     @property
     def catalog(self) -> Catalog:

@@ -211,6 +211,17 @@ class ConsumerSpec(_Strict):
         return self._name
 
 
+class AlertmanagerDefaults(_Strict):
+    """Which Alertmanager labels name the consumer, the secret and the lane of an alert sent
+    to ``POST /alerts`` (default: labels ``consumer``, ``secret`` and ``lane``), e.g.
+    ``labels: {consumer: service, secret: credential, lane: env}``."""
+
+    labels: dict[
+        Literal["consumer", "secret", "lane"],
+        Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")],
+    ] = Field(default_factory=dict)
+
+
 class Defaults(_Strict):
     channel: str
     incident_channel: str | None = None  # default: channel
@@ -223,6 +234,7 @@ class Defaults(_Strict):
     auto_revoke: bool = False
     readiness_lead: Duration = timedelta(days=2)
     max_age: Duration | None = None
+    alertmanager: AlertmanagerDefaults = Field(default_factory=AlertmanagerDefaults)
 
     @field_validator("lanes")
     @classmethod

@@ -8,6 +8,14 @@ Signature: ``X-Rotabot-Signature: v1=<hex HMAC-SHA256 of timestamp + "." + body>
 either way. Several ``v1=`` values separated by commas are accepted (a sender moving to a new
 alert secret can sign with both while the bot's setting changes).
 
+Alertmanager cannot compute that HMAC, so it authenticates another way (``verify_authorization``):
+``Authorization: Bearer <token>`` (or ``Basic`` with the token as the password), the token one
+of ``ROTABOT_ALERTMANAGER_TOKEN``'s, compared in constant time. A request in that mode must carry
+an Alertmanager webhook payload, version 4 (``parse_alertmanager_notification``); it is taken
+alert by alert, de-duplicated on ``groupKey``, ``fingerprint``, status and ``startsAt``
+(``AmAlert.key``) instead of ``X-Rotabot-Delivery``, and its resolved alerts resolve the rotabot
+alerts their firing opened.
+
 The signature does not cover ``X-Rotabot-Delivery``; de-duplication on it stops honest
 retries from counting twice, the 5-minute tolerance bounds how long a captured request can be
 replayed at all. De-duplication is a ``Deliveries`` port: the route uses the database's
@@ -17,6 +25,8 @@ the in-process one for tests.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -100,6 +110,57 @@ def verify_signature(
     raise SignatureError("X-Rotabot-Signature does not match the body and timestamp")
 
 
+def parse_tokens(raw: str | None) -> tuple[str, ...]:
+    """``ROTABOT_ALERTMANAGER_TOKEN``: one or more tokens separated by commas or whitespace
+    (several while Alertmanager's own token is being rotated), in order, without repeats."""
+    out: list[str] = []
+    for token in re.split(r"[\s,]+", raw or ""):
+        if token and token not in out:
+            out.append(token)
+    return tuple(out)
+
+
+def verify_authorization(tokens: Sequence[str], authorization: str | None) -> str:
+    """The configured token that ``authorization`` carries: ``Bearer <token>``, or ``Basic``
+    with the token as the password (the user name is not checked). SignatureError otherwise;
+    its text never holds what was sent.
+
+    Digests of every configured token are compared with compare_digest, with no early exit,
+    so neither a token's length nor which one matched shows in the timing."""
+    keys = [t for t in tokens if t]
+    if not keys:
+        raise SignatureError("Alertmanager intake has no token configured")
+    if not authorization or not authorization.strip():
+        raise SignatureError("missing Authorization header")
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        offered = credentials
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise SignatureError(
+                "Authorization: Basic must carry base64 of user:password") from None
+        _, sep, offered = decoded.partition(":")
+        if not sep:
+            raise SignatureError("Authorization: Basic must carry base64 of user:password")
+    else:
+        raise SignatureError("Authorization must use the Bearer or Basic scheme")
+    if not offered:
+        raise SignatureError("Authorization carries no token")
+    digest = hashlib.sha256(offered.encode("utf-8", "replace")).digest()
+    found: str | None = None
+    for key in keys:
+        same = hmac.compare_digest(hashlib.sha256(key.encode("utf-8")).digest(), digest)
+        if same and found is None:
+            found = key
+    if found is None:
+        raise SignatureError(
+            "Authorization does not carry a token rotabot accepts (ROTABOT_ALERTMANAGER_TOKEN)")
+    return found
+
+
 # --- payloads -----------------------------------------------------------------------------
 
 
@@ -168,8 +229,9 @@ class ParsedBody:
         return next((r.source for r in self.reports if r.source), None)
 
 
-def parse_body(body: bytes) -> ParsedBody:
-    """A rotabot report or an Alertmanager webhook payload; SchemaError names the bad field."""
+def parse_body(body: bytes, labels: Mapping[str, str] | None = None) -> ParsedBody:
+    """A rotabot report or an Alertmanager webhook payload (its labels named as ``labels``
+    maps them, see DEFAULT_AM_LABELS); SchemaError names the bad field."""
     if json_depth_exceeds(body, MAX_JSON_DEPTH):
         # Checked before json.loads, whose recursion a deeply nested body would exhaust.
         raise SchemaError(
@@ -181,7 +243,7 @@ def parse_body(body: bytes) -> ParsedBody:
     if not isinstance(data, dict):
         raise SchemaError("body", "must be a JSON object")
     if is_alertmanager(data):
-        return _parse_alertmanager(data)
+        return _parse_alertmanager(data, labels)
     return ParsedBody((AlertReport.from_payload(_validate(data)),))
 
 
@@ -266,12 +328,14 @@ class _AmAlert(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     startsAt: datetime | None = None  # Alertmanager's spelling
+    fingerprint: str | None = Field(default=None, max_length=64, pattern=r"^[0-9A-Fa-f]+$")
 
 
 class _AmPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     version: str | None = None
+    groupKey: str | None = Field(default=None, max_length=MAX_BODY_BYTES)
     status: str | None = None
     receiver: str | None = None
     alerts: list[_AmAlert] = Field(max_length=MAX_ALERTMANAGER_ALERTS)
@@ -280,15 +344,61 @@ class _AmPayload(BaseModel):
 _ZERO_TIME_YEAR = 1  # Alertmanager sends 0001-01-01T00:00:00Z for "unset"
 
 
-def _parse_alertmanager(data: Mapping[str, Any]) -> ParsedBody:
-    """Each firing alert becomes one report; labels ``consumer`` (required), ``secret``,
-    ``lane``, ``status_code`` and ``error`` map to the fields of the same name, annotations
-    ``summary``/``description``/``message`` become the message."""
+# Which Alertmanager labels name the consumer, the secret and the lane; the catalog's
+# `defaults.alertmanager.labels` overrides any of them.
+DEFAULT_AM_LABELS: Mapping[str, str] = {"consumer": "consumer", "secret": "secret",
+                                        "lane": "lane"}
+
+
+def _am_payload(data: Mapping[str, Any]) -> _AmPayload:
     try:
-        payload = _AmPayload.model_validate(data)
+        return _AmPayload.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise SchemaError(_loc(first.get("loc", ())), _problem(first)) from None
+
+
+def _am_report(
+    am: _AmAlert, i: int, source: str, labels: Mapping[str, str] | None
+) -> AlertReport:
+    """One Alertmanager alert as a report: the mapped labels give consumer (required), secret
+    and lane; labels ``status_code`` and ``error`` those fields; annotations ``summary``,
+    ``description`` and ``message`` (after ``alertname``) the message."""
+    names = {**DEFAULT_AM_LABELS, **(labels or {})}
+    prefix = f"alerts[{i}]."
+    if names["consumer"] not in am.labels:
+        raise SchemaError(f"{prefix}labels.{names['consumer']}", "is required")
+    texts = [am.annotations.get(k) for k in ("summary", "description", "message")]
+    alertname = am.labels.get("alertname")
+    message = " ".join(t for t in (alertname, *texts) if t)[:8000] or None
+    starts = am.startsAt if am.startsAt and am.startsAt.year > _ZERO_TIME_YEAR else None
+    fields: dict[str, Any] = {
+        "consumer": am.labels[names["consumer"]],
+        "secret": am.labels.get(names["secret"]),
+        "lane": am.labels.get(names["lane"]),
+        "status_code": am.labels.get("status_code") or am.annotations.get("status_code"),
+        "error": am.labels.get("error") or am.annotations.get("error"),
+        "message": message,
+        "occurred_at": starts,
+        "source": source[:100],
+    }
+    try:
+        checked = AlertPayload.model_validate({k: v for k, v in fields.items() if v})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = _loc(first.get("loc", ()))
+        where = "annotations" if name == "message" else "labels"
+        label = names.get(name, name) if where == "labels" else name
+        raise SchemaError(f"{prefix}{where}.{label}", _problem(first)) from None
+    return AlertReport.from_payload(checked)
+
+
+def _parse_alertmanager(
+    data: Mapping[str, Any], labels: Mapping[str, str] | None = None
+) -> ParsedBody:
+    """A signed Alertmanager payload (a connector forwarding one): each firing alert becomes
+    one report (see _am_report); resolved ones are only counted."""
+    payload = _am_payload(data)
     source = f"alertmanager/{payload.receiver}" if payload.receiver else "alertmanager"
     reports: list[AlertReport] = []
     resolved = 0
@@ -297,32 +407,92 @@ def _parse_alertmanager(data: Mapping[str, Any]) -> ParsedBody:
         if status != "firing":
             resolved += 1
             continue
-        prefix = f"alerts[{i}]."
-        if "consumer" not in am.labels:
-            raise SchemaError(prefix + "labels.consumer", "is required")
-        texts = [am.annotations.get(k) for k in ("summary", "description", "message")]
-        alertname = am.labels.get("alertname")
-        message = " ".join(t for t in (alertname, *texts) if t)[:8000] or None
-        starts = am.startsAt if am.startsAt and am.startsAt.year > _ZERO_TIME_YEAR else None
-        fields: dict[str, Any] = {
-            "consumer": am.labels["consumer"],
-            "secret": am.labels.get("secret"),
-            "lane": am.labels.get("lane"),
-            "status_code": am.labels.get("status_code") or am.annotations.get("status_code"),
-            "error": am.labels.get("error") or am.annotations.get("error"),
-            "message": message,
-            "occurred_at": starts,
-            "source": source[:100],
-        }
-        try:
-            checked = AlertPayload.model_validate({k: v for k, v in fields.items() if v})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            name = _loc(first.get("loc", ()))
-            where = "annotations" if name == "message" else "labels"
-            raise SchemaError(f"{prefix}{where}.{name}", _problem(first)) from None
-        reports.append(AlertReport.from_payload(checked))
+        reports.append(_am_report(am, i, source, labels))
     return ParsedBody(tuple(reports), alertmanager=True, resolved_ignored=resolved)
+
+
+# --- Alertmanager as the sender (Authorization header) -------------------------------------
+
+AM_STATUSES = ("firing", "resolved")
+
+
+@dataclass(frozen=True)
+class AmAlert:
+    """One alert of an Alertmanager notification. ``report.source`` is
+    ``alertmanager/<receiver>#<fingerprint>``: the stored alert keeps it, so the alert's
+    resolution finds the rotabot alert its firing opened."""
+
+    index: int
+    status: str  # "firing" or "resolved"
+    fingerprint: str
+    report: AlertReport
+    key: str  # the de-duplication key (see alertmanager_key)
+
+    @property
+    def firing(self) -> bool:
+        return self.status == "firing"
+
+
+@dataclass(frozen=True)
+class AmNotification:
+    group_key: str
+    receiver: str | None
+    alerts: tuple[AmAlert, ...]
+
+
+def alertmanager_key(group_key: str, fingerprint: str, status: str, starts_at: str) -> str:
+    """The Deliveries key of one alert of a notification: its group, fingerprint, status and
+    start. Alertmanager sends a group again on every change and every repeat_interval, and
+    retries a notification after a 5xx: an alert already taken is then a duplicate, while
+    the same alert firing again (a new start) or resolving is new. A digest: the key holds no
+    label value, and any group key fits the column."""
+    raw = "\x00".join((group_key, fingerprint.lower(), status, starts_at))
+    return "am:" + hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def alertmanager_source(receiver: str | None, fingerprint: str) -> str:
+    """The stored ``source`` of an alert from Alertmanager; the fingerprint is never cut."""
+    tail = "#" + fingerprint.lower()
+    head = f"alertmanager/{receiver}" if receiver else "alertmanager"
+    return head[: 100 - len(tail)] + tail
+
+
+def parse_alertmanager_notification(
+    body: bytes, labels: Mapping[str, str] | None = None
+) -> AmNotification:
+    """An Alertmanager webhook notification (version 4), alert by alert, firing and resolved
+    alike: each needs ``fingerprint`` and the consumer label (``labels`` maps the names, see
+    DEFAULT_AM_LABELS). SchemaError names the bad field; a body that is not such a payload is
+    refused as a whole."""
+    if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        raise SchemaError(
+            "body", f"nests objects and arrays deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise SchemaError("body", "not valid JSON") from None
+    if not isinstance(data, dict) or not is_alertmanager(data):
+        raise SchemaError(
+            "body", "must be an Alertmanager webhook payload (version 4) when the request is "
+                    "authenticated with Authorization; connectors sign with X-Rotabot-Signature")
+    payload = _am_payload(data)
+    if payload.version != "4":
+        raise SchemaError("version", "must be \"4\" (Alertmanager's webhook payload version)")
+    if not payload.groupKey:
+        raise SchemaError("groupKey", "is required")
+    alerts: list[AmAlert] = []
+    for i, am in enumerate(payload.alerts):
+        status = (am.status or payload.status or "").lower()
+        if status not in AM_STATUSES:
+            raise SchemaError(f"alerts[{i}].status", "must be firing or resolved")
+        if not am.fingerprint:
+            raise SchemaError(f"alerts[{i}].fingerprint", "is required")
+        source = alertmanager_source(payload.receiver, am.fingerprint)
+        report = _am_report(am, i, source, labels)
+        starts = am.startsAt.isoformat() if am.startsAt is not None else ""
+        key = alertmanager_key(payload.groupKey, am.fingerprint, status, starts)
+        alerts.append(AmAlert(i, status, am.fingerprint.lower(), report, key))
+    return AmNotification(payload.groupKey, payload.receiver, tuple(alerts))
 
 
 # --- flood control ------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class Container:
             deliveries=self.deliveries,
             clock=self.clock,
             alert_secret=self.settings.alert_secret,
+            alertmanager_tokens=self.settings.alertmanager_tokens,
         )
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.domain.alert_intake import parse_tokens
 from bot.domain.durations import parse_duration
 from bot.services.health_schedule import DEFAULT_INTERVAL as DEFAULT_HEALTH_INTERVAL
 from bot.services.health_schedule import MIN_INTERVAL as MIN_HEALTH_INTERVAL
@@ -39,6 +40,7 @@ ENV_NAMES: Mapping[str, str] = {
     "slack_signing_secret": "SLACK_SIGNING_SECRET",
     "slack_app_token": "SLACK_APP_TOKEN",
     "alert_secret": "ROTABOT_ALERT_SECRET",
+    "alertmanager_tokens": "ROTABOT_ALERTMANAGER_TOKEN",
     "log_level": "ROTABOT_LOG_LEVEL",
     "library_log_level": "ROTABOT_LIBRARY_LOG_LEVEL",
     "port": "PORT",
@@ -98,6 +100,11 @@ class Settings(BaseSettings):
     slack_signing_secret: str | None = Field(default=None, repr=False)
     slack_app_token: str | None = Field(default=None, repr=False)
     alert_secret: str | None = Field(default=None, repr=False)
+    # Prometheus Alertmanager's tokens for `POST /alerts` (`Authorization: Bearer <token>`, or
+    # Basic auth with the token as the password): one or more, separated by commas or
+    # whitespace, so Alertmanager's token can itself be rotated (add the new one, switch
+    # Alertmanager, remove the old one). Empty: Alertmanager's requests are refused.
+    alertmanager_tokens: tuple[str, ...] = Field(default=(), repr=False)
     log_level: str = "INFO"
     # Slack, HTTP, Vault, scheduler and server libraries log request bodies below WARNING.
     library_log_level: str = "WARNING"
@@ -146,6 +153,13 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("alertmanager_tokens", mode="before")
+    @classmethod
+    def _tokens(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return parse_tokens(value)
+        return value
 
     @field_validator("library_log_level", mode="before")
     @classmethod
@@ -205,6 +219,12 @@ class Settings(BaseSettings):
                 f"ROTABOT_ALERT_SECRET is too short: use at least {MIN_ALERT_SECRET_LENGTH} "
                 "characters (e.g. the output of `openssl rand -hex 32`), or unset it to turn "
                 "alert intake off"
+            )
+        if any(len(t) < MIN_ALERT_SECRET_LENGTH for t in self.alertmanager_tokens):
+            raise SettingsError(
+                f"ROTABOT_ALERTMANAGER_TOKEN holds a token shorter than "
+                f"{MIN_ALERT_SECRET_LENGTH} characters: use e.g. the output of "
+                "`openssl rand -hex 32` for each, or unset it to refuse Alertmanager"
             )
         if self.slack_app_token is not None:
             if not self.slack_app_token.startswith("xapp-"):

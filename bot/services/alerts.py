@@ -194,10 +194,53 @@ class AlertService:
 
     # --- intake --------------------------------------------------------------------------
 
-    def ingest_many(self, reports: Sequence[AlertReport]) -> list[IngestResult]:
-        """Every report is checked against the catalog before any is stored."""
+    def ingest_many(
+        self, reports: Sequence[AlertReport], stored: Callable[[int], None] | None = None
+    ) -> list[IngestResult]:
+        """Every report is checked against the catalog before any is stored. ``stored(i)``,
+        when given, is called once report ``i`` is stored (a caller settles its de-duplication
+        key per report, so a failure half-way leaves the stored ones taken)."""
         targets = [self.resolve(r) for r in reports]
-        return [self._ingest(r, t) for r, t in zip(reports, targets, strict=True)]
+        results: list[IngestResult] = []
+        for i, (report, target) in enumerate(zip(reports, targets, strict=True)):
+            results.append(self._ingest(report, target))
+            if stored is not None:
+                stored(i)
+        return results
+
+    def resolve_from_source(self, report: AlertReport, *, actor: str) -> list[Alert]:
+        """A sender says the failure it reported is over (Alertmanager's ``resolved``): the
+        unresolved alerts of the report's consumer opened from the same ``source`` (which
+        names the Alertmanager fingerprint) are resolved by ``actor``, and their messages, the
+        incident one and copies in a rotation thread, say so. Nothing matches (a consumer not
+        in the catalog, an alert already handled, or opened by another source): nothing
+        changes. Returns the alerts resolved now."""
+        try:
+            target = self.resolve(report)
+        except (NotInCatalog, AmbiguousConsumer):
+            return []
+        with self.rotations.uow_factory() as uow:
+            candidates = [
+                a for a in uow.alerts.for_secret(target.secret, unresolved_only=True)
+                if a.consumer == target.consumer and a.source == report.source
+                and a.id is not None
+            ]
+        done: list[Alert] = []
+        for alert in candidates:
+            assert alert.id is not None
+            try:
+                outcome = self._set_status(
+                    alert.id, AlertStatus.RESOLVED, actor, None,
+                    reason=f"resolved in {actor}",
+                )
+            except RotabotError as exc:  # handled by someone meanwhile
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                continue
+            if outcome.changed:
+                done.append(outcome.alert)
+                self.refresh(alert.id)
+        return done
 
     def ingest(
         self, report: AlertReport, *, verdict: Classification | None = None

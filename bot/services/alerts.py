@@ -242,6 +242,14 @@ class AlertService:
                 self.refresh(alert.id)
         return done
 
+    @staticmethod
+    def _open(alert: Alert | None, target: Target) -> bool:
+        return (
+            alert is not None
+            and alert.secret == target.secret
+            and alert.status is not AlertStatus.RESOLVED
+        )
+
     def ingest(
         self, report: AlertReport, *, verdict: Classification | None = None
     ) -> IngestResult:
@@ -265,11 +273,16 @@ class AlertService:
             with self.rotations.uow_factory() as uow:
                 rotation = uow.rotations.active_for_secret(target.secret)
                 latest = uow.alerts.latest_for(target.consumer, fclass, now - self.window)
-            if (
-                latest is not None
-                and latest.secret == target.secret
-                and latest.status is not AlertStatus.RESOLVED
-            ):
+                if not self._open(latest, target) and report.source and "#" in report.source:
+                    # Alertmanager repeats a firing alert every repeat_interval (4h by
+                    # default), past the coalescing window: the same fingerprint, still open,
+                    # is the same failure.
+                    latest = next((
+                        a for a in uow.alerts.for_secret(target.secret, unresolved_only=True)
+                        if a.consumer == target.consumer and a.source == report.source[:100]
+                        and a.failure_class == fclass
+                    ), None)
+            if latest is not None and self._open(latest, target):
                 alert = self._repeat(latest, now, rotation)
                 self._update_soon(alert)
                 # The rotation was just read: reloading it (every consumer) for each repeat

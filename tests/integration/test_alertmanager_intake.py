@@ -14,7 +14,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,25 @@ def test_alertmanager_fires_coalesces_and_resolves_through_its_token(
     refire = world.send(notification(am_alert("a000000000000001",
                                               starts="2026-11-25T09:10:00Z")))
     assert [(a["ref"], a["new"]) for a in refire.json()["alerts"]] == [("A-2", True)]
+
+
+def test_a_repeat_after_repeat_interval_counts_into_the_open_alert_of_its_fingerprint(
+    make_world: Callable[..., World],
+) -> None:
+    world = make_world()
+    first = world.send(notification(am_alert("c000000000000003")))
+    assert first.json()["alerts"][0]["ref"] == "A-1"
+
+    # Alertmanager's repeat_interval (4h by default): past the coalescing window and the
+    # delivery keys' lifetime, the same firing alert comes again.
+    world.c.clock.advance(timedelta(hours=4))
+    repeat = world.send(notification(am_alert("c000000000000003"),
+                                     group='{}:{consumer="inference-api"}'))
+
+    assert repeat.status_code == 200, repeat.text
+    assert [(a["ref"], a["new"], a["count"]) for a in repeat.json()["alerts"]] == [
+        ("A-1", False, 2)]
+    assert len(world.stored()) == 1
 
 
 def test_a_resolved_alert_without_an_open_one_changes_nothing(

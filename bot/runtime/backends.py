@@ -180,4 +180,8 @@ class CatalogBackends:
             from adapters.openbao_database import OpenBaoDatabaseIssuer
 
             return OpenBaoDatabaseIssuer.from_config(config, env=self._env)
+        if isinstance(config, cfg.WebhookHmacIssuer):
+            from adapters.webhook_hmac import WebhookHmacIssuer
+
+            return WebhookHmacIssuer(prefix=config.prefix, nbytes=config.bytes)
         raise IssuerError(f"{what}: kind {kind!r} is not supported")

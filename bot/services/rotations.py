@@ -615,7 +615,12 @@ class RotationService:
             if r.phase is Phase.REVOKED:
                 return
             now = self.clock.now()
-            if r.old_key_id is None and issuer.kind not in PERSON_WRITES:
+            # (A webhook secret has no provider: dropping it from the list is the revocation.)
+            if (
+                r.old_key_id is None
+                and issuer.kind not in PERSON_WRITES
+                and not isinstance(issuer, TrimsAfterRevoke)
+            ):
                 r.record_note(actor=actor, now=now, action="revoke.by-hand",
                               reason=f"the {issuer.kind} issuer has no id for the old "
                               "credential: revoke it at the provider by hand")

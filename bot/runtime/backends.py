@@ -180,6 +180,10 @@ class CatalogBackends:
             from adapters.openbao_database import OpenBaoDatabaseIssuer
 
             return OpenBaoDatabaseIssuer.from_config(config, env=self._env)
+        if isinstance(config, cfg.AnthropicIssuer):
+            from adapters.anthropic_issuer import AnthropicIssuer
+
+            return AnthropicIssuer.from_config(config, env=self._env)
         if isinstance(config, cfg.WebhookHmacIssuer):
             from adapters.webhook_hmac import WebhookHmacIssuer
 

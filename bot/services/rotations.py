@@ -25,7 +25,6 @@ from bot.domain.credentials import (
     ReloadFailed,
     StoreConflict,
     StoreError,
-    StoreState,
     UsageEvidence,
     find_new_version,
 )
@@ -404,13 +403,22 @@ class RotationService:
             state = store.describe(path)
             current = state.current
             if issuer.kind in PERSON_WRITES:
-                new_version = self._notice_manual_version(store, path, state)
+                # A version already marked pending (a retry after a failed save) is found.
+                new_version = state.pending or find_new_version(state)
                 if new_version is None:
                     return rotation  # waits in ready-check until someone writes the value
                 minted_key, old_key = None, None
                 if isinstance(issuer, IdentifiesKeys):
+                    # Before it is marked pending: a failure here leaves nothing to undo.
                     minted_key = issuer.identify(store.read(path, new_version))
                     old_key = issuer.identify(store.read(path, current)) if current else None
+                    if minted_key is not None and minted_key == old_key:
+                        raise IssuerError(
+                            f"the value written as version {new_version} is the key in use "
+                            f"({minted_key}), not a new one: create a new key at the provider "
+                            "and write it to the store, then resume"
+                        )
+                store.mark_pending(path, new_version)
             else:
                 current_material = store.read(path, current) if current else None
                 minted = issuer.mint(current_material)
@@ -445,13 +453,6 @@ class RotationService:
 
         rotation = self._mutate(rotation_id, apply)
         return self.open_lane(rotation_id) if rotation.lane_to_open() else rotation
-
-    def _notice_manual_version(self, store: Store, path: str, state: StoreState) -> str | None:
-        # A version already marked pending (a retry after a failed save) is taken as found.
-        new_version = state.pending or find_new_version(state)
-        if new_version is not None:
-            store.mark_pending(path, new_version)
-        return new_version
 
     def _best_effort_revoke(
         self, issuer: Issuer, key_id: str | None, rotation: Rotation | None = None
@@ -615,10 +616,12 @@ class RotationService:
             if r.phase is Phase.REVOKED:
                 return
             now = self.clock.now()
-            # (A webhook secret has no provider: dropping it from the list is the revocation.)
+            # Nobody can revoke a key without its id: say so, unless a person revokes anyway
+            # (manual) or there is no provider (a webhook secret: dropping it from the list
+            # is the revocation).
             if (
                 r.old_key_id is None
-                and issuer.kind not in PERSON_WRITES
+                and (issuer.kind not in PERSON_WRITES or isinstance(issuer, IdentifiesKeys))
                 and not isinstance(issuer, TrimsAfterRevoke)
             ):
                 r.record_note(actor=actor, now=now, action="revoke.by-hand",

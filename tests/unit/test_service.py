@@ -490,6 +490,38 @@ def test_manual_issuer_waits_for_a_person_to_write_the_new_version(tmp_path: Pat
     assert w.store.read(PATH, "2") == new
 
 
+class KeyFinder(ManualIssuer):
+    """A person-writes issuer whose provider can tell which key a value is (like anthropic)."""
+
+    kind = "anthropic"
+
+    def __init__(self, ids: dict[str, str]) -> None:
+        super().__init__()
+        self.ids = ids
+
+    def identify(self, material: SecretMaterial) -> str | None:
+        return self.ids.get(material.reveal()["api_key"])
+
+
+def test_the_key_in_use_written_again_is_not_taken_as_the_new_one(tmp_path: Path) -> None:
+    finder = KeyFinder({})
+    w = make_world(tmp_path, issuer=finder)
+    finder.ids = {w.old_material.reveal()["api_key"]: "key-1", "fresh": "key-2"}
+    rotation = w.service.start(SECRET, actor=ADMIN)
+    assert rotation.id is not None
+    w.store.put(PATH, w.old_material)  # the same key again, as a new version
+
+    failed = w.service.prepare(rotation.id, actor=ADMIN)
+
+    assert failed.phase is Phase.FAILED and failed.failure_reason is not None
+    assert "is the key in use (key-1), not a new one" in failed.failure_reason
+    assert labels(w.store) == {"1": {"current"}, "2": set()}  # nothing marked pending
+    w.store.put(PATH, SecretMaterial({"api_key": "fresh"}))
+    resumed = w.service.resume(rotation.id, actor=ADMIN)
+    assert resumed.phase is Phase.DISTRIBUTING
+    assert (resumed.new_version, resumed.new_key_id, resumed.old_key_id) == ("3", "key-2", "key-1")
+
+
 @pytest.mark.parametrize("reason", ["", "   "])
 def test_blank_override_reason_revokes_nothing(world: World, reason: str) -> None:
     # A blank reason is no break-glass reason: the gate stays closed and the old credential

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import (
+    AnthropicIssuer,
     AwsSecretsManagerStore,
     Catalog,
     CatalogError,
@@ -16,10 +17,13 @@ from bot.catalog import (
     FileStore,
     HttpIssuer,
     ManualIssuer,
+    OpenAIIssuer,
+    OpenBaoDatabaseIssuer,
     PostgresRoleIssuer,
     RedisAclIssuer,
     UnknownSecret,
     VaultKv2Store,
+    WebhookHmacIssuer,
     load_catalog,
     parse_catalog,
 )
@@ -73,13 +77,16 @@ def test_example_catalog_loads_with_zero_errors() -> None:
     catalog = load_catalog(EXAMPLE)
     assert catalog.source == str(EXAMPLE)
     assert set(catalog.secrets) == {
-        "model-api-key", "cache-password", "analytics-db", "vector-db-key"
+        "model-api-key", "cache-password", "analytics-db", "vector-db-key", "openai-api-key",
+        "anthropic-api-key", "ingest-webhook-secret", "warehouse-app-login",
     }
     # Every kind of store and issuer is exercised by the example users copy.
     assert {type(s) for s in catalog.stores.values()} == {
         FileStore, VaultKv2Store, AwsSecretsManagerStore}
     kinds = {type(catalog.resolved_issuer(name).config) for name in catalog.secrets}
-    assert kinds == {ManualIssuer, RedisAclIssuer, PostgresRoleIssuer, HttpIssuer}
+    assert kinds == {
+        ManualIssuer, RedisAclIssuer, PostgresRoleIssuer, HttpIssuer, OpenAIIssuer,
+        AnthropicIssuer, WebhookHmacIssuer, OpenBaoDatabaseIssuer}
 
 
 def test_three_errors_from_the_issue_each_with_its_line() -> None:
@@ -383,15 +390,17 @@ def example() -> Catalog:
 
 def test_unknown_secret_suggests_closest_names(example: Catalog) -> None:
     with pytest.raises(UnknownSecret) as info:
-        example.secret("model-key")
-    assert info.value.suggestions == ["model-api-key"]
-    assert str(info.value) == "no secret 'model-key' in the catalog; did you mean 'model-api-key'?"
+        example.secret("model-apikey")
+    assert info.value.suggestions[0] == "model-api-key"
+    assert str(info.value).startswith(
+        "no secret 'model-apikey' in the catalog; did you mean 'model-api-key'")
     with pytest.raises(UnknownSecret) as far:
         example.secret("zzz")
     assert far.value.suggestions == []
     assert str(far.value) == (
-        "no secret 'zzz' in the catalog; known secrets: analytics-db, cache-password, "
-        "model-api-key, vector-db-key"
+        "no secret 'zzz' in the catalog; known secrets: analytics-db, anthropic-api-key, "
+        "cache-password, ingest-webhook-secret, model-api-key, openai-api-key, vector-db-key, "
+        "warehouse-app-login"
     )
 
 

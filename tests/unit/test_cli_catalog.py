@@ -59,7 +59,7 @@ def write(tmp_path: Path, text: str) -> str:
 def test_check_example_is_ok_even_strict() -> None:
     for strict in (False, True):
         assert run(check, EXAMPLE, strict) == (
-            0, [f"{EXAMPLE}: OK, 4 secrets, 9 consumers, 0 warnings"]
+            0, [f"{EXAMPLE}: OK, 8 secrets, 17 consumers, 0 warnings"]
         )
 
 

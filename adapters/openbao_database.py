@@ -24,7 +24,6 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any, TypeVar
 
 import hvac
@@ -33,7 +32,7 @@ import psycopg
 import requests
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from adapters.postgres_role import Session
+from adapters.postgres_role import sessions_of, who
 from adapters.vault_store import make_vault_client
 from bot import catalog
 from bot.domain.credentials import IssuerError, Minted, StoreError, UsageEvidence
@@ -162,11 +161,11 @@ class OpenBaoDatabaseIssuer:
             # an earlier rotation was rolled back or someone reads static-creds by hand, and a
             # new password would cut them off when they reconnect.
             user = self._creds(standby, "mint")["username"]
-            live = self._usage_call("mint", lambda conn: self._sessions(conn, user))
+            live = self._usage_call("mint", lambda conn: sessions_of(conn, user))
             if live:
                 raise IssuerError(
                     f"{self._name()}: static role {standby} (user {user}) has {len(live)} live "
-                    f"session(s) ({self._who(live)}), so rotating it would cut them off; move "
+                    f"session(s) ({who(live)}), so rotating it would cut them off; move "
                     f"those consumers and revoke {standby} first"
                 )
         self._rotate(standby, "mint")
@@ -202,7 +201,7 @@ class OpenBaoDatabaseIssuer:
             )
         creds = self._creds(role, "usage")
         user = creds["username"]
-        sessions = self._usage_call("usage", lambda conn: self._sessions(conn, user))
+        sessions = self._usage_call("usage", lambda conn: sessions_of(conn, user))
         details = (f"static role {role} is PostgreSQL user {user}",
                    *(s.describe() for s in sessions))
         if not sessions:
@@ -212,7 +211,7 @@ class OpenBaoDatabaseIssuer:
         verb = "uses" if len(sessions) == 1 else "use"
         return UsageEvidence(
             in_use=True,
-            summary=f"{len(sessions)} session{plural} still {verb} {user} ({self._who(sessions)})",
+            summary=f"{len(sessions)} session{plural} still {verb} {user} ({who(sessions)})",
             details=details,
         )
 
@@ -274,31 +273,6 @@ class OpenBaoDatabaseIssuer:
         raise IssuerError(f"{self._name()}: {action} failed on {path}: {failure}")
 
     # --- pg_stat_activity -------------------------------------------------------------------
-
-    @staticmethod
-    def _sessions(conn: Conn, user: str) -> list[Session]:
-        rows = conn.execute(
-            "SELECT pid, host(client_addr), application_name, backend_start, state"
-            " FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()"
-            " ORDER BY backend_start",
-            (user,),
-        ).fetchall()
-        return [
-            Session(
-                pid=int(str(pid)),
-                client_addr=str(addr) if addr is not None else None,
-                application_name=str(app or ""),
-                backend_start=start if isinstance(start, datetime) else None,
-                state=str(state) if state is not None else None,
-            )
-            for pid, addr, app, start, state in rows
-        ]
-
-    @staticmethod
-    def _who(sessions: list[Session]) -> str:
-        apps = sorted({s.application_name for s in sessions if s.application_name})
-        addrs = sorted({s.client_addr for s in sessions if s.client_addr})
-        return ", ".join([*apps, *addrs]) or "no application_name or address visible"
 
     def _usage_call(self, action: str, work: Callable[[Conn], T]) -> T:
         assert self._usage_conninfo is not None

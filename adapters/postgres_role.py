@@ -186,11 +186,11 @@ class PostgresRoleIssuer:
             if can_login:
                 # LOGIN left on from an earlier rotation that was rolled back or never
                 # revoked: resetting its password would cut off whoever still uses it.
-                live = self._sessions(conn, inactive)
+                live = sessions_of(conn, inactive)
                 if live:
                     raise IssuerError(
                         f"{self._name()}: {inactive} can still log in and has {len(live)} live "
-                        f"session(s) ({self._who(live)}); an earlier rotation left it in use. "
+                        f"session(s) ({who(live)}); an earlier rotation left it in use. "
                         f"Move those consumers and revoke {inactive} first"
                     )
             verifier = self._verifier(conn, inactive, password)
@@ -252,7 +252,7 @@ class PostgresRoleIssuer:
         def work(
             conn: Conn,
         ) -> tuple[list[Session], tuple[bool, bool] | None]:
-            return self._sessions(conn, role), self._role_rows(conn).get(role)
+            return sessions_of(conn, role), self._role_rows(conn).get(role)
 
         sessions, row = self._call("usage", work)
         login = "no such role" if row is None else (
@@ -268,7 +268,7 @@ class PostgresRoleIssuer:
         verb = "uses" if len(sessions) == 1 else "use"
         return UsageEvidence(
             in_use=True,
-            summary=f"{len(sessions)} session{plural} still {verb} {role} ({self._who(sessions)})",
+            summary=f"{len(sessions)} session{plural} still {verb} {role} ({who(sessions)})",
             details=details,
         )
 
@@ -277,7 +277,7 @@ class PostgresRoleIssuer:
     def sessions(self, role: str) -> list[Session]:
         """Live sessions of ``role`` (one of the two login roles)."""
         checked = self._check_role(role)
-        return self._call("sessions", lambda conn: self._sessions(conn, checked))
+        return self._call("sessions", lambda conn: sessions_of(conn, checked))
 
     def terminate_sessions(self, role: str) -> int:
         """End every session of ``role`` (``pg_terminate_backend``); returns how many ended.
@@ -335,31 +335,6 @@ class PostgresRoleIssuer:
         return {str(name): (bool(login), bool(member)) for name, login, member in rows}
 
     @staticmethod
-    def _sessions(conn: Conn, role: str) -> list[Session]:
-        rows = conn.execute(
-            "SELECT pid, host(client_addr), application_name, backend_start, state"
-            " FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()"
-            " ORDER BY backend_start",
-            (role,),
-        ).fetchall()
-        return [
-            Session(
-                pid=int(str(pid)),
-                client_addr=str(addr) if addr is not None else None,
-                application_name=str(app or ""),
-                backend_start=start if isinstance(start, datetime) else None,
-                state=str(state) if state is not None else None,
-            )
-            for pid, addr, app, start, state in rows
-        ]
-
-    @staticmethod
-    def _who(sessions: list[Session]) -> str:
-        apps = sorted({s.application_name for s in sessions if s.application_name})
-        addrs = sorted({s.client_addr for s in sessions if s.client_addr})
-        return ", ".join([*apps, *addrs]) or "no application_name or address visible"
-
-    @staticmethod
     def _verifier(conn: Conn, role: str, password: str) -> str:
         # Computed by libpq on this side; the plaintext password never goes over the wire.
         return conn.pgconn.encrypt_password(
@@ -394,3 +369,31 @@ class PostgresRoleIssuer:
         # Raised outside the `except` block so the original exception is not kept as
         # __context__, where a logged traceback would print its unscrubbed message.
         raise IssuerError(f"{self._name()}: {action} failed: {failure}")
+
+
+def sessions_of(conn: Conn, user: str) -> list[Session]:
+    """The sessions logged in as ``user`` now (pg_stat_activity), oldest first; the
+    openbao-database issuer reads its evidence the same way."""
+    rows = conn.execute(
+        "SELECT pid, host(client_addr), application_name, backend_start, state"
+        " FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()"
+        " ORDER BY backend_start",
+        (user,),
+    ).fetchall()
+    return [
+        Session(
+            pid=int(str(pid)),
+            client_addr=str(addr) if addr is not None else None,
+            application_name=str(app or ""),
+            backend_start=start if isinstance(start, datetime) else None,
+            state=str(state) if state is not None else None,
+        )
+        for pid, addr, app, start, state in rows
+    ]
+
+
+def who(sessions: list[Session]) -> str:
+    """The applications and addresses of ``sessions``, for the gate's words."""
+    apps = sorted({s.application_name for s in sessions if s.application_name})
+    addrs = sorted({s.client_addr for s in sessions if s.client_addr})
+    return ", ".join([*apps, *addrs]) or "no application_name or address visible"

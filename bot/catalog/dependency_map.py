@@ -73,6 +73,21 @@ class LaneView:
     targets: tuple[TargetView, ...] = ()
 
 
+# What each issuer kind can tell the gate about the old credential still being used.
+EVIDENCE: dict[str, str] = {
+    "manual": "none: rotabot cannot ask the provider",
+    "local": "none (trials only)",
+    "redis-acl": "none: Redis cannot tell which password a connection used",
+    "postgres-role": "sessions of the old role in pg_stat_activity",
+    "http": "none: the generic key API says nothing about use",
+    "openai": "last_used_at of the old key (OpenAI admin API)",
+    "anthropic": "the old key's usage by key id (Anthropic Admin API usage report)",
+    "openbao-database": "sessions of the old static role's user in pg_stat_activity "
+    "(with usage_url_env)",
+    "webhook-hmac": "none: receivers do not say which secret verified a request",
+}
+
+
 @dataclass(frozen=True)
 class DependencyMap:
     secret: str
@@ -80,6 +95,7 @@ class DependencyMap:
     issuer_kind: str
     issuer_name: str | None  # None for an inline issuer
     dual_valid: bool
+    evidence: str  # what the gate learns of the old credential's use (EVIDENCE)
     store_name: str
     store_kind: str
     store_location: str  # where the store lives: Vault URL and mount, or the folder
@@ -159,6 +175,7 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
         issuer_kind=issuer.kind,
         issuer_name=issuer.name,
         dual_valid=issuer.dual_valid,
+        evidence=EVIDENCE.get(issuer.kind, "none"),
         store_name=store.name,
         store_kind=store.kind,
         store_location=location,
@@ -188,6 +205,7 @@ def render_map(catalog: Catalog, secret: str) -> str:
         f"secret: {m.secret}",
         f"description: {m.description or '(none)'}",
         f"issuer: {issuer}, {overlap}",
+        f"evidence of the old credential's use: {m.evidence}",
         f"store: {m.store_name} ({m.store_kind}, {m.store_location}), path {m.store_path}",
         "lanes, in validation order: " + " -> ".join(lane.name for lane in m.lanes),
     ]

@@ -123,6 +123,7 @@ def map_message(dmap: DependencyMap) -> Rendered:
         f"issuer {code(dmap.issuer_kind)}"
         + (f" ({escape_mrkdwn(dmap.issuer_name)})" if dmap.issuer_name else "")
         + ("" if dmap.dual_valid else " · :warning: hard cutover"),
+        f"evidence of the old credential's use: {escape_mrkdwn(dmap.evidence)}",
         f"store {code(dmap.store_name)} ({escape_mrkdwn(dmap.store_kind)}, "
         f"{escape_mrkdwn(dmap.store_location)}) at {code(dmap.store_path)}",
     ]

@@ -101,3 +101,24 @@ def test_unknown_secret() -> None:
     with pytest.raises(UnknownSecret) as info:
         render_map(parse_catalog(SMALL), "model-api")
     assert info.value.suggestions == ["model-api-key"]
+
+
+def test_the_map_names_each_ai_connectors_issuer_and_evidence_source() -> None:
+    from pathlib import Path
+
+    from bot.catalog import load_catalog
+    from bot.catalog.dependency_map import EVIDENCE, render_map
+
+    example = load_catalog(Path(__file__).resolve().parents[2] / "examples" / "catalog.yml")
+    for secret, kind in [("openai-api-key", "openai"), ("anthropic-api-key", "anthropic"),
+                         ("ingest-webhook-secret", "webhook-hmac"),
+                         ("warehouse-app-login", "openbao-database")]:
+        text = render_map(example, secret)
+        assert f"issuer: {kind} (inline)" in text
+        assert f"evidence of the old credential's use: {EVIDENCE[kind]}" in text
+    # Every issuer kind the catalog knows says what evidence it gives.
+    from typing import get_args
+
+    from bot.catalog.backends import AnyIssuer
+    kinds = {get_args(m.model_fields["kind"].annotation)[0] for m in get_args(AnyIssuer)}
+    assert kinds == set(EVIDENCE)

@@ -181,7 +181,7 @@ def test_plan_and_map_escape_catalog_text() -> None:
     assert_escaped(dumped(blocks.plan_message(plan)))
     dmap = DependencyMap(
         secret="key", description=EVIL, issuer_kind="manual", issuer_name=None,
-        dual_valid=True, store_name="local", store_kind="file",
+        dual_valid=True, evidence="none <!here>", store_name="local", store_kind="file",
         store_location="folder <!here>", store_path="ai/key",
         lanes=(LaneView(name="pr<!here>od", listed=True, consumers=(ConsumerView(
             name="api", owner="U0ALICE", lane="pr<!here>od", reload="hot",

@@ -45,6 +45,7 @@ def test_render_map_text() -> None:
         secret: model-api-key
         description: Model provider key
         issuer: http 'vendor', HARD CUTOVER: cannot keep two credentials valid
+        evidence of the old credential's use: none: the generic key API says nothing about use
         store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path ai/model-api-key
         lanes, in validation order: dev -> staging -> prod -> qa
 

@@ -110,6 +110,7 @@ def test_render_map_lists_each_lanes_targets_under_it() -> None:
         secret: model-api-key
         description: Model provider key
         issuer: manual (inline), keeps old and new valid together
+        evidence of the old credential's use: none: rotabot cannot ask the provider
         store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path ai/model-api-key
         lanes, in validation order: dev -> staging -> prod
 

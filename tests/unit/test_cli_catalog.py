@@ -104,10 +104,12 @@ def test_check_missing_file(tmp_path: Path) -> None:
 def test_map_prints_the_map() -> None:
     code, lines = run(show_map, EXAMPLE, "cache-password")
     assert code == 0
-    assert lines[:5] == [
+    assert lines[:6] == [
         "secret: cache-password",
         "description: Password of the `app` Redis user used by the retrieval service",
         "issuer: redis-acl 'cache', keeps old and new valid together",
+        "evidence of the old credential's use: none: Redis cannot tell which password a "
+        "connection used",
         "store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path infra/cache",
         "lanes, in validation order: dev -> staging -> prod",
     ]

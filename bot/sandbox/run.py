@@ -193,6 +193,10 @@ class Sandbox:
             store = service.backends.store_for(name)
             if store.describe(spec.store.path).current is None:
                 material = SecretMaterial({"value": secrets.token_urlsafe(32)})
+                if self.container.catalog.resolved_issuer(name).kind == "webhook-hmac":
+                    # Its issuer reads the shape it writes (secret, secrets, key_id).
+                    minted = service.backends.issuer_for(name).mint(None).material
+                    material = minted if minted is not None else material
                 version = store.write_pending(spec.store.path, material, expected_current=None)
                 store.promote(spec.store.path, version)
 

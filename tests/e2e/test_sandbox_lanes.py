@@ -285,6 +285,23 @@ def test_state_tells_what_each_lane_holds_through_a_rotation(sandbox: Running) -
 # ------------------------------------------------------------------ in a browser
 
 
+def test_the_sandbox_rotates_a_webhook_secret_without_any_server(sandbox: Running) -> None:
+    # The webhook-hmac issuer needs no provider: the sandbox offers it as it is.
+    r = httpx.post(
+        sandbox.url + "sandbox/command",
+        json={"user": "U0ADMIN", "channel": "C0ROTATE", "text": "/rotate start ingest-webhook"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+    data, _ = wait_state(sandbox, "the webhook rotation to distribute", lambda d: any(
+        x["secret"] == "ingest-webhook" and x["phase"] == "distributing"
+        for x in d["rotations"]))
+
+    versions = {v["version"]: v["labels"] for v in data["stores"]["ingest-webhook"]["versions"]}
+    assert versions == {"1": ["current"], "2": ["pending"]}
+
+
 @pytest.fixture()
 def browser() -> Iterator[Browser]:
     pytest.importorskip("playwright")

@@ -253,6 +253,25 @@ class _Api:
         self.url = str(client.meta.endpoint_url)
         self.region = str(client.meta.region_name)
 
+    def put(self, secret: str, text: str, action: str, *stages: str) -> str:
+        """PutSecretValue (with ``stages``, or AWS's default AWSCURRENT); the new VersionId."""
+        extra: dict[str, Any] = {"VersionStages": list(stages)} if stages else {}
+        response = self.call(
+            "put_secret_value", action, secret,
+            SecretId=secret, SecretString=text, ClientRequestToken=new_version_id(), **extra,
+        )
+        assert response is not None
+        return str(response["VersionId"])
+
+    def create(self, secret: str, text: str, *, exists_ok: bool = False) -> str | None:
+        """CreateSecret with its first (AWSCURRENT) version; the VersionId, or None when it
+        exists and ``exists_ok``."""
+        created = self.call(
+            "create_secret", "create", secret, exists_ok=exists_ok,
+            Name=secret, SecretString=text, ClientRequestToken=new_version_id(),
+        )
+        return None if created is None else str(created["VersionId"])
+
     def call(
         self,
         operation: str,
@@ -517,19 +536,10 @@ class SecretsManagerStore:
         if view is None:
             # CreateSecret makes this first version AWSCURRENT; a secret created meanwhile by
             # someone else is a ResourceExistsException, i.e. a StoreConflict.
-            created = self._api.call(
-                "create_secret", "create", path,
-                Name=path, SecretString=text, ClientRequestToken=new_version_id(),
-            )
+            created = self._api.create(path, text)
             assert created is not None
-            return str(created["VersionId"])
-        response = self._api.call(
-            "put_secret_value", "write a pending version of", path,
-            SecretId=path, SecretString=text, ClientRequestToken=new_version_id(),
-            VersionStages=[AWSPENDING],
-        )
-        assert response is not None
-        version = str(response["VersionId"])
+            return created
+        version = self._api.put(path, text, "write a pending version of", AWSPENDING)
         # Secrets Manager has no check-and-set: look again. (A first version of an existing,
         # empty secret is AWSCURRENT now; Secrets Manager attaches it to a first version.)
         after = self._view(path)
@@ -605,13 +615,7 @@ class SecretsManagerStore:
         # that takes AWSCURRENT directly: the same label moves on AWS and on moto (whose
         # PutSecretValue relabels from its own record of the last put, not from the labels).
         # AWSPENDING leaves an abandoned pending version here: the rollback ends that attempt.
-        written = self._api.call(
-            "put_secret_value", "write the restored version of", path,
-            SecretId=path, SecretString=text, ClientRequestToken=new_version_id(),
-            VersionStages=[AWSPENDING],
-        )
-        assert written is not None
-        restored = str(written["VersionId"])
+        restored = self._api.put(path, text, "write the restored version of", AWSPENDING)
         self._move(path, AWSCURRENT, to=restored, away_from=view.current)
         self._unlabel(path, restored, AWSPENDING)
         return restored
@@ -655,26 +659,12 @@ class SecretsManagerStore:
         view = self._view(path)
         text = _encode(material)
         if view is None:
-            created = self._api.call(
-                "create_secret", "create", path,
-                Name=path, SecretString=text, ClientRequestToken=new_version_id(),
-            )
+            created = self._api.create(path, text)
             assert created is not None
-            return str(created["VersionId"])
+            return created
         if not view.versions:
-            first = self._api.call(
-                "put_secret_value", "write the first version of", path,
-                SecretId=path, SecretString=text, ClientRequestToken=new_version_id(),
-            )
-            assert first is not None
-            return str(first["VersionId"])
-        response = self._api.call(
-            "put_secret_value", "write a new version of", path,
-            SecretId=path, SecretString=text, ClientRequestToken=new_version_id(),
-            VersionStages=[_PUT_LABEL],
-        )
-        assert response is not None
-        version = str(response["VersionId"])
+            return self._api.put(path, text, "write the first version of")
+        version = self._api.put(path, text, "write a new version of", _PUT_LABEL)
         self._unlabel(path, version, _PUT_LABEL)
         return version
 
@@ -824,20 +814,12 @@ class SecretsManagerTarget:
         if current is not None and current[1] == text:
             return current[0]  # holds it already (a retried lane): no new version
         if current is None:
-            created = self._api.call(
-                "create_secret", "create", secret, exists_ok=True,
-                Name=secret, SecretString=text, ClientRequestToken=new_version_id(),
-            )
+            created = self._api.create(secret, text, exists_ok=True)
             if created is not None:
-                return str(created["VersionId"])
+                return created
             # It exists without a value (created empty, e.g. by Terraform): a first
             # PutSecretValue becomes AWSCURRENT.
-        response = self._api.call(
-            "put_secret_value", "write the lane's credential to", secret,
-            SecretId=secret, SecretString=text, ClientRequestToken=new_version_id(),
-        )
-        assert response is not None
-        return str(response["VersionId"])
+        return self._api.put(secret, text, "write the lane's credential to")
 
     def read(self) -> SecretMaterial | None:
         current = self._api.current_value(self.secret_id, "read the current value of")

@@ -42,6 +42,7 @@ from anthropic.types.beta.organization.analytics.beta_analytics_usage_item impor
 )
 from anthropic.types.organization.api_key import APIKey
 
+from adapters.key_hints import shown_key_matches
 from bot import catalog
 from bot.domain.credentials import IssuerError, Minted, UsageEvidence
 from bot.domain.failures import classify
@@ -64,8 +65,6 @@ USAGE_PATH = "/v1/organizations/analytics/usage"
 DONE = frozenset({"inactive", "archived", "expired"})
 # An error type worth repeating in a message: a plain identifier, never free text.
 _SAFE_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# `partial_key_hint` shows the start and end of a key around an ellipsis or asterisks.
-_HINT = re.compile(r"(?s)(.*?)(?:\.\.\.|\u2026|\*{3,})(.*)")
 _MIN_VISIBLE = 8  # fewer visible characters than this in a hint prove nothing
 
 _T = TypeVar("_T")
@@ -83,15 +82,7 @@ def _stamp(moment: datetime) -> str:
 def hint_matches(hint: str | None, value: str) -> bool:
     """Whether ``value`` fits Anthropic's ``partial_key_hint`` (``sk-ant-api03-R2D...igAA``):
     same start and end, and long enough to hold both. Too short a hint concludes nothing."""
-    if not hint:
-        return False
-    match = _HINT.fullmatch(hint)
-    if match is None:
-        return False
-    head, tail = match.group(1), match.group(2)
-    if len(head) + len(tail) < _MIN_VISIBLE or len(value) < len(head) + len(tail):
-        return False
-    return value.startswith(head) and value.endswith(tail)
+    return shown_key_matches(hint, value, min_visible=_MIN_VISIBLE)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from urllib.parse import quote
 
 import httpx
 
+from adapters.key_hints import shown_key_matches
 from bot import catalog
 from bot.domain.credentials import IssuerError, Minted, UsageEvidence
 from bot.domain.failures import classify
@@ -63,8 +64,6 @@ PAGE_LIMIT = 100  # the description's maximum for `limit`
 MAX_PAGES = 50
 # An OpenAI error code worth repeating in a message: a plain identifier, never free text.
 _SAFE_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-# `redacted_value` shows the start and end of a key around an ellipsis or a run of asterisks.
-_REDACTED = re.compile(r"(?s)(.*?)(?:\.\.\.|\u2026|\*{3,})(.*)")
 
 
 def _utcnow() -> datetime:
@@ -89,13 +88,7 @@ def _ago(delta: timedelta) -> str:
 def redaction_matches(redacted: str, value: str) -> bool:
     """Whether ``value`` fits OpenAI's ``redacted_value`` (``sk-abc...def``): same start and
     end. At least four characters must be visible, or nothing is concluded."""
-    match = _REDACTED.fullmatch(redacted)
-    if match is None:
-        return False
-    head, tail = match.group(1), match.group(2)
-    if len(head) + len(tail) < 4 or len(value) < len(head) + len(tail):
-        return False
-    return value.startswith(head) and value.endswith(tail)
+    return shown_key_matches(redacted, value, min_visible=4)
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     db = _sub(sub, "db", "database migrations", db_only)
     dsub = db.add_subparsers(dest="db_command", required=True)
     _sub(dsub, "upgrade", f"apply migrations to the database in {DATABASE_ENV}", db_only)
+    copy = _sub(dsub, "copy", "copy every table of one rotabot database into an empty one",
+                "SQLite to PostgreSQL or back: ids, revisions and the audit log as they were. "
+                "--to must hold no rotabot row; its schema is created by the migrations. "
+                "Stop every `rotabot serve` on --from first, so nothing changes under the "
+                "copy. At the end it prints the rows per table on both sides and the audit "
+                "log's sha256; a copy that does not verify commits nothing. "
+                f"{DATABASE_ENV} and the catalog are not read.")
+    copy.add_argument("--from", dest="from_url", required=True, metavar="URL",
+                      help="the database to copy, e.g. sqlite:///./rotabot.db")
+    copy.add_argument("--to", dest="to_url", required=True, metavar="URL",
+                      help="an empty database, e.g. postgresql+psycopg://user:pw@host/rotabot")
 
     audit = _sub(sub, "audit", "the audit trail", db_only)
     asub = audit.add_subparsers(dest="audit_command", required=True)
@@ -149,6 +160,11 @@ def _run(args: argparse.Namespace, settings: Settings, hint: str) -> int:
                                      sys.stderr, hint)
         return cli_catalog.show_map(settings.catalog_path, args.secret, sys.stdout,
                                     sys.stderr, hint)
+    if args.command == "db" and args.db_command == "copy":
+        from storage.copy import copy_database, print_report
+
+        print_report(copy_database(args.from_url, args.to_url), print)
+        return 0
     if args.command == "db":
         from storage.migrate import upgrade
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
+from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_sdk import WebClient
 
 from handlers import actions, alert_actions, commands, home, schedule_actions, views
 from handlers.deps import Deps
-from handlers.respond import register_error_handler
+from handlers.respond import CATALOG_CHECK, CATALOG_PIN, register_error_handler
 
 log = logging.getLogger("rotabot.handlers")
 
@@ -45,6 +47,37 @@ def bolt_logger() -> logging.Logger:
     return logger
 
 
+# What a replica running a stale catalog still answers: how to get out of that state.
+_CATALOG_FREE_COMMANDS = frozenset({"", "help", "reload"})
+
+
+def _acts(body: dict[str, Any]) -> bool:
+    """Does this request act (a command but help/reload, a click, a modal submission)?"""
+    if "command" in body:
+        words = str(body.get("text") or "").split()
+        return (words[0].lower() if words else "") not in _CATALOG_FREE_COMMANDS
+    return body.get("type") in ("block_actions", "view_submission")
+
+
+def catalog_middleware(
+    deps: Deps,
+) -> Callable[[BoltRequest, Callable[[], BoltResponse | None]], BoltResponse | None]:
+    """Pins the catalog for each request, and hands requests that act the check that this
+    replica runs the newest catalog (run after the ack by handlers.respond.reported)."""
+
+    # Bolt passes arguments by name: ``req`` and ``next``.
+    def check_catalog(
+        req: BoltRequest, next: Callable[[], BoltResponse | None]
+    ) -> BoltResponse | None:
+        req.context[CATALOG_PIN] = deps.rotations.pinned
+        body = req.body if isinstance(req.body, dict) else {}
+        if deps.catalog_keeper is not None and _acts(body):
+            req.context[CATALOG_CHECK] = deps.catalog_keeper.guard
+        return next()
+
+    return check_catalog
+
+
 def build_bolt_app(
     deps: Deps,
     *,
@@ -67,6 +100,7 @@ def build_bolt_app(
     )
     # Listeners raise; this one handler tells the person (ephemeral or DM) and logs.
     register_error_handler(app)
+    app.use(catalog_middleware(deps))
     commands.register(app, deps)
     actions.register(app, deps)
     views.register(app, deps)

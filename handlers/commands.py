@@ -45,6 +45,12 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
     service = deps.rotations
     if cmd.name == "help":
         return blocks.help_message([(USAGE[name], DESCRIPTIONS[name]) for name in USAGE])
+    if cmd.name == "reload":
+        if deps.catalog_keeper is None:
+            return blocks.text_message("This rotabot cannot reload its catalog; restart it.")
+        outcome = deps.catalog_keeper.reload(actor=user)
+        problems = [f"• {blocks.escape_mrkdwn(e)}" for e in outcome.errors]
+        return blocks.text_message("\n".join((outcome.summary, *problems)))
     if cmd.name == "list":
         return blocks.status_list(service.active(), len(deps.catalog.secrets))
     if cmd.name == "secrets":

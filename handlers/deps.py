@@ -12,6 +12,7 @@ from bot.domain.clock import Clock
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
 from bot.services.alerts import AlertService
+from bot.services.catalog_reload import CatalogKeeper
 from bot.services.health import HealthService
 from bot.services.rotations import RotationService
 from bot.services.schedules import ScheduleService
@@ -54,6 +55,9 @@ class Deps:
     alert_secret: str | None
     # /alerts from Prometheus Alertmanager: the tokens its Authorization may carry (none: off).
     alertmanager_tokens: tuple[str, ...] = ()
+    # `/rotate reload`, and the check that this replica runs the newest catalog (None: one
+    # process built without a database of replicas, as some tests do).
+    catalog_keeper: CatalogKeeper | None = None
 
     @property
     def catalog(self) -> Catalog:

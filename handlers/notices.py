@@ -5,6 +5,7 @@ of rotation changes (RotationService.on_receipts), over the notifier."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.catalog import Catalog
@@ -31,7 +32,8 @@ class ThreadReceipts:
     logged, never raised: the change it tells of has already happened."""
 
     notifier: Poster
-    catalog: Catalog
+    # The catalog in use when called (a reload may have replaced it since the start).
+    catalog: Callable[[], Catalog]
 
     def __call__(self, rotation: Rotation, receipts: list[Receipt]) -> None:
         if rotation.channel is None or rotation.message_ts is None:
@@ -39,14 +41,14 @@ class ThreadReceipts:
             # receipt must not land in the channel itself; the message shows the state.
             return
         try:
-            admins = self.catalog.settings_for(rotation.secret).admins
+            admins = self.catalog().settings_for(rotation.secret).admins
         except RotabotError:
             admins = ()
         for receipt in receipts:
             owner_lines: list[str] = []
             if receipt.kind is ReceiptKind.ROLLED_BACK:
                 try:
-                    notes = owners_to_act(self.catalog, rotation.secret)
+                    notes = owners_to_act(self.catalog(), rotation.secret)
                 except RotabotError:  # the secret left the catalog mid-rotation
                     notes = []
                 if rotation.switched_at is None:
@@ -98,7 +100,7 @@ class SlackAlertMessenger:
 class SlackScheduleNotices:
     """ScheduleNotices (bot/services/schedules.py) over the Slack notifier."""
 
-    def __init__(self, notifier: Poster, catalog: Catalog) -> None:
+    def __init__(self, notifier: Poster, catalog: Callable[[], Catalog]) -> None:
         self._notifier = notifier
         self._catalog = catalog
 
@@ -109,7 +111,8 @@ class SlackScheduleNotices:
         owners: tuple[str, ...],
         confirmed: list[Confirmation],
     ) -> str:
-        return self._notifier.post(channel, review_message(item, self._catalog, owners, confirmed))
+        return self._notifier.post(
+            channel, review_message(item, self._catalog(), owners, confirmed))
 
     def update_review(
         self, item: ScheduledRotation, owners: tuple[str, ...], confirmed: list[Confirmation]
@@ -119,7 +122,7 @@ class SlackScheduleNotices:
         self._notifier.update(
             item.review_channel,
             item.review_ts,
-            review_message(item, self._catalog, owners, confirmed),
+            review_message(item, self._catalog(), owners, confirmed),
         )
 
     def ask_admins(
@@ -132,5 +135,5 @@ class SlackScheduleNotices:
         self._notifier.post(channel, ask_admins_message(item, admins, reasons))
 
     def rotation_due(self, channel: str, due: DueSecret) -> None:
-        lead = format_duration(self._catalog.settings_for(due.secret).readiness_lead)
+        lead = format_duration(self._catalog().settings_for(due.secret).readiness_lead)
         self._notifier.post(channel, due_message(due, lead))

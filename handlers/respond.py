@@ -6,6 +6,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltResponse
@@ -82,6 +83,13 @@ Listener = Callable[..., None]
 FIRST_TIME = "rotabot_first_time"
 
 
+# Set by the catalog middleware (handlers/app.py): the check that this replica runs the newest
+# catalog, asked after the ack of a request that acts; and the pin that keeps one catalog for
+# the whole of a request while a reload swaps it.
+CATALOG_CHECK = "rotabot_catalog_check"
+CATALOG_PIN = "rotabot_catalog_pin"
+
+
 class _Replayed(Exception):
     """Raised by the wrapped ack of a replayed request: the listener stops after acking."""
 
@@ -102,16 +110,22 @@ def reported(listener: Listener) -> Callable[[Args], None]:
     def run(args: Args) -> None:
         # Set by the replay middleware (bot/runtime/slack_replay.py) for signed requests.
         first_time: Callable[[], bool] | None = args.context.get(FIRST_TIME)
+        catalog_check: Callable[[], None] | None = args.context.get(CATALOG_CHECK)
+        pin: Callable[[], AbstractContextManager[object]] = args.context.get(
+            CATALOG_PIN, nullcontext)
 
         def ack(*a: Any, **kw: Any) -> None:
             args.ack(*a, **kw)
             # Asked after the ack, off Slack's 3 seconds: a replay stops here, unprocessed.
             if first_time is not None and not first_time():
                 raise _Replayed
+            if catalog_check is not None:
+                catalog_check()  # a stale catalog: CatalogStale, told to the person below
 
         given = {name: ack if name == "ack" else getattr(args, name) for name in names}
         try:
-            listener(**given)
+            with pin():
+                listener(**given)
         except _Replayed:
             return
         except Exception as error:

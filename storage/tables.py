@@ -321,6 +321,18 @@ class SlackRequestRow(SQLModel, table=True):
     result: str | None = Field(default=None, sa_type=String(200))  # e.g. a rotation's id
 
 
+class ReplicaRow(SQLModel, table=True):
+    """A rotabot process and the catalog it runs: the newest catalog loaded is the one every
+    replica must run to act on rotations (bot/domain/replicas.py). storage/replicas.py."""
+
+    __tablename__ = "replicas"
+
+    replica_id: str = Field(primary_key=True, sa_type=String(200))  # host:pid:random
+    catalog_sha256: str = Field(sa_type=String(64), nullable=False)
+    loaded_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 metadata = SQLModel.metadata
 
 
@@ -338,4 +350,5 @@ def table_names() -> tuple[str, ...]:
         "due_reminders",
         "alert_deliveries",
         "slack_requests",
+        "replicas",
     )

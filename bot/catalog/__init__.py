@@ -24,7 +24,7 @@ from bot.catalog.backends import (
     WebhookHmacIssuer,
 )
 from bot.catalog.fields import Duration, EnvName, Url
-from bot.catalog.loader import load_catalog, parse_catalog
+from bot.catalog.loader import load_catalog, load_catalog_hashed, parse_catalog
 from bot.catalog.model import (
     DEFAULT_LANES,
     RELOAD_MODES,
@@ -93,6 +93,7 @@ __all__ = [
     "VaultKv2Target",
     "WebhookHmacIssuer",
     "load_catalog",
+    "load_catalog_hashed",
     "parse_catalog",
     "target_label",
 ]

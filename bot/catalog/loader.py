@@ -9,6 +9,7 @@ API, which keeps the position of every key, so pydantic's error locations can be
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
 import types
 from collections.abc import Mapping, Sequence
@@ -55,14 +56,21 @@ class CatalogUnreadable(CatalogInvalid):
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file; raises CatalogInvalid listing every problem
     (CatalogUnreadable when there is no text to validate)."""
+    return load_catalog_hashed(path)[0]
+
+
+def load_catalog_hashed(path: str | Path) -> tuple[Catalog, str]:
+    """load_catalog, and the sha256 (hex) of the bytes it validated: which catalog a replica
+    runs, compared across replicas. Read once, so the hash is of what was parsed."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         error = CatalogError(file, None, "", f"cannot read the catalog: {reason}")
         raise CatalogUnreadable([error]) from None
-    return parse_catalog(text, file)
+    return parse_catalog(text, file), hashlib.sha256(raw).hexdigest()
 
 
 def parse_catalog(text: str, file: str = "catalog.yml") -> Catalog:

@@ -23,6 +23,7 @@ USAGE = {
     "resume": "/rotate resume R-N",
     "history": "/rotate history SECRET",
     "schedule": "/rotate schedule SECRET at 2026-12-01T09:00Z",
+    "reload": "/rotate reload",
 }
 # What each subcommand does, for `/rotate help`; "(admins)" where only the secret's admins may.
 DESCRIPTIONS = {
@@ -40,6 +41,8 @@ DESCRIPTIONS = {
     "resume": "continue a rotation paused by a failure (admins)",
     "history": "a secret's past rotations",
     "schedule": "plan a rotation with a readiness review before it (admins)",
+    "reload": "read the catalog file again and use it if valid, on the replica that answers "
+    "(admins)",
 }
 SUBCOMMANDS = tuple(USAGE)
 _ROTATION_REF = re.compile(r"^[Rr]-?(\d{1,9})$")
@@ -81,7 +84,7 @@ def parse_command(text: str) -> Command:
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise CommandError(f"unknown subcommand `{words[0]}`.{hint}", _all_usage())
     usage = USAGE[name]
-    if name in ("help", "list", "secrets"):
+    if name in ("help", "list", "secrets", "reload"):
         if args:
             raise CommandError(f"`{name}` takes no arguments", usage)
         return Command(name)

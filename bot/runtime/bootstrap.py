@@ -8,6 +8,9 @@ timers get this container. No import-time work.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,7 +23,7 @@ from adapters.slack_client import CountingWebClient
 from adapters.slack_client import slack_client as counting_slack_client
 from adapters.slack_directory import SlackOwnerDirectory
 from adapters.slack_notifier import SlackNotifier
-from bot.catalog import Catalog, load_catalog
+from bot.catalog import Catalog, load_catalog_hashed
 from bot.domain.clock import Clock, SystemClock
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
@@ -28,6 +31,7 @@ from bot.runtime.backends import CatalogBackends
 from bot.runtime.metrics import SqlStoreReads, StateCollector, TimerHeartbeat
 from bot.runtime.settings import Settings
 from bot.services.alerts import AlertService
+from bot.services.catalog_reload import CatalogKeeper
 from bot.services.health import HealthService, RotationEvidence
 from bot.services.health_schedule import HealthSchedule
 from bot.services.ports import BackendRegistry
@@ -43,6 +47,7 @@ from storage.engine import make_engine
 from storage.leader import Leader, leader_for
 from storage.migrate import upgrade
 from storage.reminders import SqlReminderLog
+from storage.replicas import SqlReplicaCatalogs
 from storage.schedules import SqlScheduleRepository
 from storage.slack_requests import SqlSlackRequests
 from storage.unit_of_work import sql_unit_of_work_factory
@@ -77,6 +82,8 @@ class Container:
     health_schedule: HealthSchedule
     # What /metrics serves: Slack call counters and the rotation/alert gauges.
     metrics: CollectorRegistry
+    # The catalog this replica runs: reload, and the check against the other replicas'.
+    catalog_keeper: CatalogKeeper
     # Routes served beside Slack's, /alerts, /healthz and /metrics (the sandbox's page).
     extra_routes: list[BaseRoute] = field(default_factory=list)
 
@@ -93,7 +100,13 @@ class Container:
             clock=self.clock,
             alert_secret=self.settings.alert_secret,
             alertmanager_tokens=self.settings.alertmanager_tokens,
+            catalog_keeper=self.catalog_keeper,
         )
+
+
+def replica_name() -> str:
+    """This process among the replicas: host, pid and a random part (a pid is reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 def build(
@@ -103,7 +116,7 @@ def build(
     migrate: bool | None = None,
     backends: BackendRegistry | None = None,
 ) -> Container:
-    catalog = load_catalog(settings.catalog_path)
+    catalog, catalog_sha256 = load_catalog_hashed(settings.catalog_path)
     if migrate is None:
         migrate = settings.database_url.startswith("sqlite")
     if migrate:
@@ -115,10 +128,14 @@ def build(
     # In the database every replica shares, so a replay or repeat landing on another (or
     # after a restart) is taken once.
     slack_requests = SqlSlackRequests(engine, clock)
+    def backends_for(catalog: Catalog) -> BackendRegistry:
+        # A registry handed in (tests, the sandbox) serves every catalog it is given.
+        return backends or CatalogBackends(catalog, settings.credentials_env)
+
     service = RotationService(
         catalog=catalog,
         uow_factory=sql_unit_of_work_factory(engine),
-        backends=backends or CatalogBackends(catalog, settings.credentials_env),
+        backends=backends_for(catalog),
         clock=clock,
         directory=SlackOwnerDirectory(client),
         actions=slack_requests,
@@ -152,8 +169,9 @@ def build(
     )
     service.on_change.append(notifier.rotation_changed)
     # Gauges from a snapshot refreshed at most every few seconds, not a query per scrape.
-    metrics.register(StateCollector(service.active, service.recent_alerts,
-                                    store=SqlStoreReads(engine), catalog=catalog))
+    state_metrics = StateCollector(service.active, service.recent_alerts,
+                                   store=SqlStoreReads(engine), catalog=catalog)
+    metrics.register(state_metrics)
     heartbeat = TimerHeartbeat()  # set by the last timer job of each run (the leader only)
     metrics.register(heartbeat)
     # One AlertService per process: its coalescing state is shared by /alerts and buttons.
@@ -161,18 +179,35 @@ def build(
                           on_rotation_alert=notifier.refresh)
     # Every state change is told in the rotation's thread; an ended rotation resolves its
     # alerts (after the receipt, so the thread reads in order).
-    service.on_receipts.append(ThreadReceipts(notifier, catalog))
+    service.on_receipts.append(ThreadReceipts(notifier, lambda: service.catalog))
     service.on_receipts.append(alerts.rotation_ended)
     schedules = ScheduleService(
         rotations=service,
         repo=SqlScheduleRepository(engine),
-        notices=SlackScheduleNotices(notifier, catalog),
+        notices=SlackScheduleNotices(notifier, lambda: service.catalog),
     )
     leader = leader_for(settings.database_url)
+    keeper = CatalogKeeper(
+        rotations=service, replicas=SqlReplicaCatalogs(engine), replica_id=replica_name(),
+        sha256=catalog_sha256,
+        read=lambda: load_catalog_hashed(settings.catalog_path),
+        backends_for=backends_for, clock=clock,
+        on_applied=[state_metrics.use_catalog],
+    )
+
+    def leads_with_current_catalog() -> bool:
+        # A leader running a stale catalog would act on old owners and lanes: its timers
+        # wait (and say why) until it is reloaded.
+        if not leader.is_leader():
+            return False
+        reason = keeper.stale()
+        if reason is not None:
+            log.warning("timers paused: %s", reason)
+        return reason is None
     health_schedule = HealthSchedule(alerts, probe, settings.health_interval)
     timers = TimerWork(
         service,
-        is_leader=leader.is_leader,
+        is_leader=leads_with_current_catalog,
         reminders=SqlReminderLog(engine),
         notices=notifier,
         # Leader-only periodic work: health checks while rotations run, scheduled rotations
@@ -197,4 +232,5 @@ def build(
         timers=timers,
         health_schedule=health_schedule,
         metrics=metrics,
+        catalog_keeper=keeper,
     )

@@ -247,6 +247,10 @@ class StateCollector(Collector):
         self._counts: _Counts | None = None
         self._taken_at = 0.0
 
+    def use_catalog(self, catalog: Catalog) -> None:
+        """A reloaded catalog: its consumers from the next refresh on (one assignment)."""
+        self._consumers = catalog_consumers(catalog)
+
     def _current(self) -> _Counts:
         with self._lock:
             now = self._monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -25,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import StoreUnavailable
+from bot.domain.replicas import stale_reason
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.logs import configure_logging
 from bot.runtime.metrics import render
@@ -33,6 +35,7 @@ from bot.runtime.slack_replay import ignore_replays
 from bot.services.timers import TimerWork
 from handlers.alerts_http import alerts_route
 from handlers.app import build_bolt_app
+from handlers.blocks import escape_mrkdwn, text_message
 from handlers.request_body import BodyTooLarge, read_limited
 from storage.migrate import schema_problem
 
@@ -186,10 +189,18 @@ def web_app(
 
 def create_web_app(c: Container, bolt: App) -> Starlette:
     async def healthz(request: Request) -> Response:
-        def check() -> dict[str, str]:
+        def check() -> dict[str, object]:
             with c.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
-            return {"status": "ok", "database": "ok"}
+            keeper = c.catalog_keeper
+            newest = keeper.replicas.newest()
+            stale = stale_reason(keeper.sha256, newest)
+            # Still 200 when stale: the replica is up and must stay reachable for
+            # `/rotate reload`; the status and the hashes say what is wrong.
+            return {"status": "stale-catalog" if stale else "ok", "database": "ok",
+                    "catalog": {"sha256": keeper.sha256, "replica": keeper.replica_id,
+                                "newest": newest.catalog_sha256 if newest else keeper.sha256,
+                                **({"problem": stale} if stale else {})}}
 
         try:
             return JSONResponse(await run_in_threadpool(check))
@@ -248,9 +259,31 @@ def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
                 c.notifier.catch_up(c.service.active())
             except Exception:
                 log.exception("catching up unposted rotation messages failed")
+            try:
+                c.catalog_keeper.heartbeat()  # seen_at: which replicas still run
+            except Exception as exc:
+                log.warning("recording this replica as alive failed: %s", type(exc).__name__)
             time.sleep(interval)
 
     threading.Thread(target=run, name="rotabot-catch-up", daemon=True).start()
+
+
+def reload_on_sighup(c: Container) -> None:
+    """SIGHUP reloads the catalog (in a thread: the handler must not wait on the database)
+    and posts the outcome, or the problems that kept the old catalog, in the catalog's
+    rotation channel."""
+
+    def reload() -> None:
+        try:
+            outcome = c.catalog_keeper.reload()
+            text = "\n".join((f"SIGHUP on {c.catalog_keeper.replica_id}: {outcome.summary}",
+                              *(f"• {escape_mrkdwn(e)}" for e in outcome.errors)))
+            c.notifier.post(c.service.catalog.defaults.channel, text_message(text))
+        except Exception as exc:
+            log.error("catalog reload on SIGHUP failed: %s", type(exc).__name__)
+
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: threading.Thread(
+        target=reload, name="rotabot-reload", daemon=True).start())
 
 
 def serve(host: str, port: int, settings: Settings | None = None) -> int:
@@ -280,6 +313,8 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
               "--port P or set PORT to a free port", file=sys.stderr)
         return 2
     c = build(settings)
+    c.catalog_keeper.announce()  # the catalog this replica runs is now the newest loaded
+    reload_on_sighup(c)
     bolt = bolt_app(c)
     start_timers(c)
     catch_up_in_background(c)

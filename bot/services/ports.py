@@ -15,6 +15,7 @@ from typing import Protocol, Self, runtime_checkable
 from bot.domain.alert import Alert
 from bot.domain.audit import AuditEvent
 from bot.domain.credentials import Minted, StoreState, UsageEvidence
+from bot.domain.replicas import ReplicaCatalog
 from bot.domain.rotation import Rotation
 from bot.domain.secret_material import SecretMaterial
 
@@ -114,6 +115,18 @@ class BackendRegistry(Protocol):
 
     def targets_for(self, secret: str) -> Mapping[str, Sequence[LaneTarget]]:
         """Lane -> where that lane's consumers read the credential ({} when none are set)."""
+        ...
+
+
+class ReplicaCatalogs(Protocol):
+    """Which catalog (sha256) each replica runs, in the database they share."""
+
+    def record(self, replica_id: str, catalog_sha256: str, loaded_at: datetime) -> None: ...
+
+    def seen(self, replica_id: str, at: datetime) -> None: ...
+
+    def newest(self) -> ReplicaCatalog | None:
+        """The catalog loaded last by any replica."""
         ...
 
 

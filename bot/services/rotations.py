@@ -38,6 +38,7 @@ from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
 from bot.domain.secret_material import SecretMaterial
+from bot.services.catalog_in_use import CatalogPart, CatalogSlot
 from bot.services.distribution import (
     TargetWriteFailed,
     restore_targets,
@@ -133,11 +134,12 @@ RELOAD_REQUIREMENTS = {
 }
 
 
-@dataclass
-class RotationService:
-    catalog: Catalog
+@dataclass(kw_only=True)  # keywords only: `catalog` and `backends` are descriptors
+class RotationService(CatalogSlot):
+    # One snapshot, swapped whole by a catalog reload (bot/services/catalog_in_use.py).
+    catalog: CatalogPart[Catalog] = CatalogPart()  # noqa: RUF009 - a descriptor, not a value
     uow_factory: UnitOfWorkFactory
-    backends: BackendRegistry
+    backends: CatalogPart[BackendRegistry] = CatalogPart()  # noqa: RUF009 - a descriptor
     clock: Clock
     directory: OwnerDirectory | None = None
     # What each Slack action (trigger id, view id) created: the same action processed twice

@@ -71,6 +71,10 @@ class TimerWork:
 
     def run_once(self) -> int:
         """Do everything due now; returns how many actions ran."""
+        with self.service.pinned():  # one catalog for the whole run, whatever a reload does
+            return self._run_once()
+
+    def _run_once(self) -> int:
         if not self.is_leader():
             return 0
         count = 0

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.catalog import Catalog, CatalogInvalid
+from bot.domain.audit import AuditEvent
 from bot.domain.clock import Clock
 from bot.domain.errors import NotAuthorized
 from bot.domain.replicas import CatalogStale, short, stale_reason
@@ -107,6 +108,11 @@ class CatalogKeeper:
                 return ReloadOutcome(False, previous, previous,
                                      errors=tuple(str(e) for e in exc.errors))
             old = self.rotations.catalog
+            outcome = ReloadOutcome(
+                True, sha256, previous,
+                added=tuple(sorted(set(catalog.secrets) - set(old.secrets))),
+                removed=tuple(sorted(set(old.secrets) - set(catalog.secrets))),
+            )
             if sha256 != previous:
                 self.rotations.use_catalog(catalog, self.backends_for(catalog))
                 self.sha256 = sha256
@@ -115,11 +121,23 @@ class CatalogKeeper:
                 # Only a changed catalog claims to be the newest: reloading an old file on a
                 # stale replica must not make the up-to-date ones stale.
                 self.announce()
+                self._audit(actor, outcome)
             log.info("catalog reloaded by %s: %s (was %s)", actor or "SIGHUP", short(sha256),
                      short(previous))
-            return ReloadOutcome(
-                True, sha256, previous,
-                added=tuple(sorted(set(catalog.secrets) - set(old.secrets))),
-                removed=tuple(sorted(set(old.secrets) - set(catalog.secrets))),
-                still_stale=self.stale(),
-            )
+            return replace(outcome, still_stale=self.stale())
+
+    def _audit(self, actor: str | None, outcome: ReloadOutcome) -> None:
+        """Who changed the rules rotations run by, and when: in the audit log, under no
+        secret ("")."""
+        detail = {"replica": self.replica_id, "sha256": outcome.sha256,
+                  "previous_sha256": outcome.previous}
+        if outcome.added:
+            detail["added"] = ", ".join(outcome.added)
+        if outcome.removed:
+            detail["removed"] = ", ".join(outcome.removed)
+        with self.rotations.uow_factory() as uow:
+            uow.audit.append(AuditEvent(
+                at=self.clock.now(), actor=actor or "SIGHUP", action="catalog.reload",
+                secret="", before=short(outcome.previous), after=short(outcome.sha256),
+                detail=detail))
+            uow.commit()

@@ -103,6 +103,10 @@ def test_the_replica_left_on_the_old_catalog_refuses_until_reloaded(
     outcome = a.keeper.reload(actor=ADMIN)
     assert outcome.applied and outcome.added == ("webhook-key",) and outcome.sha256 != old
     assert "webhook-key" in a.service.catalog.secrets
+    with a.service.uow_factory() as uow:  # who changed the catalog, in the audit log
+        (event,) = [e for e in uow.audit.export() if e.action == "catalog.reload"]
+    assert (event.actor, event.before, event.after) == (ADMIN, short(old), short(outcome.sha256))
+    assert event.detail["added"] == "webhook-key" and event.detail["replica"] == "replica-a"
     # The rotation in flight keeps the consumers it started with.
     assert set(a.service.get(rid).consumers) == {"retriever", "inference-api"}
 

@@ -189,20 +189,23 @@ def build(
     leader = leader_for(settings.database_url)
     keeper = CatalogKeeper(
         rotations=service, replicas=SqlReplicaCatalogs(engine), replica_id=replica_name(),
-        sha256=catalog_sha256,
+        sha256=catalog_sha256, file=str(settings.catalog_path),
         read=lambda: load_catalog_hashed(settings.catalog_path),
         backends_for=backends_for, clock=clock,
         on_applied=[state_metrics.use_catalog],
     )
 
+    paused: list[str | None] = [None]  # the last reason logged: once, not every 2 s
+
     def leads_with_current_catalog() -> bool:
         # A leader running a stale catalog would act on old owners and lanes: its timers
-        # wait (and say why) until it is reloaded.
+        # wait (and say why, once) until it is reloaded.
         if not leader.is_leader():
             return False
         reason = keeper.stale()
-        if reason is not None:
+        if reason is not None and reason != paused[0]:
             log.warning("timers paused: %s", reason)
+        paused[0] = reason
         return reason is None
     health_schedule = HealthSchedule(alerts, probe, settings.health_interval)
     timers = TimerWork(

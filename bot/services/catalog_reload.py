@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from bot.catalog import Catalog, CatalogInvalid
+from bot.catalog import Catalog, CatalogError, CatalogInvalid
 from bot.domain.audit import AuditEvent
 from bot.domain.clock import Clock
 from bot.domain.errors import NotAuthorized
@@ -62,6 +62,7 @@ class CatalogKeeper:
     replicas: ReplicaCatalogs
     replica_id: str
     sha256: str  # of the catalog the service was built with
+    file: str  # the catalog file, as problems name it
     # Reads and validates the catalog file: (catalog, sha256), or raises CatalogInvalid.
     read: Callable[[], tuple[Catalog, str]]
     backends_for: Callable[[Catalog], BackendRegistry]
@@ -102,6 +103,7 @@ class CatalogKeeper:
             previous = self.sha256
             try:
                 catalog, sha256 = self.read()
+                self._keeps_rotations_in_flight(catalog)
             except CatalogInvalid as exc:
                 log.warning("catalog reload refused (%d problems): %s kept",
                             len(exc.errors), short(previous))
@@ -125,6 +127,16 @@ class CatalogKeeper:
             log.info("catalog reloaded by %s: %s (was %s)", actor or "SIGHUP", short(sha256),
                      short(previous))
             return replace(outcome, still_stale=self.stale())
+
+    def _keeps_rotations_in_flight(self, catalog: Catalog) -> None:
+        """A secret with a rotation in flight must stay: its store and issuer come from the
+        catalog, and without them the rotation could neither finish nor roll back."""
+        gone = [r for r in self.rotations.active() if r.secret not in catalog.secrets]
+        if gone:
+            raise CatalogInvalid([CatalogError(
+                self.file, None, f"secrets.{r.secret}",
+                f"{r.ref} is rotating it: finish or cancel {r.ref} before removing the secret "
+                "from the catalog") for r in gone])
 
     def _audit(self, actor: str | None, outcome: ReloadOutcome) -> None:
         """Who changed the rules rotations run by, and when: in the audit log, under no

@@ -73,7 +73,8 @@ def replica(name: str, tmp_path: Path, database_url: str, clock: FixedClock) -> 
     service = RotationService(catalog=catalog, uow_factory=sql_unit_of_work_factory(engine),
                               backends=backends_for(catalog), clock=clock)
     keeper = CatalogKeeper(rotations=service, replicas=SqlReplicaCatalogs(engine),
-                           replica_id=name, sha256=sha, read=lambda: load_catalog_hashed(file),
+                           replica_id=name, sha256=sha, file=str(file),
+                           read=lambda: load_catalog_hashed(file),
                            backends_for=backends_for, clock=clock)
     keeper.announce()
     return Replica(file, service, keeper, clock)
@@ -145,6 +146,20 @@ def test_reloading_an_unchanged_old_file_does_not_make_the_others_stale(
     assert again.applied and again.sha256 == again.previous
     assert again.still_stale is not None and "Still refusing to act" in again.summary
     assert a.keeper.stale() is None and b.keeper.stale() is not None
+
+
+def test_a_secret_with_a_rotation_in_flight_cannot_be_removed(
+    replicas: tuple[Replica, Replica], tmp_path: Path
+) -> None:
+    a, _ = replicas
+    rid = a.service.start("model-api-key", actor=ADMIN).id
+    a.write(EDITED.replace("  model-api-key:", "  other-key:"), tmp_path / "secrets")
+    refused = a.keeper.reload(actor=ADMIN)
+    assert not refused.applied
+    assert refused.errors == (
+        f"{a.file}: secrets.model-api-key: R-{rid} is rotating it: finish or cancel R-{rid} "
+        "before removing the secret from the catalog",)
+    assert "model-api-key" in a.service.catalog.secrets
 
 
 def test_only_catalog_admins_reload(replicas: tuple[Replica, Replica]) -> None:

@@ -220,6 +220,27 @@ def test_window_end_makes_the_rotation_revocable_exactly_once(world: World) -> N
     assert parent is not None and "Revoke" in str(parent.blocks)
 
 
+def test_timers_of_a_replica_on_an_older_catalog_wait_until_it_is_reloaded(
+    world: World, tmp_path: Path
+) -> None:
+    rid = world.to_observing("model-api-key")
+    world.c.catalog_keeper.announce()
+    # Another replica loads an edited catalog (a comment is enough to change its hash).
+    other = world.replica()
+    catalog = Path(world.c.settings.catalog_path)
+    catalog.write_text(catalog.read_text() + "# edited\n")
+    world.clock.advance(timedelta(hours=2, seconds=1))
+    assert other.catalog_keeper.reload(actor="U0SECOPS").applied
+
+    # The window is over, but this replica's catalog is not the newest: nothing fires.
+    world.timers.run_once()
+    assert world.phase(rid) is Phase.OBSERVING
+    assert world.c.catalog_keeper.reload(actor="U0SECOPS").applied
+    world.timers.run_once()
+    assert world.phase(rid) is Phase.REVOCABLE
+    assert world.transitions(rid, "revocable") == 1
+
+
 def test_auto_revoke_revokes_once_when_the_gate_opens(world: World) -> None:
     rid = world.to_observing("cache-password")
     world.clock.advance(timedelta(hours=2, seconds=1))

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Table, func, insert, inspect, select, text, u
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from bot.domain.errors import RotabotError
+from bot.domain.errors import RotabotError, StoreUnavailable
 from storage.engine import is_sqlite, make_engine, normalize_url, safe_url, unavailable
 from storage.migrate import current_revision, schema_problem, upgrade
 from storage.tables import AuditEventRow, metadata
@@ -67,9 +67,11 @@ def copy_database(from_url: str | URL, to_url: str | URL) -> CopyReport:
     if source_url.render_as_string(hide_password=False) == target_url.render_as_string(
             hide_password=False):
         raise CopyRefused("--from and --to name the same database: nothing to copy")
-    _check_source(source_url)
-    _check_target(target_url)
-    upgrade(target_url)  # the normal migrations: schema, indexes and audit triggers
+    with _named("--from"):
+        _check_source(source_url)
+    with _named("--to"):
+        _check_target(target_url)
+        upgrade(target_url)  # the normal migrations: schema, indexes and audit triggers
     source, target = make_engine(source_url), make_engine(target_url)
     try:
         with source.connect() as src, target.connect() as dst, _snapshot(src), dst.begin():
@@ -91,6 +93,16 @@ def copy_database(from_url: str | URL, to_url: str | URL) -> CopyReport:
     finally:
         source.dispose()
         target.dispose()
+
+
+@contextlib.contextmanager
+def _named(option: str) -> Iterator[None]:
+    """A database that cannot be reached is named by the option that gave its URL (the
+    engine's message speaks of DATABASE_URL, which the copy does not read)."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise CopyRefused(f"{option}: " + str(exc).replace("DATABASE_URL", option)) from None
 
 
 def _reason(exc: DBAPIError, *urls: URL) -> str:

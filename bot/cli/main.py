@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     _catalog_option(cmap)
 
     db_only = f"{DATABASE_FOUND} The catalog is not read."
-    db = _sub(sub, "db", "database migrations", db_only)
+    db = _sub(sub, "db", "database migrations, and copying a database to another", db_only)
     dsub = db.add_subparsers(dest="db_command", required=True)
     _sub(dsub, "upgrade", f"apply migrations to the database in {DATABASE_ENV}", db_only)
     copy = _sub(dsub, "copy", "copy every table of one rotabot database into an empty one",

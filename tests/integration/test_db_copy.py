@@ -123,6 +123,16 @@ def test_a_missing_source_file_is_refused_without_creating_it(
     assert not missing.exists()
 
 
+def test_an_unreachable_target_is_named_without_its_password(
+    sqlite_source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    to = "postgresql+psycopg://rotabot:hunter2-pw@127.0.0.1:1/rotabot"
+    assert main(["db", "copy", "--from", sqlite_source, "--to", to]) == 2
+    err = capsys.readouterr().err
+    assert "--to: the rotabot database at 127.0.0.1:1 cannot be reached" in err
+    assert "hunter2-pw" not in err and "DATABASE_URL" not in err
+
+
 def test_postgres_back_to_sqlite(sqlite_source: str, postgres_url: str, tmp_path: Path) -> None:
     copy_database(sqlite_source, postgres_url)
     back = f"sqlite:///{tmp_path / 'back.db'}"

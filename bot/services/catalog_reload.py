@@ -67,7 +67,7 @@ class CatalogKeeper:
     read: Callable[[], tuple[Catalog, str]]
     backends_for: Callable[[Catalog], BackendRegistry]
     clock: Clock
-    # Told of each catalog applied (metrics' consumer list, the notices' catalog).
+    # Told of each catalog applied (the metrics keep their consumer list current).
     on_applied: list[Callable[[Catalog], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -121,12 +121,29 @@ class Minted:
 
 
 @dataclass(frozen=True)
+class UsageSeen:
+    """One client a platform saw using a credential: what identifies it and when, never a
+    value. ``consumer`` is the catalog consumer it maps to (the rotation service fills it in
+    from the consumers' ``identity``); None means nothing in the catalog matches."""
+
+    address: str | None = None  # client IP address (without the port)
+    application_name: str | None = None  # PostgreSQL application_name, Redis CLIENT SETNAME
+    vault_accessor: str | None = None  # the token's accessor in a Vault/OpenBao audit log
+    user: str | None = None  # the login it used: ACL user, role, Vault display_name
+    at: datetime | None = None  # when last seen; None: connected right now
+    how: str = ""  # "connection", "session", "read of version 3"
+    consumer: str | None = None
+
+
+@dataclass(frozen=True)
 class UsageEvidence:
-    """What the platform says about use of one credential, in words for the gate."""
+    """What the platform says about use of one credential, in words for the gate, and who
+    it saw (``seen``) where it can tell."""
 
     in_use: bool | None  # None: the platform cannot tell
     summary: str
     details: tuple[str, ...] = field(default_factory=tuple)
+    seen: tuple[UsageSeen, ...] = ()
 
 
 class IssuerError(Exception):

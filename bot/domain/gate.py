@@ -5,27 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from bot.domain.alert import Alert
+from bot.domain.credentials import UsageEvidence
 from bot.domain.durations import format_duration
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import Rotation
+from bot.domain.usage import usage_line, usage_words
 
-
-class Evidence(Protocol):
-    """What the issuer's platform says about use of the old credential."""
-
-    @property
-    def in_use(self) -> bool | None: ...
-
-    @property
-    def summary(self) -> str: ...
+# What the issuer's (and store's) platform says about use of the old credential.
+Evidence = UsageEvidence
 
 
 @dataclass(frozen=True)
 class GateResult:
     unmet: tuple[str, ...]
+    # "usage evidence: cannot tell (why)" and the like: said even when it does not block.
+    usage: str = ""
 
     @property
     def open(self) -> bool:
@@ -66,5 +62,5 @@ def evaluate_gate(
                 f" ({a.count}x, {a.status.value})"
             )
     if usage is not None and usage.in_use:
-        unmet.append(f"the old credential is still in use: {usage.summary}")
-    return GateResult(tuple(unmet))
+        unmet.append(f"the old credential is still in use: {usage_words(usage, now)}")
+    return GateResult(tuple(unmet), usage_line(usage, now) if usage is not None else "")

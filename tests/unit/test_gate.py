@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.credentials import UsageEvidence, UsageSeen
 from bot.domain.gate import evaluate_gate
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import ConsumerPlan, Rotation
@@ -20,10 +20,7 @@ CONSUMERS = [
 ]
 
 
-@dataclass(frozen=True)
-class Usage:
-    in_use: bool | None
-    summary: str
+Usage = UsageEvidence
 
 
 def rotation(*, signed_off: tuple[str, ...] = ("api", "web"), switch: bool = True) -> Rotation:
@@ -138,3 +135,19 @@ def test_every_condition_at_once_is_listed() -> None:
     gate = evaluate_gate(rotation(signed_off=("api",)), now=T0, alerts=[alert()],
                          usage=Usage(True, "in use"))
     assert len(gate.unmet) == 4
+
+
+def test_old_credential_in_use_names_who_and_when() -> None:
+    usage = UsageEvidence(True, "1 read of version 1 since the switch", seen=(
+        UsageSeen(address="10.0.3.7", at=AFTER - timedelta(minutes=4, seconds=20)),))
+    gate = evaluate_gate(rotation(), now=AFTER, usage=usage)
+    assert gate.unmet == (
+        "the old credential is still in use: 1 read of version 1 since the switch: "
+        "used 4m ago by 10.0.3.7 (not in the catalog)",)
+    assert gate.usage.startswith("old credential still in use: ")
+
+
+def test_cannot_tell_is_said_but_does_not_block() -> None:
+    gate = evaluate_gate(rotation(), now=AFTER, usage=Usage(None, "manual issuer: no platform"))
+    assert gate.open
+    assert gate.usage == "usage evidence: cannot tell (manual issuer: no platform)"

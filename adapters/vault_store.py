@@ -62,10 +62,13 @@ import hvac.exceptions
 import hvac.utils
 import requests
 
+from adapters.vault_audit import parse_time as _parse_time
+from adapters.vault_audit import reads_of_version
 from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
+    UsageEvidence,
     VersionInfo,
     VersionLabel,
     VersionUnavailable,
@@ -291,16 +294,6 @@ class _Meta:
         return str(max(candidates)) if candidates else None
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        # Vault/OpenBao give nanoseconds; fromisoformat (3.11) keeps microseconds.
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _version_number(version: str, path: str) -> int:
     if not version.isdigit() or int(version) < 1:
         raise StoreError(f"{version!r} is not a KV v2 version number (for {path})")
@@ -330,12 +323,16 @@ class VaultKV2Store:
         *,
         mount: str = "secret",
         pending_prefix: str = DEFAULT_PENDING_PREFIX,
+        audit_log: str | None = None,
     ) -> None:
         self._client = client
         self._kv: Any = client.secrets.kv.v2
         self.mount = mount.strip("/")
         self.pending_prefix = pending_prefix.strip("/")
         self.url = str(client.url)
+        # A file audit device's log on this host: who read an old version after the switch.
+        self.audit_log = audit_log
+        self._own_accessors: frozenset[str] | None = None
 
     def __repr__(self) -> str:
         return f"VaultKV2Store(url={self.url!r}, mount={self.mount!r})"
@@ -343,6 +340,30 @@ class VaultKV2Store:
     def staging_path(self, path: str) -> str:
         """Where the pending credential of ``path`` waits until the switch."""
         return f"{self.pending_prefix}/{self._clean(path)}"
+
+    # --- usage evidence (ReportsReads) ------------------------------------------------------
+
+    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence | None:
+        """Reads of ``version`` of ``path`` since ``since`` in the audit log; None when the
+        catalog names no ``audit_log`` for this store (then only the issuer speaks)."""
+        if self.audit_log is None:
+            return None
+        return reads_of_version(
+            self.audit_log, self._data_path(self._clean(path)), version, since,
+            ignore_accessors=self._own(),
+        )
+
+    def _own(self) -> frozenset[str]:
+        """rotabot's own token accessor (it reads old versions to roll back): not a consumer.
+        Only comparable where the audit device logs accessors in clear (hmac_accessor=false)."""
+        if self._own_accessors is None:
+            try:
+                accessor = self._client.auth.token.lookup_self()["data"]["accessor"]
+                self._own_accessors = frozenset({str(accessor)})
+            except (hvac.exceptions.VaultError, requests.RequestException, KeyError, TypeError):
+                log.warning("%r: could not look up its own token accessor", self)
+                return frozenset()
+        return self._own_accessors
 
     # --- Store protocol -------------------------------------------------------------------
 

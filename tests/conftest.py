@@ -80,6 +80,17 @@ def openbao_server() -> Iterator[OpenBaoServer]:
 
 
 @pytest.fixture(scope="session")
+def openbao_audited() -> Iterator[OpenBaoServer]:
+    """An OpenBao dev server with a file audit device (declared in its config file, as
+    OpenBao 2.x requires); its log is ``server.audit_log``."""
+    server = _start(lambda: OpenBaoServer.start(audit=True))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """moto's server mode (`moto_server`, an AWS stand-in, not AWS) on 127.0.0.1:<free port>."""
     server = _start(MotoServer.start)

@@ -631,10 +631,27 @@ class OpenBaoServer(_ChildServer):
         except (OSError, ValueError):
             return False
 
+    @property
+    def audit_log(self) -> Path:
+        """The file audit device's log (only written when started with ``audit=True``)."""
+        return self.base / "audit.log"
+
     @classmethod
-    def start(cls) -> OpenBaoServer:
+    def start(cls, audit: bool = False) -> OpenBaoServer:
+        """``audit=True`` declares a file audit device in a config file: OpenBao 2.x refuses
+        to enable audit devices through the API. Accessors are logged in clear
+        (``hmac_accessor``) so tests can compare them; values stay HMAC'd."""
         binary = find_bao()
         base = Path(tempfile.mkdtemp(prefix="rotabot-bao-", dir="/tmp"))
+        config: list[str] = []
+        if audit:
+            hcl = base / "audit.hcl"
+            hcl.write_text(
+                'audit "file" "rotabot" {\n  options {\n'
+                f'    file_path = "{base / "audit.log"}"\n    hmac_accessor = "false"\n'
+                "  }\n}\n"
+            )
+            config = [f"-config={hcl}"]
 
         def once(port: int) -> OpenBaoServer:
             server = cls(base=base, port=port)
@@ -648,6 +665,7 @@ class OpenBaoServer(_ChildServer):
                     f"-dev-root-token-id={server.token}",
                     f"-dev-listen-address={server.host}:{port}",
                     "-dev-no-store-token",
+                    *config,
                 ],
                 name="bao server -dev",
                 ready_means="being healthy",

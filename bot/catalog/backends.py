@@ -41,6 +41,20 @@ class VaultKv2Store(_Strict):
     pending_prefix: str = Field(
         default="rotabot-pending", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
     )
+    # A file audit device's log, readable on the bot's host (``audit "file"`` in the server
+    # config): reads of an old version after the switch become usage evidence.
+    audit_log: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("audit_log")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\x00" in value):
+            raise _custom(
+                "audit_log",
+                "expected the absolute path of the file audit device's log on the bot's host, "
+                "e.g. /var/log/openbao/audit.log",
+            )
+        return value
 
     @field_validator("mount", "namespace")
     @classmethod
@@ -131,11 +145,28 @@ class LocalIssuer(_Strict):
 
 
 class RedisAclIssuer(_Strict):
-    """Redis 6+ ACL: one user holds both passwords during the overlap."""
+    """Redis 6+ ACL: one user holds both passwords during the overlap, or (``users: [a, b]``)
+    two users alternate, so ``CLIENT LIST`` tells who still authenticates as the old one."""
 
     kind: Literal["redis-acl"]
     url_env: EnvName
     user: str | None = None  # default: the secret's name (filled in by resolved_issuer)
+    users: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, min_length=2, max_length=2
+    )
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> RedisAclIssuer:
+        if self.users is not None:
+            if self.user is not None:
+                raise _custom(
+                    "redis_users",
+                    "give user (one user holds both passwords) or users (two users "
+                    "alternate), not both",
+                )
+            if self.users[0] == self.users[1]:
+                raise _custom("redis_users", "name two different ACL users: they take turns")
+        return self
 
     @property
     def dual_valid(self) -> bool:

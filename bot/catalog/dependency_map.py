@@ -88,6 +88,18 @@ EVIDENCE: dict[str, str] = {
 }
 
 
+def evidence_of(issuer: object, store: object) -> str:
+    """EVIDENCE for the issuer's kind, sharpened by its mode, plus what the store's audit
+    log adds."""
+    kind = str(getattr(issuer, "kind", ""))
+    said = EVIDENCE.get(kind, "none")
+    if kind == "redis-acl" and getattr(issuer, "users", None):
+        said = "connections still authenticated as the old user (CLIENT LIST)"
+    if getattr(store, "audit_log", None):
+        said += "; reads of the old version since the switch (the store's audit log)"
+    return said
+
+
 @dataclass(frozen=True)
 class DependencyMap:
     secret: str
@@ -175,7 +187,7 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
         issuer_kind=issuer.kind,
         issuer_name=issuer.name,
         dual_valid=issuer.dual_valid,
-        evidence=EVIDENCE.get(issuer.kind, "none"),
+        evidence=evidence_of(issuer.config, store.config),
         store_name=store.name,
         store_kind=store.kind,
         store_location=location,

@@ -8,6 +8,7 @@ problems with file and line, is ``bot.catalog.loader``.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -195,12 +196,47 @@ def target_label(target: AnyTarget) -> str:
     return f"{target.kind} {target.location}"
 
 
+class ConsumerIdentity(_Strict):
+    """How a consumer shows up where the old credential is used, so usage evidence names it
+    instead of reporting an unmapped consumer. A client matches when a field both know agrees
+    and none disagrees; give what the platform shows (docs/issuers.md says which)."""
+
+    application_name: str | None = Field(default=None, min_length=1, max_length=200)
+    address: str | None = None  # an IP address or a CIDR network, e.g. 10.0.3.0/24
+    vault_accessor: str | None = Field(default=None, min_length=1, max_length=200)
+    user: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("address")
+    @classmethod
+    def _ip_or_network(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise _custom(
+                    "address",
+                    "expected an IP address (10.0.3.7) or a CIDR network (10.0.3.0/24): usage "
+                    "evidence shows client addresses, not host names",
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> ConsumerIdentity:
+        if not any((self.application_name, self.address, self.vault_accessor, self.user)):
+            raise _custom(
+                "identity",
+                "give at least one of application_name, address, vault_accessor, user",
+            )
+        return self
+
+
 class ConsumerSpec(_Strict):
     owner: str
     lane: str
     reload: Literal["hot", "restart", "staged"]
     health_check: HealthCheck | None = None
     rollback: str | None = None
+    identity: ConsumerIdentity | None = None
     # Where this consumer reads the credential, beyond its lane's targets.
     targets: list[TargetSpec] = Field(default_factory=list)
 
@@ -422,7 +458,7 @@ class Catalog(_Strict):
             merged = {**base.model_dump(by_alias=True), **spec.issuer.params}
             config = _ISSUER_ADAPTER.validate_python(merged)
             issuer_name = spec.issuer.name
-        if isinstance(config, RedisAclIssuer) and config.user is None:
+        if isinstance(config, RedisAclIssuer) and config.user is None and config.users is None:
             config = config.model_copy(update={"user": name})
         return ResolvedIssuer(name=issuer_name, config=config)
 

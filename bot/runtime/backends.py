@@ -56,6 +56,7 @@ class CatalogBackends:
                 self._client(name, config),
                 mount=getattr(config, "mount", "secret"),
                 pending_prefix=getattr(config, "pending_prefix", "rotabot-pending"),
+                audit_log=getattr(config, "audit_log", None),
             )
         if kind == "aws-secretsmanager":
             from adapters.aws_secretsmanager import SecretsManagerStore
@@ -161,8 +162,11 @@ class CatalogBackends:
         if isinstance(config, cfg.LocalIssuer):
             return LocalIssuer(fields=tuple(config.fields))
         if isinstance(config, cfg.RedisAclIssuer):
-            from adapters.redis_acl import RedisAclIssuer
+            from adapters.redis_acl import RedisAclIssuer, RedisAclPairIssuer
 
+            if config.users is not None:
+                return RedisAclPairIssuer(self._from_env(config.url_env, what),
+                                          users=(config.users[0], config.users[1]))
             return RedisAclIssuer(self._from_env(config.url_env, what),
                                   user=config.user or secret)
         if isinstance(config, cfg.PostgresRoleIssuer):

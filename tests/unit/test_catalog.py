@@ -500,3 +500,72 @@ def test_line_of(example: Catalog) -> None:
     assert line is not None
     text = EXAMPLE.read_text().splitlines()[line - 1]
     assert text.strip() == "inference-api:"
+
+
+def test_consumer_identity_and_the_redis_two_user_mode_load() -> None:
+    text = variant("    url_env: REDIS_ADMIN_URL\n",
+                   "    url_env: REDIS_ADMIN_URL\n    users: [cache_a, cache_b]\n")
+    text = text.replace("        reload: hot\n", (
+        "        reload: hot\n"
+        "        identity: {application_name: web, address: 10.0.3.0/24, "
+        "vault_accessor: acc-web}\n"))
+    catalog = parse_catalog(text)
+    identity = catalog.secret("api-key").consumers["web"].identity
+    assert identity is not None
+    assert (identity.application_name, identity.address, identity.vault_accessor) == (
+        "web", "10.0.3.0/24", "acc-web")
+    assert isinstance(catalog.issuers["cache"], RedisAclIssuer)
+    assert catalog.issuers["cache"].users == ["cache_a", "cache_b"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            "        reload: hot\n",
+            "        reload: hot\n        identity: {address: inference.internal}\n",
+            "catalog.yml:23: secrets.api-key.consumers.web.identity.address: expected an IP "
+            "address (10.0.3.7) or a CIDR network (10.0.3.0/24): usage evidence shows client "
+            "addresses, not host names",
+            id="identity-address",
+        ),
+        pytest.param(
+            "        reload: hot\n",
+            "        reload: hot\n        identity: {}\n",
+            "catalog.yml:23: secrets.api-key.consumers.web.identity: give at least one of "
+            "application_name, address, vault_accessor, user",
+            id="identity-empty",
+        ),
+        pytest.param(
+            "        reload: hot\n",
+            "        reload: hot\n        identity: {app: web}\n",
+            "catalog.yml:23: secrets.api-key.consumers.web.identity.app: unknown field 'app' "
+            "(expected one of: application_name, address, vault_accessor, user)",
+            id="identity-typo",
+        ),
+        pytest.param(
+            "    url_env: REDIS_ADMIN_URL\n",
+            "    url_env: REDIS_ADMIN_URL\n    users: [cache_a, cache_a]\n",
+            "catalog.yml:11: issuers.cache: name two different ACL users: they take turns",
+            id="redis-same-user-twice",
+        ),
+        pytest.param(
+            "    url_env: REDIS_ADMIN_URL\n",
+            "    url_env: REDIS_ADMIN_URL\n    user: app\n    users: [cache_a, cache_b]\n",
+            "catalog.yml:11: issuers.cache: give user (one user holds both passwords) or users "
+            "(two users alternate), not both",
+            id="redis-user-and-users",
+        ),
+        pytest.param(
+            "    token_env: VAULT_TOKEN\n",
+            "    token_env: VAULT_TOKEN\n    audit_log: audit.log\n",
+            "catalog.yml:10: stores.vault.audit_log: expected the absolute path of the file "
+            "audit device's log on the bot's host, e.g. /var/log/openbao/audit.log",
+            id="audit-log-relative",
+        ),
+    ],
+)
+def test_identity_redis_users_and_audit_log_errors_name_file_and_line(
+    old: str, new: str, expected: str
+) -> None:
+    assert errors_of(variant(old, new)) == [expected]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.catalog import UnknownSecret, load_catalog, parse_catalog
-from bot.catalog.dependency_map import HealthCheckView, dependency_map, render_map
+from bot.catalog.backends import RedisAclIssuer, VaultKv2Store
+from bot.catalog.dependency_map import HealthCheckView, dependency_map, evidence_of, render_map
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "catalog.yml"
 
@@ -123,3 +124,15 @@ def test_the_map_names_each_ai_connectors_issuer_and_evidence_source() -> None:
     from bot.catalog.backends import AnyIssuer
     kinds = {get_args(m.model_fields["kind"].annotation)[0] for m in get_args(AnyIssuer)}
     assert kinds == set(EVIDENCE)
+
+
+def test_evidence_names_the_redis_two_user_mode_and_the_store_audit_log() -> None:
+    pair = RedisAclIssuer(kind="redis-acl", url_env="R", users=["a", "b"])
+    one = RedisAclIssuer(kind="redis-acl", url_env="R", user="app")
+    audited = VaultKv2Store(kind="vault-kv2", url="http://127.0.0.1:8200", token_env="T",
+                            audit_log="/var/log/openbao/audit.log")
+    plain = VaultKv2Store(kind="vault-kv2", url="http://127.0.0.1:8200", token_env="T")
+    assert evidence_of(one, plain) == "none: Redis cannot tell which password a connection used"
+    assert evidence_of(pair, audited) == (
+        "connections still authenticated as the old user (CLIENT LIST); reads of the old "
+        "version since the switch (the store's audit log)")

@@ -31,5 +31,7 @@ def publish_home(deps: Deps, client: WebClient, user: str) -> None:
         if service.owns(user, consumer.owner)
     ]
     client.views_publish(
-        user_id=user, view=blocks.home_view(user, active, mine, service.recent_alerts())
+        user_id=user,
+        view=blocks.home_view(user, active, mine, service.recent_alerts(),
+                              service.unmapped_consumers(active)),
     )

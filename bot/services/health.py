@@ -26,6 +26,7 @@ from bot.domain.errors import RotabotError
 from bot.domain.gate import Evidence
 from bot.domain.lifecycle import Phase
 from bot.domain.rotation import Rotation
+from bot.domain.usage import unmapped, unmapped_words, usage_line
 from bot.services.rotations import RotationService
 
 log = logging.getLogger("rotabot.health")
@@ -86,6 +87,10 @@ class RotationEvidence:
 
     usage: Evidence | None = None
     health: Mapping[str, HealthLine] = field(default_factory=dict)
+    # The usage in words at the time it was read ("usage evidence: cannot tell (why)", or
+    # who used it when) and each unmapped consumer seen, by what identifies it.
+    usage_line: str = ""
+    unmapped: tuple[str, ...] = ()
 
 
 def class_in_words(failure_class: str | None) -> str:
@@ -154,8 +159,12 @@ class HealthService:
     def evidence(self, rotation: Rotation) -> RotationEvidence:
         """Evidence for the parent message. Usage is asked of the issuer only after the
         switch (observing/revocable), where it feeds the revocation gate."""
-        usage = None
-        if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
-            usage = self.service.usage_of_old(rotation)
         health = self.latest(rotation.id) if rotation.id is not None else {}
-        return RotationEvidence(usage=usage, health=health)
+        if rotation.phase not in (Phase.OBSERVING, Phase.REVOCABLE):
+            return RotationEvidence(health=health)
+        usage = self.service.usage_of_old(rotation)
+        now = self.service.clock.now()
+        return RotationEvidence(
+            usage=usage, health=health, usage_line=usage_line(usage, now),
+            unmapped=tuple(unmapped_words(s, now) for s in unmapped(usage)),
+        )

@@ -14,7 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from bot.catalog import Catalog, ConsumerSpec, EffectiveSettings, SecretSpec, target_label
+from bot.catalog import (
+    Catalog,
+    ConsumerIdentity,
+    ConsumerSpec,
+    EffectiveSettings,
+    SecretSpec,
+    target_label,
+)
 from bot.catalog.readiness import is_slack_id, readiness_findings
 from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
@@ -38,6 +45,7 @@ from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
 from bot.domain.secret_material import SecretMaterial
+from bot.domain.usage import combined, map_usage, unmapped, unmapped_words
 from bot.services.catalog_in_use import CatalogPart, CatalogSlot
 from bot.services.distribution import (
     TargetWriteFailed,
@@ -52,6 +60,7 @@ from bot.services.ports import (
     IdentifiesKeys,
     Issuer,
     OwnerDirectory,
+    ReportsReads,
     Store,
     TrimsAfterRevoke,
     UnitOfWork,
@@ -566,13 +575,45 @@ class RotationService(CatalogSlot):
             rotation, now=self.clock.now(), alerts=alerts, usage=self.usage_of_old(rotation)
         )
 
-    def usage_of_old(self, rotation: Rotation) -> UsageEvidence | None:
-        if rotation.old_key_id is None:
-            return None
+    def usage_of_old(self, rotation: Rotation) -> UsageEvidence:
+        """Who still uses the old credential: the issuer's evidence, plus the store's record
+        of reads of the old version since the switch where it keeps one, with each client
+        mapped to a catalog consumer by ``identity`` (or left unmapped)."""
+        parts: list[UsageEvidence] = []
         try:
-            return self.backends.issuer_for(rotation.secret).usage(rotation.old_key_id)
-        except IssuerError as exc:
-            return UsageEvidence(in_use=None, summary=f"usage evidence unavailable: {exc}")
+            parts.append(self.backends.issuer_for(rotation.secret).usage(rotation.old_key_id))
+        except (IssuerError, RotabotError) as exc:
+            parts.append(UsageEvidence(in_use=None, summary=f"usage evidence unavailable: {exc}"))
+        if rotation.switched_at is not None and rotation.old_version is not None:
+            try:
+                store = self.backends.store_for(rotation.secret)
+                reads = store.reads_of(
+                    rotation.store_path, rotation.old_version, since=rotation.switched_at,
+                ) if isinstance(store, ReportsReads) else None
+                if reads is not None:
+                    parts.append(reads)
+            except (StoreError, RotabotError) as exc:
+                parts.append(UsageEvidence(
+                    in_use=None, summary=f"the store's audit log is unavailable: {exc}"))
+        return map_usage(combined(parts), self._identities(rotation.secret))
+
+    def unmapped_consumers(self, rotations: list[Rotation]) -> list[tuple[Rotation, str]]:
+        """Clients using the old credential of a switched rotation that match no catalog
+        consumer, in words (App Home lists them so the map is fixed before revoking)."""
+        now = self.clock.now()
+        return [
+            (r, unmapped_words(seen, now))
+            for r in rotations
+            if r.phase in (Phase.OBSERVING, Phase.REVOCABLE)
+            for seen in unmapped(self.usage_of_old(r))
+        ]
+
+    def _identities(self, secret: str) -> dict[str, ConsumerIdentity]:
+        try:
+            consumers = self.catalog.secret(secret).consumers
+        except RotabotError:  # the secret left the catalog mid-rotation: nobody to map to
+            return {}
+        return {name: c.identity for name, c in consumers.items() if c.identity is not None}
 
     def tick(self, rotation_id: int) -> Rotation:
         """Timer: when observation has elapsed and the gate is open, mark it revocable (and

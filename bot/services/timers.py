@@ -30,6 +30,7 @@ from bot.domain.reminders import (
     notice_text,
 )
 from bot.domain.rotation import Rotation
+from bot.domain.usage import UNMAPPED, identifies, unmapped, unmapped_text
 from bot.services.rotations import RotationService
 
 log = logging.getLogger("rotabot.timers")
@@ -115,6 +116,31 @@ class TimerWork:
             rotation = after
         if self.reminders is not None and self.notices is not None and not rotation.terminal:
             count += self._send_notices(rotation)
+            if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
+                count += self._report_unmapped(rotation)
+        return count
+
+    def _report_unmapped(self, rotation: Rotation) -> int:
+        """Tell the thread, once per client, about use of the old credential by a client no
+        catalog consumer's ``identity`` matches: the map must be fixed before revoking."""
+        assert rotation.id is not None and self.reminders is not None
+        assert self.notices is not None
+        strangers = unmapped(self.service.usage_of_old(rotation))
+        if not strangers:
+            return 0
+        now = self.service.clock.now()
+        count = 0
+        for seen in strangers:
+            # The claim key is what identifies the client, so each is reported once.
+            key = f"{UNMAPPED}:{identifies(seen)}"[:500]
+            if not self.reminders.claim(rotation.id, key, UNMAPPED, now):
+                continue
+            try:
+                self.notices.thread_note(rotation, unmapped_text(rotation, seen, now))
+            except Exception:
+                self.reminders.release(rotation.id, key, UNMAPPED)
+                raise
+            count += 1
         return count
 
     # --- reminders, escalation, overlap warning, gate notices ---------------------------

@@ -18,7 +18,7 @@ from handlers.blocks.common import (
     mention,
     sections,
 )
-from handlers.blocks.rotation import waiting_on
+from handlers.blocks.rotation import UNMAPPED_LINES, waiting_on
 
 
 def home_view(
@@ -26,6 +26,7 @@ def home_view(
     active: Sequence[Rotation],
     mine: Sequence[tuple[Rotation, ConsumerProgress, StepState]],
     alerts: Sequence[Alert],
+    unmapped: Sequence[tuple[Rotation, str]] = (),
 ) -> SlackView:
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="rotabot"))]
     blocks.extend(
@@ -50,6 +51,16 @@ def home_view(
             f"*Waiting on {mention(user)}*",
         )
     )
+    if unmapped:
+        # Use of an old credential nobody in the catalog accounts for: fix the map first.
+        blocks.append(DividerBlock())
+        blocks.extend(
+            sections(
+                [f"• *{r.ref}* {code(r.secret)}: {escape_mrkdwn(words[:300])}"
+                 for r, words in unmapped[:UNMAPPED_LINES]],
+                "*Unmapped consumers* (add their `identity:` to the catalog before revoking)",
+            )
+        )
     blocks.append(DividerBlock())
     blocks.extend(
         sections(

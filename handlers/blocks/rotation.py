@@ -41,6 +41,7 @@ from handlers.ids import Action, RotationButton
 
 COMPACT_AFTER = 40  # consumers; past this the message shows a per-lane summary
 HEALTH_LINES = 20  # per message; the rest is in `/rotate status`
+UNMAPPED_LINES = 10  # per message
 TARGET_LABELS = 10  # per lane; the lane-opened receipt in the thread lists every one
 
 
@@ -72,7 +73,15 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         icon = ":grey_question:" if in_use is None else (
             ":warning:" if in_use else ":white_check_mark:"
         )
-        lines.append(f"{icon} old credential: {escape_mrkdwn(usage.summary[:600])}")
+        said = evidence.usage_line or f"old credential: {usage.summary}"
+        lines.append(f"{icon} {escape_mrkdwn(said[:600])}")
+        lines.extend(
+            f":mag: {escape_mrkdwn(u[:300])}: add its `identity:` to a consumer in the "
+            "catalog, or find it before revoking"
+            for u in evidence.unmapped[:UNMAPPED_LINES]
+        )
+        if len(evidence.unmapped) > UNMAPPED_LINES:
+            lines.append(f"…and {len(evidence.unmapped) - UNMAPPED_LINES} more unmapped consumers")
     known = [c for c in rotation.consumers_in_order() if c.name in evidence.health]
     for c in known[:HEALTH_LINES]:
         h = evidence.health[c.name]

@@ -213,6 +213,7 @@ class OpenBaoDatabaseIssuer:
             in_use=True,
             summary=f"{len(sessions)} session{plural} still {verb} {user} ({who(sessions)})",
             details=details,
+            seen=tuple(s.seen(user) for s in sessions),
         )
 
     # --- engine calls -----------------------------------------------------------------------

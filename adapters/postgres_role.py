@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.domain.credentials import IssuerError, Minted, UsageEvidence
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence, UsageSeen
 from bot.domain.secret_material import REDACTED, SecretMaterial
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,14 @@ class Session:
     application_name: str
     backend_start: datetime | None
     state: str | None
+
+    def seen(self, user: str) -> UsageSeen:
+        """This session as usage evidence: who (address, application_name, role), live now."""
+        since = self.backend_start.isoformat(timespec="seconds") if self.backend_start else "?"
+        return UsageSeen(
+            address=self.client_addr, application_name=self.application_name or None,
+            user=user, how=f"session pid {self.pid} since {since}",
+        )
 
     def describe(self) -> str:
         addr = self.client_addr or "local socket"
@@ -270,6 +278,7 @@ class PostgresRoleIssuer:
             in_use=True,
             summary=f"{len(sessions)} session{plural} still {verb} {role} ({who(sessions)})",
             details=details,
+            seen=tuple(s.seen(role) for s in sessions),
         )
 
     # --- explicit admin action --------------------------------------------------------------

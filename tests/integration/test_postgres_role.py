@@ -220,6 +220,10 @@ def test_usage_shows_live_sessions_until_terminated(
         assert evidence.summary == f"1 session still uses {a} (ingest-worker, 127.0.0.1)"
         assert any("ingest-worker from 127.0.0.1" in d for d in evidence.details)
         assert f"{a} can log in" in evidence.details
+        # Who, for mapping to a catalog consumer's identity: address, application_name, role.
+        [seen] = evidence.seen
+        assert (seen.address, seen.application_name, seen.user, seen.at) == (
+            "127.0.0.1", "ingest-worker", a, None)
 
         issuer.revoke(a)
         # PostgreSQL checks LOGIN only when connecting: the open session keeps working.

@@ -133,8 +133,9 @@ def test_old_credential_users_are_named_mapped_or_not_and_hold_the_gate(
         gate = s.gate(r.id)
         assert not gate.open
         [in_use] = [u for u in gate.unmet if u.startswith("the old credential is still in use")]
-        assert f"connected now by retriever (127.0.0.1, application_name retriever, user {user_a})" \
-            in in_use
+        mapped = ("connected now by retriever (127.0.0.1, application_name retriever, "
+                  f"user {user_a})")
+        assert mapped in in_use
         assert f"connected now by 127.0.0.1, user {user_a} (not in the catalog)" in in_use
         assert (f"by 127.0.0.1, Vault accessor {cron['accessor']}, user token-cron "
                 "(not in the catalog), 1 read of version 1") in in_use
@@ -158,7 +159,8 @@ def test_old_credential_users_are_named_mapped_or_not_and_hold_the_gate(
         [home] = texts(standin, "views.publish")
         assert "Unmapped consumers" in home and f"Vault accessor {cron['accessor']}" in home
         rotation = s.get(r.id)
-        _, body = blocks.rotation_message(rotation, s.gate_of(rotation), c.health.evidence(rotation))
+        _, body = blocks.rotation_message(
+            rotation, s.gate_of(rotation), c.health.evidence(rotation))
         message = json.dumps([b.to_dict() for b in body])
         assert "old credential still in use" in message
         assert message.count(":mag: unmapped consumer") == 2

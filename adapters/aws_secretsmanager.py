@@ -79,6 +79,7 @@ from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
+    UsageEvidence,
     VersionInfo,
     VersionLabel,
     VersionUnavailable,
@@ -117,6 +118,11 @@ _DENIED = frozenset({
 _ERROR_CODE = re.compile(r"[A-Za-z][A-Za-z0-9.:#_-]{0,99}")
 
 SecretsManagerClient = Any  # boto3 clients are generated at run time and have no static type
+
+NO_READ_LOG = (
+    "the aws-secretsmanager store does not read CloudTrail, so reads of the old version are "
+    "not seen"
+)
 
 
 class SecretsManagerPermissionDenied(StoreError):
@@ -471,6 +477,11 @@ class SecretsManagerStore:
 
     def __repr__(self) -> str:
         return f"SecretsManagerStore(url={self.url!r}, region={self._api.region!r})"
+
+    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence:
+        """Who read an old version is in CloudTrail, which rotabot does not read: say so
+        (ReportsReads)."""
+        return UsageEvidence(in_use=None, summary=NO_READ_LOG)
 
     # --- Store protocol -------------------------------------------------------------------
 

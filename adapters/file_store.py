@@ -35,6 +35,7 @@ from bot.domain.credentials import (
     StoreConflict,
     StoreError,
     StoreState,
+    UsageEvidence,
     VersionInfo,
     VersionLabel,
     VersionUnavailable,
@@ -53,6 +54,8 @@ _RESERVED_SUFFIXES = (".json", ".tmp", ".lock")
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.json$")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+
+NO_READ_LOG = "the file store keeps no record of who read a version"
 
 
 @dataclass
@@ -112,6 +115,10 @@ class FileStore:
 
     def __repr__(self) -> str:
         return f"FileStore(root={str(self.root)!r})"
+
+    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence:
+        """A folder keeps no record of who read a file: say so (ReportsReads)."""
+        return UsageEvidence(in_use=None, summary=NO_READ_LOG)
 
     # --- Store protocol -------------------------------------------------------------------
 

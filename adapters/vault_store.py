@@ -343,11 +343,15 @@ class VaultKV2Store:
 
     # --- usage evidence (ReportsReads) ------------------------------------------------------
 
-    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence | None:
-        """Reads of ``version`` of ``path`` since ``since`` in the audit log; None when the
-        catalog names no ``audit_log`` for this store (then only the issuer speaks)."""
+    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence:
+        """Reads of ``version`` of ``path`` since ``since`` in the audit log; cannot tell
+        when the catalog names no ``audit_log`` for this store."""
         if self.audit_log is None:
-            return None
+            return UsageEvidence(
+                in_use=None,
+                summary="the vault-kv2 store has no audit_log in the catalog, so reads of the "
+                "old version are not seen",
+            )
         return reads_of_version(
             self.audit_log, self._data_path(self._clean(path)), version, since,
             ignore_accessors=self._own(),

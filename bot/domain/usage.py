@@ -119,7 +119,7 @@ def unmapped_words(seen: UsageSeen, now: datetime) -> str:
 def unmapped_text(rotation: Rotation, seen: UsageSeen, now: datetime) -> str:
     """The thread note about one unmapped consumer, in mrkdwn (platform text escaped)."""
     return (
-        f":mag: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): the old credential is used by "
+        f":eyes: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): the old credential is used by "
         f"an {escape_mrkdwn(unmapped_words(seen, now))}, which matches no consumer in the "
         "catalog. Find it and move it to the new credential, and add its `identity:` to its "
         "consumer in the catalog, before revoking."
@@ -158,15 +158,17 @@ def unmapped(evidence: UsageEvidence | None) -> list[UsageSeen]:
 
 
 def combined(parts: Sequence[UsageEvidence]) -> UsageEvidence:
-    """The issuer's and the store's evidence as one: in use when either saw use; otherwise
-    the first one's verdict (the issuer's: a store that saw no reads of the old version cannot
-    say the credential itself is unused)."""
+    """The issuer's evidence (first) and the store's as one: in use when either saw use;
+    otherwise the issuer's verdict, since a store that saw no reads of the old version cannot
+    say the credential itself is unused. A part that cannot tell is left out of the words
+    when another part can, so a definite answer is not buried in "cannot tell"s."""
     if len(parts) == 1:
         return parts[0]
     in_use: bool | None = True if any(p.in_use for p in parts) else parts[0].in_use
+    said = [p for p in parts if p.in_use is not None] if in_use is not None else list(parts)
     return UsageEvidence(
         in_use=in_use,
-        summary="; ".join(p.summary for p in parts),
+        summary="; ".join(p.summary for p in said),
         details=tuple(d for p in parts for d in p.details),
         seen=tuple(s for p in parts for s in p.seen),
     )

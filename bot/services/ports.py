@@ -270,9 +270,9 @@ class ReportsReads(Protocol):
     """A store that can tell who read an old version (a Vault/OpenBao file audit device):
     usage evidence beside the issuer's."""
 
-    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence | None:
-        """Reads of ``path`` that got ``version`` since ``since``; None when the store keeps
-        no record of reads (no audit log configured), ``in_use=None`` when it cannot tell."""
+    def reads_of(self, path: str, version: str, since: datetime) -> UsageEvidence:
+        """Reads of ``path`` that got ``version`` since ``since``; ``in_use=None``, saying
+        why, when the store keeps no record of reads."""
         ...
 
 

@@ -587,11 +587,9 @@ class RotationService(CatalogSlot):
         if rotation.switched_at is not None and rotation.old_version is not None:
             try:
                 store = self.backends.store_for(rotation.secret)
-                reads = store.reads_of(
-                    rotation.store_path, rotation.old_version, since=rotation.switched_at,
-                ) if isinstance(store, ReportsReads) else None
-                if reads is not None:
-                    parts.append(reads)
+                if isinstance(store, ReportsReads):
+                    parts.append(store.reads_of(
+                        rotation.store_path, rotation.old_version, since=rotation.switched_at))
             except (StoreError, RotabotError) as exc:
                 parts.append(UsageEvidence(
                     in_use=None, summary=f"the store's audit log is unavailable: {exc}"))

@@ -163,7 +163,7 @@ def test_old_credential_users_are_named_mapped_or_not_and_hold_the_gate(
             rotation, s.gate_of(rotation), c.health.evidence(rotation))
         message = json.dumps([b.to_dict() for b in body])
         assert "old credential still in use" in message
-        assert message.count(":mag: unmapped consumer") == 2
+        assert message.count(":eyes: unmapped consumer") == 2
 
         # Everyone moved: the connections close; the cron job reads the new version.
         for conn in conns:

@@ -57,7 +57,6 @@ def test_a_read_of_the_old_version_after_the_switch_is_listed_with_accessor_and_
     read(root, path, 1)  # rotabot's own token (rollback reads): not a consumer
 
     evidence = store.reads_of(path, "1", since=switched)
-    assert evidence is not None
     assert evidence.in_use is True
     assert evidence.summary.startswith(f"1 read of old version 1 of secret/data/{path}")
     [seen] = evidence.seen
@@ -71,18 +70,21 @@ def test_a_read_of_the_old_version_after_the_switch_is_listed_with_accessor_and_
 
     # Since a later moment nobody read the old version: no evidence, in_use False.
     quiet = store.reads_of(path, "1", since=datetime.now(UTC) + timedelta(seconds=1))
-    assert quiet is not None and quiet.in_use is False and quiet.seen == ()
+    assert quiet.in_use is False and quiet.seen == ()
 
 
-def test_without_audit_log_the_store_adds_nothing_and_an_unreadable_log_says_why(
+def test_without_audit_log_or_with_an_unreadable_one_the_store_says_why_it_cannot_tell(
     openbao_audited: OpenBaoServer,
 ) -> None:
     root = hvac.Client(url=openbao_audited.url, token=openbao_audited.token)
     now = datetime.now(UTC)
-    assert VaultKV2Store(root).reads_of("x/y", "1", since=now) is None
+    plain = VaultKV2Store(root).reads_of("x/y", "1", since=now)
+    assert plain.in_use is None
+    assert plain.summary == ("the vault-kv2 store has no audit_log in the catalog, so reads of "
+                             "the old version are not seen")
     missing = VaultKV2Store(root, audit_log="/nonexistent/openbao/audit.log")
     evidence = missing.reads_of("x/y", "1", since=now)
-    assert evidence is not None and evidence.in_use is None
+    assert evidence.in_use is None
     assert evidence.summary == (
         "cannot read the audit log /nonexistent/openbao/audit.log: No such file or directory; "
         "give rotabot read access to it or fix audit_log in the catalog")

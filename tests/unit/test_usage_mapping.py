@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from adapters.file_store import FileStore
 from bot.domain.credentials import UsageEvidence, UsageSeen
 from bot.domain.usage import combined, map_usage, unmapped, usage_line, usage_words
+from bot.services.ports import ReportsReads
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -65,3 +68,15 @@ def test_combined_is_in_use_when_either_saw_use_else_the_issuers_verdict() -> No
     assert usage_line(combined([issuer, quiet]), NOW) == (
         "usage evidence: cannot tell (manual issuer: cannot tell; no reads of version 3 since "
         "the switch)")
+
+
+def test_a_definite_answer_is_not_buried_in_a_store_that_cannot_tell(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    assert isinstance(store, ReportsReads)
+    cannot = store.reads_of("a/b", "1", since=NOW)
+    assert cannot == UsageEvidence(None, "the file store keeps no record of who read a version")
+    issuer = UsageEvidence(False, "no sessions use app_a now")
+    assert combined([issuer, cannot]) == issuer
+    assert usage_line(combined([UsageEvidence(None, "manual issuer: no platform"), cannot]),
+                      NOW) == ("usage evidence: cannot tell (manual issuer: no platform; the file "
+                               "store keeps no record of who read a version)")

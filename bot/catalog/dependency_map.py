@@ -46,6 +46,8 @@ class ConsumerView:
     reload: str
     health_check: HealthCheckView | None
     rollback: str | None
+    # How usage evidence recognises it, e.g. "application_name retriever, address 10.0.3.0/24".
+    identity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
                 timeout=format_duration(hc.timeout),
             ),
             rollback=c.rollback,
+            identity=None if c.identity is None else ", ".join(
+                f"{k} {v}" for k, v in c.identity.model_dump(exclude_none=True).items()),
         ))
     targets = {
         lane: tuple(target_view(t) for t in ts) for lane, ts in spec.lane_targets().items()
@@ -238,4 +242,6 @@ def render_map(catalog: Catalog, secret: str) -> str:
             check = c.health_check.describe() if c.health_check else "no health check"
             out.append(f"    health check: {check}")
             out.append(f"    rollback: {c.rollback or 'no rollback note'}")
+            if c.identity:
+                out.append(f"    identity (usage evidence): {c.identity}")
     return "\n".join(out) + "\n"

@@ -443,8 +443,9 @@ def test_settings_defaults_when_omitted() -> None:
 def test_resolved_issuer_merges_named_issuer_with_secret_parameters(example: Catalog) -> None:
     cache = example.resolved_issuer("cache-password")
     assert cache.name == "cache" and cache.kind == "redis-acl" and cache.dual_valid
+    # Two users take turns, so `user` is not defaulted to the secret's name.
     assert cache.config == RedisAclIssuer(kind="redis-acl", url_env="REDIS_ADMIN_URL",
-                                          user="app")
+                                          users=["app_a", "app_b"])
     inline = example.resolved_issuer("model-api-key")
     assert inline.name is None and inline.kind == "manual" and inline.dual_valid
     http = example.resolved_issuer("vector-db-key").config

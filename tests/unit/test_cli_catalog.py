@@ -106,14 +106,15 @@ def test_map_prints_the_map() -> None:
     assert code == 0
     assert lines[:6] == [
         "secret: cache-password",
-        "description: Password of the `app` Redis user used by the retrieval service",
+        "description: Password of the `app_a`/`app_b` Redis users used by the retrieval service",
         "issuer: redis-acl 'cache', keeps old and new valid together",
-        "evidence of the old credential's use: none: Redis cannot tell which password a "
-        "connection used",
+        "evidence of the old credential's use: connections still authenticated as the old user "
+        "(CLIENT LIST); reads of the old version since the switch (the store's audit log)",
         "store: vault (vault-kv2, http://127.0.0.1:8200, mount secret), path infra/cache",
         "lanes, in validation order: dev -> staging -> prod",
     ]
     assert "  retriever: owner U0BOB, reload restart" in lines
+    assert "    identity (usage evidence): application_name retriever, address 10.0.3.0/24" in lines
 
 
 def test_map_unknown_secret_names_closest() -> None:

@@ -173,6 +173,7 @@ def test_old_credential_users_are_named_mapped_or_not_and_hold_the_gate(
         assert gate.open, gate.unmet
         assert gate.usage.startswith(f"usage evidence: no connections authenticated as {user_a}")
         assert s.revoke(r.id, actor=ADMIN).phase is Phase.REVOKED
+        c.notifier.flush()
         assert standin.state.violations == []
     finally:
         for conn in conns:

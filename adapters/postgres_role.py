@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.domain.credentials import IssuerError, Minted, UsageEvidence, UsageSeen
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence, UsageSeen, standby_of
 from bot.domain.secret_material import REDACTED, SecretMaterial
 
 log = logging.getLogger(__name__)
@@ -172,17 +172,7 @@ class PostgresRoleIssuer:
     # --- Issuer ----------------------------------------------------------------------------
 
     def mint(self, current: SecretMaterial | None) -> Minted:
-        if current is None:
-            active, inactive = None, self.roles[0]
-        else:
-            username = current.reveal().get("username", "")
-            if username not in self.roles:
-                raise IssuerError(
-                    f"{self._name()}: the current credential's username {username!r} is neither "
-                    f"{self.roles[0]} nor {self.roles[1]}; the store must hold one of them"
-                )
-            active = username
-            inactive = self.roles[1] if username == self.roles[0] else self.roles[0]
+        active, inactive = standby_of(current, self.roles, self._name())
         password = self._password_factory()
         hidden: list[str] = [password]
 

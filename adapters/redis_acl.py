@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
-from bot.domain.credentials import IssuerError, Minted, UsageEvidence, UsageSeen
+from bot.domain.credentials import IssuerError, Minted, UsageEvidence, UsageSeen, standby_of
 from bot.domain.secret_material import REDACTED, SecretMaterial
 
 log = logging.getLogger(__name__)
@@ -328,16 +328,7 @@ class RedisAclPairIssuer(_RedisAdmin):
         return True
 
     def mint(self, current: SecretMaterial | None) -> Minted:
-        if current is None:
-            active, inactive = None, self.users[0]
-        else:
-            username = current.reveal().get("username", "")
-            if username not in self.users:
-                raise IssuerError(
-                    f"{self._name()}: the current credential's username {username!r} is neither "
-                    f"{self.users[0]} nor {self.users[1]}; the store must hold one of them"
-                )
-            active, inactive = username, self._sibling(username)
+        active, inactive = standby_of(current, self.users, self._name())
         password = self._password_factory()
 
         def set_password(client: redis.Redis) -> None:

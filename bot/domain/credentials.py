@@ -150,6 +150,23 @@ class IssuerError(Exception):
     """An issuer operation failed; the message names the issuer and cause (never a value)."""
 
 
+def standby_of(
+    current: SecretMaterial | None, pair: tuple[str, str], where: str
+) -> tuple[str | None, str]:
+    """(active, standby) of two alternating logins (roles, users): the active one is the
+    current credential's ``username``; the new credential goes to the other. A first
+    rotation (no current credential) starts with the first of the pair."""
+    if current is None:
+        return None, pair[0]
+    username = current.reveal().get("username", "")
+    if username not in pair:
+        raise IssuerError(
+            f"{where}: the current credential's username {username!r} is neither "
+            f"{pair[0]} nor {pair[1]}; the store must hold one of them"
+        )
+    return username, pair[1] if username == pair[0] else pair[0]
+
+
 def find_new_version(state: StoreState) -> str | None:
     """The version a person wrote for this rotation, or ``None`` while there is none yet.
 

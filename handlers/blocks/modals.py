@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from slack_sdk.models.blocks import (
+    ContextBlock,
     Option,
     PlainTextInputElement,
     PlainTextObject,
@@ -112,6 +113,10 @@ def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
                 [f"• {told(u)}" for u in gate.unmet[:20]],
                 f"*{rotation.ref} is not ready to revoke:*",
             ),
+            # Said even when it does not block: breaking glass where nothing can tell whether
+            # the old credential is used is a different risk from breaking it where nothing is.
+            *([ContextBlock(elements=[md(told(gate.usage[:1500]))])]
+              if gate.usage.startswith("usage evidence:") else []),
             InputBlock(
                 block_id="reason",
                 label=PlainTextObject(text="Reason (posted and audited)"),

@@ -76,7 +76,7 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         said = evidence.usage_line or f"old credential: {usage.summary}"
         lines.append(f"{icon} {escape_mrkdwn(said[:600])}")
         lines.extend(
-            f":mag: {escape_mrkdwn(u[:300])}: add its `identity:` to a consumer in the "
+            f":eyes: {escape_mrkdwn(u[:300])}: add its `identity:` to a consumer in the "
             "catalog, or find it before revoking"
             for u in evidence.unmapped[:UNMAPPED_LINES]
         )

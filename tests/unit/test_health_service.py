@@ -20,7 +20,7 @@ from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.services.health import HealthCheckFailed, HealthLine, HealthService, RotationEvidence
 from bot.services.rotations import RotationService
-from handlers.blocks import MESSAGE_BLOCK_LIMIT, SECTION_LIMIT, rotation_message
+from handlers.blocks import MESSAGE_BLOCK_LIMIT, SECTION_LIMIT, override_modal, rotation_message
 
 ADMIN, ALICE, BOB = "U0ADMIN", "U0ALICE", "U0BOB"
 CATALOG = """\
@@ -174,3 +174,26 @@ def test_message_shows_usage_and_health_within_block_kit_limits(n: int) -> None:
         assert len(d.get("text", {}).get("text", "")) <= SECTION_LIMIT
     if n > 20:
         assert f"and {n - 20} more health results" in body
+
+
+def test_where_nothing_can_tell_the_message_status_and_break_glass_say_so(
+    world: tuple[RotationService, FakeProbe, FakeDatabase, FixedClock],
+) -> None:
+    service, probe, _, _ = world
+    probe.answers = [PASS]
+    rid = service.start("api-key", actor=ADMIN).id
+    assert rid is not None
+    for consumer, owner in (("inference-api", ALICE), ("batch", BOB)):
+        for step in (StepState.DISTRIBUTED, StepState.VALIDATED):
+            service.step(rid, consumer, step, actor=owner)
+    rotation = service.switch(rid, actor=ADMIN)
+    said = ("usage evidence: cannot tell (local issuer: nothing reports use of these "
+            "credentials; the file store keeps no record of who read a version)")
+    evidence = HealthService(service=service, probe=probe).evidence(rotation)
+    assert evidence.usage_line == said and evidence.unmapped == ()
+    gate = service.gate_of(rotation)
+    assert gate.usage == said and not gate.open  # closed by sign-offs, not by usage
+    _, body = rotation_message(rotation, gate, evidence)
+    assert f":grey_question: {said}" in json.dumps([b.to_dict() for b in body])
+    modal = override_modal(rotation, gate).to_dict()
+    assert said in json.dumps(modal)

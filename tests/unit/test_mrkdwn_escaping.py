@@ -19,8 +19,9 @@ from slack_sdk.models.views import View as SlackView
 from bot.catalog.dependency_map import ConsumerView, DependencyMap, HealthCheckView, LaneView
 from bot.domain.alert import Alert
 from bot.domain.alert_context import describe
+from bot.domain.credentials import UsageEvidence, UsageSeen
 from bot.domain.gate import GateResult
-from bot.domain.lifecycle import StepState
+from bot.domain.lifecycle import Phase, StepState
 from bot.domain.mentions import mention
 from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.reminders import (
@@ -34,6 +35,7 @@ from bot.domain.reminders import (
     step_kind,
 )
 from bot.domain.rotation import ConsumerPlan, Rotation
+from bot.domain.usage import unmapped_text
 from bot.services.emergency import OwnerNote
 from bot.services.health import HealthLine, RotationEvidence
 from bot.services.rotations import MessageContext, Plan
@@ -97,10 +99,15 @@ def assert_escaped(payload: str) -> None:
 def rotation_surfaces() -> dict[str, Callable[[], Any]]:
     r = hostile_rotation()
     api = r.consumers["api<!channel>"]
-    gate = GateResult((f"api<!channel> has not signed off (owner U0ALICE) {EVIL}",))
-    evidence = RotationEvidence(health={"api<!channel>": HealthLine(
-        consumer="api<!channel>", ok=False, failure_class="authentication", reason=EVIL,
-        version=None, at=T0)})
+    # A Redis client name or a Vault display name is whatever the client chose.
+    gate = GateResult((f"api<!channel> has not signed off (owner U0ALICE) {EVIL}",),
+                      usage=f"usage evidence: cannot tell ({EVIL})")
+    evidence = RotationEvidence(
+        health={"api<!channel>": HealthLine(
+            consumer="api<!channel>", ok=False, failure_class="authentication", reason=EVIL,
+            version=None, at=T0)},
+        usage=UsageEvidence(True, EVIL), usage_line=f"old credential still in use: {EVIL}",
+        unmapped=(f"unmapped consumer 10.0.3.7, application_name {EVIL} (connected now)",))
     failed = hostile_rotation()
     failed.fail(reason=f"store said {EVIL}", now=T0)
     ready_check = Rotation.begin(
@@ -111,13 +118,19 @@ def rotation_surfaces() -> dict[str, Callable[[], Any]]:
     note = OwnerNote(consumer="api<!channel>", owner="U0ALICE", lane="pr<!here>od",
                      reload="restart", note=EVIL)
     lines = blocks.owner_rollback_lines([note])
+    observing = hostile_rotation()
+    observing.phase = Phase.OBSERVING
+    stranger = UsageSeen(address="10.0.3.7", application_name=EVIL, user="u<!here>", at=T0)
     return {
         "rotation message": lambda: blocks.rotation_message(r, gate, evidence),
+        "observing message": lambda: blocks.rotation_message(observing, gate, evidence),
+        "unmapped consumer note": lambda: unmapped_text(observing, stranger, T0),
         "failed rotation message": lambda: blocks.rotation_message(failed),
         "turn prompt": lambda: blocks.turn_prompt(r, api, StepState.DISTRIBUTED),
         "step done": lambda: blocks.step_done(r, api, StepState.VALIDATED, "U0ALICE"),
         "status list": lambda: blocks.status_list([r]),
-        "home": lambda: blocks.home_view("U0ALICE", [r], [(r, api, StepState.VALIDATED)], []),
+        "home": lambda: blocks.home_view("U0ALICE", [r], [(r, api, StepState.VALIDATED)], [],
+                                         [(r, f"unmapped consumer 10.0.3.7, user {EVIL}")]),
         "override modal": lambda: blocks.override_modal(r, gate),
         "rollback modal": lambda: blocks.rollback_modal(r, "api<!channel>", lines),
         "problems and instructions": lambda: blocks.rotation_message(

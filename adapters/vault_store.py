@@ -62,8 +62,8 @@ import hvac.exceptions
 import hvac.utils
 import requests
 
+from adapters.vault_audit import AuditLog
 from adapters.vault_audit import parse_time as _parse_time
-from adapters.vault_audit import reads_of_version
 from bot.domain.credentials import (
     StoreConflict,
     StoreError,
@@ -331,7 +331,7 @@ class VaultKV2Store:
         self.pending_prefix = pending_prefix.strip("/")
         self.url = str(client.url)
         # A file audit device's log on this host: who read an old version after the switch.
-        self.audit_log = audit_log
+        self.audit_log = AuditLog(audit_log) if audit_log is not None else None
         self._own_accessors: frozenset[str] | None = None
 
     def __repr__(self) -> str:
@@ -352,9 +352,8 @@ class VaultKV2Store:
                 summary="the vault-kv2 store has no audit_log in the catalog, so reads of the "
                 "old version are not seen",
             )
-        return reads_of_version(
-            self.audit_log, self._data_path(self._clean(path)), version, since,
-            ignore_accessors=self._own(),
+        return self.audit_log.reads_of_version(
+            self._data_path(self._clean(path)), version, since, ignore_accessors=self._own(),
         )
 
     def _own(self) -> frozenset[str]:

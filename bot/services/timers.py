@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.catalog import EffectiveSettings
@@ -34,6 +35,8 @@ from bot.domain.usage import UNMAPPED, identifies, unmapped, unmapped_text
 from bot.services.rotations import RotationService
 
 log = logging.getLogger("rotabot.timers")
+# How often a switched rotation's usage evidence is searched for unmapped consumers.
+UNMAPPED_CHECK_EVERY = timedelta(minutes=1)
 
 
 class NoticeSender(Protocol):
@@ -53,6 +56,9 @@ class TimerWork:
     notices: NoticeSender | None = None
     # More periodic work run only by the leader (e.g. scheduled starts); each returns a count.
     extra: list[Callable[[], int]] = field(default_factory=list)
+    # When each switched rotation's usage was last looked at for unmapped consumers: the
+    # timer runs every few seconds, and an issuer's usage may be a provider API call.
+    _usage_checked: dict[int, datetime] = field(default_factory=dict)
 
     def due(self, rotation: Rotation) -> str | None:
         now = self.service.clock.now()
@@ -125,10 +131,14 @@ class TimerWork:
         catalog consumer's ``identity`` matches: the map must be fixed before revoking."""
         assert rotation.id is not None and self.reminders is not None
         assert self.notices is not None
+        now = self.service.clock.now()
+        last = self._usage_checked.get(rotation.id)
+        if last is not None and now - last < UNMAPPED_CHECK_EVERY:
+            return 0
+        self._usage_checked[rotation.id] = now
         strangers = unmapped(self.service.usage_of_old(rotation))
         if not strangers:
             return 0
-        now = self.service.clock.now()
         count = 0
         for seen in strangers:
             # The claim key is what identifies the client, so each is reported once.

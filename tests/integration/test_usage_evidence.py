@@ -147,6 +147,7 @@ def test_old_credential_users_are_named_mapped_or_not_and_hold_the_gate(
 
         # The thread hears about each unmapped consumer once, however often the timer runs.
         c.timers.run_once()
+        clock.advance(timedelta(minutes=2))  # past UNMAPPED_CHECK_EVERY: it looks again
         c.timers.run_once()
         notes = [t for t in texts(standin, "chat.postMessage") if "unmapped consumer" in t]
         assert len(notes) == 2, notes

@@ -8,6 +8,10 @@ by its SHA-256 hash (``ACL SETUSER <user> !<hash>``), the form Redis itself stor
 rotabot never creates users or changes their permissions: the user must exist, be enabled and
 already have the rights its consumers need. What Redis does to connections that authenticated
 with a removed password (it keeps them open) is in docs/issuers.md.
+
+Redis cannot tell which password a connection used, so one user gives no usage evidence. The
+optional two-user mode (:class:`RedisAclPairIssuer`, ``users: [a, b]``) alternates users as
+postgres-role alternates roles: connections still authenticated as the old user are evidence.
 """
 
 from __future__ import annotations

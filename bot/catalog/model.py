@@ -27,8 +27,10 @@ from bot.catalog.backends import (
     StoreConfig,
 )
 from bot.catalog.fields import Duration, EnvName, StorePath, Url, _custom, _Strict
+from bot.catalog.freeze import BreakGlassSpec, FreezeWindowSpec
 from bot.catalog.shapes import value_shape
 from bot.domain.errors import RotabotError
+from bot.domain.freeze import FreezeWindow
 
 RELOAD_MODES: tuple[str, ...] = ("hot", "restart", "staged")
 DEFAULT_LANES: tuple[str, ...] = ("dev", "staging", "prod")
@@ -271,6 +273,8 @@ class Defaults(_Strict):
     readiness_lead: Duration = timedelta(days=2)
     max_age: Duration | None = None
     alertmanager: AlertmanagerDefaults = Field(default_factory=AlertmanagerDefaults)
+    # Catalog-wide freeze windows (every secret; a secret's own windows add to these).
+    freeze: list[FreezeWindowSpec] = Field(default_factory=list)
 
     @field_validator("lanes")
     @classmethod
@@ -298,6 +302,10 @@ class SecretSpec(_Strict):
     # Lane -> where that lane's consumers read the credential. rotabot writes the new
     # credential there when the lane's turn opens, and the previous one back on rollback.
     targets: dict[str, list[TargetSpec]] = Field(default_factory=dict)
+    # This secret's freeze windows, in force beside the catalog's (defaults.freeze).
+    freeze: list[FreezeWindowSpec] = Field(default_factory=list)
+    # Two-person break-glass: revoking past an unmet gate needs a second admin's approval.
+    break_glass: BreakGlassSpec | None = None
 
     _name: str = PrivateAttr(default="")
 
@@ -447,6 +455,11 @@ class Catalog(_Strict):
             readiness_lead=d.readiness_lead,
             max_age=spec.max_age if spec.max_age is not None else d.max_age,
         )
+
+    def freeze_windows(self, name: str) -> tuple[FreezeWindow, ...]:
+        """The freeze windows in force for a secret: the catalog's, then its own."""
+        spec = self.secret(name)
+        return tuple(w.window() for w in (*self.defaults.freeze, *spec.freeze))
 
     def resolved_issuer(self, name: str) -> ResolvedIssuer:
         spec = self.secret(name)

@@ -137,9 +137,14 @@ def register(app: App, deps: Deps) -> None:
                     # Admins may break glass, but only with a reason, in a modal.
                     rotation = service.get(rid)
                     if service.is_admin(user, rotation.secret):
+                        spec = deps.catalog.secret(rotation.secret).break_glass
                         client.views_open(
                             trigger_id=body["trigger_id"],
-                            view=blocks.override_modal(rotation, service.gate(rid)),
+                            view=blocks.override_modal(
+                                rotation, service.gate(rid),
+                                approvals=spec.approvals if spec else None,
+                                freeze=service.freeze_of(rotation.secret),
+                            ),
                         )
                     else:
                         raise closed
@@ -151,6 +156,22 @@ def register(app: App, deps: Deps) -> None:
     app.action(Action.ROLLBACK.value)(reported(rotation_action("rollback")))
     app.action(Action.RESUME.value)(reported(rotation_action("resume")))
     app.action(Action.CHECK_STORE.value)(reported(rotation_action("check_store")))
+
+    @app.action(Action.APPROVE_BREAK_GLASS.value)
+
+    @reported
+    def approve_break_glass(
+        ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
+        """A second admin: refused (and audited) before the modal opens when not an admin,
+        the requester, or too late; the submission checks again."""
+        ack()
+        button = parse_value(RotationButton, _value(body))
+        request = service.authorize_break_glass_approval(button.rotation_id, _user(body))
+        client.views_open(
+            trigger_id=body["trigger_id"],
+            view=blocks.approve_break_glass_modal(service.get(button.rotation_id), request),
+        )
 
     @app.action(Action.ALERT_ROLLBACK.value)
 

@@ -77,7 +77,7 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
             )
         rotation = service.start(
             cmd.secret, actor=user, overlap=cmd.overlap, observe=cmd.observe, urgent=cmd.urgent,
-            action_id=action_id,
+            action_id=action_id, override_freeze=cmd.override_freeze,
         )
         return blocks.text_message(
             f"Started {rotation.ref} for {blocks.code(rotation.secret)} "
@@ -97,10 +97,10 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
         return blocks.rotation_message(
             rotation, gate, evidence, service.message_context(rotation))
     if cmd.name == "switch":
-        r = service.switch(rid, actor=user)
+        r = service.switch(rid, actor=user, override_freeze=cmd.override_freeze)
         return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     if cmd.name == "revoke":
-        r = service.revoke(rid, actor=user)
+        r = service.revoke(rid, actor=user, override_freeze=cmd.override_freeze)
         return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     if cmd.name == "cancel":
         r = service.cancel(rid, actor=user, reason="/rotate cancel")

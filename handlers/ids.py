@@ -25,6 +25,7 @@ class Action(StrEnum):
     ALERT_ACK = "rotabot.alert_ack"
     CONFIRM_READY = "rotabot.confirm_ready"  # an owner confirms a scheduled rotation
     EMERGENCY_ROTATE = "rotabot.emergency_rotate"  # after revocation: an urgent re-rotation
+    APPROVE_BREAK_GLASS = "rotabot.approve_break_glass"  # a second admin, two-person revoke
 
 
 class View(StrEnum):
@@ -34,6 +35,7 @@ class View(StrEnum):
     ROLLBACK = "rotabot.view.rollback"
     EMERGENCY = "rotabot.view.emergency"
     ALERT_NOT_RELATED = "rotabot.view.alert_not_related"
+    APPROVE_BREAK_GLASS = "rotabot.view.approve_break_glass"
 
 
 class StepButton(BaseModel):

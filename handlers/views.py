@@ -94,8 +94,28 @@ def register(app: App, deps: Deps) -> None:
         ack()
         user = str(body["user"]["id"])
         button = parse_value(RotationButton, view.get("private_metadata"))
-        # The thread's receipt says who broke the glass and why (handlers/notices.py).
-        service.revoke(button.rotation_id, actor=user, override_reason=reason)
+        # The thread's receipt says who broke the glass and why (handlers/notices.py); where
+        # two people are needed, it asks the other admins with an Approve button.
+        r = service.revoke(button.rotation_id, actor=user, override_reason=reason,
+                           override_freeze=_input(view, "freeze_reason"))
+        if r.phase.value != "revoked":
+            direct_message(client, user, blocks.text_message(
+                f"{r.ref}: asked another admin to approve the break-glass revoke in the "
+                "thread; nothing is revoked until they do."))
+
+    @app.view(View.APPROVE_BREAK_GLASS.value)
+
+    @reported
+    def approve(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        reason = _input(view, "reason") or ""
+        if len(reason) < 10:
+            ack(response_action="errors", errors={"reason": "Say why, in a sentence"})
+            return
+        ack()
+        button = parse_value(RotationButton, view.get("private_metadata"))
+        # The thread's receipts name both admins and both reasons.
+        service.approve_break_glass(
+            button.rotation_id, actor=str(body["user"]["id"]), reason=reason)
 
     @app.view(View.ROLLBACK.value)
 

@@ -14,10 +14,11 @@ USAGE = {
     "list": "/rotate list",
     "secrets": "/rotate secrets",
     "map": "/rotate map SECRET",
-    "start": "/rotate start SECRET [--overlap 24h] [--observe 2h] [--dry-run] [--urgent]",
+    "start": "/rotate start SECRET [--overlap 24h] [--observe 2h] [--dry-run] [--urgent] "
+    '[--override-freeze "why"]',
     "status": "/rotate status R-N",
-    "switch": "/rotate switch R-N",
-    "revoke": "/rotate revoke R-N",
+    "switch": '/rotate switch R-N [--override-freeze "why"]',
+    "revoke": '/rotate revoke R-N [--override-freeze "why"]',
     "rollback": "/rotate rollback R-N",
     "cancel": "/rotate cancel R-N",
     "resume": "/rotate resume R-N",
@@ -67,6 +68,8 @@ class Command:
     urgent: bool = False
     extra: tuple[str, ...] = field(default_factory=tuple)
     at: datetime | None = None  # schedule: when, in UTC
+    # An admin's reason to act inside a freeze window (start, switch, revoke).
+    override_freeze: str | None = None
 
 
 def parse_command(text: str) -> Command:
@@ -94,14 +97,41 @@ def parse_command(text: str) -> Command:
         return _parse_start(args, usage)
     if name == "schedule":
         return _parse_schedule(args, usage)
+    override = None
+    if name in ("switch", "revoke"):
+        args, override = _take_override(args, usage)
     ref = _one(args, "R-N", usage)
     match = _ROTATION_REF.match(ref)
     if not match:
         raise CommandError(f"`{ref}` is not a rotation id like R-42", usage)
-    return Command(name, rotation_id=int(match.group(1)))
+    return Command(name, rotation_id=int(match.group(1)), override_freeze=override)
+
+
+def _take_override(args: list[str], usage: str) -> tuple[list[str], str | None]:
+    """``--override-freeze "why"`` (or ``=why``) taken out of ``args``; the reason must say
+    something."""
+    rest: list[str] = []
+    reason: str | None = None
+    i = 0
+    while i < len(args):
+        flag, eq, value = args[i].partition("=")
+        if flag == "--override-freeze":
+            if not eq:
+                i += 1
+                value = args[i] if i < len(args) else ""
+            if len(value.strip()) < 10:
+                raise CommandError(
+                    '`--override-freeze` needs a reason in quotes, a sentence long: '
+                    '--override-freeze "hotfix for the outage in INC-42"', usage)
+            reason = value.strip()
+        else:
+            rest.append(args[i])
+        i += 1
+    return rest, reason
 
 
 def _parse_start(args: list[str], usage: str) -> Command:
+    args, override = _take_override(args, usage)
     secret: str | None = None
     overlap = observe = None
     dry_run = urgent = False
@@ -136,7 +166,8 @@ def _parse_start(args: list[str], usage: str) -> Command:
             raise CommandError(f"unexpected `{word}`: start takes one secret", usage)
         i += 1
     return Command(
-        "start", secret=secret, overlap=overlap, observe=observe, dry_run=dry_run, urgent=urgent
+        "start", secret=secret, overlap=overlap, observe=observe, dry_run=dry_run, urgent=urgent,
+        override_freeze=override,
     )
 
 

@@ -34,11 +34,12 @@ class BadWindow(ValueError):
 class Frozen(RotabotError):
     """An action refused inside a freeze window; the text names the window and its end."""
 
-    def __init__(self, freeze: Freeze, action: str) -> None:
+    def __init__(self, freeze: Freeze, action: str, command: str) -> None:
         self.freeze = freeze
         super().__init__(
-            f"frozen: {freeze.describe()}; {action} is refused until then. An admin may "
-            "override with a reason (`--override-freeze \"why\"`)"
+            f"frozen: {freeze.describe()}; {action} is refused until then, nothing changed. "
+            f"An admin may override with a reason (audited and posted): `{command} "
+            '--override-freeze "why"`'
         )
 
 

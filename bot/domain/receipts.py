@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from bot.domain.audit import AuditEvent
+from bot.domain.break_glass import APPROVED, EXPIRED, REQUESTED
 from bot.domain.lifecycle import Phase, StepState
 
 
@@ -30,6 +31,14 @@ class ReceiptKind(StrEnum):
     PROBLEM = "problem"  # an owner reported a problem
     ALERT_ACKNOWLEDGED = "alert-acknowledged"
     ALERT_NOT_RELATED = "alert-not-related"
+    FREEZE_OVERRIDDEN = "freeze-overridden"  # an admin acted inside a freeze window
+    BREAK_GLASS_REQUESTED = "break-glass-requested"  # carries the Approve button
+    BREAK_GLASS_APPROVED = "break-glass-approved"
+    BREAK_GLASS_EXPIRED = "break-glass-expired"
+
+
+# The audit action of an admin's override of a freeze window (bot/domain/freeze.py).
+FREEZE_OVERRIDE = "freeze.override"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,10 @@ _NOTE_RECEIPTS = {
     "alert.reported": ReceiptKind.PROBLEM,
     "alert.acknowledged": ReceiptKind.ALERT_ACKNOWLEDGED,
     "alert.not-related": ReceiptKind.ALERT_NOT_RELATED,
+    FREEZE_OVERRIDE: ReceiptKind.FREEZE_OVERRIDDEN,
+    REQUESTED: ReceiptKind.BREAK_GLASS_REQUESTED,
+    APPROVED: ReceiptKind.BREAK_GLASS_APPROVED,
+    EXPIRED: ReceiptKind.BREAK_GLASS_EXPIRED,
 }
 
 

@@ -26,6 +26,7 @@ from bot.catalog.readiness import is_slack_id, readiness_findings
 from bot.catalog.shapes import redact_credentials
 from bot.domain.alert import Alert, AlertStatus
 from bot.domain.audit import AuditEvent
+from bot.domain.break_glass import APPROVED, EXPIRED, REQUESTED, BreakGlassRequest, open_request
 from bot.domain.clock import Clock
 from bot.domain.credentials import (
     IssuerError,
@@ -36,11 +37,12 @@ from bot.domain.credentials import (
     find_new_version,
 )
 from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
+from bot.domain.freeze import Freeze, Frozen, freeze_at
 from bot.domain.gate import GateResult, evaluate_gate
 from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.mentions import mention
-from bot.domain.receipts import Receipt, receipts_for
+from bot.domain.receipts import FREEZE_OVERRIDE, Receipt, receipts_for
 from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
@@ -340,9 +342,11 @@ class RotationService(CatalogSlot):
         observe: timedelta | None = None,
         urgent: bool = False,
         action_id: str | None = None,
+        override_freeze: str | None = None,
     ) -> Rotation:
         """Readiness first (creating nothing on failure), then the new credential beside the
-        old one. Raises RotabotError listing what to fix.
+        old one. Raises RotabotError listing what to fix, Frozen inside a freeze window unless
+        an admin overrides it with a reason (``override_freeze``, audited and posted).
 
         ``action_id`` is the user action that asks (Slack's trigger id, a modal's view id):
         processed again (a repeat with another signature, another replica) it starts nothing
@@ -355,6 +359,7 @@ class RotationService(CatalogSlot):
             if plan.blockers:
                 lines = "\n".join(f"• {b}" for b in plan.blockers)
                 raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
+            freeze, why = self._freeze_gate(secret, actor, "start", override_freeze, None)
             settings = self.catalog.settings_for(secret)
             with self.uow_factory() as uow:
                 existing = uow.rotations.active_for_secret(secret)
@@ -374,13 +379,18 @@ class RotationService(CatalogSlot):
                     gated_lanes=[lane for lane, _ in plan.targets],
                 )
                 rotation.channel = settings.channel
+                if freeze is not None:  # audited with the rotation it let start
+                    self._record_freeze_override(rotation, actor, "start", freeze, why)
                 uow.rotations.add(rotation)
+                events = list(rotation.events)
                 uow.commit()
                 rotation_id = rotation.id
             assert rotation_id is not None
             # Recorded before the credential is minted: a repeat meanwhile mints nothing.
             created(str(rotation_id))
             self._notify(rotation, [])
+            if freeze is not None:  # told in the thread the message just opened
+                self._tell(self.get(rotation_id), receipts_for(events, ready_to_switch=False))
             return self.prepare(rotation_id, actor=actor)
 
         def again(result: str) -> Rotation:
@@ -510,7 +520,9 @@ class RotationService(CatalogSlot):
 
     # --- admin actions -----------------------------------------------------------------
 
-    def switch(self, rotation_id: int, *, actor: str) -> Rotation:
+    def switch(
+        self, rotation_id: int, *, actor: str, override_freeze: str | None = None
+    ) -> Rotation:
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
             self._require_admin(uow, rotation, actor, "switch")
@@ -518,6 +530,9 @@ class RotationService(CatalogSlot):
             return rotation  # already switched: a replay
         if not rotation.ready_to_switch():
             rotation.switch(actor=actor, now=self.clock.now())  # raises the reason in words
+        freeze, why = self._freeze_gate(
+            rotation.secret, actor, "switch", override_freeze, rotation_id
+        )
         assert rotation.new_version is not None
         try:
             current = self.backends.store_for(rotation.secret).promote(
@@ -525,14 +540,15 @@ class RotationService(CatalogSlot):
             )
         except StoreError as exc:
             return self._fail(rotation_id, f"switching to the new credential failed: {exc}")
-        return self._mutate(
-            rotation_id,
-            lambda r, uow: (
-                r.switch(actor=actor, now=self.clock.now(), current=current)
-                if r.phase is Phase.VALIDATING
-                else None
-            ),
-        )
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            if r.phase is not Phase.VALIDATING:
+                return
+            if freeze is not None:
+                self._record_freeze_override(r, actor, "switch", freeze, why)
+            r.switch(actor=actor, now=self.clock.now(), current=current)
+
+        return self._mutate(rotation_id, apply)
 
     def reminder_settings(
         self, rotation: Rotation, settings: EffectiveSettings
@@ -621,12 +637,22 @@ class RotationService(CatalogSlot):
             rotation_id, lambda r, uow: r.open_gate(gate, now=self.clock.now())
         )
         if rotation.phase is Phase.REVOCABLE and rotation.auto_revoke:
+            if self.freeze_of(rotation.secret) is not None:
+                return rotation  # the timer revokes once the freeze ends (TimerWork.due)
             return self.revoke(rotation_id, actor="rotabot")
         return rotation
 
     def revoke(
-        self, rotation_id: int, *, actor: str, override_reason: str | None = None
+        self,
+        rotation_id: int,
+        *,
+        actor: str,
+        override_reason: str | None = None,
+        override_freeze: str | None = None,
     ) -> Rotation:
+        """Revoke the old credential once the gate is open; past a closed gate only with a
+        reason (break-glass), and where the secret asks for two people, only once another
+        admin approved (``approve_break_glass``): here the request is recorded and posted."""
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
             if actor != "rotabot":
@@ -639,6 +665,27 @@ class RotationService(CatalogSlot):
             self._audit_refusal(rotation_id, actor, "revoke", "; ".join(gate.unmet))
             # Raises GateClosed with the unmet conditions in words.
             rotation.revoke(gate, actor=actor, now=self.clock.now())
+        freeze, why = self._freeze_gate(
+            rotation.secret, actor, "revoke", override_freeze, rotation_id
+        )
+        if not gate.open and self.two_person(rotation.secret):
+            return self._request_break_glass(rotation, actor, override_reason or "", freeze, why)
+        return self._revoke_now(rotation, gate, actor, override_reason, freeze, why)
+
+    def _revoke_now(
+        self,
+        rotation: Rotation,
+        gate: GateResult,
+        actor: str,
+        override_reason: str | None,
+        freeze: Freeze | None,
+        freeze_reason: str | None,
+        before: Callable[[Rotation], None] | None = None,
+    ) -> Rotation:
+        """The revocation itself, every check passed; ``before`` records what let it happen
+        (an approval) in the same transaction."""
+        rotation_id = rotation.id
+        assert rotation_id is not None
         issuer = self.backends.issuer_for(rotation.secret)
         store = self.backends.store_for(rotation.secret)
         try:
@@ -657,6 +704,10 @@ class RotationService(CatalogSlot):
             if r.phase is Phase.REVOKED:
                 return
             now = self.clock.now()
+            if before is not None:
+                before(r)
+            if freeze is not None:
+                self._record_freeze_override(r, actor, "revoke", freeze, freeze_reason)
             # Nobody can revoke a key without its id: say so, unless a person revokes anyway
             # (manual) or there is no provider (a webhook secret: dropping it from the list
             # is the revocation).
@@ -695,6 +746,161 @@ class RotationService(CatalogSlot):
         written = restore_targets(targets, trimmed, self._hook_event(rotation, "revoke"),
                                   what="the credential without the revoked one")
         return {"version": version, "targets": written_json(written)}
+
+    # --- freeze windows -----------------------------------------------------------------
+
+    def freeze_of(self, secret: str) -> Freeze | None:
+        """The freeze in force now for a secret (its windows and the catalog's), if any."""
+        try:
+            windows = self.catalog.freeze_windows(secret)
+        except RotabotError:  # the secret left the catalog mid-rotation: no windows apply
+            return None
+        return freeze_at(windows, self.clock.now())
+
+    def _freeze_gate(
+        self,
+        secret: str,
+        actor: str,
+        action: str,
+        override: str | None,
+        rotation_id: int | None,
+    ) -> tuple[Freeze | None, str | None]:
+        """Refuse ``action`` inside a freeze window (audited on the rotation), unless an admin
+        gave a reason to override it: then the freeze and the reason, to record with the
+        action. Callers checked the admin already; timers (``rotabot``) never override."""
+        freeze = self.freeze_of(secret)
+        if freeze is None:
+            return None, None
+        reason = person_text(override) if actor != "rotabot" else None
+        if reason is None:
+            self._audit_refusal(rotation_id, actor, action, f"frozen: {freeze.describe()}")
+            target = secret if rotation_id is None else f"R-{rotation_id}"
+            raise Frozen(freeze, action, f"/rotate {action} {target}")
+        return freeze, reason
+
+    def _record_freeze_override(
+        self, r: Rotation, actor: str, action: str, freeze: Freeze, reason: str | None
+    ) -> None:
+        r.record_note(actor=actor, now=self.clock.now(), action=FREEZE_OVERRIDE, reason=reason,
+                      detail={"action": action, "freeze": freeze.describe(), **freeze.detail()})
+
+    # --- two-person break-glass -----------------------------------------------------------
+
+    def two_person(self, secret: str) -> bool:
+        """Whether revoking past the gate needs a second admin (``break_glass`` in the catalog)."""
+        try:
+            return self.catalog.secret(secret).break_glass is not None
+        except RotabotError:
+            return False
+
+    def break_glass_request(self, rotation_id: int) -> BreakGlassRequest | None:
+        """The break-glass request waiting for approval on a rotation, if any."""
+        with self.uow_factory() as uow:
+            return open_request(uow.audit.for_rotation(rotation_id))
+
+    def _request_break_glass(
+        self,
+        rotation: Rotation,
+        actor: str,
+        reason: str,
+        freeze: Freeze | None,
+        freeze_reason: str | None,
+    ) -> Rotation:
+        """Record the request (the thread's receipt carries the Approve button); nothing is
+        revoked. A second request while one waits is refused with who asked and until when."""
+        assert rotation.id is not None
+        spec = self.catalog.secret(rotation.secret).break_glass
+        assert spec is not None
+        now = self.clock.now()
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            waiting = open_request(uow.audit.for_rotation(r.id or 0))
+            if waiting is not None and not waiting.expired(now):
+                raise RotabotError(
+                    f"{r.ref}: {mention(waiting.requester)} already asked to break the glass; "
+                    f"another admin approves it on the thread's request until "
+                    f"{waiting.expires_at:%H:%M} UTC. Nothing changed"
+                )
+            if waiting is not None:
+                self._record_expiry(r, waiting)
+            if freeze is not None:  # the approval inherits it: noted with the request
+                self._record_freeze_override(r, actor, "revoke", freeze, freeze_reason)
+            r.record_note(actor=actor, now=now, action=REQUESTED, reason=reason, detail={
+                "expires_at": (now + spec.within).isoformat(),
+                "approvals": str(spec.approvals),
+            })
+
+        return self._mutate(rotation.id, apply)
+
+    def authorize_break_glass_approval(self, rotation_id: int, actor: str) -> BreakGlassRequest:
+        """Before the approval modal opens and again on submission: an admin of the secret
+        other than the requester (and anyone who approved already), while a request waits and
+        has not expired. Refusals are audited."""
+        rotation = self.get(rotation_id)
+        with self.uow_factory() as uow:
+            self._require_admin(uow, rotation, actor, "approve a break-glass revoke of")
+        waiting = self.break_glass_request(rotation_id)
+        if waiting is None:
+            raise RotabotError(
+                f"no break-glass request waits on {rotation.ref} (it was approved, expired or "
+                "the rotation moved on); nothing changed"
+            )
+        if waiting.expired(self.clock.now()):
+            self.expire_break_glass(rotation_id)
+            raise RotabotError(
+                f"the break-glass request on {rotation.ref} expired at "
+                f"{waiting.expires_at:%H:%M} UTC; nothing was revoked. Ask again if still needed"
+            )
+        if waiting.has_acted(actor):
+            why = ("you asked for this break-glass revoke: another admin must approve it"
+                   if actor == waiting.requester else "you approved it already: another admin "
+                   "must approve too")
+            self._audit_refusal(rotation_id, actor, "approve break-glass", why)
+            raise NotAuthorized(why)
+        return waiting
+
+    def approve_break_glass(self, rotation_id: int, *, actor: str, reason: str | None) -> Rotation:
+        """A second admin approves: recorded with their reason; with enough approvals the
+        old credential is revoked past the gate in the same transaction as the last one."""
+        waiting = self.authorize_break_glass_approval(rotation_id, actor)
+        told = person_text(reason)
+        now = self.clock.now()
+
+        def approve(r: Rotation) -> None:
+            r.record_note(actor=actor, now=now, action=APPROVED, reason=told, detail={
+                "requester": waiting.requester, "requester_reason": waiting.reason})
+
+        if not BreakGlassRequest(
+            waiting.requester, waiting.reason, waiting.asked_at, waiting.expires_at,
+            waiting.approvals, (*waiting.approvers, actor),
+        ).approved:
+            return self._mutate(rotation_id, lambda r, uow: approve(r))
+        rotation = self.get(rotation_id)
+        gate = self.gate(rotation_id)
+        why = f"{waiting.reason} (approved by {actor}: {told or 'no reason given'})"
+        return self._revoke_now(rotation, gate, actor, why, None, None, before=approve)
+
+    def expire_break_glass(self, rotation_id: int) -> bool:
+        """Timer and late clicks: a request past its time limit is cancelled, and the thread
+        is told. True if this call expired one."""
+        now = self.clock.now()
+        done = False
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal done
+            waiting = open_request(uow.audit.for_rotation(r.id or 0))
+            if waiting is not None and waiting.expired(now):
+                self._record_expiry(r, waiting)
+                done = True
+
+        self._mutate(rotation_id, apply)
+        return done
+
+    def _record_expiry(self, r: Rotation, waiting: BreakGlassRequest) -> None:
+        r.record_note(actor="rotabot", now=self.clock.now(), action=EXPIRED,
+                      reason=waiting.reason, detail={
+                          "requester": waiting.requester,
+                          "expires_at": waiting.expires_at.isoformat()})
 
     def rollback(
         self,

@@ -378,6 +378,10 @@ class ScheduleService:
         if item.secret not in catalog.secrets:
             reasons: tuple[str, ...] = (f"{item.secret} is no longer in the catalog",)
             return self._needs_admin(item, reasons, now, expected=OPEN_STATUSES)
+        if self.rotations.freeze_of(item.secret) is not None:
+            # Inside a freeze window: still due, so the first tick after it starts it (once:
+            # the claim below).
+            return False
         # On the day the back ends are asked again: a review two days old proves little.
         review = review_readiness(catalog, self.rotations.backends, item.secret, now=now)
         readiness = readiness_outcome(

@@ -62,6 +62,9 @@ class TimerWork:
 
     def due(self, rotation: Rotation) -> str | None:
         now = self.service.clock.now()
+        if rotation.phase is Phase.REVOCABLE and rotation.auto_revoke:
+            # Left revocable by a freeze (tick() waits inside one): revoke once it ends.
+            return "auto-revoke"
         if (
             rotation.phase is Phase.OBSERVING
             and rotation.observe_until is not None
@@ -107,7 +110,14 @@ class TimerWork:
         assert rotation_id is not None
         count = 0
         what = self.due(rotation)
-        if what == "observation-elapsed":
+        if what == "auto-revoke" and self.service.freeze_of(rotation.secret) is not None:
+            count += self._tell_frozen(rotation)  # and wait: due again after the freeze
+        elif what == "auto-revoke":
+            after = self.service.tick(rotation_id)
+            if after.phase is not Phase.REVOCABLE:
+                count += 1
+            rotation = after
+        elif what == "observation-elapsed":
             after = self.service.tick(rotation_id)
             if after.phase is not Phase.OBSERVING:
                 count += 1
@@ -120,6 +130,10 @@ class TimerWork:
             if after.phase is not Phase.READY_CHECK:
                 count += 1
             rotation = after
+        if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE) and self.service.two_person(
+            rotation.secret
+        ):
+            count += self._expire_break_glass(rotation_id)
         if self.reminders is not None and self.notices is not None and not rotation.terminal:
             count += self._send_notices(rotation)
             if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
@@ -152,6 +166,34 @@ class TimerWork:
                 raise
             count += 1
         return count
+
+    def _expire_break_glass(self, rotation_id: int) -> int:
+        """A break-glass request past its time limit is cancelled, and the thread told."""
+        waiting = self.service.break_glass_request(rotation_id)
+        if waiting is None or not waiting.expired(self.service.clock.now()):
+            return 0
+        return 1 if self.service.expire_break_glass(rotation_id) else 0
+
+    def _tell_frozen(self, rotation: Rotation) -> int:
+        """Once per freeze: the thread hears that the automatic revoke waits for its end."""
+        freeze = self.service.freeze_of(rotation.secret)
+        if freeze is None or rotation.id is None or self.reminders is None:
+            return 0
+        if self.notices is None:
+            return 0
+        kind = f"frozen:{freeze.until.isoformat()}"
+        if not self.reminders.claim(rotation.id, WHOLE_ROTATION, kind, self.service.clock.now()):
+            return 0
+        try:
+            self.notices.thread_note(
+                rotation,
+                f":snowflake: {rotation.ref}: the automatic revoke waits: frozen, "
+                f"{freeze.describe()}. rotabot revokes once, when it ends.",
+            )
+        except Exception:
+            self.reminders.release(rotation.id, WHOLE_ROTATION, kind)
+            raise
+        return 1
 
     # --- reminders, escalation, overlap warning, gate notices ---------------------------
 

@@ -41,6 +41,7 @@ from handlers.blocks.common import (
 )
 from handlers.blocks.home import home_view
 from handlers.blocks.modals import (
+    approve_break_glass_modal,
     emergency_modal,
     not_related_modal,
     override_modal,
@@ -86,6 +87,7 @@ __all__ = [
     "VIEW_BLOCK_LIMIT",
     "Rendered",
     "alert_message",
+    "approve_break_glass_modal",
     "ask_admins_message",
     "code",
     "consumer_line",

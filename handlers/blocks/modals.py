@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from slack_sdk.models.blocks import (
+    Block,
     ContextBlock,
     Option,
     PlainTextInputElement,
@@ -18,6 +19,8 @@ from slack_sdk.models.blocks.blocks import InputBlock
 from slack_sdk.models.views import View as SlackView
 
 from bot.domain.alert import Alert
+from bot.domain.break_glass import BreakGlassRequest
+from bot.domain.freeze import Freeze
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.services.emergency import OwnerNote
@@ -100,26 +103,71 @@ def report_problem_modal(button: StepButton) -> SlackView:
     )
 
 
-def override_modal(rotation: Rotation, gate: GateResult) -> SlackView:
+def override_modal(
+    rotation: Rotation,
+    gate: GateResult,
+    *,
+    approvals: int | None = None,
+    freeze: Freeze | None = None,
+) -> SlackView:
+    """The break-glass revoke. ``approvals``: the secret needs that many admins (this one
+    asks, the others approve in the thread). ``freeze``: a window is in force, so the admin
+    must also say why to act inside it."""
+    blocks: list[Block] = [
+        *sections(
+            [f"• {told(u)}" for u in gate.unmet[:20]],
+            f"*{rotation.ref} is not ready to revoke:*",
+        ),
+        # Said even when it does not block: breaking glass where nothing can tell whether
+        # the old credential is used is a different risk from breaking it where nothing is.
+        *([ContextBlock(elements=[md(told(gate.usage[:1500]))])]
+          if gate.usage.startswith("usage evidence:") else []),
+    ]
+    if approvals is not None:
+        blocks.append(SectionBlock(text=md(
+            f"This secret needs {approvals} admins to break the glass: submitting asks in the "
+            "thread, and the old credential is revoked only when another admin approves "
+            "in time.")))
+    blocks.append(InputBlock(
+        block_id="reason",
+        label=PlainTextObject(text="Reason (posted and audited)"),
+        element=PlainTextInputElement(action_id="value", multiline=True, min_length=10),
+    ))
+    if freeze is not None:
+        blocks.append(InputBlock(
+            block_id="freeze_reason",
+            label=PlainTextObject(text="Why act inside the freeze? (posted and audited)"),
+            hint=PlainTextObject(text=f"Frozen: {freeze.describe()}"[:150]),
+            element=PlainTextInputElement(action_id="value", min_length=10),
+        ))
     return SlackView(
         type="modal",
         callback_id=View.REVOKE_OVERRIDE.value,
         private_metadata=RotationButton(rotation_id=rotation.id or 0).model_dump_json(),
         title=PlainTextObject(text="Break-glass revoke"),
-        submit=PlainTextObject(text="Revoke anyway"),
+        submit=PlainTextObject(text="Ask for approval" if approvals else "Revoke anyway"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=blocks,
+    )
+
+
+def approve_break_glass_modal(rotation: Rotation, request: BreakGlassRequest) -> SlackView:
+    """A second admin confirms another admin's break-glass revoke, with their own reason."""
+    return SlackView(
+        type="modal",
+        callback_id=View.APPROVE_BREAK_GLASS.value,
+        private_metadata=RotationButton(rotation_id=rotation.id or 0).model_dump_json(),
+        title=PlainTextObject(text="Approve break-glass"),
+        submit=PlainTextObject(text="Approve"),
         close=PlainTextObject(text="Cancel"),
         blocks=[
-            *sections(
-                [f"• {told(u)}" for u in gate.unmet[:20]],
-                f"*{rotation.ref} is not ready to revoke:*",
-            ),
-            # Said even when it does not block: breaking glass where nothing can tell whether
-            # the old credential is used is a different risk from breaking it where nothing is.
-            *([ContextBlock(elements=[md(told(gate.usage[:1500]))])]
-              if gate.usage.startswith("usage evidence:") else []),
+            SectionBlock(text=md(
+                f"{mention(request.requester)} asks to revoke the old credential of "
+                f"{rotation.ref} ({code(rotation.secret)}) past the gate: "
+                f"{told(request.reason[:500])}"[:SECTION_LIMIT])),
             InputBlock(
                 block_id="reason",
-                label=PlainTextObject(text="Reason (posted and audited)"),
+                label=PlainTextObject(text="Your reason (posted and audited)"),
                 element=PlainTextInputElement(action_id="value", multiline=True, min_length=10),
             ),
         ],

@@ -4,8 +4,9 @@ and who acts next."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
+from slack_sdk.models.blocks import ActionsBlock, Block, ContextBlock, SectionBlock
 
 from bot.domain.lifecycle import PHASE_STATE, Phase, StepState, state_words
 from bot.domain.mentions import address
@@ -17,6 +18,7 @@ from handlers.blocks.common import (
     SECTION_LIMIT,
     STEP_ICON,
     Rendered,
+    button,
     code,
     escape_mrkdwn,
     md,
@@ -24,6 +26,7 @@ from handlers.blocks.common import (
     sections,
     told,
 )
+from handlers.ids import Action, RotationButton
 
 REASON_LIMIT = 500
 
@@ -41,7 +44,19 @@ _ICON = {
     ReceiptKind.PROBLEM: ":rotating_light:",
     ReceiptKind.ALERT_ACKNOWLEDGED: ":eyes:",
     ReceiptKind.ALERT_NOT_RELATED: ":heavy_minus_sign:",
+    ReceiptKind.FREEZE_OVERRIDDEN: ":snowflake:",
+    ReceiptKind.BREAK_GLASS_REQUESTED: ":fire_extinguisher:",
+    ReceiptKind.BREAK_GLASS_APPROVED: ":fire_extinguisher:",
+    ReceiptKind.BREAK_GLASS_EXPIRED: ":hourglass:",
 }
+
+
+def _at(text: str | None) -> str:
+    """An ISO instant from an audit detail, as HH:MM UTC."""
+    try:
+        return f"{datetime.fromisoformat(text or ''):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return "?"
 
 
 def _reason(receipt: Receipt) -> str:
@@ -96,6 +111,7 @@ def receipt_message(
     kind = receipt.kind
     extra: list[str] = []
     owners: list[str] = []
+    actions: list[Block] = []
     if kind is ReceiptKind.PREPARED:
         version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
         first = rotation.lanes[0] if rotation.lanes else "the first lane"
@@ -161,6 +177,36 @@ def receipt_message(
             f"{who} acknowledged {alert} on {consumer}: someone is looking; it still blocks "
             "revocation."
         )
+    elif kind is ReceiptKind.FREEZE_OVERRIDDEN:
+        action = escape_mrkdwn(receipt.detail.get("action", "act"))
+        line = (
+            f"{who} overrode the freeze to {action} {ref} "
+            f"({escape_mrkdwn(receipt.detail.get('freeze', ''))}).{_reason(receipt)}"
+        )
+    elif kind is ReceiptKind.BREAK_GLASS_REQUESTED:
+        needed = int(receipt.detail.get("approvals", "2")) - 1
+        others = "another admin" if needed == 1 else f"{needed} other admins"
+        line = (
+            f"{who} asks to revoke the old credential of {ref} past the gate (break-glass). "
+            f"{admin_turn}{others} must approve before "
+            f"{_at(receipt.detail.get('expires_at'))}, or nothing is revoked.{_reason(receipt)}"
+        )
+        value = RotationButton(rotation_id=rotation.id or 0).model_dump_json()
+        actions = [ActionsBlock(elements=[
+            button("Approve break-glass…", Action.APPROVE_BREAK_GLASS, value, style="danger")
+        ])]
+    elif kind is ReceiptKind.BREAK_GLASS_APPROVED:
+        line = (
+            f"{who} approved {mention(receipt.detail.get('requester', '?'))}'s break-glass "
+            f"revoke of {ref}.{_reason(receipt)} Requested because: "
+            f"{told(receipt.detail.get('requester_reason', '')[:REASON_LIMIT])}"
+        )
+    elif kind is ReceiptKind.BREAK_GLASS_EXPIRED:
+        line = (
+            f"The break-glass request of {mention(receipt.detail.get('requester', '?'))} on "
+            f"{ref} expired at {_at(receipt.detail.get('expires_at'))} without approval: "
+            "nothing was revoked. Ask again if it is still needed."
+        )
     else:  # ALERT_NOT_RELATED
         line = (
             f"{who} marked {alert} on {consumer} as not related to {ref}; it no longer blocks "
@@ -173,6 +219,7 @@ def receipt_message(
     if owners:
         blocks.extend(sections(owners, "*Owners to act now* (these consumers do not pick it up "
                                        "by themselves):"))
+    blocks.extend(actions)
     more = [*extra, *owners]
     fallback = text + ("\n" + "\n".join(more) if more else "")
     return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]

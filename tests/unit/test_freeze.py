@@ -14,8 +14,9 @@ from bot.domain.freeze import FreezeWindow, freeze_at, parse_dates, parse_weekly
 BERLIN = "Europe/Berlin"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def weekly(text: str, tz: str = BERLIN, outside: bool = False) -> FreezeWindow:

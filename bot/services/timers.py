@@ -187,7 +187,7 @@ class TimerWork:
         try:
             self.notices.thread_note(
                 rotation,
-                f":snowflake: {rotation.ref}: the automatic revoke waits: frozen, "
+                f":hourglass: {rotation.ref}: the automatic revoke waits: frozen, "
                 f"{freeze.describe()}. rotabot revokes once, when it ends.",
             )
         except Exception:

@@ -44,9 +44,9 @@ _ICON = {
     ReceiptKind.PROBLEM: ":rotating_light:",
     ReceiptKind.ALERT_ACKNOWLEDGED: ":eyes:",
     ReceiptKind.ALERT_NOT_RELATED: ":heavy_minus_sign:",
-    ReceiptKind.FREEZE_OVERRIDDEN: ":snowflake:",
-    ReceiptKind.BREAK_GLASS_REQUESTED: ":fire_extinguisher:",
-    ReceiptKind.BREAK_GLASS_APPROVED: ":fire_extinguisher:",
+    ReceiptKind.FREEZE_OVERRIDDEN: ":warning:",
+    ReceiptKind.BREAK_GLASS_REQUESTED: ":rotating_light:",
+    ReceiptKind.BREAK_GLASS_APPROVED: ":white_check_mark:",
     ReceiptKind.BREAK_GLASS_EXPIRED: ":hourglass:",
 }
 
@@ -205,7 +205,7 @@ def receipt_message(
         line = (
             f"The break-glass request of {mention(receipt.detail.get('requester', '?'))} on "
             f"{ref} expired at {_at(receipt.detail.get('expires_at'))} without approval: "
-            "nothing was revoked. Ask again if it is still needed."
+            f"nothing was revoked. Ask again if it is still needed.{_reason(receipt)}"
         )
     else:  # ALERT_NOT_RELATED
         line = (

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from harness.serve import catalog_head
 from sqlalchemy import select
-from test_timers import World, make_world
+from test_timers import T0, World, make_world
 
 from bot.domain.freeze import Frozen
 from bot.domain.lifecycle import Phase, StepState
+from bot.domain.schedule import ScheduleStatus
 from bot.services.timers import TimerWork
 from storage.leader import AlwaysLeader
 from storage.sql_common import AUDIT
@@ -31,6 +32,8 @@ secrets:
   model-api-key:
     issuer: {kind: manual}
     store: {name: files, path: ai/model-api-key}
+    freeze:
+      - {name: launch day, dates: "2026-11-27T10:00 .. 2026-11-27T12:00"}
     consumers:
       retriever: {owner: U0BOB, lane: dev, reload: hot}
   cache-password:
@@ -200,3 +203,33 @@ def test_two_replicas_fire_a_frozen_auto_revoke_once_after_the_window(world: Wor
     assert world.transitions(rids[0], "revoked") == 1
     world.flush()
     assert len(world.thread_texts(rids[0], "automatic revoke waits")) == 1
+
+
+def test_a_scheduled_start_inside_a_window_waits_and_starts_once_after_it(world: World) -> None:
+    at = T0 + timedelta(days=2, hours=2)  # Friday 11:00, inside "launch day"
+    schedules = world.c.schedules
+    sid = schedules.schedule("model-api-key", at, actor="U0SECOPS").id
+    assert sid is not None
+    world.clock.advance(at - timedelta(days=2) - T0)
+    schedules.run_due()  # the readiness review
+    schedules.confirm(sid, "U0BOB", actor="U0BOB")
+    assert schedules.get(sid).status is ScheduleStatus.READINESS_PASSED
+
+    world.clock.advance(timedelta(days=2))
+    assert schedules.run_due() == 0  # due, but frozen until 12:00
+    assert schedules.get(sid).status is ScheduleStatus.READINESS_PASSED
+    assert world.c.service.active() == []
+
+    world.clock.advance(timedelta(hours=1))
+    replicas = [schedules, world.replica().schedules]
+    outcomes: list[int] = []
+    threads = [threading.Thread(target=lambda s=s: outcomes.append(s.run_due()))
+               for s in replicas]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes) == [0, 1]
+    item = schedules.get(sid)
+    assert item.status is ScheduleStatus.STARTED and item.rotation_id is not None
+    assert [r.id for r in world.c.service.active()] == [item.rotation_id]

@@ -21,8 +21,9 @@ from e2e_helpers import (
 )
 from harness.serve import catalog_head
 from test_rotation_flow import start_and_write_new_version
+from test_thread_receipts import open_modal, receipt
 
-from bot.sandbox.slack_standin.state import Message, ViewRecord
+from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action
 
 CONSUMERS = [("retriever", "U0BOB"), ("nightly-ingest", "U0CAROL"), ("inference-api", "U0ALICE")]
@@ -42,19 +43,6 @@ def catalog(tmp_path: Path, within: str) -> str:
 @pytest.fixture
 def bot_config(request: pytest.FixtureRequest, tmp_path: Path) -> BotConfig:
     return BotConfig(catalog=catalog(tmp_path, getattr(request, "param", "15m")))
-
-
-def thread(bot: Bot) -> list[Message]:
-    return bot.state.thread("C0ROTATE", parent_message(bot).ts)
-
-
-def receipt(bot: Bot, needle: str) -> Message:
-    return bot.state.wait_for(
-        lambda s: next((m for m in thread(bot) if needle in m.text), None), 15)
-
-
-def open_modal(bot: Bot, user: str) -> ViewRecord:
-    return bot.state.wait_for(lambda s: next(iter(s.open_views(user)), None), 10)
 
 
 def observing_with_gate_closed(bot: Bot) -> None:

@@ -98,7 +98,7 @@ def register(app: App, deps: Deps) -> None:
         # two people are needed, it asks the other admins with an Approve button.
         r = service.revoke(button.rotation_id, actor=user, override_reason=reason,
                            override_freeze=_input(view, "freeze_reason"))
-        if r.phase.value != "revoked":
+        if service.two_person(r.secret) and r.phase.value in ("observing", "revocable"):
             direct_message(client, user, blocks.text_message(
                 f"{r.ref}: asked another admin to approve the break-glass revoke in the "
                 "thread; nothing is revoked until they do."))

@@ -23,6 +23,8 @@ _HHMM = r"([01]?\d|2[0-4]):([0-5]\d)"
 _SPAN = re.compile(rf"^([a-z]{{3}})\w*\s+{_HHMM}\s*-\s*([a-z]{{3}})\w*\s+{_HHMM}$")
 # "Mon-Fri 09:00-17:00" or "Sat 10:00-12:00": the same hours on each of those days.
 _DAILY = re.compile(rf"^([a-z]{{3}})\w*(?:\s*-\s*([a-z]{{3}})\w*)?\s+{_HHMM}\s*-\s*{_HHMM}$")
+# The audit action of an admin's override of a freeze window (detail: action, window, until).
+FREEZE_OVERRIDE = "freeze.override"
 # The longest chain of back-to-back windows followed when asking when a freeze ends.
 _CHAIN = 64
 

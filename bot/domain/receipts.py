@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from bot.domain.audit import AuditEvent
 from bot.domain.break_glass import APPROVED, EXPIRED, REQUESTED
+from bot.domain.freeze import FREEZE_OVERRIDE
 from bot.domain.lifecycle import Phase, StepState
 
 
@@ -35,10 +36,6 @@ class ReceiptKind(StrEnum):
     BREAK_GLASS_REQUESTED = "break-glass-requested"  # carries the Approve button
     BREAK_GLASS_APPROVED = "break-glass-approved"
     BREAK_GLASS_EXPIRED = "break-glass-expired"
-
-
-# The audit action of an admin's override of a freeze window (bot/domain/freeze.py).
-FREEZE_OVERRIDE = "freeze.override"
 
 
 @dataclass(frozen=True)

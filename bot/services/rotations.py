@@ -37,12 +37,12 @@ from bot.domain.credentials import (
     find_new_version,
 )
 from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
-from bot.domain.freeze import Freeze, Frozen, freeze_at
+from bot.domain.freeze import FREEZE_OVERRIDE, Freeze, Frozen, freeze_at
 from bot.domain.gate import GateResult, evaluate_gate
 from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.mentions import mention
-from bot.domain.receipts import FREEZE_OVERRIDE, Receipt, receipts_for
+from bot.domain.receipts import Receipt, receipts_for
 from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
 from bot.domain.rotation import ConsumerPlan, ConsumerProgress, Rotation, step_rank
@@ -863,6 +863,9 @@ class RotationService(CatalogSlot):
         """A second admin approves: recorded with their reason; with enough approvals the
         old credential is revoked past the gate in the same transaction as the last one."""
         waiting = self.authorize_break_glass_approval(rotation_id, actor)
+        if not waiting.freeze_overridden:
+            # A window that began since the request: the approver may not revoke inside it.
+            self._freeze_gate(self.get(rotation_id).secret, actor, "revoke", None, rotation_id)
         told = person_text(reason)
         now = self.clock.now()
 
@@ -870,10 +873,7 @@ class RotationService(CatalogSlot):
             r.record_note(actor=actor, now=now, action=APPROVED, reason=told, detail={
                 "requester": waiting.requester, "requester_reason": waiting.reason})
 
-        if not BreakGlassRequest(
-            waiting.requester, waiting.reason, waiting.asked_at, waiting.expires_at,
-            waiting.approvals, (*waiting.approvers, actor),
-        ).approved:
+        if waiting.people() + 1 < waiting.approvals:  # with this approval
             return self._mutate(rotation_id, lambda r, uow: approve(r))
         rotation = self.get(rotation_id)
         gate = self.gate(rotation_id)

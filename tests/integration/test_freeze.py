@@ -15,6 +15,7 @@ from harness.serve import catalog_head
 from sqlalchemy import select
 from test_timers import T0, World, make_world
 
+from bot.domain.errors import NotAuthorized, RotabotError
 from bot.domain.freeze import Frozen
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.schedule import ScheduleStatus
@@ -42,6 +43,13 @@ secrets:
     auto_revoke: true
     consumers:
       cache-warmer: {owner: U0BOB, lane: dev, reload: hot}
+  signing-key:
+    issuer: {kind: manual}
+    store: {name: files, path: infra/signing}
+    admins: [U0SECOPS, U0CAROL]
+    break_glass: {approvals: 2, within: 30m}
+    consumers:
+      signer: {owner: U0BOB, lane: dev, reload: hot}
   weekend-only:
     issuer: {kind: manual}
     store: {name: files, path: infra/weekend}
@@ -233,3 +241,47 @@ def test_a_scheduled_start_inside_a_window_waits_and_starts_once_after_it(world:
     item = schedules.get(sid)
     assert item.status is ScheduleStatus.STARTED and item.rotation_id is not None
     assert [r.id for r in world.c.service.active()] == [item.rotation_id]
+
+
+def test_two_person_break_glass_expires_refuses_self_approval_and_respects_freezes(
+    world: World,
+) -> None:
+    svc = world.c.service
+    rid = world.to_observing("signing-key", sign_off=False)  # 09:00, the gate closed
+    leak = "the signing key was in a public gist"
+    assert svc.revoke(rid, actor="U0SECOPS", override_reason=leak).phase is Phase.OBSERVING
+    with pytest.raises(RotabotError, match="already asked to break the glass"):
+        svc.revoke(rid, actor="U0CAROL", override_reason="me too, revoke it now")
+    with pytest.raises(NotAuthorized, match="another admin must approve"):
+        svc.approve_break_glass(rid, actor="U0SECOPS", reason="I am sure about this")
+    with pytest.raises(NotAuthorized, match="only admins of signing-key"):
+        svc.approve_break_glass(rid, actor="U0BOB", reason="looks right to me")
+
+    world.clock.advance(timedelta(minutes=30))
+    world.timers.run_once()
+    world.timers.run_once()
+    world.flush()
+    assert len(world.thread_texts(rid, "expired at 2026-11-25 09:30 UTC")) == 1
+    with pytest.raises(RotabotError, match="no break-glass request waits"):
+        svc.approve_break_glass(rid, actor="U0CAROL", reason="confirmed with the vendor")
+
+    world.clock.advance(timedelta(minutes=10))  # 09:40
+    svc.revoke(rid, actor="U0SECOPS", override_reason=leak)
+    world.clock.advance(timedelta(minutes=25))  # 10:05: the change freeze began since
+    with pytest.raises(Frozen, match="change freeze"):
+        svc.approve_break_glass(rid, actor="U0CAROL", reason="confirmed with the vendor")
+    assert world.phase(rid) is Phase.OBSERVING
+
+    world.clock.advance(timedelta(minutes=6))  # the request expired; ask inside the freeze
+    svc.revoke(rid, actor="U0SECOPS", override_reason=leak,
+               override_freeze="a leaked key cannot wait for the freeze")
+    revoked = svc.approve_break_glass(rid, actor="U0CAROL", reason="confirmed with the vendor")
+    assert revoked.phase is Phase.REVOKED
+    assert [(a, r) for a, r, _ in notes(world, rid, "break-glass.approved")] == [
+        ("U0CAROL", "confirmed with the vendor")]
+    assert [a for a, _, _ in notes(world, rid, "break-glass.requested")] == ["U0SECOPS"] * 3
+    assert len(notes(world, rid, "break-glass.expired")) == 2
+    ((who, why, _),) = notes(world, rid, "revoke.override")
+    assert who == "U0CAROL" and leak in (why or "") and "confirmed with the vendor" in (why or "")
+    world.flush()
+    assert world.thread_texts(rid, "approved <@U0SECOPS>'s break-glass")

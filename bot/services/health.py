@@ -16,13 +16,14 @@ read back from the audit log: it survives restarts and is the same on every repl
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from bot.catalog import HealthCheck
 from bot.domain.errors import RotabotError
+from bot.domain.evidence import Match, new_credential
 from bot.domain.gate import Evidence
 from bot.domain.lifecycle import Phase
 from bot.domain.rotation import Rotation
@@ -97,10 +98,17 @@ def class_in_words(failure_class: str | None) -> str:
     return CLASS_WORDS.get(failure_class or "unknown", failure_class or "failure")
 
 
+# (rotation, consumer, reported version, ok) -> how the version compares with the rotation's
+# (bot/services/evidence.py keeps it as the consumer's report).
+VersionSeen = Callable[[Rotation, str, str, bool], Match]
+
+
 @dataclass
 class HealthService:
     service: RotationService
     probe: HealthProbe
+    # Set by EvidenceService.install: a reported version is evidence, compared and kept.
+    version_seen: VersionSeen | None = None
 
     def install(self) -> HealthService:
         """Run checks whenever an owner presses Validated (the service calls us back)."""
@@ -128,6 +136,14 @@ class HealthService:
             reason=result.reason,
             version=result.reported_version,
         )
+        if result.reported_version and self.version_seen is not None:
+            seen = self.version_seen(rotation, consumer, result.reported_version, result.ok)
+            if seen is Match.OLD:
+                raise HealthCheckFailed(
+                    f"{consumer} ({c.lane}) is not marked validated: its health check reports "
+                    f"version {result.reported_version}, the old credential, not "
+                    f"{new_credential(rotation)}. Reload it, then press Validated again."
+                )
         if result.ok:
             return result.reason
         opened = f" {alert.ref} is open and blocks revocation until resolved." if alert else ""

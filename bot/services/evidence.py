@@ -120,13 +120,13 @@ def parse_evidence(body: bytes, *, now: datetime) -> EvidenceReport:
         raise SchemaError("body", "must be a JSON object")
     # Before the schema: a credential under an unknown key must be refused as one, not named
     # as an unknown field whose value a sender might then move into a known one.
-    # ("secret" names the catalog's secret here, not a credential: its value is checked below.)
-    for found in body_problems({k: v for k, v in data.items() if k != "secret"}):
-        raise CredentialShaped("body", f"{found}; a report carries references only")
     for name in ("consumer", "secret", "version", "key_id", "workflow"):
         value = data.get(name)
         if isinstance(value, str) and (why := _shape_of(name, value)) is not None:
             raise CredentialShaped(name, why)
+    # ("secret" names the catalog's secret here, not a credential: checked above.)
+    for found in body_problems({k: v for k, v in data.items() if k != "secret"}):
+        raise CredentialShaped("body", f"{found}; a report carries references only")
     try:
         p = EvidencePayload.model_validate(data)
     except ValidationError as exc:

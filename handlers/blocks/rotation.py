@@ -59,7 +59,9 @@ def step_basis(c: ConsumerProgress) -> str:
     if c.state not in _EVIDENCE_STEPS:
         return f" by {mention(c.updated_by)}"
     if c.updated_by == EVIDENCE_ACTOR:
-        return f" · {told(c.note[:200])}" if c.note else " from evidence"
+        # The note starts with the step's name, which the line already shows in bold.
+        said = (c.note or "").removeprefix(f"{c.state.value}: ")
+        return f": {told(said[:200])}" if said else " from evidence"
     if c.note:
         return f" by {mention(c.updated_by)} · evidence: {told(c.note[:200])}"
     return f" by {mention(c.updated_by)}, no evidence"

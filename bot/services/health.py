@@ -92,6 +92,8 @@ class RotationEvidence:
     # who used it when) and each unmapped consumer seen, by what identifies it.
     usage_line: str = ""
     unmapped: tuple[str, ...] = ()
+    # Consumers whose catalog requires evidence their reports do not show yet, in words.
+    missing: tuple[str, ...] = ()
 
 
 def class_in_words(failure_class: str | None) -> str:
@@ -176,11 +178,14 @@ class HealthService:
         """Evidence for the parent message. Usage is asked of the issuer only after the
         switch (observing/revocable), where it feeds the revocation gate."""
         health = self.latest(rotation.id) if rotation.id is not None else {}
+        required = self.service.evidence_missing
+        missing = tuple(required(rotation)) if required else ()
         if rotation.phase not in (Phase.OBSERVING, Phase.REVOCABLE):
-            return RotationEvidence(health=health)
+            return RotationEvidence(health=health, missing=missing)
         usage = self.service.usage_of_old(rotation)
         now = self.service.clock.now()
         return RotationEvidence(
             usage=usage, health=health, usage_line=usage_line(usage, now),
             unmapped=tuple(unmapped_words(s, now) for s in unmapped(usage)),
+            missing=missing,
         )

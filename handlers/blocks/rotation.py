@@ -113,6 +113,9 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         )
     if len(known) > HEALTH_LINES:
         lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
+    # require_evidence: what the consumers' own reports do not show yet (clicks cannot).
+    for missing in evidence.missing[:HEALTH_LINES]:
+        lines.append(f":no_entry: {told(missing[:300])}")
     if not lines:
         return []
     return [DividerBlock(), *sections(lines, "*Evidence*")]

@@ -51,7 +51,6 @@ from bot.domain.alert_intake import (
     parse_alertmanager_notification,
     parse_body,
     rate_limit_key,
-    retry_after_header,
     verify_authorization,
 )
 from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
@@ -60,6 +59,8 @@ from handlers.signed_intake import (
     RETRY_AFTER,
     SIGNATURE_HEADERS,
     SignedIntake,
+    catalog_refusal,
+    rate_limited,
     storage_failed,
 )
 from handlers.signed_intake import error as _error
@@ -134,19 +135,11 @@ def alerts_route(
         wait = limiter.take(bucket, cost=len(parsed.reports))
         if wait is not None:
             log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
-            return JSONResponse(
-                {"ok": False, "error": "too many alerts from this sender; retry later",
-                 "retry_after": int(retry_after_header(wait))},
-                status_code=429,
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+            return rate_limited(wait, "alerts")
         try:
             results = await run_in_threadpool(svc.ingest_many, parsed.reports)
-        except NotInCatalog as exc:
-            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
-            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
-        except AmbiguousConsumer as exc:
-            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "alert")
         except Exception as exc:
             return _storage_failed(exc, "storing the alert")
         out: dict[str, Any] = {"ok": True, "alerts": [_summary(r) for r in results]}
@@ -196,18 +189,12 @@ def alerts_route(
             await _release_all([a.key for a in fresh])
             log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
             # 503, not 429: Alertmanager drops a notification a 4xx refuses, and retries a 5xx.
-            return JSONResponse(
-                {"ok": False, "error": "too many alerts from this sender; retry later",
-                 "retry_after": int(retry_after_header(wait))},
-                status_code=503, headers={"Retry-After": retry_after_header(wait)})
+            return rate_limited(wait, "alerts", status=503)
         kept: set[str] = set()
         try:
             results, resolved = await run_in_threadpool(_take, fresh, kept)
-        except NotInCatalog as exc:
-            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
-            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
-        except AmbiguousConsumer as exc:
-            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "alert")
         except Exception as exc:
             return _storage_failed(exc, "storing the alert")
         finally:

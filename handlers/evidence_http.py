@@ -24,12 +24,17 @@ from bot.domain.alert_intake import (
     Deliveries,
     RateLimiter,
     SchemaError,
-    retry_after_header,
 )
 from bot.services.alerts import AmbiguousConsumer, NotInCatalog
 from bot.services.evidence import EvidenceOutcome, EvidenceService, parse_evidence
 from handlers.deps import Deps
-from handlers.signed_intake import SignedIntake, error, storage_failed
+from handlers.signed_intake import (
+    SignedIntake,
+    catalog_refusal,
+    error,
+    rate_limited,
+    storage_failed,
+)
 
 log = logging.getLogger("rotabot.evidence")
 
@@ -82,17 +87,11 @@ def evidence_route(
         wait = limiter.take(bucket)
         if wait is not None:
             log.warning("evidence reports from one sender rate-limited")
-            return JSONResponse(
-                {"ok": False, "error": "too many reports from this sender; retry later",
-                 "retry_after": int(retry_after_header(wait))},
-                status_code=429, headers={"Retry-After": retry_after_header(wait)})
+            return rate_limited(wait, "reports")
         try:
             outcome = await run_in_threadpool(service.receive, report)
-        except NotInCatalog as exc:
-            log.info("evidence for unknown %s %s", exc.field, exc.name[:100])
-            return error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
-        except AmbiguousConsumer as exc:
-            return error(422, str(exc), field="secret", secrets=exc.secrets)
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "evidence report")
         except Exception as exc:
             return storage_failed(exc, "storing the report", log, "evidence report")
         return JSONResponse(_summary(outcome))

@@ -29,9 +29,11 @@ from bot.domain.alert_intake import (
     SignatureError,
     check_delivery_id,
     rate_limit_key,
+    retry_after_header,
     verify_signature,
 )
 from bot.domain.errors import StoreUnavailable
+from bot.services.alerts import AmbiguousConsumer, NotInCatalog
 from handlers.deps import Deps
 from handlers.request_body import BodyTooLarge, read_limited
 
@@ -48,6 +50,25 @@ def error(
 ) -> JSONResponse:
     return JSONResponse({"ok": False, "error": message, **extra}, status_code=status,
                         headers=headers)
+
+
+def rate_limited(wait: float, what: str, *, status: int = 429) -> JSONResponse:
+    """The flood limit's answer: ``what`` (plural, "alerts") waits ``wait`` seconds."""
+    return JSONResponse(
+        {"ok": False, "error": f"too many {what} from this sender; retry later",
+         "retry_after": int(retry_after_header(wait))},
+        status_code=status, headers={"Retry-After": retry_after_header(wait)})
+
+
+def catalog_refusal(
+    exc: NotInCatalog | AmbiguousConsumer, log: logging.Logger, what: str
+) -> JSONResponse:
+    """404 with the closest names for a consumer or secret the catalog does not know; 422 for
+    a consumer several secrets share and the sender did not say which."""
+    if isinstance(exc, NotInCatalog):
+        log.info("%s for unknown %s %s", what, exc.field, exc.name[:100])
+        return error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
+    return error(422, str(exc), field="secret", secrets=exc.secrets)
 
 
 def storage_failed(exc: Exception, doing: str, log: logging.Logger, what: str) -> JSONResponse:

@@ -8,12 +8,14 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness.backends import LocalBackends
+from harness.loopback import Loopback, QuietHandler
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -26,6 +28,7 @@ from bot.runtime.bootstrap import Container, build
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.services.evidence import EvidenceRequired
+from bot.services.health import HealthCheckFailed
 from handlers.evidence_http import evidence_route
 from storage.evidence import SqlEvidenceLog
 from storage.migrate import upgrade
@@ -102,10 +105,11 @@ def _workspace() -> StandinState:
     return state
 
 
-def _world(database_url: str, tmp_path: Path) -> Iterator[World]:
+@contextmanager
+def _world(database_url: str, tmp_path: Path, text: str = CATALOG) -> Iterator[World]:
     state = _workspace()
     catalog = tmp_path / "catalog.yml"
-    catalog.write_text(CATALOG)
+    catalog.write_text(text)
     backends = LocalBackends(tmp_path / "s")
     # Version 1 is current; the rotation's issuer (LocalBackends: a local one) mints 2.
     backends.store.put(PATH, SecretMaterial({"api_key": "old-value"}))
@@ -125,12 +129,14 @@ def _world(database_url: str, tmp_path: Path) -> Iterator[World]:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     """SQLite: the HTTP refusals do not depend on the database."""
-    yield from _world(f"sqlite:///{tmp_path / 'rotabot.db'}", tmp_path)
+    with _world(f"sqlite:///{tmp_path / 'rotabot.db'}", tmp_path) as w:
+        yield w
 
 
 @pytest.fixture
 def any_db_world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    yield from _world(database_url, tmp_path)
+    with _world(database_url, tmp_path) as w:
+        yield w
 
 
 # --- storage and the steps, on SQLite and PostgreSQL ---------------------------------------
@@ -337,3 +343,34 @@ def test_a_report_with_no_rotation_running_is_kept_for_the_heartbeat(world: Worl
     assert "no rotation of model-api-key is running" in resp.json()["note"]
     last = SqlEvidenceLog(world.c.engine).last_received("model-api-key", "nightly-ingest")
     assert last == world.clock.now()
+
+
+def test_a_health_checks_version_is_evidence_and_the_old_one_refuses_validated(
+    tmp_path: Path,
+) -> None:
+    served = {"version": "1"}
+
+    class Consumer(QuietHandler):
+        def do_GET(self) -> None:
+            self.reply(200, {"status": "ok", "credential": {"version": served["version"]}})
+
+    with Loopback(Consumer) as consumer:
+        text = CATALOG.replace(
+            "retriever: {owner: U0BOB, lane: dev, reload: restart, checks: [retrieval, ingestion]}",
+            "retriever: {owner: U0BOB, lane: dev, reload: restart, health_check: "
+            f"{{url: '{consumer.url}/healthz', version_field: credential.version}}}}")
+        with _world(f"sqlite:///{tmp_path / 'rotabot.db'}", tmp_path, text) as w:
+            rid = w.start()
+            w.c.service.step(rid, "retriever", StepState.DISTRIBUTED, actor="U0BOB")
+            # Still on the old version after its owner said distributed: refused, and drift.
+            with pytest.raises(HealthCheckFailed, match="reports version 1, the old credential"):
+                w.c.service.step(rid, "retriever", StepState.VALIDATED, actor="U0BOB")
+            assert w.c.service.get(rid).consumer("retriever").state is StepState.DISTRIBUTED
+            assert [(a.failure_class, a.consumer) for a in w.alerts()] == [("drift", "retriever")]
+            served["version"] = "2"
+            w.c.service.step(rid, "retriever", StepState.VALIDATED, actor="U0BOB")
+            c = w.c.service.get(rid).consumer("retriever")
+            assert (c.state, c.updated_by, c.note) == (
+                StepState.VALIDATED, "U0BOB", "retriever reports version 2")
+            assert [(r.version, r.source) for r in w.stored(rid)] == [
+                ("1", "health check of retriever"), ("2", "health check of retriever")]

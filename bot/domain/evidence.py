@@ -123,6 +123,32 @@ def next_step(
     return None
 
 
+@dataclass(frozen=True)
+class CheckLine:
+    """One named check of a consumer on the new credential: its latest report, if any."""
+
+    workflow: str
+    report: EvidenceReport | None
+
+    @property
+    def words(self) -> str:
+        if self.report is None:
+            return f"{self.workflow}: not reported"
+        verdict = "passed" if self.report.ok else "failed"
+        return f"{self.workflow}: {verdict} at {self.report.at.strftime('%H:%M')}"
+
+
+def check_lines(
+    rotation: Rotation, checks: Sequence[str], reports: Sequence[EvidenceReport]
+) -> list[CheckLine]:
+    """Each named check's latest report on the new credential (``reports`` oldest first)."""
+    latest: dict[str, EvidenceReport] = {}
+    for r in reports:
+        if r.workflow and match(rotation, r) is Match.NEW:
+            latest[r.workflow] = r
+    return [CheckLine(w, latest.get(w)) for w in checks]
+
+
 def drift_reason(rotation: Rotation, report: EvidenceReport) -> str | None:
     """Why a report of the old credential is drift (its lane moved, or the switch), or None."""
     if rotation.terminal or match(rotation, report) is not Match.OLD:

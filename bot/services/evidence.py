@@ -38,6 +38,7 @@ from bot.domain.evidence import (
     EVIDENCE_ACTOR,
     EvidenceReport,
     Match,
+    check_lines,
     drift_reason,
     evidence_note,
     match,
@@ -185,6 +186,7 @@ class EvidenceService:
         self.rotations.evidence_missing = self.missing
         if health is not None:
             health.version_seen = self.from_health
+            health.check_words = self.check_words
         return self
 
     # --- catalog ------------------------------------------------------------------------
@@ -300,6 +302,21 @@ class EvidenceService:
         new = [r for r in reports if match(rotation, r) is Match.NEW
                and (r.ok or target is StepState.DISTRIBUTED)]
         return evidence_note(new[-1], target) if new else None
+
+    def check_words(self, rotation: Rotation) -> dict[str, tuple[str, ...]]:
+        """Consumer -> each of its named ``checks`` on the new credential, in words, for the
+        rotation message ("retrieval: passed at 09:12", "ingestion: not reported")."""
+        named = {c.name: self._checks(rotation.secret, c.name)
+                 for c in rotation.consumers_in_order()}
+        named = {k: v for k, v in named.items() if v}
+        if rotation.id is None or rotation.terminal or not named:
+            return {}
+        reports = self.reports.for_rotation(rotation.id)
+        return {
+            name: tuple(line.words for line in check_lines(
+                rotation, checks, [r for r in reports if r.consumer == name]))
+            for name, checks in named.items()
+        }
 
     def missing(self, rotation: Rotation) -> list[str]:
         """The gate's lines for consumers whose required evidence is missing."""

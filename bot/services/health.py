@@ -94,6 +94,8 @@ class RotationEvidence:
     unmapped: tuple[str, ...] = ()
     # Consumers whose catalog requires evidence their reports do not show yet, in words.
     missing: tuple[str, ...] = ()
+    # Consumer -> each of its named checks on the new credential, in words.
+    checks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def class_in_words(failure_class: str | None) -> str:
@@ -103,6 +105,8 @@ def class_in_words(failure_class: str | None) -> str:
 # (rotation, consumer, reported version, ok) -> how the version compares with the rotation's
 # (bot/services/evidence.py keeps it as the consumer's report).
 VersionSeen = Callable[[Rotation, str, str, bool], Match]
+# rotation -> consumer -> its named checks in words (bot/services/evidence.py).
+CheckWords = Callable[[Rotation], Mapping[str, tuple[str, ...]]]
 
 
 @dataclass
@@ -111,6 +115,7 @@ class HealthService:
     probe: HealthProbe
     # Set by EvidenceService.install: a reported version is evidence, compared and kept.
     version_seen: VersionSeen | None = None
+    check_words: CheckWords | None = None
 
     def install(self) -> HealthService:
         """Run checks whenever an owner presses Validated (the service calls us back)."""
@@ -180,12 +185,13 @@ class HealthService:
         health = self.latest(rotation.id) if rotation.id is not None else {}
         required = self.service.evidence_missing
         missing = tuple(required(rotation)) if required else ()
+        checks = self.check_words(rotation) if self.check_words else {}
         if rotation.phase not in (Phase.OBSERVING, Phase.REVOCABLE):
-            return RotationEvidence(health=health, missing=missing)
+            return RotationEvidence(health=health, missing=missing, checks=checks)
         usage = self.service.usage_of_old(rotation)
         now = self.service.clock.now()
         return RotationEvidence(
             usage=usage, health=health, usage_line=usage_line(usage, now),
             unmapped=tuple(unmapped_words(s, now) for s in unmapped(usage)),
-            missing=missing,
+            missing=missing, checks=checks,
         )

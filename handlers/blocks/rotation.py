@@ -113,6 +113,9 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         )
     if len(known) > HEALTH_LINES:
         lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
+    for c in [c for c in rotation.consumers_in_order() if c.name in evidence.checks]:
+        said = " · ".join(evidence.checks[c.name])
+        lines.append(f":large_blue_circle: {code(c.name)} checks: {escape_mrkdwn(said[:500])}")
     # require_evidence: what the consumers' own reports do not show yet (clicks cannot).
     for missing in evidence.missing[:HEALTH_LINES]:
         lines.append(f":no_entry: {told(missing[:300])}")

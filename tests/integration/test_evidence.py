@@ -150,6 +150,14 @@ def test_reports_move_steps_and_are_kept_on_each_database(any_db_world: World) -
     r1 = w.send({"consumer": "retriever", "version": "v2", "workflow": "retrieval"})
     assert r1.status_code == 200, r1.text
     assert r1.json()["steps"] == ["distributed"] and r1.json()["matched"] == "new"
+    # The message shows each named check: one passed, one not reported yet.
+    assert w.c.health.evidence(w.c.service.get(rid)).checks == {
+        "retriever": ("retrieval: passed at 09:00", "ingestion: not reported")}
+    w.c.notifier.flush()
+    parent = w.state.find_message("C0ROTATE", w.c.service.get(rid).message_ts or "")
+    assert parent is not None
+    assert "checks: retrieval: passed at 09:00 · ingestion: not reported" in json.dumps(
+        parent.blocks, ensure_ascii=False)
     r2 = w.send({"consumer": "retriever", "secret": "model-api-key", "version": "2",
                  "workflow": "ingestion", "ok": True})
     assert r2.json()["steps"] == ["validated"], r2.text

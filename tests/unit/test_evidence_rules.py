@@ -12,6 +12,7 @@ from bot.domain.alert_intake import SchemaError
 from bot.domain.evidence import (
     EvidenceReport,
     Match,
+    check_lines,
     drift_reason,
     evidence_note,
     match,
@@ -75,6 +76,16 @@ def test_named_checks_must_each_pass_on_the_new_version() -> None:
                                reports=[report(workflow="inference")], checks=checks)
     assert missing == ("retriever (dev) requires evidence: no passing check on version 7 yet "
                        "for retrieval")
+
+
+def test_check_lines_show_each_named_check_on_the_new_version() -> None:
+    r = rotation()
+    later = T0 + timedelta(minutes=3)
+    lines = check_lines(r, ("inference", "retrieval", "ingestion"), [
+        report(workflow="inference", ok=False), report(workflow="inference", at=later),
+        report(version="6", workflow="retrieval")])  # the old version does not count
+    assert [line.words for line in lines] == [
+        "inference: passed at 09:03", "retrieval: not reported", "ingestion: not reported"]
 
 
 def test_drift_needs_the_old_version_after_the_lane_moved_or_the_switch() -> None:

@@ -168,7 +168,8 @@ class RotationService(CatalogSlot):
     # Run before a consumer is marked validated (bot/services/health.py): each returns an
     # evidence note for the step or raises to refuse it.
     step_checks: list[StepCheck] = field(default_factory=list)
-    # Run after step_checks for Distributed and Validated (bot/services/evidence.py).
+    # Run after step_checks for a Distributed or Validated click whose turn it is
+    # (bot/services/evidence.py).
     evidence_checks: list[EvidenceCheck] = field(default_factory=list)
     # The evidence the gate still lacks, in words (bot/services/evidence.py); None: no rule.
     evidence_missing: Callable[[Rotation], list[str]] | None = None
@@ -510,7 +511,11 @@ class RotationService(CatalogSlot):
                 evidence = check(rotation, consumer, actor)
                 if evidence is not None and note is None:
                     note = evidence
-        if target in (StepState.DISTRIBUTED, StepState.VALIDATED):
+        # Only a step whose turn it is: any other click is refused by the transition itself,
+        # with the reason that applies (out of order, already done).
+        if target in (StepState.DISTRIBUTED, StepState.VALIDATED) and (
+            (rotation.consumer(consumer), target) in rotation.pending_steps()
+        ):
             for evidence_check in self.evidence_checks:
                 evidence = evidence_check(rotation, consumer, target, actor)
                 if evidence is not None and note is None:

@@ -342,8 +342,11 @@ class EvidenceService:
     def run_silence(self) -> int:
         """Timer job (the leader's): a ``silent`` alert for each consumer on a heartbeat that
         stopped reporting while a rotation touches it, once per rotation and consumer."""
-        if self.reminders is None:
-            return 0
+        if self.reminders is None or not any(
+            c.heartbeat is not None for spec in self.rotations.catalog.secrets.values()
+            for c in spec.consumers.values()
+        ):
+            return 0  # nothing reports on a heartbeat: no query each tick
         count = 0
         for rotation in self.rotations.active():
             spec = self.rotations.catalog.secrets.get(rotation.secret)

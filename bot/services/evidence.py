@@ -23,8 +23,16 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from bot.catalog.shapes import body_problems, token_shape, value_shape
 from bot.domain.alert_intake import (
@@ -65,6 +73,10 @@ _NAME = r"^[A-Za-z0-9._-]+$"
 _DIGEST_HEX = 32
 
 
+def _number_as_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 class EvidencePayload(BaseModel):
     """The JSON body of ``POST /evidence``. Unknown fields are refused, so a typo is named."""
 
@@ -72,7 +84,9 @@ class EvidencePayload(BaseModel):
 
     consumer: str = Field(min_length=1, max_length=100, pattern=_NAME)
     secret: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME)
-    version: str | None = Field(default=None, min_length=1, max_length=64)
+    # A number is taken as its text: stores number their versions, senders write 7 or "7".
+    version: Annotated[str | None, BeforeValidator(_number_as_text)] = Field(
+        default=None, min_length=1, max_length=64)
     key_id: str | None = Field(default=None, min_length=1, max_length=200)
     ok: bool = True
     workflow: str | None = Field(default=None, min_length=1, max_length=100, pattern=_NAME)

@@ -142,6 +142,7 @@ def test_a_report_parses_with_defaults() -> None:
     assert (r.version, r.key_id, r.ok, r.workflow) == (None, "key_2", True, None)
     assert r.at == T0 - timedelta(minutes=1)
     assert parse({"consumer": "retriever", "version": "7"}).at == T0
+    assert parse({"consumer": "retriever", "version": 7}).version == "7"  # a number is fine
 
 
 @pytest.mark.parametrize("data, field, words", [

@@ -47,6 +47,10 @@ class MessageRenderer(Protocol):
         self, rotation: Rotation, consumer: ConsumerProgress, step: StepState
     ) -> Rendered: ...
 
+    def evidence_step(
+        self, rotation: Rotation, consumer: ConsumerProgress, step: StepState
+    ) -> Rendered: ...
+
     def text_message(self, text: str) -> Rendered: ...
 
     def with_mentions(self, text: str) -> str: ...
@@ -274,6 +278,24 @@ class SlackNotifier:
             self.update(rotation.channel, ts, self.render.prompt_retired(rotation, consumer, step))
             updated += 1
         return updated
+
+    def evidence_step(self, rotation: Rotation, consumer: str, step: StepState) -> None:
+        """A consumer's report moved its step: the prompt that asked its owner for it says so
+        and loses its buttons (in the thread when there is no prompt to update)."""
+        if rotation.id is None or rotation.channel is None:
+            return
+        rendered = self.render.evidence_step(rotation, rotation.consumer(consumer), step)
+        posted = (self.claims.posted(rotation.id, f"prompt:{step.value}")
+                  if self.claims is not None else {})
+        ts = posted.get((f"prompt:{step.value}", consumer))
+        try:
+            if ts is not None:
+                self.update(rotation.channel, ts, rendered)
+            else:
+                self.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
+        except NotifyError as exc:  # the step is taken; the message catches up on the next
+            log.warning("could not tell an evidence step in Slack: %s", exc,
+                        extra=rotation_context(rotation))
 
     @property
     def posts_once(self) -> bool:

@@ -29,7 +29,6 @@ reaches a log.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -49,50 +48,32 @@ from bot.domain.alert_intake import (
     RateLimiter,
     SchemaError,
     SignatureError,
-    check_delivery_id,
     parse_alertmanager_notification,
     parse_body,
     rate_limit_key,
-    retry_after_header,
     verify_authorization,
-    verify_signature,
 )
-from bot.domain.errors import StoreUnavailable
 from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
 from handlers.deps import Deps
-from handlers.request_body import BodyTooLarge, read_limited
+from handlers.signed_intake import (
+    RETRY_AFTER,
+    SIGNATURE_HEADERS,
+    SignedIntake,
+    catalog_refusal,
+    rate_limited,
+    storage_failed,
+)
+from handlers.signed_intake import error as _error
 
 log = logging.getLogger("rotabot.alerts")
 
-# Seconds a sender is asked to wait after a 503 (database unreachable, delivery in flight).
-_RETRY_AFTER = "5"
 # Who resolved an alert whose Alertmanager alert resolved (shown as text in its messages).
 ALERTMANAGER_ACTOR = "Alertmanager"
-_SIGNATURE_HEADERS = ("x-rotabot-signature", "x-rotabot-timestamp")
-
-
-def _error(
-    status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
-) -> JSONResponse:
-    return JSONResponse({"ok": False, "error": message, **extra}, status_code=status,
-                        headers=headers)
+_RETRY_AFTER = RETRY_AFTER
 
 
 def _storage_failed(exc: Exception, doing: str) -> JSONResponse:
-    """503 when the database cannot be reached, 500 otherwise; both tell the sender to retry
-    and give a ref that finds the log line (which names the error type, never a value)."""
-    ref = uuid.uuid4().hex[:8]
-    if isinstance(exc, StoreUnavailable):
-        # Its text is written for the operator: host and port, never the password.
-        log.error("alert intake: %s failed (ref %s): %s", doing, ref, exc)
-        return JSONResponse(
-            {"ok": False, "error": f"rotabot's database is unavailable, nothing was stored "
-                                   f"(ref {ref}); retry later"},
-            status_code=503,
-            headers={"Retry-After": _RETRY_AFTER},
-        )
-    log.error("alert intake: %s failed (ref %s): %s", doing, ref, type(exc).__name__)
-    return _error(500, f"rotabot could not store the alert (ref {ref}); retry")
+    return storage_failed(exc, doing, log, "alert")
 
 
 def _summary(r: IngestResult) -> dict[str, Any]:
@@ -124,80 +105,20 @@ def alerts_route(
     # In the database every replica shares, so a retry landing on another one counts once.
     seen: Deliveries = deliveries or deps.deliveries
 
+    intake = SignedIntake(deps, seen, log, "alert", max_body,
+                          "send one failure per request")
+
     async def receive(request: Request) -> Response:
-        try:
-            body = await read_limited(request, max_body)
-        except BodyTooLarge:
-            log.warning("alert refused: body over %s KiB", max_body // 1024)
-            # Connection: close, so the server stops taking the rest of the body.
-            return _error(413, f"body over {max_body // 1024} KiB; send one failure per request",
-                          headers={"Connection": "close"})
-        signed = any(h in request.headers for h in _SIGNATURE_HEADERS)
+        body = await intake.read(request)
+        if isinstance(body, Response):
+            return body
+        signed = any(h in request.headers for h in SIGNATURE_HEADERS)
         authorization = request.headers.get("authorization")
         if authorization is not None and not signed:
             return await _from_alertmanager(request, body, authorization)
-        secret = deps.alert_secret
-        if not secret:
-            if deps.alertmanager_tokens and not signed:
-                return _error(401, "missing Authorization header (Alertmanager's token)")
-            return _error(503, "alert intake is off: set ROTABOT_ALERT_SECRET on the bot")
-        try:
-            signing_key = verify_signature(
-                secret,
-                timestamp=request.headers.get("x-rotabot-timestamp"),
-                signature=request.headers.get("x-rotabot-signature"),
-                body=body,
-                now=deps.clock.now().timestamp(),
-            )
-        except SignatureError as exc:
-            log.warning("alert refused: %s", exc)
-            return _error(401, str(exc))
-        try:
-            delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
-        except SchemaError as exc:
-            return _error(422, exc.problem, field=exc.field)
-        # The flood limit's bucket: who sent it (the address) and which key signed it, never
-        # anything the sender writes in the body.
-        host = request.client.host if request.client else "unknown"
-        bucket = rate_limit_key(host, signing_key)
-        if delivery is None:
-            return await _handle(body, bucket)
-        try:
-            fresh = await run_in_threadpool(seen.reserve, delivery)
-        except DeliveryInFlight:
-            # Answering "duplicate" now would lose the alert if that request fails.
-            log.info("alert delivery still being processed elsewhere; the sender should retry")
-            return JSONResponse(
-                {"ok": False, "error": "this X-Rotabot-Delivery is still being processed; "
-                                       "retry later"},
-                status_code=503,
-                headers={"Retry-After": _RETRY_AFTER},
-            )
-        except Exception as exc:
-            return _storage_failed(exc, "reserving the delivery id")
-        if not fresh:
-            return JSONResponse({"ok": True, "duplicate": True})
-        ok = False
-        try:
-            response = await _handle(body, bucket)
-            ok = response.status_code < 300
-            return response
-        finally:
-            await _settle(delivery, ok)
-
-    async def _settle(delivery: str, ok: bool) -> None:
-        """Keep the id for the whole ttl once the alert was taken; free it when the request
-        failed, so the sender's retry is processed. When that write fails the reservation
-        lapses with its lease (storage/deliveries.py); the response is unchanged."""
-        try:
-            # Shielded: a cancelled request must still release its id, or its retry is lost.
-            with anyio.CancelScope(shield=True):
-                await run_in_threadpool(seen.done if ok else seen.release, delivery)
-        except Exception as exc:
-            log.warning(
-                "alert intake: could not %s a delivery id (%s); it lapses after its lease",
-                "keep" if ok else "release", type(exc).__name__,
-            )
+        if not deps.alert_secret and deps.alertmanager_tokens and not signed:
+            return _error(401, "missing Authorization header (Alertmanager's token)")
+        return await intake.verified(request, body, _handle)
 
     async def _handle(body: bytes, bucket: str) -> Response:
         try:
@@ -214,19 +135,11 @@ def alerts_route(
         wait = limiter.take(bucket, cost=len(parsed.reports))
         if wait is not None:
             log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
-            return JSONResponse(
-                {"ok": False, "error": "too many alerts from this sender; retry later",
-                 "retry_after": int(retry_after_header(wait))},
-                status_code=429,
-                headers={"Retry-After": retry_after_header(wait)},
-            )
+            return rate_limited(wait, "alerts")
         try:
             results = await run_in_threadpool(svc.ingest_many, parsed.reports)
-        except NotInCatalog as exc:
-            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
-            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
-        except AmbiguousConsumer as exc:
-            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "alert")
         except Exception as exc:
             return _storage_failed(exc, "storing the alert")
         out: dict[str, Any] = {"ok": True, "alerts": [_summary(r) for r in results]}
@@ -276,18 +189,12 @@ def alerts_route(
             await _release_all([a.key for a in fresh])
             log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
             # 503, not 429: Alertmanager drops a notification a 4xx refuses, and retries a 5xx.
-            return JSONResponse(
-                {"ok": False, "error": "too many alerts from this sender; retry later",
-                 "retry_after": int(retry_after_header(wait))},
-                status_code=503, headers={"Retry-After": retry_after_header(wait)})
+            return rate_limited(wait, "alerts", status=503)
         kept: set[str] = set()
         try:
             results, resolved = await run_in_threadpool(_take, fresh, kept)
-        except NotInCatalog as exc:
-            log.info("alert for unknown %s %s", exc.field, exc.name[:100])
-            return _error(404, str(exc), field=exc.field, suggestions=exc.suggestions)
-        except AmbiguousConsumer as exc:
-            return _error(422, str(exc), field="secret", secrets=exc.secrets)
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "alert")
         except Exception as exc:
             return _storage_failed(exc, "storing the alert")
         finally:

@@ -333,6 +333,32 @@ class ReplicaRow(SQLModel, table=True):
     seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class EvidenceReportRow(SQLModel, table=True):
+    """A consumer's report of the version or key id it runs and whether its check passed
+    (``POST /evidence``, or its health check's ``version_field``). Only references: a body
+    carrying anything credential-shaped is refused before it gets here. bot/domain/evidence.py."""
+
+    __tablename__ = "evidence_reports"
+    __table_args__ = (
+        Index("ix_evidence_reports_secret_consumer_received", "secret", "consumer",
+              "received_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret: str = Field(sa_type=String(100), nullable=False)
+    consumer: str = Field(sa_type=String(100), nullable=False)
+    lane: str = Field(sa_type=String(50), nullable=False)
+    version: str | None = Field(default=None, sa_type=String(64))
+    key_id: str | None = Field(default=None, sa_type=String(200))
+    ok: bool = Field(nullable=False)
+    workflow: str | None = Field(default=None, sa_type=String(100))
+    reported_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    received_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    source: str = Field(sa_type=String(100), nullable=False)
+    # The rotation running when it arrived (none: recorded for the heartbeat only).
+    rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
+
+
 metadata = SQLModel.metadata
 
 
@@ -351,4 +377,5 @@ def table_names() -> tuple[str, ...]:
         "alert_deliveries",
         "slack_requests",
         "replicas",
+        "evidence_reports",
     )

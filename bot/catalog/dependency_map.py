@@ -15,6 +15,7 @@ from bot.catalog import (
     AwsSecretsManagerStore,
     AwsSecretsManagerTarget,
     Catalog,
+    ConsumerSpec,
     FileStore,
     VaultKv2Store,
     VaultKv2Target,
@@ -48,6 +49,19 @@ class ConsumerView:
     rollback: str | None
     # How usage evidence recognises it, e.g. "application_name retriever, address 10.0.3.0/24".
     identity: str | None = None
+    # What the consumer's own reports (POST /evidence) are expected to show, in words.
+    reports: str = "optional (POST /evidence)"
+
+
+def reports_view(catalog: Catalog, secret: str, c: ConsumerSpec) -> str:
+    """The consumer's evidence settings in words: required or optional, heartbeat, checks."""
+    parts = [("required: a click is not enough" if catalog.requires_evidence(secret, c.name)
+              else "optional") + " (POST /evidence)"]
+    if c.heartbeat is not None:
+        parts.append(f"heartbeat {format_duration(c.heartbeat)}")
+    if c.checks:
+        parts.append("checks " + ", ".join(c.checks))
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,7 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
             rollback=c.rollback,
             identity=None if c.identity is None else ", ".join(
                 f"{k} {v}" for k, v in c.identity.model_dump(exclude_none=True).items()),
+            reports=reports_view(catalog, secret, c),
         ))
     targets = {
         lane: tuple(target_view(t) for t in ts) for lane, ts in spec.lane_targets().items()
@@ -244,4 +259,5 @@ def render_map(catalog: Catalog, secret: str) -> str:
             out.append(f"    rollback: {c.rollback or 'no rollback note'}")
             if c.identity:
                 out.append(f"    identity (usage evidence): {c.identity}")
+            out.append(f"    evidence: {c.reports}")
     return "\n".join(out) + "\n"

@@ -241,12 +241,35 @@ class ConsumerSpec(_Strict):
     identity: ConsumerIdentity | None = None
     # Where this consumer reads the credential, beyond its lane's targets.
     targets: list[TargetSpec] = Field(default_factory=list)
+    # True: owners' clicks on Distributed/Validated are not enough for this consumer; its own
+    # report (POST /evidence, or its health check's version_field) must show the new version.
+    # None: as its lane says (``require_evidence`` of the secret or defaults).
+    require_evidence: bool | None = None
+    # How often the consumer reports (POST /evidence); silence longer than this while a
+    # rotation touches it raises a ``silent`` alert.
+    heartbeat: Duration | None = None
+    # Named workflows (e.g. [inference, retrieval]) whose checks must each pass on the new
+    # credential (reports naming them as ``workflow``) before the consumer is Validated.
+    checks: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]] = Field(
+        default_factory=list)
 
     _name: str = PrivateAttr(default="")
 
     @property
     def name(self) -> str:
         return self._name
+
+
+def _evidence_lanes(value: Any) -> Any:
+    """``require_evidence``: true (every lane), false (none), or a list of lanes."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return value
+    raise _custom("require_evidence", "expected true, false or a list of lanes like [prod]")
+
+
+RequireEvidence = Annotated[bool | list[str], BeforeValidator(_evidence_lanes)]
 
 
 class AlertmanagerDefaults(_Strict):
@@ -275,6 +298,8 @@ class Defaults(_Strict):
     alertmanager: AlertmanagerDefaults = Field(default_factory=AlertmanagerDefaults)
     # Catalog-wide freeze windows (every secret; a secret's own windows add to these).
     freeze: list[FreezeWindowSpec] = Field(default_factory=list)
+    # Lanes where a click is not enough: true (all), or a list such as [prod].
+    require_evidence: RequireEvidence = False
 
     @field_validator("lanes")
     @classmethod
@@ -298,6 +323,7 @@ class SecretSpec(_Strict):
     escalate_after: Duration | None = None
     auto_revoke: bool | None = None
     max_age: Duration | None = None
+    require_evidence: RequireEvidence | None = None
     consumers: dict[str, ConsumerSpec] = Field(default_factory=dict)
     # Lane -> where that lane's consumers read the credential. rotabot writes the new
     # credential there when the lane's turn opens, and the previous one back on rollback.
@@ -460,6 +486,19 @@ class Catalog(_Strict):
         """The freeze windows in force for a secret: the catalog's, then its own."""
         spec = self.secret(name)
         return tuple(w.window() for w in (*self.defaults.freeze, *spec.freeze))
+
+    def requires_evidence(self, secret: str, consumer: str) -> bool:
+        """Whether a click is not enough for this consumer's steps: the consumer's own flag,
+        else its lane's (the secret's ``require_evidence``, else the defaults')."""
+        spec = self.secret(secret)
+        c = spec.consumers.get(consumer)
+        if c is None:
+            return False
+        if c.require_evidence is not None:
+            return c.require_evidence
+        lanes = (spec.require_evidence if spec.require_evidence is not None
+                 else self.defaults.require_evidence)
+        return lanes if isinstance(lanes, bool) else c.lane in lanes
 
     def resolved_issuer(self, name: str) -> ResolvedIssuer:
         spec = self.secret(name)

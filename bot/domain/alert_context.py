@@ -28,6 +28,8 @@ CLASS_WORDS = {
     "payload": "is failing with payload errors",
     "network": "is failing with network errors",
     "unknown": "is failing (cause not recognised)",
+    "drift": "still runs the old credential (drift)",
+    "silent": "has gone silent (no report within its heartbeat)",
 }
 
 

@@ -46,6 +46,9 @@ class FailureClass(StrEnum):
     PAYLOAD = "payload"
     NETWORK = "network"
     UNKNOWN = "unknown"
+    # From consumers' own reports (bot/domain/evidence.py), never from classifying an error:
+    DRIFT = "drift"  # the old credential after the consumer's lane moved, or the switch
+    SILENT = "silent"  # a consumer on a heartbeat stopped reporting while a rotation runs
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def evaluate_gate(
     now: datetime,
     alerts: Sequence[Alert] = (),
     usage: Evidence | None = None,
+    missing_evidence: Sequence[str] = (),
 ) -> GateResult:
     """Every reason the old credential may not be revoked yet; empty means revoke is safe."""
     unmet: list[str] = []
@@ -47,6 +48,8 @@ def evaluate_gate(
             unmet.append(
                 f"{c.name} ({c.lane}) has not signed off (step: {c.state.value}, owner {c.owner})"
             )
+    # Consumers whose catalog entry requires evidence and whose reports do not show it.
+    unmet.extend(missing_evidence)
     if rotation.observe_until is None:
         unmet.append("the observation window has not started")
     elif now < rotation.observe_until:

@@ -414,7 +414,9 @@ class Rotation:
         check_step_transition(c.state, target, consumer)
         before = c.state
         c.state, c.updated_at, c.updated_by = target, now, actor
-        if note is not None:
+        # A Distributed or Validated step's note is its evidence: a click without any must not
+        # keep the evidence of the step before it.
+        if note is not None or target in (StepState.DISTRIBUTED, StepState.VALIDATED):
             c.note = note
         self._record(
             now,

@@ -32,6 +32,7 @@ from bot.runtime.metrics import SqlStoreReads, StateCollector, TimerHeartbeat
 from bot.runtime.settings import Settings
 from bot.services.alerts import AlertService
 from bot.services.catalog_reload import CatalogKeeper
+from bot.services.evidence import EvidenceService
 from bot.services.health import HealthService, RotationEvidence
 from bot.services.health_schedule import HealthSchedule
 from bot.services.ports import BackendRegistry
@@ -44,6 +45,7 @@ from handlers.notices import SlackAlertMessenger, SlackScheduleNotices, ThreadRe
 from storage.claims import SqlPostClaims
 from storage.deliveries import SqlDeliveryLog
 from storage.engine import make_engine
+from storage.evidence import SqlEvidenceLog
 from storage.leader import Leader, leader_for
 from storage.migrate import upgrade
 from storage.reminders import SqlReminderLog
@@ -72,6 +74,7 @@ class Container:
     service: RotationService
     health: HealthService
     alerts: AlertService
+    evidence: EvidenceService
     schedules: ScheduleService
     deliveries: SqlDeliveryLog
     # Slack requests taken by any replica: replays ignored (the Bolt middleware in
@@ -208,14 +211,22 @@ def build(
         paused[0] = reason
         return reason is None
     health_schedule = HealthSchedule(alerts, probe, settings.health_interval)
+    reminders = SqlReminderLog(engine)
+    # Consumers' reports move steps, back (or refuse) clicks, feed the gate, raise drift;
+    # their silence is a timer job below.
+    evidence = EvidenceService(
+        rotations=service, alerts=alerts, reports=SqlEvidenceLog(engine), reminders=reminders,
+    ).install(health)
+    evidence.on_step.append(notifier.evidence_step)
     timers = TimerWork(
         service,
         is_leader=leads_with_current_catalog,
-        reminders=SqlReminderLog(engine),
+        reminders=reminders,
         notices=notifier,
-        # Leader-only periodic work: health checks while rotations run, scheduled rotations
-        # and max_age reminders.
-        extra=[health_schedule.run_due, schedules.run_due, heartbeat.beat],
+        # Leader-only periodic work: health checks while rotations run, silent consumers,
+        # scheduled rotations and max_age reminders.
+        extra=[health_schedule.run_due, evidence.run_silence, schedules.run_due,
+               heartbeat.beat],
     )
     return Container(
         settings=settings,
@@ -227,6 +238,7 @@ def build(
         service=service,
         health=health,
         alerts=alerts,
+        evidence=evidence,
         schedules=schedules,
         # In the database every replica shares, so a retry landing on another counts once.
         deliveries=SqlDeliveryLog(engine, clock),

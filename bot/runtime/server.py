@@ -36,6 +36,7 @@ from bot.services.timers import TimerWork
 from handlers.alerts_http import alerts_route
 from handlers.app import build_bolt_app
 from handlers.blocks import escape_mrkdwn, text_message
+from handlers.evidence_http import evidence_route
 from handlers.request_body import BodyTooLarge, read_limited
 from storage.migrate import schema_problem
 
@@ -215,6 +216,7 @@ def create_web_app(c: Container, bolt: App) -> Starlette:
 
     return web_app(bolt, [
         alerts_route(c.deps),
+        evidence_route(c.deps, c.evidence),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *c.extra_routes,

@@ -253,6 +253,7 @@ class Sandbox:
             Route("/sandbox/view_close", self.view_close, methods=["POST"]),
             Route("/sandbox/home", self.home, methods=["POST"]),
             Route("/sandbox/alert", self.alert, methods=["POST"]),
+            Route("/sandbox/evidence", self.evidence, methods=["POST"]),
             Route("/sandbox/store/write", self.store_write, methods=["POST"]),
         ]
 
@@ -383,11 +384,8 @@ class Sandbox:
     async def _slack(self, request: Request, kind: str) -> Response:
         if self.slack is None:
             return JSONResponse({"error": "the sandbox is not listening yet"}, status_code=503)
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "send a JSON object"}, status_code=400)
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return JSONResponse({"error": "send a JSON object"}, status_code=400)
         try:
             reply = await run_in_threadpool(self._dispatch, kind, body)
@@ -449,11 +447,8 @@ class Sandbox:
 
     async def alert(self, request: Request) -> Response:
         """Send a failure alert to the bot's `POST /alerts` as a connector would: signed."""
-        try:
-            fields = await request.json()
-        except ValueError:
-            return JSONResponse({"error": "send a JSON object"}, status_code=400)
-        if not isinstance(fields, dict):
+        fields = await _json_object(request)
+        if fields is None:
             return JSONResponse({"error": "send a JSON object"}, status_code=400)
         status = fields.get("status_code")
         alert = {
@@ -466,7 +461,27 @@ class Sandbox:
             "source": "sandbox connector panel",
             "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        body = json.dumps(alert, separators=(",", ":"))
+        return JSONResponse(await self._signed_post("alerts", alert))
+
+    async def evidence(self, request: Request) -> Response:
+        """Send a consumer's report to the bot's `POST /evidence` as its sidecar would: the
+        version it runs and whether its check passed, signed."""
+        fields = await _json_object(request)
+        if fields is None:
+            return JSONResponse({"error": "send a JSON object"}, status_code=400)
+        report = {
+            "secret": str(fields.get("secret", "")),
+            "consumer": str(fields.get("consumer", "")),
+            "version": str(fields.get("version", "")) or None,
+            "workflow": str(fields.get("workflow", "")) or None,
+            "ok": bool(fields.get("ok", True)),
+        }
+        return JSONResponse(await self._signed_post("evidence", report))
+
+    async def _signed_post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` to the bot's ``path`` signed with ROTABOT_ALERT_SECRET, as a
+        connector outside Slack does; returns what the page shows of the answer."""
+        body = json.dumps(payload, separators=(",", ":"))
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
@@ -475,18 +490,16 @@ class Sandbox:
         }
 
         def send() -> httpx.Response:
-            return httpx.post(self.base_url + "alerts", content=body, headers=headers, timeout=30)
+            return httpx.post(self.base_url + path, content=body, headers=headers, timeout=30)
 
         response = await run_in_threadpool(send)
-        return JSONResponse(
-            {
-                "sent": True,
-                "status": response.status_code,
-                "ok": response.is_success,
-                "body": response.text[:2000],
-                "request": alert,
-            }
-        )
+        return {
+            "sent": True,
+            "status": response.status_code,
+            "ok": response.is_success,
+            "body": response.text[:2000],
+            "request": payload,
+        }
 
     async def store_write(self, request: Request) -> Response:
         """What a person does for the `manual` issuer: put a new value into the store (the
@@ -511,6 +524,15 @@ class Sandbox:
         except Exception as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
         return JSONResponse({"ok": True, "secret": name, "version": version})
+
+
+async def _json_object(request: Request) -> dict[str, Any] | None:
+    """The request's JSON object, or None when it is not one."""
+    try:
+        fields = await request.json()
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) else None
 
 
 def _holds(

@@ -16,13 +16,14 @@ read back from the audit log: it survives restarts and is the same on every repl
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from bot.catalog import HealthCheck
 from bot.domain.errors import RotabotError
+from bot.domain.evidence import Match, new_credential
 from bot.domain.gate import Evidence
 from bot.domain.lifecycle import Phase
 from bot.domain.rotation import Rotation
@@ -91,16 +92,30 @@ class RotationEvidence:
     # who used it when) and each unmapped consumer seen, by what identifies it.
     usage_line: str = ""
     unmapped: tuple[str, ...] = ()
+    # Consumers whose catalog requires evidence their reports do not show yet, in words.
+    missing: tuple[str, ...] = ()
+    # Consumer -> each of its named checks on the new credential, in words.
+    checks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def class_in_words(failure_class: str | None) -> str:
     return CLASS_WORDS.get(failure_class or "unknown", failure_class or "failure")
 
 
+# (rotation, consumer, reported version, ok) -> how the version compares with the rotation's
+# (bot/services/evidence.py keeps it as the consumer's report).
+VersionSeen = Callable[[Rotation, str, str, bool], Match]
+# rotation -> consumer -> its named checks in words (bot/services/evidence.py).
+CheckWords = Callable[[Rotation], Mapping[str, tuple[str, ...]]]
+
+
 @dataclass
 class HealthService:
     service: RotationService
     probe: HealthProbe
+    # Set by EvidenceService.install: a reported version is evidence, compared and kept.
+    version_seen: VersionSeen | None = None
+    check_words: CheckWords | None = None
 
     def install(self) -> HealthService:
         """Run checks whenever an owner presses Validated (the service calls us back)."""
@@ -128,6 +143,14 @@ class HealthService:
             reason=result.reason,
             version=result.reported_version,
         )
+        if result.reported_version and self.version_seen is not None:
+            seen = self.version_seen(rotation, consumer, result.reported_version, result.ok)
+            if seen is Match.OLD:
+                raise HealthCheckFailed(
+                    f"{consumer} ({c.lane}) is not marked validated: its health check reports "
+                    f"version {result.reported_version}, the old credential, not "
+                    f"{new_credential(rotation)}. Reload it, then press Validated again."
+                )
         if result.ok:
             return result.reason
         opened = f" {alert.ref} is open and blocks revocation until resolved." if alert else ""
@@ -160,11 +183,15 @@ class HealthService:
         """Evidence for the parent message. Usage is asked of the issuer only after the
         switch (observing/revocable), where it feeds the revocation gate."""
         health = self.latest(rotation.id) if rotation.id is not None else {}
+        required = self.service.evidence_missing
+        missing = tuple(required(rotation)) if required else ()
+        checks = self.check_words(rotation) if self.check_words else {}
         if rotation.phase not in (Phase.OBSERVING, Phase.REVOCABLE):
-            return RotationEvidence(health=health)
+            return RotationEvidence(health=health, missing=missing, checks=checks)
         usage = self.service.usage_of_old(rotation)
         now = self.service.clock.now()
         return RotationEvidence(
             usage=usage, health=health, usage_line=usage_line(usage, now),
             unmapped=tuple(unmapped_words(s, now) for s in unmapped(usage)),
+            missing=missing, checks=checks,
         )

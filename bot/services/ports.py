@@ -15,6 +15,7 @@ from typing import Protocol, Self, runtime_checkable
 from bot.domain.alert import Alert
 from bot.domain.audit import AuditEvent
 from bot.domain.credentials import Minted, StoreState, UsageEvidence
+from bot.domain.evidence import EvidenceReport
 from bot.domain.replicas import ReplicaCatalog
 from bot.domain.rotation import Rotation
 from bot.domain.secret_material import SecretMaterial
@@ -139,6 +140,21 @@ class WorkClaims(Protocol):
         ...
 
     def release(self, rotation_id: int, kind: str) -> None: ...
+
+
+class EvidenceLog(Protocol):
+    """Consumers' evidence reports, kept in the database every replica shares
+    (storage/evidence.py)."""
+
+    def add(self, report: EvidenceReport, received_at: datetime) -> EvidenceReport:
+        """Keep one report; returns it with its id."""
+        ...
+
+    def for_rotation(
+        self, rotation_id: int, consumer: str | None = None
+    ) -> list[EvidenceReport]: ...
+
+    def last_received(self, secret: str, consumer: str) -> datetime | None: ...
 
 
 class OwnerDirectory(Protocol):

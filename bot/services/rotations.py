@@ -80,6 +80,9 @@ log = logging.getLogger("rotabot.service")
 Turn = tuple[ConsumerProgress, StepState]
 # (rotation, consumer, actor) -> an evidence note, or raises to refuse the step.
 StepCheck = Callable[[Rotation, str, str], str | None]
+# (rotation, consumer, target step, actor) -> the consumer's own evidence for a clicked step,
+# or raises to refuse a click that ``require_evidence`` makes insufficient.
+EvidenceCheck = Callable[[Rotation, str, StepState, str], str | None]
 
 # A click that races another click on the same rotation reloads and tries again.
 _RETRIES = 5
@@ -167,6 +170,11 @@ class RotationService(CatalogSlot):
     # Run before a consumer is marked validated (bot/services/health.py): each returns an
     # evidence note for the step or raises to refuse it.
     step_checks: list[StepCheck] = field(default_factory=list)
+    # Run after step_checks for a Distributed or Validated click whose turn it is
+    # (bot/services/evidence.py).
+    evidence_checks: list[EvidenceCheck] = field(default_factory=list)
+    # The evidence the gate still lacks, in words (bot/services/evidence.py); None: no rule.
+    evidence_missing: Callable[[Rotation], list[str]] | None = None
     _rollback_locks: dict[int, threading.Lock] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # One writer per rotation in this process: concurrent clicks on one rotation otherwise
@@ -227,6 +235,12 @@ class RotationService(CatalogSlot):
             why = f"only admins of {rotation.secret} may {action} {rotation.ref}"
             self._audit_refusal(rotation.id, actor, action, why)
             raise NotAuthorized(why)
+
+    def refuse(
+        self, rotation_id: int, actor: str, action: str, why: str, consumer: str | None = None
+    ) -> None:
+        """Audit a refusal decided elsewhere (a click the consumer's evidence does not back)."""
+        self._audit_refusal(rotation_id, actor, action, why, consumer)
 
     def _audit_refusal(
         self,
@@ -507,6 +521,15 @@ class RotationService(CatalogSlot):
                 evidence = check(rotation, consumer, actor)
                 if evidence is not None and note is None:
                     note = evidence
+        # Only a step whose turn it is: any other click is refused by the transition itself,
+        # with the reason that applies (out of order, already done).
+        if target in (StepState.DISTRIBUTED, StepState.VALIDATED) and (
+            (rotation.consumer(consumer), target) in rotation.pending_steps()
+        ):
+            for evidence_check in self.evidence_checks:
+                evidence = evidence_check(rotation, consumer, target, actor)
+                if evidence is not None and note is None:
+                    note = evidence
         changed = False
 
         def apply(r: Rotation, uow: UnitOfWork) -> None:
@@ -516,6 +539,26 @@ class RotationService(CatalogSlot):
         rotation = self._mutate(rotation_id, apply)
         if changed and rotation.lane_to_open():
             rotation = self.open_lane(rotation_id)  # this step finished a lane: the next opens
+        return StepOutcome(rotation, changed, consumer, target)
+
+    def step_from_evidence(
+        self, rotation_id: int, consumer: str, target: StepState, *, actor: str, note: str
+    ) -> StepOutcome:
+        """A consumer's own report moves its step (bot/services/evidence.py decided it is its
+        turn): the same transition as an owner's click, with ``actor`` the evidence and
+        ``note`` what was reported. A step no longer its turn (a click or another replica got
+        there first) changes nothing."""
+        changed = False
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal changed
+            if (r.consumer(consumer), target) not in r.pending_steps():
+                return
+            changed = r.mark_step(consumer, target, actor=actor, now=self.clock.now(), note=note)
+
+        rotation = self._mutate(rotation_id, apply)
+        if changed and rotation.lane_to_open():
+            rotation = self.open_lane(rotation_id)
         return StepOutcome(rotation, changed, consumer, target)
 
     # --- admin actions -----------------------------------------------------------------
@@ -587,8 +630,10 @@ class RotationService(CatalogSlot):
             alerts = uow.alerts.for_secret(
                 rotation.secret, unresolved_only=True, since=rotation.created_at
             )
+        missing = self.evidence_missing(rotation) if self.evidence_missing is not None else []
         return evaluate_gate(
-            rotation, now=self.clock.now(), alerts=alerts, usage=self.usage_of_old(rotation)
+            rotation, now=self.clock.now(), alerts=alerts, usage=self.usage_of_old(rotation),
+            missing_evidence=missing,
         )
 
     def usage_of_old(self, rotation: Rotation) -> UsageEvidence:

@@ -143,7 +143,8 @@ def map_message(dmap: DependencyMap) -> Rendered:
             lines.append(
                 f"   • {code(c.name)} · {mention(c.owner)} · {escape_mrkdwn(c.reload)} · "
                 f"{escape_mrkdwn(check)} · "
-                f"rollback: {escape_mrkdwn(c.rollback or 'no rollback note')}"
+                f"rollback: {escape_mrkdwn(c.rollback or 'no rollback note')} · "
+                f"evidence: {escape_mrkdwn(c.reports)}"
             )
     return f"Dependency map of {secret}", sections(lines)
 

@@ -15,6 +15,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.domain.evidence import EVIDENCE_ACTOR
 from bot.domain.gate import GateResult
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
@@ -45,8 +46,29 @@ UNMAPPED_LINES = 10  # per message
 TARGET_LABELS = 10  # per lane; the lane-opened receipt in the thread lists every one
 
 
+# The steps that can rest on a consumer's own evidence; the rest are a person's word.
+_EVIDENCE_STEPS = (StepState.DISTRIBUTED, StepState.VALIDATED)
+
+
+def step_basis(c: ConsumerProgress) -> str:
+    """What a step rests on, after its name: "validated: inference-api reported version 7 at
+    09:12" (the consumer's report), "validated by @alice · evidence: ..." (a click the
+    consumer's report or health check backs) or "validated by @alice, no evidence"."""
+    if not c.updated_by or c.state is StepState.WAITING:
+        return ""
+    if c.state not in _EVIDENCE_STEPS:
+        return f" by {mention(c.updated_by)}"
+    if c.updated_by == EVIDENCE_ACTOR:
+        # The note starts with the step's name, which the line already shows in bold.
+        said = (c.note or "").removeprefix(f"{c.state.value}: ")
+        return f": {told(said[:200])}" if said else " from evidence"
+    if c.note:
+        return f" by {mention(c.updated_by)} · evidence: {told(c.note[:200])}"
+    return f" by {mention(c.updated_by)}, no evidence"
+
+
 def consumer_line(c: ConsumerProgress) -> str:
-    by = f" by {mention(c.updated_by)}" if c.updated_by and c.state is not StepState.WAITING else ""
+    by = step_basis(c)
     return (
         f"{STEP_ICON[c.state]} {code(c.name)} · {mention(c.owner)} · {escape_mrkdwn(c.reload)} · "
         f"*{step_words(c.state)}*{by}"
@@ -91,6 +113,12 @@ def evidence_blocks(rotation: Rotation, evidence: RotationEvidence) -> list[Bloc
         )
     if len(known) > HEALTH_LINES:
         lines.append(f"…and {len(known) - HEALTH_LINES} more health results")
+    for c in [c for c in rotation.consumers_in_order() if c.name in evidence.checks]:
+        said = " · ".join(evidence.checks[c.name])
+        lines.append(f":large_blue_circle: {code(c.name)} checks: {escape_mrkdwn(said[:500])}")
+    # require_evidence: what the consumers' own reports do not show yet (clicks cannot).
+    for missing in evidence.missing[:HEALTH_LINES]:
+        lines.append(f":no_entry: {told(missing[:300])}")
     if not lines:
         return []
     return [DividerBlock(), *sections(lines, "*Evidence*")]
@@ -336,6 +364,20 @@ def step_done(
     words = step_words(step)
     text = f"{escape_mrkdwn(consumer.name)} ({lane}) {words} by {escape_mrkdwn(actor)}"
     line = f"{STEP_ICON[step]} {code(consumer.name)} ({lane}) *{words}* by {mention(actor)}"
-    if consumer.note and step is StepState.VALIDATED:
-        line += f" · {told(consumer.note[:300])}"
+    if consumer.note and step in _EVIDENCE_STEPS:
+        line += f" · evidence: {told(consumer.note[:300])}"
+    elif step in _EVIDENCE_STEPS:
+        line += ", no evidence"
+    return text, [ContextBlock(elements=[md(f"{line} · {rotation.ref}"[:SECTION_LIMIT])])]
+
+
+def evidence_step(
+    rotation: Rotation, consumer: ConsumerProgress, step: StepState
+) -> Rendered:
+    """The prompt a consumer's own report answered: "validated: inference-api reported
+    version 7 at 09:12", no buttons left."""
+    lane = escape_mrkdwn(consumer.lane)
+    note = consumer.note or f"{step.value} from {consumer.name}'s report"
+    text = f"{escape_mrkdwn(consumer.name)} ({lane}) {escape_mrkdwn(note)}"
+    line = f"{STEP_ICON[step]} {code(consumer.name)} ({lane}) · {told(note[:300])}"
     return text, [ContextBlock(elements=[md(f"{line} · {rotation.ref}"[:SECTION_LIMIT])])]

@@ -366,3 +366,37 @@ def test_store_panel_shows_prod_on_the_old_key_while_dev_has_the_new(page: Page)
     expect(rotation).to_contain_text("distributing", timeout=wait)
     store.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "26-lane-targets.png"))
+
+
+def test_a_consumer_report_from_the_sandbox_is_evidence_apart_from_claims(
+    sandbox: Running,
+) -> None:
+    """The page's "Send a consumer report" panel (`/sandbox/evidence`, signed `POST /evidence`):
+    a report of the new version validates notebook-sandbox with no click, and the rotation
+    message tells that step from rag-ingest's, which rests on a click only."""
+    r = httpx.post(
+        sandbox.url + "sandbox/command",
+        json={"user": "U0ADMIN", "channel": "C0ROTATE", "text": f"/rotate start {SECRET}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    data, _ = wait_state(sandbox, "dev's lane to open",
+                         lambda d: holds(d)["dev"] == "new (pending)")
+    new_version = labelled(data, "pending")
+    sent = httpx.post(sandbox.url + "sandbox/evidence", json={
+        "secret": SECRET, "consumer": "notebook-sandbox", "version": new_version,
+        "workflow": "inference", "ok": True}, timeout=30).json()
+    assert sent["ok"] and sent["status"] == 200, sent
+    assert '"steps":["distributed","validated"]' in sent["body"]
+    press_step(sandbox, "rag-ingest", "U0CAROL", "Distributed")
+    press_step(sandbox, "rag-ingest", "U0CAROL", "Validated")
+
+    evidence = f"*validated*: notebook-sandbox reported version {new_version} (inference passed)"
+    claim = "*validated* by <@U0CAROL>, no evidence"
+
+    def parent(d: dict[str, Any]) -> str | None:
+        found = next((m for m in messages(d) if m["text"].startswith("R-1 ")), None)
+        text = str(found.get("blocks")) if found else ""
+        return text if evidence in text and claim in text else None
+
+    wait_state(sandbox, "the message to show evidence and claims apart", parent)

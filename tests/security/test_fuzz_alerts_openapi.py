@@ -1,4 +1,5 @@
-"""Schemathesis against the real app, driven by docs/openapi.yaml: POST /alerts and GET /healthz.
+"""Schemathesis against the real app, driven by docs/openapi.yaml: POST /alerts, POST /evidence
+and GET /healthz.
 
 Every generated request goes through the Starlette app `rotabot serve` runs (in-process, so no
 port or process start per example). Signed runs get past the HMAC check and exercise the
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = schemathesis.openapi.from_path(str(ROOT / "docs" / "openapi.yaml"))
 ALERTS = SCHEMA["/alerts"]["POST"]
 HEALTHZ = SCHEMA["/healthz"]["GET"]
+EVIDENCE = SCHEMA["/evidence"]["POST"]
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -42,7 +44,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 TRACEBACK = re.compile(r'Traceback \(most recent call last\)|File "[^"]*", line \d+|\.py", line')
-STATE_TABLES = ("alerts", "audit_events", "rotations", "consumer_steps")
+STATE_TABLES = ("alerts", "audit_events", "rotations", "consumer_steps", "evidence_reports")
 FUZZ = settings(
     max_examples=150,
     deadline=None,
@@ -119,6 +121,26 @@ def test_unsigned_alerts_are_all_401(bot: BotHandle, case: schemathesis.Case) ->
     response = send(bot, case, sign=False)
     assert response.status_code == 401, response.text
     check_response(bot, case, response, before)
+
+
+# Fewer examples than /alerts: the same signed intake in front, a smaller schema behind it.
+FUZZ_EVIDENCE = settings(FUZZ, max_examples=30)
+
+
+@FUZZ_EVIDENCE
+@given(case=EVIDENCE.as_strategy())
+def test_signed_valid_evidence_never_5xx_and_conforms(bot: BotHandle, case: schemathesis.Case
+                                                      ) -> None:
+    before = counts(bot)
+    check_response(bot, case, send(bot, case, sign=True), before)
+
+
+@FUZZ_EVIDENCE
+@given(case=EVIDENCE.as_strategy(generation_mode=schemathesis.GenerationMode.NEGATIVE))
+def test_signed_invalid_evidence_is_refused_without_state_change(
+        bot: BotHandle, case: schemathesis.Case) -> None:
+    before = counts(bot)
+    check_response(bot, case, send(bot, case, sign=True), before)
 
 
 @settings(max_examples=20, deadline=None, database=None,

@@ -57,16 +57,19 @@ def test_render_map_text() -> None:
           nightly-ingest: owner S0DATAENG, reload restart
             health check: no health check
             rollback: no rollback note
+            evidence: optional (POST /evidence)
 
         [prod]
           inference-api: owner U0ALICE, reload hot
             health check: GET http://inference/deep -> 200 (credential version in 'key_version')
             rollback: Pin the previous store version
+            evidence: optional (POST /evidence)
 
         [qa] (not in lanes: validates last)
           laptop: owner U0BOB, reload hot
             health check: no health check
             rollback: no rollback note
+            evidence: optional (POST /evidence)
         """)
 
 
@@ -89,6 +92,10 @@ def test_structured_map_of_example() -> None:
         version_field="credential_version", timeout="5s",
     )
     assert prod.rollback == "Pin the previous store version; no restart needed"
+    # The example requires evidence in prod (defaults.require_evidence: [prod]).
+    assert prod.reports == ("required: a click is not enough (POST /evidence); heartbeat 10m; "
+                            "checks inference, retrieval")
+    assert m.consumers[0].reports == "optional (POST /evidence)"
     assert m.consumers[1].owner == "S0DATAENG" and m.consumers[1].reload == "restart"
 
 

@@ -593,6 +593,8 @@ def test_failure_class_values_are_the_designs_words() -> None:
         "payload",
         "network",
         "unknown",
+        "drift",
+        "silent",
     ]
 
 

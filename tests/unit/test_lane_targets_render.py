@@ -120,6 +120,7 @@ def test_render_map_lists_each_lanes_targets_under_it() -> None:
           notebook: owner U0DEV, reload hot
             health check: no health check
             rollback: no rollback note
+            evidence: optional (POST /evidence)
 
         [staging]
           targets (rotabot writes the new credential here when the lane opens):
@@ -128,6 +129,7 @@ def test_render_map_lists_each_lanes_targets_under_it() -> None:
           ingest: owner U0STAGE, reload restart
             health check: no health check
             rollback: no rollback note
+            evidence: optional (POST /evidence)
 
         [prod]
           targets (rotabot writes the new credential here when the lane opens):
@@ -136,6 +138,7 @@ def test_render_map_lists_each_lanes_targets_under_it() -> None:
           inference-api: owner S0PRODTEAM, reload hot
             health check: no health check
             rollback: no rollback note
+            evidence: optional (POST /evidence)
         """)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from bot.catalog import parse_catalog
 from bot.domain.alert import Alert, AlertStatus
+from bot.domain.failures import FailureClass
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.runtime.metrics import (
@@ -173,7 +174,7 @@ def test_phases_switches_alerts_and_health_from_the_store(engine: Engine) -> Non
     assert (recorded[web], recorded[api]) == (2, 2)
     assert (reports[web], reports[api]) == (4, 3)
     # Every catalog consumer and class starts at zero, so increase() sees the first alert.
-    assert len(recorded) == len(reports) == 2 * 5
+    assert len(recorded) == len(reports) == 2 * len(FailureClass)
     assert {v for k, v in recorded.items() if k not in (web, api)} == {0}
     assert got["rotabot_alerts_open"] == {
         (("class", "authentication"), ("lane", "prod"), ("secret", "a-key")): 1,
@@ -201,7 +202,8 @@ def test_every_label_value_is_a_catalog_name_class_phase_or_ref(engine: Engine) 
     store(engine, r, alerts=(alert("web", "prod", "authentication", AlertStatus.OPEN),))
     _, got = scrape(engine)
     allowed = {"a-key", "web", "api", "prod", "dev", "yes", "no", r.ref, "observing",
-               "authentication", "rate-limit", "payload", "network", "unknown"}
+               "authentication", "rate-limit", "payload", "network", "unknown", "drift",
+               "silent"}
     values = {v for name, series in got.items() if name.startswith(
         ("rotabot_rotation_", "rotabot_alert", "rotabot_health")) for labels in series
         for _, v in labels}

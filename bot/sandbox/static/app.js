@@ -653,6 +653,35 @@ function setupAlertPanel() {
   });
 }
 
+function setupEvidencePanel() {
+  const secretSel = $("#evidence-secret");
+  const consumerSel = $("#evidence-consumer");
+  for (const s of S.config.secrets) secretSel.append(el("option", { value: s.name }, s.name));
+  const fill = () => {
+    consumerSel.innerHTML = "";
+    const sec = S.config.secrets.find((s) => s.name === secretSel.value);
+    for (const c of (sec ? sec.consumers : [])) consumerSel.append(el("option", { value: c.name }, `${c.name} (${c.lane})`));
+  };
+  secretSel.addEventListener("change", fill);
+  fill();
+  $("#evidence-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const reply = await api("/sandbox/evidence", {
+      secret: secretSel.value,
+      consumer: consumerSel.value,
+      version: $("#evidence-version").value.trim(),
+      workflow: $("#evidence-workflow").value.trim(),
+      ok: $("#evidence-ok").checked,
+    });
+    const res = $("#evidence-result");
+    res.innerHTML = "";
+    if (reply.error) res.append(el("span", { class: "bad" }, reply.error));
+    else res.append(el("span", { class: reply.ok ? "good" : "bad" }, `POST /evidence → ${reply.status}`), " ", (reply.body || "").slice(0, 300));
+    logRequest(`report from ${consumerSel.value} (POST /evidence, signed)`, reply);
+    refreshSoon();
+  });
+}
+
 async function main() {
   S.config = await (await fetch("/sandbox/config")).json();
   $("#team-name").textContent = S.config.team;
@@ -679,6 +708,7 @@ async function main() {
     if (ev.key === "Escape" && !$("#confirm-layer").hidden) $("#confirm-deny").click();
   });
   setupAlertPanel();
+  setupEvidencePanel();
   pollLoop();
 }
 

@@ -33,5 +33,5 @@ def publish_home(deps: Deps, client: WebClient, user: str) -> None:
     client.views_publish(
         user_id=user,
         view=blocks.home_view(user, active, mine, service.recent_alerts(),
-                              service.unmapped_consumers(active)),
+                              service.unmapped_consumers(active), deps.schedules.upcoming()),
     )

@@ -71,6 +71,7 @@ def _schedule_from_row(m: RowMapping) -> ScheduledRotation:
         rotation_id=row.rotation_id,
         outcome=row.outcome,
         changed_at=row.changed_at,
+        occurrence=row.occurrence,
     )
 
 
@@ -88,6 +89,7 @@ def _schedule_values(item: ScheduledRotation) -> dict[str, Any]:
         "rotation_id": item.rotation_id,
         "outcome": item.outcome,
         "changed_at": item.changed_at,
+        "occurrence": item.occurrence,
     }
 
 
@@ -154,6 +156,24 @@ class SqlScheduleRepository:
                 f"another schedule for {item.secret} was made at the same moment; "
                 "look at it and try again if it is not what you want"
             ) from None
+        return item
+
+    def add_occurrence(self, item: ScheduledRotation, *, event: AuditEvent
+                       ) -> ScheduledRotation | None:
+        assert item.occurrence is not None and item.id is None
+        taken = select(SCHEDULES.c.id).where(SCHEDULES.c.occurrence == item.occurrence)
+        try:
+            with self._begin() as conn:
+                if conn.execute(taken).first() is not None:
+                    return None  # made before (it may have started, or gone to the admins)
+                item.changed_at = item.created_at
+                item.id = new_id(conn.execute(insert(SCHEDULES).values(**_schedule_values(item))))
+                self._audit(conn, _with_schedule(event, item.ref))
+        except IntegrityError:
+            # Another replica made it between our check and our insert (the unique key), or
+            # an open schedule of the secret appeared: either way there is nothing to make.
+            item.id = None
+            return None
         return item
 
     def get(self, schedule_id: int) -> ScheduledRotation:

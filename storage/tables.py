@@ -236,6 +236,7 @@ class ScheduledRotationRow(SQLModel, table=True):
             sqlite_where=text(OPEN_SCHEDULE_WHERE),
             postgresql_where=text(OPEN_SCHEDULE_WHERE),
         ),
+        Index("uq_scheduled_rotations_occurrence", "occurrence", unique=True),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -251,6 +252,9 @@ class ScheduledRotationRow(SQLModel, table=True):
     rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
     outcome: str | None = Field(default=None, sa_type=Text)
     changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # last transition
+    # A recurring rotation's occurrence (`every:`), e.g. "db-password@2027-03-01T09:00Z":
+    # unique, so it is created once across replicas; None for `/rotate schedule`.
+    occurrence: str | None = Field(default=None)
 
 
 class ReadinessConfirmationRow(SQLModel, table=True):

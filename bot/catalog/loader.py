@@ -429,6 +429,52 @@ def _reference_errors(
                 errors += _issuer_param_errors(
                     issuers[issuer["name"]], issuer, ("secrets", sname, "issuer"), file, lines
                 )
+    errors += _group_errors(data.get("groups"), secrets, file, lines)
+    return errors
+
+
+def _group_errors(
+    groups: Any, secrets: dict[Any, Any], file: str, lines: Mapping[tuple[str, ...], int]
+) -> list[CatalogError]:
+    """`groups:` name secrets that exist, each once per group; a secret is in at most one
+    exclusive group and one group with an offset (two would give it two partners' rules to
+    satisfy, and which rotation waits for which could deadlock or never settle)."""
+    if not isinstance(groups, dict):
+        return []
+    errors: list[CatalogError] = []
+    exclusive_in: dict[str, str] = {}
+    offset_in: dict[str, str] = {}
+    for gname, spec in groups.items():
+        errors += _check_name("group", gname, ("groups", gname), file, lines)
+        if not isinstance(spec, dict) or not isinstance(spec.get("secrets"), list):
+            continue
+        seen: set[str] = set()
+        for i, sname in enumerate(spec["secrets"]):
+            if not isinstance(sname, str):
+                continue
+            path: tuple[str | int, ...] = ("groups", gname, "secrets", i)
+            where = file, _line_for(lines, path), _dotted(path)
+            if sname not in secrets:
+                errors.append(CatalogError(*where, _undefined("secret", sname, secrets)))
+                continue
+            if sname in seen:
+                errors.append(CatalogError(*where, f"secret '{sname}' is listed twice"))
+                continue
+            seen.add(sname)
+            for flag, taken, rule in (
+                (spec.get("exclusive", True) is True, exclusive_in, "exclusive"),
+                (spec.get("offset") is not None, offset_in, "offset"),
+            ):
+                if not flag:
+                    continue
+                if sname in taken:
+                    errors.append(CatalogError(
+                        *where,
+                        f"secret '{sname}' is already in {rule} group '{taken[sname]}'; "
+                        f"a secret may be in one {rule} group only (merge the groups)",
+                    ))
+                else:
+                    taken[sname] = str(gname)
     return errors
 
 

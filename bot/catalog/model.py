@@ -295,6 +295,8 @@ class Defaults(_Strict):
     auto_revoke: bool = False
     readiness_lead: Duration = timedelta(days=2)
     max_age: Duration | None = None
+    # Rotate by itself this long after the last finished rotation (readiness review first).
+    every: Duration | None = None
     alertmanager: AlertmanagerDefaults = Field(default_factory=AlertmanagerDefaults)
     # Catalog-wide freeze windows (every secret; a secret's own windows add to these).
     freeze: list[FreezeWindowSpec] = Field(default_factory=list)
@@ -324,6 +326,7 @@ class SecretSpec(_Strict):
     auto_revoke: bool | None = None
     max_age: Duration | None = None
     require_evidence: RequireEvidence | None = None
+    every: Duration | None = None
     consumers: dict[str, ConsumerSpec] = Field(default_factory=dict)
     # Lane -> where that lane's consumers read the credential. rotabot writes the new
     # credential there when the lane's turn opens, and the previous one back on rollback.
@@ -397,6 +400,25 @@ class EffectiveSettings:
     auto_revoke: bool
     readiness_lead: timedelta
     max_age: timedelta | None
+    every: timedelta | None = None
+
+
+class GroupSpec(_Strict):
+    """Secrets that belong together (`groups:`): an exclusive group never has two of its
+    secrets' rotations active at once (hashicorp/vault#18738: paired roles rotated together
+    took an application down), and ``offset`` keeps their recurring rotations apart."""
+
+    secrets: list[str]
+    exclusive: bool = True
+    offset: Duration | None = None
+
+    @field_validator("secrets")
+    @classmethod
+    def _two_or_more(cls, value: list[str]) -> list[str]:
+        if len(value) < 2:
+            raise _custom("secrets", "list at least two secrets (a group of one keeps "
+                                     "nothing apart)")
+        return value
 
 
 @dataclass(frozen=True)
@@ -433,6 +455,7 @@ class Catalog(_Strict):
     stores: dict[str, StoreConfig] = Field(default_factory=dict)
     issuers: dict[str, IssuerConfig] = Field(default_factory=dict)
     secrets: dict[str, SecretSpec] = Field(default_factory=dict)
+    groups: dict[str, GroupSpec] = Field(default_factory=dict)
 
     _source: str | None = PrivateAttr(default=None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
@@ -480,6 +503,7 @@ class Catalog(_Strict):
             auto_revoke=spec.auto_revoke if spec.auto_revoke is not None else d.auto_revoke,
             readiness_lead=d.readiness_lead,
             max_age=spec.max_age if spec.max_age is not None else d.max_age,
+            every=spec.every if spec.every is not None else d.every,
         )
 
     def freeze_windows(self, name: str) -> tuple[FreezeWindow, ...]:
@@ -499,6 +523,22 @@ class Catalog(_Strict):
         lanes = (spec.require_evidence if spec.require_evidence is not None
                  else self.defaults.require_evidence)
         return lanes if isinstance(lanes, bool) else c.lane in lanes
+
+    def exclusive_group(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        """The exclusive group ``name`` is in and the group's other secrets, if any (the
+        loader allows a secret in one exclusive group only)."""
+        for group, spec in self.groups.items():
+            if spec.exclusive and name in spec.secrets:
+                return group, tuple(s for s in spec.secrets if s != name)
+        return None
+
+    def offset_group(self, name: str) -> tuple[tuple[str, ...], timedelta] | None:
+        """The secrets (catalog order, ``name`` included) whose recurring rotations are kept
+        ``offset`` apart from ``name``'s, and that offset; None outside such a group."""
+        for spec in self.groups.values():
+            if spec.offset is not None and name in spec.secrets:
+                return tuple(spec.secrets), spec.offset
+        return None
 
     def resolved_issuer(self, name: str) -> ResolvedIssuer:
         spec = self.secret(name)

@@ -48,6 +48,14 @@ class AlreadyActive(RotabotError):
         self.rotation_ref = rotation_ref
 
 
+class GroupBusy(RotabotError):
+    """Another secret of the same exclusive group (`groups:`) is being rotated."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"{why}; start this one after it finishes")
+        self.why = why
+
+
 class StoreUnavailable(RotabotError):
     """The bot's own database cannot be reached; nothing was changed."""
 

@@ -8,7 +8,7 @@ time rather than by waiting.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -80,6 +80,7 @@ class ScheduledRotation:
     rotation_id: int | None = None  # the rotation it started
     outcome: str | None = None  # why it needs an admin, or what replaced it
     changed_at: datetime | None = None  # when the status last changed
+    occurrence: str | None = None  # a recurring rotation's occurrence key (`every:`)
 
     @property
     def ref(self) -> str:
@@ -263,3 +264,68 @@ class DueSecret:
     age: Age
     slot: int
     admins: tuple[str, ...] = field(default_factory=tuple)
+
+
+# --- recurring rotation (`every:`) -------------------------------------------------------
+
+
+def natural_due(*, last_finished: datetime | None, first_seen: datetime,
+                every: timedelta) -> datetime:
+    """When a recurring secret is next due: ``every`` after its last finished rotation, or
+    after rotabot first saw it when it never rotated here."""
+    return (last_finished if last_finished is not None else first_seen) + every
+
+
+def spread_dues(
+    dues: Sequence[tuple[str, datetime]],
+    offset: timedelta,
+    last_active: Mapping[str, datetime] | None = None,
+) -> dict[str, datetime]:
+    """Keep a group's recurring rotations at least ``offset`` apart.
+
+    In order of their own due time (catalog order on a tie) each lands no earlier than
+    ``offset`` after the one before, and no earlier than ``offset`` after another member was
+    last active (``last_active``: its last finished rotation, or now while one runs), so a
+    member that ran late does not drag its partner right behind it. Only ever later.
+    """
+    active = last_active or {}
+    ordered = sorted(enumerate(dues), key=lambda item: (item[1][1], item[0]))
+    out: dict[str, datetime] = {}
+    previous: datetime | None = None
+    for _, (secret, due) in ordered:
+        floors = [at + offset for other, at in active.items() if other != secret]
+        if previous is not None:
+            floors.append(previous + offset)
+        due = max([due, *floors])
+        out[secret] = previous = due
+    return out
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """A recurring secret's next occurrence: due at ``due``, starting at ``at``."""
+
+    secret: str
+    due: datetime
+    at: datetime
+
+    @property
+    def key(self) -> str:
+        return occurrence_key(self.secret, self.due)
+
+
+def occurrence_key(secret: str, due: datetime) -> str:
+    """The unique name of one occurrence: a second replica deriving it gets the same key."""
+    return f"{secret}@{format_at(due)}"
+
+
+def occurrence_at(due: datetime, lead: timedelta, now: datetime) -> datetime | None:
+    """When an occurrence due at ``due`` should start, or None while its review is not due.
+
+    An occurrence already overdue when derived (`every` just added to a secret last rotated
+    long ago, or the bot was down) gives the owners the whole ``lead`` to confirm, instead of
+    going straight to the admins because nobody could have confirmed in time.
+    """
+    if now < review_time(due, lead):
+        return None
+    return due if now <= due else now + lead

@@ -36,7 +36,13 @@ from bot.domain.credentials import (
     UsageEvidence,
     find_new_version,
 )
-from bot.domain.errors import AlreadyActive, ChangedMeanwhile, NotAuthorized, RotabotError
+from bot.domain.errors import (
+    AlreadyActive,
+    ChangedMeanwhile,
+    GroupBusy,
+    NotAuthorized,
+    RotabotError,
+)
 from bot.domain.freeze import FREEZE_OVERRIDE, Freeze, Frozen, freeze_at
 from bot.domain.gate import GateResult, evaluate_gate
 from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, Phase, StepState
@@ -357,6 +363,7 @@ class RotationService(CatalogSlot):
         urgent: bool = False,
         action_id: str | None = None,
         override_freeze: str | None = None,
+        recurring: bool = False,
     ) -> Rotation:
         """Readiness first (creating nothing on failure), then the new credential beside the
         old one. Raises RotabotError listing what to fix, Frozen inside a freeze window unless
@@ -368,7 +375,9 @@ class RotationService(CatalogSlot):
 
         def first(created: Callable[[str], None]) -> Rotation:
             plan = self.plan(secret, overlap=overlap, observe=observe)
-            if not self.is_admin(actor, secret):
+            # A recurring occurrence (`every:`) is the catalog's own order, started by the
+            # timer after every owner confirmed: no Slack user asks, so none is checked.
+            if not recurring and not self.is_admin(actor, secret):
                 raise NotAuthorized(f"only admins of {secret} may start a rotation")
             if plan.blockers:
                 lines = "\n".join(f"• {b}" for b in plan.blockers)
@@ -379,6 +388,9 @@ class RotationService(CatalogSlot):
                 existing = uow.rotations.active_for_secret(secret)
                 if existing is not None:
                     raise AlreadyActive(secret, existing.ref)
+                busy = self._exclusive_conflict(uow, secret)
+                if busy is not None:
+                    raise GroupBusy(busy)
                 rotation = Rotation.begin(
                     secret=secret,
                     lanes=plan.lanes,
@@ -413,6 +425,23 @@ class RotationService(CatalogSlot):
             return self.get(int(result))
 
         return once(self.actions, action_id, first=first, again=again)
+
+    def exclusive_conflict(self, secret: str) -> str | None:
+        """Why ``secret`` may not start now because of its exclusive group (`groups:`), e.g.
+        "warehouse-pair: R-4 of warehouse-a is still active", or None when it may."""
+        with self.uow_factory() as uow:
+            return self._exclusive_conflict(uow, secret)
+
+    def _exclusive_conflict(self, uow: UnitOfWork, secret: str) -> str | None:
+        group = self.catalog.exclusive_group(secret)
+        if group is None:
+            return None
+        name, partners = group
+        for partner in partners:
+            active = uow.rotations.active_for_secret(partner)
+            if active is not None:
+                return f"{name}: {active.ref} of {partner} is still active"
+        return None
 
     def prepare(self, rotation_id: int, *, actor: str) -> Rotation:
         """Create the new credential beside the old one (or notice a manually written one)."""

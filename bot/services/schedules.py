@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.audit import AuditEvent
@@ -28,6 +28,7 @@ from bot.domain.schedule import (
     Age,
     Confirmation,
     DueSecret,
+    Occurrence,
     Readiness,
     ScheduleAction,
     ScheduledRotation,
@@ -35,9 +36,12 @@ from bot.domain.schedule import (
     credential_age,
     due_reminder_slot,
     format_at,
+    natural_due,
     next_action,
+    occurrence_at,
     readiness_outcome,
     review_time,
+    spread_dues,
 )
 from bot.services.readiness_review import ReadinessReview, owners_of, review_readiness
 from bot.services.rotations import RotationService
@@ -56,6 +60,12 @@ class ScheduleRepository(Protocol):
             ) -> ScheduledRotation:
         """Insert (assigning ``id``), cancelling ``replaces`` first if given and still open;
         raises RotabotError if another open schedule of the secret appeared meanwhile."""
+        ...
+
+    def add_occurrence(self, item: ScheduledRotation, *, event: AuditEvent
+                       ) -> ScheduledRotation | None:
+        """Insert a recurring occurrence (``item.occurrence`` set) unless that occurrence was
+        made before or the secret has an open schedule: None then, nothing written."""
         ...
 
     def get(self, schedule_id: int) -> ScheduledRotation: ...
@@ -133,9 +143,21 @@ class DueWork:
     secret: str
     schedule: ScheduledRotation | None = None
     due: DueSecret | None = None
+    occurrence: Occurrence | None = None
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    """What is due next for one secret (App Home): when, and where its review stands."""
+
+    secret: str
+    at: datetime
+    state: str  # in words: "review from 2027-02-27T09:00Z", "waiting for owner U1", ...
+    schedule: ScheduledRotation | None = None
 
 
 DUE_REMINDER = "due-reminder"
+RECUR = "recur"  # make a recurring secret's next occurrence (a schedule)
 REPOST_REVIEW = "repost-review"
 RECOVER_START = "recover-start"
 
@@ -276,6 +298,14 @@ class ScheduleService:
                 work.append(DueWork(RECOVER_START, item.secret, schedule=item))
         rotating = {r.secret for r in self.rotations.active()}
         for secret in catalog.secrets:
+            if secret in rotating or secret in open_by_secret:
+                continue
+            occurrence = self.next_occurrence(secret, now, rotating=rotating)
+            if occurrence is not None and occurrence_at(
+                occurrence.due, catalog.settings_for(secret).readiness_lead, now
+            ) is not None:
+                work.append(DueWork(RECUR, secret, occurrence=occurrence))
+        for secret in catalog.secrets:
             settings = catalog.settings_for(secret)
             # Already being rotated, or already planned: a reminder would only be noise.
             if settings.max_age is None or secret in rotating or secret in open_by_secret:
@@ -290,6 +320,73 @@ class ScheduleService:
                 due=DueSecret(secret=secret, age=age, slot=slot, admins=settings.admins),
             ))
         return work
+
+    def next_occurrence(self, secret: str, now: datetime,
+                        rotating: set[str] | None = None) -> Occurrence | None:
+        """A recurring secret's next occurrence, derived from stored state only (its last
+        finished rotation or first-seen time, plus ``every``, kept ``offset`` from its group),
+        so every replica derives the same one; None without ``every``."""
+        catalog = self.rotations.catalog
+        settings = catalog.settings_for(secret)
+        if settings.every is None:
+            return None
+        due = self._natural_due(secret, settings.every, now)
+        group = catalog.offset_group(secret)
+        if group is not None:
+            members, offset = group
+            if rotating is None:
+                rotating = {r.secret for r in self.rotations.active()}
+            dues: list[tuple[str, datetime]] = []
+            last_active: dict[str, datetime] = {}
+            for member in members:
+                every = catalog.settings_for(member).every
+                if every is not None:
+                    dues.append((member, self._natural_due(member, every, now)))
+                finished = self.repo.last_rotated(member)
+                if member in rotating:
+                    last_active[member] = now
+                elif finished is not None:
+                    last_active[member] = finished
+            due = spread_dues(dues, offset, last_active).get(secret, due)
+        at = occurrence_at(due, settings.readiness_lead, now) or due
+        return Occurrence(secret=secret, due=due, at=at)
+
+    def _natural_due(self, secret: str, every: timedelta, now: datetime) -> datetime:
+        return natural_due(last_finished=self.repo.last_rotated(secret),
+                           first_seen=self._seen(secret, now), every=every)
+
+    def upcoming(self, now: datetime | None = None) -> list[Upcoming]:
+        """What is due next, soonest first: open schedules (with their review state) and
+        the next occurrence of every recurring secret not already planned or rotating."""
+        now = now or self._now()
+        catalog = self.rotations.catalog
+        out: list[Upcoming] = []
+        planned: set[str] = set()
+        for item in self.repo.list_open():
+            planned.add(item.secret)
+            out.append(Upcoming(item.secret, item.at, self._review_state(item), item))
+        rotating = {r.secret for r in self.rotations.active()}
+        for secret in catalog.secrets:
+            if secret in planned or secret in rotating:
+                continue
+            occurrence = self.next_occurrence(secret, now, rotating=rotating)
+            if occurrence is not None:
+                review = review_time(occurrence.at, catalog.settings_for(secret).readiness_lead)
+                out.append(Upcoming(secret, occurrence.at,
+                                    f"recurring; review from {format_at(review)}"))
+        return sorted(out, key=lambda u: (u.at, u.secret))
+
+    def _review_state(self, item: ScheduledRotation) -> str:
+        if item.status is ScheduleStatus.SCHEDULED:
+            return f"review from {format_at(self.review_at(item))}"
+        if item.status is ScheduleStatus.READINESS_PASSED:
+            return f"readiness passed; {item.outcome}" if item.outcome else "readiness passed"
+        owners = owners_of(self.rotations.catalog, item.secret) \
+            if item.secret in self.rotations.catalog.secrets else ()
+        readiness = readiness_outcome(
+            owners, (c.owner for c in self._confirmations(item)), item.blocking
+        )
+        return "; ".join(readiness.reasons) or "every owner confirmed"
 
     def age(self, secret: str, now: datetime) -> Age | None:
         """How old the secret's credential is against its max_age (None without max_age)."""
@@ -325,6 +422,9 @@ class ScheduleService:
         return count
 
     def _run(self, work: DueWork, now: datetime) -> bool:
+        if work.action == RECUR:
+            assert work.occurrence is not None
+            return self._recur(work.occurrence, now)
         if work.action == DUE_REMINDER:
             assert work.due is not None
             return self._remind_due(work.due, now)
@@ -336,6 +436,26 @@ class ScheduleService:
         if work.action == RECOVER_START:
             return self._recover_start(work.schedule, now)
         return self._start_or_ask(work.schedule, now)
+
+    def _recur(self, occurrence: Occurrence, now: datetime) -> bool:
+        """Make the occurrence a schedule (once: its key is unique in the database), then
+        let the `/rotate schedule` machinery review it, wait for the owners and start it."""
+        lead = self.rotations.catalog.settings_for(occurrence.secret).readiness_lead
+        at = occurrence_at(occurrence.due, lead, now) or occurrence.at
+        item = ScheduledRotation(secret=occurrence.secret, at=at, created_by=ACTOR,
+                                 created_at=now, occurrence=occurrence.key)
+        event = AuditEvent(
+            at=now, actor=ACTOR, action="schedule.recurring", secret=occurrence.secret,
+            after=ScheduleStatus.SCHEDULED.value,
+            detail={"at": format_at(at), "due": format_at(occurrence.due),
+                    "occurrence": occurrence.key},
+        )
+        stored = self.repo.add_occurrence(item, event=event)
+        if stored is None:
+            return False
+        if next_action(stored.status, stored.at, lead, now) is ScheduleAction.POST_REVIEW:
+            self._post_review(stored, now)
+        return True
 
     def _post_review(self, item: ScheduledRotation, now: datetime) -> bool:
         review = review_readiness(
@@ -389,6 +509,12 @@ class ScheduleService:
         )
         if not readiness.passed:
             return self._needs_admin(item, readiness.reasons, now, expected=OPEN_STATUSES)
+        busy = self.rotations.exclusive_conflict(item.secret)
+        if busy is not None:
+            # Its partner is rotating: stay open and try again on every tick (it starts
+            # after the other finishes); say why once.
+            self._wait(item, f"waiting: {busy}", now)
+            return False
         # Claim the start before starting, so a second runner (a restart, another replica)
         # finds it taken; a claim whose rotation never got recorded is recovered later.
         won = self.repo.transition(
@@ -399,12 +525,25 @@ class ScheduleService:
         if not won:
             return False
         try:
-            rotation = self.rotations.start(item.secret, actor=item.created_by)
+            rotation = self.rotations.start(item.secret, actor=item.created_by,
+                                            recurring=item.occurrence is not None)
         except RotabotError as exc:
             reasons = (f"the rotation could not start: {exc}",)
             return self._needs_admin(item, reasons, now, expected=[ScheduleStatus.STARTED])
         self._record_rotation(item, rotation.id, now)
         return True
+
+    def _wait(self, item: ScheduledRotation, why: str, now: datetime) -> None:
+        if item.outcome == why:
+            return
+        item.outcome = why
+        # Same status: only the reason changes, written (and audited) once per reason.
+        if self.repo.transition(
+            item, [item.status], item.status,
+            event=self._event(item, actor=ACTOR, now=now, action="schedule.waiting",
+                              reason=why),
+        ):
+            self._refresh_review(item)
 
     def _record_rotation(self, item: ScheduledRotation, rotation_id: int | None,
                          now: datetime) -> None:

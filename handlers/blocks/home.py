@@ -1,4 +1,4 @@
-"""The App Home tab: active rotations, what waits on the viewer, recent alerts."""
+"""The App Home tab: active rotations, what waits on the viewer, what is due next, recent alerts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from slack_sdk.models.views import View as SlackView
 from bot.domain.alert import Alert
 from bot.domain.lifecycle import PHASE_STATE, StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.domain.schedule import format_at
+from bot.services.schedules import Upcoming
 from handlers.blocks.common import (
     STEP_LABEL,
     VIEW_BLOCK_LIMIT,
@@ -27,6 +29,7 @@ def home_view(
     mine: Sequence[tuple[Rotation, ConsumerProgress, StepState]],
     alerts: Sequence[Alert],
     unmapped: Sequence[tuple[Rotation, str]] = (),
+    upcoming: Sequence[Upcoming] = (),
 ) -> SlackView:
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="rotabot"))]
     blocks.extend(
@@ -61,6 +64,19 @@ def home_view(
                 "*Unmapped consumers* (add their `identity:` to the catalog before revoking)",
             )
         )
+    blocks.append(DividerBlock())
+    blocks.extend(
+        sections(
+            [
+                f"• {code(u.secret)} · {format_at(u.at)}"
+                + (f" ({u.schedule.ref})" if u.schedule is not None else "")
+                + f" · {escape_mrkdwn(u.state)}"
+                for u in upcoming
+            ]
+            or ["Nothing is scheduled or recurring."],
+            "*Due next*",
+        )
+    )
     blocks.append(DividerBlock())
     blocks.extend(
         sections(

@@ -79,10 +79,14 @@ def review_message(
         f"Readiness review: {escape_mrkdwn(item.secret)} rotates at {format_at(item.at)} "
         f"({item.ref})"
     )
+    origin = (
+        "recurring: `every` in the catalog" if item.occurrence is not None
+        else f"scheduled by {mention(item.created_by)}"
+    )
     body: list[Block] = [
         _section(
             f"*Readiness review · {code(item.secret)} rotates {when(item.at)}* ({item.ref}, "
-            f"scheduled by {mention(item.created_by)})"
+            f"{origin})"
         ),
         *_finding_sections(item),
     ]
@@ -128,6 +132,9 @@ def review_message(
         status = f"Started R-{item.rotation_id}."
     elif item.outcome and item.status in (ScheduleStatus.NEEDS_ADMIN, ScheduleStatus.CANCELLED):
         status = f"{status} {item.outcome}"
+    elif item.outcome and item.open:
+        # Readiness passed but an exclusive partner is rotating: why it has not started.
+        status = f"{status} Not started yet, {item.outcome}."
     body.append(ContextBlock(elements=[_md(told(status))]))
     return text, body[:MESSAGE_BLOCK_LIMIT]
 

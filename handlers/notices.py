@@ -19,7 +19,12 @@ from bot.domain.rotation import Rotation, step_rank
 from bot.domain.schedule import Confirmation, DueSecret, ScheduledRotation
 from bot.services.emergency import owners_to_act
 from handlers import blocks
-from handlers.blocks.schedule import ask_admins_message, due_message, review_message
+from handlers.blocks.schedule import (
+    ask_admins_message,
+    due_message,
+    remind_owners_message,
+    review_message,
+)
 from handlers.deps import Poster
 
 log = logging.getLogger("rotabot.slack")
@@ -133,6 +138,12 @@ class SlackScheduleNotices:
         reasons: tuple[str, ...],
     ) -> None:
         self._notifier.post(channel, ask_admins_message(item, admins, reasons))
+
+    def remind_owners(self, item: ScheduledRotation, missing: tuple[str, ...]) -> None:
+        if item.review_channel is None or item.review_ts is None:
+            return
+        self._notifier.post(item.review_channel, remind_owners_message(item, missing),
+                            thread_ts=item.review_ts)
 
     def rotation_due(self, channel: str, due: DueSecret) -> None:
         lead = format_duration(self._catalog().settings_for(due.secret).readiness_lead)

@@ -72,6 +72,7 @@ def _schedule_from_row(m: RowMapping) -> ScheduledRotation:
         outcome=row.outcome,
         changed_at=row.changed_at,
         occurrence=row.occurrence,
+        reminded_at=row.reminded_at,
     )
 
 
@@ -247,6 +248,21 @@ class SqlScheduleRepository:
         )
         with self._begin() as conn:
             return [_schedule_from_row(m) for m in conn.execute(stmt).mappings()]
+
+    def claim_owner_reminder(self, schedule_id: int, at: datetime) -> bool:
+        with self._begin() as conn:
+            result = conn.execute(
+                update(SCHEDULES)
+                .where(SCHEDULES.c.id == schedule_id, SCHEDULES.c.reminded_at.is_(None))
+                .values(reminded_at=at)
+            )
+        return result.rowcount == 1
+
+    def release_owner_reminder(self, schedule_id: int) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                update(SCHEDULES).where(SCHEDULES.c.id == schedule_id).values(reminded_at=None)
+            )
 
     def set_review_message(self, schedule_id: int, channel: str, ts: str) -> None:
         with self._begin() as conn:

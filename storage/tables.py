@@ -255,6 +255,8 @@ class ScheduledRotationRow(SQLModel, table=True):
     # A recurring rotation's occurrence (`every:`), e.g. "db-password@2027-03-01T09:00Z":
     # unique, so it is created once across replicas; None for `/rotate schedule`.
     occurrence: str | None = Field(default=None)
+    # When the owners who had not confirmed were reminded (once, halfway through the lead).
+    reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ReadinessConfirmationRow(SQLModel, table=True):

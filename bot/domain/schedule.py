@@ -81,6 +81,7 @@ class ScheduledRotation:
     outcome: str | None = None  # why it needs an admin, or what replaced it
     changed_at: datetime | None = None  # when the status last changed
     occurrence: str | None = None  # a recurring rotation's occurrence key (`every:`)
+    reminded_at: datetime | None = None  # the owners still missing were reminded
 
     @property
     def ref(self) -> str:
@@ -172,6 +173,16 @@ def next_action(
     if status is ScheduleStatus.SCHEDULED and now >= review_time(at, lead):
         return ScheduleAction.POST_REVIEW
     return None
+
+
+def owner_reminder_due(item: ScheduledRotation, lead: timedelta, now: datetime) -> bool:
+    """Whether to remind the owners who have not confirmed: once, halfway between the review
+    and the start, so they hear of it again while there is still time to answer."""
+    return (
+        item.status is ScheduleStatus.REVIEW_POSTED
+        and item.reminded_at is None
+        and item.at - lead / 2 <= now < item.at
+    )
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from bot.domain.schedule import (
     natural_due,
     next_action,
     occurrence_at,
+    owner_reminder_due,
     readiness_outcome,
     review_time,
     spread_dues,
@@ -86,6 +87,14 @@ class ScheduleRepository(Protocol):
 
     def set_review_message(self, schedule_id: int, channel: str, ts: str) -> None: ...
 
+    def claim_owner_reminder(self, schedule_id: int, at: datetime) -> bool:
+        """Mark the owners' reminder sent; False when it was (another replica, a restart)."""
+        ...
+
+    def release_owner_reminder(self, schedule_id: int) -> None:
+        """Forget the claim: the reminder could not be posted, the next tick tries again."""
+        ...
+
     def record(self, event: AuditEvent) -> None:
         """Append one audit event on its own (a refused click changes nothing else)."""
         ...
@@ -127,6 +136,10 @@ class ScheduleNotices(Protocol):
 
     def rotation_due(self, channel: str, due: DueSecret) -> None: ...
 
+    def remind_owners(self, item: ScheduledRotation, missing: tuple[str, ...]) -> None:
+        """Remind the owners who have not confirmed, in the review's thread."""
+        ...
+
 
 @dataclass(frozen=True)
 class ConfirmOutcome:
@@ -158,6 +171,7 @@ class Upcoming:
 
 DUE_REMINDER = "due-reminder"
 RECUR = "recur"  # make a recurring secret's next occurrence (a schedule)
+REMIND_OWNERS = "remind-owners"
 REPOST_REVIEW = "repost-review"
 RECOVER_START = "recover-start"
 
@@ -293,6 +307,8 @@ class ScheduleService:
                 work.append(DueWork(action, item.secret, schedule=item))
             elif item.status is ScheduleStatus.REVIEW_POSTED and item.review_ts is None:
                 work.append(DueWork(REPOST_REVIEW, item.secret, schedule=item))
+            elif owner_reminder_due(item, lead, now):
+                work.append(DueWork(REMIND_OWNERS, item.secret, schedule=item))
         for item in self.repo.list_starting():
             if item.changed_at is None or now - item.changed_at >= STALE_START:
                 work.append(DueWork(RECOVER_START, item.secret, schedule=item))
@@ -433,6 +449,8 @@ class ScheduleService:
             return self._post_review(work.schedule, now)
         if work.action == REPOST_REVIEW:
             return self._repost_review(work.schedule)
+        if work.action == REMIND_OWNERS:
+            return self._remind_owners(work.schedule, now)
         if work.action == RECOVER_START:
             return self._recover_start(work.schedule, now)
         return self._start_or_ask(work.schedule, now)
@@ -531,6 +549,22 @@ class ScheduleService:
             reasons = (f"the rotation could not start: {exc}",)
             return self._needs_admin(item, reasons, now, expected=[ScheduleStatus.STARTED])
         self._record_rotation(item, rotation.id, now)
+        return True
+
+    def _remind_owners(self, item: ScheduledRotation, now: datetime) -> bool:
+        assert item.id is not None
+        owners = owners_of(self.rotations.catalog, item.secret)
+        missing = readiness_outcome(owners, (c.owner for c in self._confirmations(item)),
+                                    ()).missing
+        if not missing or not self.repo.claim_owner_reminder(item.id, now):
+            return False
+        if self.notices is None:
+            return True
+        try:
+            self.notices.remind_owners(self.repo.get(item.id), missing)
+        except Exception:
+            self.repo.release_owner_reminder(item.id)  # not sent: the next tick tries again
+            raise
         return True
 
     def _wait(self, item: ScheduledRotation, why: str, now: datetime) -> None:

@@ -182,6 +182,16 @@ def ask_admins_message(
     ]
 
 
+def remind_owners_message(item: ScheduledRotation, missing: tuple[str, ...]) -> Rendered:
+    """In the review's thread, halfway through the lead: who has still not confirmed."""
+    who = " ".join(mention(o) for o in missing)
+    return text_message(
+        f":bell: {who}: please confirm ready for {code(item.secret)} ({item.ref}), which "
+        f"rotates {when(item.at)}. Without every owner's confirmation it does not start "
+        "by itself and the admins are asked."
+    )
+
+
 def due_message(due: DueSecret, lead_text: str) -> Rendered:
     who = " ".join(mention(a) for a in due.admins) or "Admins"
     secret = escape_mrkdwn(due.secret)

@@ -2,11 +2,11 @@
 real SQLite and PostgreSQL, with signed Confirm-ready clicks into the real Bolt app.
 
 Covers: an occurrence derived from stored state is made once and starts once across two
-replicas on one database, only after every owner confirmed; a missing owner sends it to the
-admins and it is not made again; the offset keeps a pair's recurrences apart; the second
-secret of an exclusive pair waits (saying why) whether asked by command or by a schedule, and
-the waiting schedule starts by itself once the first rotation ended; App Home lists what is
-due next.
+replicas on one database, only after every owner confirmed; a missing owner is reminded and
+then the occurrence goes to the admins once and is not made again; the offset keeps a pair's
+recurrences apart; the second secret of an exclusive pair waits (saying why) whether asked by
+command or by a schedule, and the waiting schedule starts by itself once the first ended;
+App Home lists what is due next.
 """
 
 from __future__ import annotations
@@ -160,7 +160,21 @@ def test_a_missing_owner_sends_the_occurrence_to_the_admins_once(world: World) -
     world.click("U0DEV", world.review("warehouse-a"), "U0DEV")
     assert "not confirmed ready by owner S0PROD" in world.svc.upcoming()[0].state
 
-    world.clock.advance(2 * DAY)
+    # Halfway through the lead, the owner still missing is reminded in the review's thread,
+    # once across two replicas and later ticks.
+    world.clock.advance(DAY - timedelta(seconds=1))
+    other = world.replica().schedules
+    assert at_once(world.svc.run_due, other.run_due) == [0, 0]
+    world.clock.advance(timedelta(seconds=1))
+    assert at_once(world.svc.run_due, other.run_due) == [0, 1]
+    world.clock.advance(timedelta(hours=1))
+    assert world.svc.run_due() == 0
+    world.flush()
+    (reminder,) = world.state.thread("C0ROTATE", world.review("warehouse-a").ts)
+    assert "<!subteam^S0PROD>: please confirm ready for `warehouse-a` (SR-1)" in reminder.text
+    assert "U0DEV" not in reminder.text
+
+    world.clock.advance(DAY - timedelta(hours=1))
     world.svc.run_due()
     (row,) = schedules(world, "warehouse-a")
     assert row["status"] == ScheduleStatus.NEEDS_ADMIN.value

@@ -1,6 +1,6 @@
 """Recurring rotations (`every:`): a schedule the timer made for one occurrence carries that
 occurrence's key, unique, so the occurrence is created once however many replicas (or ticks
-after a restart) derive it.
+after a restart) derive it; and when the owners still missing were reminded (claimed once).
 
 Revision ID: 0014
 Revises: 0012
@@ -24,8 +24,13 @@ def upgrade() -> None:
     op.create_index(
         "uq_scheduled_rotations_occurrence", "scheduled_rotations", ["occurrence"], unique=True
     )
+    op.add_column(
+        "scheduled_rotations",
+        sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("scheduled_rotations", "reminded_at")
     op.drop_index("uq_scheduled_rotations_occurrence", table_name="scheduled_rotations")
     op.drop_column("scheduled_rotations", "occurrence")

@@ -54,7 +54,9 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
     if cmd.name == "list":
         return blocks.status_list(service.active(), len(deps.catalog.secrets))
     if cmd.name == "secrets":
-        return blocks.secrets_message(deps.catalog, service.active())
+        now = deps.clock.now()
+        upcoming = {u.secret: u.at for u in deps.schedules.upcoming(now)}
+        return blocks.secrets_message(deps.catalog, service.active(), upcoming, now)
     if cmd.name == "map":
         assert cmd.secret is not None
         return blocks.map_message(dependency_map(deps.catalog, cmd.secret))

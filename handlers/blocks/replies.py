@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 
 from bot.catalog import Catalog
 from bot.catalog.dependency_map import DependencyMap
@@ -84,15 +85,34 @@ def status_list(rotations: Sequence[Rotation], catalog_size: int | None = None) 
     return f"{len(rotations)} active rotations", sections(lines, "*Active rotations*")
 
 
-def secrets_message(catalog: Catalog, active: Sequence[Rotation]) -> Rendered:
-    """`/rotate secrets`: catalog text only (names, descriptions, lanes), escaped."""
+def _in(delta: timedelta) -> str:
+    """"in 12d", "in 5h": how far off the next rotation is, to the day (or hour)."""
+    if delta >= timedelta(days=1):
+        return f"in {delta.days}d"
+    if delta >= timedelta(hours=1):
+        return f"in {delta // timedelta(hours=1)}h"
+    return "within the hour" if delta > timedelta(0) else "now"
+
+
+def secrets_message(
+    catalog: Catalog,
+    active: Sequence[Rotation],
+    next_at: Mapping[str, datetime] | None = None,
+    now: datetime | None = None,
+) -> Rendered:
+    """`/rotate secrets`: catalog text only (names, descriptions, lanes), escaped, and when
+    each scheduled or recurring secret rotates next (``next_at``, from ``now``)."""
     running = {r.secret: r for r in active}
+    upcoming = next_at or {}
     lines = []
     for name in sorted(catalog.secrets):
         spec = catalog.secrets[name]
         lanes = " → ".join(escape_mrkdwn(lane) for lane in catalog.settings_for(name).lanes)
-        now = running.get(name)
-        state = f" · *{now.ref}* {escape_mrkdwn(PHASE_STATE[now.phase])}" if now else ""
+        rotating = running.get(name)
+        state = (
+            f" · *{rotating.ref}* {escape_mrkdwn(PHASE_STATE[rotating.phase])}" if rotating
+            else f" · next: {_in(upcoming[name] - now)}" if name in upcoming and now else ""
+        )
         description = f" · {escape_mrkdwn(spec.description[:120])}" if spec.description else ""
         lines.append(
             f"• {code(name)}{description} · {len(spec.consumers)} consumers · {lanes}{state}")

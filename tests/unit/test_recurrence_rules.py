@@ -11,9 +11,12 @@ import pytest
 from bot.catalog import CatalogInvalid, parse_catalog
 from bot.domain.schedule import (
     Occurrence,
+    ScheduledRotation,
+    ScheduleStatus,
     natural_due,
     occurrence_at,
     occurrence_key,
+    owner_reminder_due,
     spread_dues,
 )
 
@@ -50,6 +53,19 @@ def test_the_occurrence_key_is_the_same_for_every_replica_that_derives_it() -> N
     occurrence = Occurrence(secret="a", due=T0, at=T0 + DAY)
     assert occurrence.key == occurrence_key("a", T0) == "a@2026-12-01T09:00Z"
     assert occurrence_key("a", T0 + timedelta(seconds=1)) != occurrence.key
+
+
+def test_owners_are_reminded_once_halfway_through_the_lead_while_they_are_asked() -> None:
+    at = T0 + 10 * DAY
+    item = ScheduledRotation(secret="a", at=at, created_by="rotabot", created_at=T0,
+                             status=ScheduleStatus.REVIEW_POSTED)
+    assert not owner_reminder_due(item, LEAD, at - DAY - timedelta(seconds=1))
+    assert owner_reminder_due(item, LEAD, at - DAY)
+    assert not owner_reminder_due(item, LEAD, at)  # on the day it starts or goes to the admins
+    item.reminded_at = at - DAY
+    assert not owner_reminder_due(item, LEAD, at - DAY)
+    item.reminded_at, item.status = None, ScheduleStatus.READINESS_PASSED
+    assert not owner_reminder_due(item, LEAD, at - DAY)  # everyone confirmed
 
 
 # --- offsets keep a group's recurring rotations apart ---------------------------------------

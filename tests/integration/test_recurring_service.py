@@ -113,6 +113,8 @@ def schedules(world: World, secret: str) -> list[dict[str, object]]:
 def test_an_occurrence_is_made_once_and_starts_once_across_two_replicas(world: World) -> None:
     other = world.replica().schedules
     assert world.svc.run_due() == 0  # first seen now: the 30 days count from here
+    listed = world.command(ADMIN, "secrets")
+    assert "next: in 30d" in listed and "next: in 37d" in listed  # a, then b a week later
     world.clock.advance(A_DUE - 2 * DAY - T0 - timedelta(seconds=1))
     assert world.svc.run_due() == 0 and schedules(world, "warehouse-a") == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.domain.audit import AuditEvent
@@ -247,6 +248,20 @@ class SqlRotationRepository(SqlRepository):
         if not rows:
             raise RotationNotFound(f"R-{rotation_id}")
         return rows[0]
+
+    @store_errors
+    def hold_group(self, group: str) -> None:
+        if self._conn.dialect.name != "postgresql":
+            # SQLite has one writer at a time: a write that changes nothing takes the write
+            # lock now instead of at the insert, so the second start waits here and then
+            # reads what the first committed. (It orders every group's starts, not just one.)
+            self._conn.execute(update(ROTATIONS).where(text("1 = 0")).values(id=ROTATIONS.c.id))
+            return
+        # A transaction-level advisory lock, released at commit or rollback; the key is a
+        # stable 63-bit hash of the group's name (the same on every replica).
+        digest = hashlib.sha256(f"rotabot-group:{group}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     @store_errors
     def active_for_secret(self, secret: str) -> Rotation | None:

@@ -36,6 +36,12 @@ class RotationRepository(Protocol):
 
     def list_active(self) -> list[Rotation]: ...
 
+    def hold_group(self, group: str) -> None:
+        """Until this transaction ends, make any other transaction holding ``group`` wait:
+        the check that no partner of an exclusive group rotates, and the insert, then happen
+        one start at a time across replicas."""
+        ...
+
     def history(self, secret: str, limit: int = 20) -> list[Rotation]:
         """Rotations of a secret, newest first, terminal ones included."""
         ...

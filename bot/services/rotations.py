@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -186,6 +187,7 @@ class RotationService(CatalogSlot):
     # One writer per rotation in this process: concurrent clicks on one rotation otherwise
     # collide on the revision guard, reload and retry, and ran out of retries under load.
     _write_locks: dict[int, threading.RLock] = field(default_factory=dict, repr=False)
+    _group_locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
 
     # --- who may do what ---------------------------------------------------------------
 
@@ -384,7 +386,12 @@ class RotationService(CatalogSlot):
                 raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
             freeze, why = self._freeze_gate(secret, actor, "start", override_freeze, None)
             settings = self.catalog.settings_for(secret)
-            with self.uow_factory() as uow:
+            group = self.catalog.exclusive_group(secret)
+            # Partners started at once: one at a time in this process (threads), and across
+            # replicas the second waits in hold_group until the first committed.
+            with self._group_lock(group[0] if group else None), self.uow_factory() as uow:
+                if group is not None:
+                    uow.rotations.hold_group(group[0])
                 existing = uow.rotations.active_for_secret(secret)
                 if existing is not None:
                     raise AlreadyActive(secret, existing.ref)
@@ -425,6 +432,12 @@ class RotationService(CatalogSlot):
             return self.get(int(result))
 
         return once(self.actions, action_id, first=first, again=again)
+
+    def _group_lock(self, group: str | None) -> AbstractContextManager[object]:
+        if group is None:
+            return nullcontext()
+        with self._locks_guard:
+            return self._group_locks.setdefault(group, threading.Lock())
 
     def exclusive_conflict(self, secret: str) -> str | None:
         """Why ``secret`` may not start now because of its exclusive group (`groups:`), e.g.

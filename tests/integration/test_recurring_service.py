@@ -26,6 +26,7 @@ from bot.domain.errors import GroupBusy
 from bot.domain.schedule import ScheduleStatus
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.services.rotations import RotationService
 from storage.sql_common import SCHEDULES
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -223,3 +224,28 @@ def test_the_second_of_an_exclusive_pair_waits_and_starts_after_the_first(
     item = world.svc.get(sid)
     assert item.status is ScheduleStatus.STARTED
     assert world.c.service.get(item.rotation_id or 0).secret == "warehouse-b"
+
+
+def test_partners_started_at_once_on_two_replicas_start_one(world: World) -> None:
+    replicas = [world.c.service, world.replica().service]
+    ready = threading.Barrier(2)
+    started: list[str] = []
+    refused: list[str] = []
+
+    def start(service: RotationService, secret: str) -> None:
+        ready.wait()
+        try:
+            started.append(service.start(secret, actor=ADMIN).secret)
+        except GroupBusy as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(s, name))
+               for s, name in zip(replicas, ("warehouse-a", "warehouse-b"), strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(started) == 1 and len(refused) == 1
+    (active,) = world.c.service.active()
+    assert active.secret == started[0]
+    assert refused[0].startswith(f"warehouse-pair: {active.ref} of {active.secret} is still")

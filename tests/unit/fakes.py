@@ -117,6 +117,9 @@ class FakeRotationRepository(RotationRepository):
     def list_active(self) -> list[Rotation]:
         return self._select(lambda r: not r.terminal)
 
+    def hold_group(self, group: str) -> None:
+        pass  # one process, one thread per test: nothing to wait for
+
     def history(self, secret: str, limit: int = 20) -> list[Rotation]:
         return list(reversed(self._select(lambda r: r.secret == secret)))[:limit]
 

@@ -186,7 +186,7 @@ def remind_owners_message(item: ScheduledRotation, missing: tuple[str, ...]) -> 
     """In the review's thread, halfway through the lead: who has still not confirmed."""
     who = " ".join(mention(o) for o in missing)
     return text_message(
-        f":bell: {who}: please confirm ready for {code(item.secret)} ({item.ref}), which "
+        f":hourglass: {who}: please confirm ready for {code(item.secret)} ({item.ref}), which "
         f"rotates {when(item.at)}. Without every owner's confirmation it does not start "
         "by itself and the admins are asked."
     )

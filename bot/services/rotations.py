@@ -386,7 +386,9 @@ class RotationService(CatalogSlot):
                 raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
             freeze, why = self._freeze_gate(secret, actor, "start", override_freeze, None)
             settings = self.catalog.settings_for(secret)
-            group = self.catalog.exclusive_group(secret)
+            # An urgent start (a leaked credential, an emergency re-rotation) is not held by
+            # its exclusive group: an admin said it cannot wait for the partner to finish.
+            group = None if urgent else self.catalog.exclusive_group(secret)
             # Partners started at once: one at a time in this process (threads), and across
             # replicas the second waits in hold_group until the first committed.
             with self._group_lock(group[0] if group else None), self.uow_factory() as uow:
@@ -395,7 +397,7 @@ class RotationService(CatalogSlot):
                 existing = uow.rotations.active_for_secret(secret)
                 if existing is not None:
                     raise AlreadyActive(secret, existing.ref)
-                busy = self._exclusive_conflict(uow, secret)
+                busy = self._exclusive_conflict(uow, secret) if group is not None else None
                 if busy is not None:
                     raise GroupBusy(busy)
                 rotation = Rotation.begin(

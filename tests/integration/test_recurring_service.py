@@ -224,6 +224,8 @@ def test_the_second_of_an_exclusive_pair_waits_and_starts_after_the_first(
     item = world.svc.get(sid)
     assert item.status is ScheduleStatus.STARTED
     assert world.c.service.get(item.rotation_id or 0).secret == "warehouse-b"
+    # An urgent start (`--urgent`, an emergency re-rotation) is not held by the group.
+    assert world.c.service.start("warehouse-a", actor=ADMIN, urgent=True).urgent
 
 
 def test_partners_started_at_once_on_two_replicas_start_one(world: World) -> None:

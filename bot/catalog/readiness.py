@@ -28,6 +28,8 @@ OWNER_NOT_SLACK_ID = "owner-not-slack-id"
 ADMIN_NOT_SLACK_ID = "admin-not-slack-id"
 OBSERVE_EXCEEDS_OVERLAP = "observe-exceeds-overlap"
 HARD_CUTOVER = "hard-cutover"
+EVERY_WITHIN_LEAD = "every-within-lead"
+MAX_AGE_BEFORE_EVERY = "max-age-before-every"
 NO_CONSUMERS = "no-consumers"
 
 
@@ -99,6 +101,31 @@ def _admin_findings(catalog: Catalog, spec: SecretSpec | None) -> Iterator[Findi
                 "(S...): the bot can only check who clicks switch, revoke or override "
                 "against ids",
             )
+
+
+def _every_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
+    """`every` that cannot work as meant: its review would overlap the rotation before, or
+    `max_age` would nag the admins before the recurring rotation is even due."""
+    settings = catalog.settings_for(spec.name)
+    if settings.every is None:
+        return
+    owner = spec.name if spec.every is not None else None
+    path = ("secrets", spec.name, "every") if spec.every is not None else ("defaults", "every")
+    every = format_duration(settings.every)
+    if settings.every <= settings.readiness_lead:
+        yield _finding(
+            catalog, owner, path, EVERY_WITHIN_LEAD,
+            f"every ({every}) is not longer than readiness_lead "
+            f"({format_duration(settings.readiness_lead)}): each review would be posted as "
+            "soon as the rotation before it finished; make every longer",
+        )
+    if settings.max_age is not None and settings.max_age < settings.every:
+        yield _finding(
+            catalog, owner, path, MAX_AGE_BEFORE_EVERY,
+            f"max_age ({format_duration(settings.max_age)}) is shorter than every ({every}): "
+            "the admins are reminded that it is due before its recurring rotation comes; "
+            "set max_age a little above every",
+        )
 
 
 def _secret_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
@@ -183,6 +210,8 @@ def _secret_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
             f"valid through the whole observation window; raise overlap to at least {obs} or "
             "shorten observe",
         )
+
+    yield from _every_findings(catalog, spec)
 
     issuer = catalog.resolved_issuer(name)
     if not issuer.dual_valid:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.catalog import CatalogInvalid, parse_catalog
+from bot.catalog.readiness import EVERY_WITHIN_LEAD, MAX_AGE_BEFORE_EVERY, readiness_findings
 from bot.domain.schedule import (
     Occurrence,
     ScheduledRotation,
@@ -160,6 +161,18 @@ def test_group_and_every_mistakes_are_named_with_file_and_line(
     with pytest.raises(CatalogInvalid) as caught:
         parse_catalog(CATALOG.replace(old, new, 1))
     assert any(str(e).startswith(expected) for e in caught.value.errors), caught.value.errors
+
+
+def test_every_within_the_lead_or_above_max_age_is_a_readiness_warning() -> None:
+    text = CATALOG.replace("every: 90d", "every: 90d\n  max_age: 60d").replace(
+        "path: b}, every: 30d}", "path: b}, every: 1d}")
+    found = {(f.code, f.field, f.line) for f in readiness_findings(parse_catalog(text))}
+    assert (EVERY_WITHIN_LEAD, "secrets.warehouse-b.every", 10) in found
+    assert (MAX_AGE_BEFORE_EVERY, "defaults.every", 4) in found  # a's 90d, from defaults
+    assert not any(f.secret == "warehouse-b" and f.code == MAX_AGE_BEFORE_EVERY
+                   for f in readiness_findings(parse_catalog(text)))
+    assert not any(f.code in (EVERY_WITHIN_LEAD, MAX_AGE_BEFORE_EVERY)
+                   for f in readiness_findings(parse_catalog(CATALOG)))
 
 
 def test_a_secret_may_be_in_one_exclusive_and_another_plain_group() -> None:

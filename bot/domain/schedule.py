@@ -296,8 +296,9 @@ def spread_dues(
 
     In order of their own due time (catalog order on a tie) each lands no earlier than
     ``offset`` after the one before, and no earlier than ``offset`` after another member was
-    last active (``last_active``: its last finished rotation, or now while one runs), so a
-    member that ran late does not drag its partner right behind it. Only ever later.
+    last active (``last_active``: when its running rotation started, else when its last one
+    finished), so a member that ran late does not drag its partner right behind it. Only
+    ever later.
     """
     active = last_active or {}
     ordered = sorted(enumerate(dues), key=lambda item: (item[1][1], item[0]))

@@ -312,11 +312,12 @@ class ScheduleService:
         for item in self.repo.list_starting():
             if item.changed_at is None or now - item.changed_at >= STALE_START:
                 work.append(DueWork(RECOVER_START, item.secret, schedule=item))
-        rotating = {r.secret for r in self.rotations.active()}
+        started = {r.secret: r.created_at for r in self.rotations.active()}
+        rotating = set(started)
         for secret in catalog.secrets:
             if secret in rotating or secret in open_by_secret:
                 continue
-            occurrence = self.next_occurrence(secret, now, rotating=rotating)
+            occurrence = self.next_occurrence(secret, now, started=started)
             if occurrence is not None and occurrence_at(
                 occurrence.due, catalog.settings_for(secret).readiness_lead, now
             ) is not None:
@@ -338,10 +339,11 @@ class ScheduleService:
         return work
 
     def next_occurrence(self, secret: str, now: datetime,
-                        rotating: set[str] | None = None) -> Occurrence | None:
+                        started: dict[str, datetime] | None = None) -> Occurrence | None:
         """A recurring secret's next occurrence, derived from stored state only (its last
-        finished rotation or first-seen time, plus ``every``, kept ``offset`` from its group),
-        so every replica derives the same one; None without ``every``."""
+        finished rotation or first-seen time, plus ``every``, kept ``offset`` from its group's
+        last finished or running rotations), so every replica and every tick derive the same
+        one; None without ``every``. ``started``: active rotations' start times, if known."""
         catalog = self.rotations.catalog
         settings = catalog.settings_for(secret)
         if settings.every is None:
@@ -350,19 +352,19 @@ class ScheduleService:
         group = catalog.offset_group(secret)
         if group is not None:
             members, offset = group
-            if rotating is None:
-                rotating = {r.secret for r in self.rotations.active()}
+            if started is None:
+                started = {r.secret: r.created_at for r in self.rotations.active()}
             dues: list[tuple[str, datetime]] = []
             last_active: dict[str, datetime] = {}
             for member in members:
                 every = catalog.settings_for(member).every
                 if every is not None:
                     dues.append((member, self._natural_due(member, every, now)))
-                finished = self.repo.last_rotated(member)
-                if member in rotating:
-                    last_active[member] = now
-                elif finished is not None:
-                    last_active[member] = finished
+                # A running rotation counts from its start (not from now: the due time,
+                # and so the occurrence's key, must not move from tick to tick).
+                active_since = started.get(member) or self.repo.last_rotated(member)
+                if active_since is not None:
+                    last_active[member] = active_since
             due = spread_dues(dues, offset, last_active).get(secret, due)
         at = occurrence_at(due, settings.readiness_lead, now) or due
         return Occurrence(secret=secret, due=due, at=at)
@@ -381,11 +383,11 @@ class ScheduleService:
         for item in self.repo.list_open():
             planned.add(item.secret)
             out.append(Upcoming(item.secret, item.at, self._review_state(item), item))
-        rotating = {r.secret for r in self.rotations.active()}
+        started = {r.secret: r.created_at for r in self.rotations.active()}
         for secret in catalog.secrets:
-            if secret in planned or secret in rotating:
+            if secret in planned or secret in started:
                 continue
-            occurrence = self.next_occurrence(secret, now, rotating=rotating)
+            occurrence = self.next_occurrence(secret, now, started=started)
             if occurrence is not None:
                 review = review_time(occurrence.at, catalog.settings_for(secret).readiness_lead)
                 out.append(Upcoming(secret, occurrence.at,

@@ -154,6 +154,12 @@ def test_an_occurrence_is_made_once_and_starts_once_across_two_replicas(world: W
     text = json.dumps(home.view["blocks"], ensure_ascii=False)
     assert "*Due next*" in text
     assert "`warehouse-b` · 2027-01-01T09:00Z · recurring; review from 2026-12-30T09:00Z" in text
+    # While a rotates, b counts from a's start, so its occurrence does not move tick by tick.
+    now = world.clock.now()
+    keys = {o.key for o in (world.svc.next_occurrence("warehouse-b", now),
+                            other.next_occurrence("warehouse-b", now + timedelta(hours=5)))
+            if o is not None}
+    assert keys == {"warehouse-b@2027-01-01T09:00Z"}
 
 
 def test_a_missing_owner_sends_the_occurrence_to_the_admins_once(world: World) -> None:

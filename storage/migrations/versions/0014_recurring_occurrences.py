@@ -3,7 +3,7 @@ occurrence's key, unique, so the occurrence is created once however many replica
 after a restart) derive it; and when the owners still missing were reminded (claimed once).
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0009
 Create Date: 2026-11-30 16:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

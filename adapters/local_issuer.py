@@ -2,7 +2,8 @@
 
 Nothing outside rotabot accepts these values; the issuer exists so a whole rotation can run
 with nothing installed. It remembers which key ids it revoked, so a test or the sandbox can
-check that revocation happened.
+check that revocation happened. With ``keeps_both_valid=False`` it stands in for a platform
+that holds one valid value (a hard cutover): minting invalidates the previous key at once.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ class LocalIssuer:
 
     kind: str = "local"
 
-    def __init__(self, fields: Iterable[str] = ("api_key",)) -> None:
+    def __init__(
+        self, fields: Iterable[str] = ("api_key",), *, keeps_both_valid: bool = True
+    ) -> None:
         self.fields = tuple(fields)
+        self._both_valid = keeps_both_valid
         if not self.fields:
             raise IssuerError("local issuer: needs at least one field name to mint")
         if len(set(self.fields)) != len(self.fields):
@@ -36,7 +40,8 @@ class LocalIssuer:
 
     @property
     def keeps_both_valid(self) -> bool:
-        return True  # nothing checks these values, so old and new are equally "valid"
+        # Nothing checks these values, so old and new are equally "valid" unless told otherwise.
+        return self._both_valid
 
     def mint(self, current: SecretMaterial | None) -> Minted:
         material = SecretMaterial({name: secrets.token_urlsafe(32) for name in self.fields})
@@ -47,6 +52,8 @@ class LocalIssuer:
         live = [k for k in self.minted if k not in self.revoked]
         previous = live[-1] if live else None
         self.minted.append(key_id)
+        if not self._both_valid:
+            self.revoked.update(live)  # one valid value: the new one replaces every other
         return Minted(material=material, key_id=key_id, previous_key_id=previous)
 
     def revoke(self, key_id: str | None) -> None:

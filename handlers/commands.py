@@ -77,6 +77,8 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
             return blocks.plan_message(
                 service.plan(cmd.secret, overlap=cmd.overlap, observe=cmd.observe, viewer=user)
             )
+        if service.is_cutover(cmd.secret):
+            return open_cutover_review(deps, cmd.secret, user)
         rotation = service.start(
             cmd.secret, actor=user, overlap=cmd.overlap, observe=cmd.observe, urgent=cmd.urgent,
             action_id=action_id, override_freeze=cmd.override_freeze,
@@ -111,6 +113,14 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
         r = service.resume(rid, actor=user)
         return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
     raise AssertionError(f"unhandled command {cmd.name}")
+
+
+def open_cutover_review(deps: Deps, secret: str, user: str) -> blocks.Rendered:
+    """A hard cutover starts with its readiness review: every owner confirms first."""
+    from handlers.blocks.schedule import cutover_review_message
+
+    svc = deps.schedules
+    return cutover_review_message(svc, svc.open_cutover_review(secret, actor=user))
 
 
 def rollback_view(

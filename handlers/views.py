@@ -60,6 +60,11 @@ def register(app: App, deps: Deps) -> None:
         ack()
         user = str(body["user"]["id"])
         secret = _input(view, "secret") or ""
+        if secret and service.is_cutover(secret):
+            from handlers.commands import open_cutover_review
+
+            direct_message(client, user, open_cutover_review(deps, secret, user))
+            return
         r = service.start(
             secret, actor=user, overlap=durations["overlap"], observe=durations["observe"],
             action_id=_view_id(view),  # this modal, submitted twice, starts one rotation

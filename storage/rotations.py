@@ -34,7 +34,7 @@ _ROTATION_SCALARS: tuple[str, ...] = tuple(
     if f.name
     not in (
         "id", "consumers", "revision", "events", "lanes", "overlap", "observe", "gated_lanes",
-        "lane_writes",
+        "lane_writes", "cutover_window",
     )
 )
 _CONSUMER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ConsumerProgress))
@@ -60,6 +60,17 @@ def credential_labels(rotation: Rotation) -> list[tuple[str, str | None, str]]:
     a rollback or cancel makes the old one current again and retires the new one.
     """
     phase = rotation.phase
+    if rotation.cutover and rotation.prepared_at is not None:
+        # A hard cutover: the old value died at mint; the new one is current from the cutover
+        # on (after a rollback, the re-issued one, which took its place).
+        live = rotation.cutover_until is not None or phase is Phase.ROLLED_BACK
+        labels: list[tuple[str, str | None, str]] = []
+        if rotation.new_version is not None:
+            labels.append((rotation.new_version, rotation.new_key_id,
+                           "current" if live else "pending"))
+        if rotation.old_version is not None and rotation.old_version != rotation.new_version:
+            labels.append((rotation.old_version, rotation.old_key_id, "revoked"))
+        return labels
     if phase is Phase.FAILED:
         # A failed rotation still holds the credentials as it did when it failed.
         if rotation.failed_from is not None:
@@ -101,6 +112,7 @@ def _snapshot(rotation: Rotation) -> _Snapshot:
         _lane_writes_json(rotation),
         rotation.overlap,
         rotation.observe,
+        rotation.cutover_window,
         *(getattr(rotation, name) for name in _ROTATION_SCALARS),
     )
     return scalars, {name: _consumer_tuple(c) for name, c in rotation.consumers.items()}
@@ -124,6 +136,9 @@ def _rotation_values(rotation: Rotation) -> dict[str, Any]:
     values["lane_writes"] = _lane_writes_json(rotation)
     values["overlap_seconds"] = rotation.overlap.total_seconds()
     values["observe_seconds"] = rotation.observe.total_seconds()
+    values["cutover_seconds"] = (
+        rotation.cutover_window.total_seconds() if rotation.cutover_window is not None else None
+    )
     return values
 
 
@@ -175,6 +190,10 @@ def _rotation_from_rows(
         consumers=consumers,
         overlap=timedelta(seconds=row.overlap_seconds),
         observe=timedelta(seconds=row.observe_seconds),
+        cutover_window=(
+            timedelta(seconds=row.cutover_seconds) if row.cutover_seconds is not None else None
+        ),
+        cutover_until=row.cutover_until,
         created_at=row.created_at,
         started_by=row.started_by,
         store_path=row.store_path,

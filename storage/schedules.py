@@ -73,6 +73,7 @@ def _schedule_from_row(m: RowMapping) -> ScheduledRotation:
         changed_at=row.changed_at,
         occurrence=row.occurrence,
         reminded_at=row.reminded_at,
+        start_when_ready=bool(row.start_when_ready),
     )
 
 
@@ -91,6 +92,7 @@ def _schedule_values(item: ScheduledRotation) -> dict[str, Any]:
         "outcome": item.outcome,
         "changed_at": item.changed_at,
         "occurrence": item.occurrence,
+        "start_when_ready": item.start_when_ready,
     }
 
 

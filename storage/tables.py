@@ -109,6 +109,9 @@ class RotationRow(SQLModel, table=True):
     # before 0007 hold "[]" and "{}": their lanes open as before, with nothing to write.
     gated_lanes: str = Field(default="[]", sa_type=Text, nullable=False)
     lane_writes: str = Field(default="{}", sa_type=Text, nullable=False)
+    # A hard cutover's window in seconds (NULL: an overlapping rotation) and when it ends.
+    cutover_seconds: float | None = Field(default=None)
+    cutover_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Optimistic lock: every write is UPDATE ... WHERE revision = <the revision loaded>.
     revision: int = Field(default=0, nullable=False)
 
@@ -257,6 +260,8 @@ class ScheduledRotationRow(SQLModel, table=True):
     occurrence: str | None = Field(default=None)
     # When the owners who had not confirmed were reminded (once, halfway through the lead).
     reminded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A hard cutover's review (`/rotate start`): the rotation starts once every owner confirmed.
+    start_when_ready: bool = Field(default=False, nullable=False)
 
 
 class ReadinessConfirmationRow(SQLModel, table=True):

@@ -138,10 +138,9 @@ class LocalIssuer(_Strict):
 
     kind: Literal["local"]
     fields: list[str] = Field(default_factory=lambda: ["api_key"], min_length=1)
-
-    @property
-    def dual_valid(self) -> bool:
-        return True
+    # False: minting a new value invalidates the old one, as single-key SaaS tokens do (the
+    # sandbox rehearses a hard cutover with it).
+    dual_valid: bool = True
 
 
 class RedisAclIssuer(_Strict):

@@ -143,6 +143,18 @@ def _store_path(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+def _overlap(value: Any) -> Any:
+    # `overlap: none` says the platform holds one valid value: a hard cutover.
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return NO_OVERLAP
+    return _duration(value)
+
+
+# What `overlap: none` reads as: no time at all with both credentials valid.
+NO_OVERLAP = timedelta(0)
+Overlap = Annotated[timedelta, BeforeValidator(_overlap)]
 EnvName = Annotated[str, BeforeValidator(_env_name)]
 Url = Annotated[str, BeforeValidator(_url)]
 StorePath = Annotated[str, BeforeValidator(_store_path)]

@@ -26,7 +26,16 @@ from bot.catalog.backends import (
     RedisAclIssuer,
     StoreConfig,
 )
-from bot.catalog.fields import Duration, EnvName, StorePath, Url, _custom, _Strict
+from bot.catalog.fields import (
+    NO_OVERLAP,
+    Duration,
+    EnvName,
+    Overlap,
+    StorePath,
+    Url,
+    _custom,
+    _Strict,
+)
 from bot.catalog.freeze import BreakGlassSpec, FreezeWindowSpec
 from bot.catalog.shapes import value_shape
 from bot.domain.errors import RotabotError
@@ -288,8 +297,10 @@ class Defaults(_Strict):
     incident_channel: str | None = None  # default: channel
     admins: list[str] = Field(default_factory=list)
     lanes: list[str] = Field(default_factory=lambda: list(DEFAULT_LANES))
-    overlap: Duration = timedelta(hours=24)
+    overlap: Overlap = timedelta(hours=24)
     observe: Duration = timedelta(hours=2)
+    # A hard cutover's window: every owner validates this soon after the new value is out.
+    cutover_window: Duration = timedelta(minutes=30)
     remind_after: Duration = timedelta(minutes=30)
     escalate_after: Duration = timedelta(hours=2)
     auto_revoke: bool = False
@@ -319,8 +330,9 @@ class SecretSpec(_Strict):
     incident_channel: str | None = None
     admins: list[str] | None = None
     lanes: list[str] | None = None
-    overlap: Duration | None = None
+    overlap: Overlap | None = None
     observe: Duration | None = None
+    cutover_window: Duration | None = None
     remind_after: Duration | None = None
     escalate_after: Duration | None = None
     auto_revoke: bool | None = None
@@ -401,6 +413,10 @@ class EffectiveSettings:
     readiness_lead: timedelta
     max_age: timedelta | None
     every: timedelta | None = None
+    # A hard cutover (`overlap: none`, or an issuer that cannot keep two values valid): the
+    # old value dies when the new one is minted, so owners validate within cutover_window.
+    hard_cutover: bool = False
+    cutover_window: timedelta = timedelta(minutes=30)
 
 
 class GroupSpec(_Strict):
@@ -489,12 +505,13 @@ class Catalog(_Strict):
     def settings_for(self, name: str) -> EffectiveSettings:
         spec, d = self.secret(name), self.defaults
         channel = spec.channel or d.channel
+        overlap = spec.overlap if spec.overlap is not None else d.overlap
         return EffectiveSettings(
             channel=channel,
             incident_channel=spec.incident_channel or d.incident_channel or channel,
             admins=tuple(spec.admins if spec.admins is not None else d.admins),
             lanes=tuple(spec.lanes if spec.lanes is not None else d.lanes),
-            overlap=spec.overlap if spec.overlap is not None else d.overlap,
+            overlap=overlap,
             observe=spec.observe if spec.observe is not None else d.observe,
             remind_after=spec.remind_after if spec.remind_after is not None else d.remind_after,
             escalate_after=(
@@ -504,6 +521,10 @@ class Catalog(_Strict):
             readiness_lead=d.readiness_lead,
             max_age=spec.max_age if spec.max_age is not None else d.max_age,
             every=spec.every if spec.every is not None else d.every,
+            hard_cutover=overlap == NO_OVERLAP or not self.resolved_issuer(name).dual_valid,
+            cutover_window=(
+                spec.cutover_window if spec.cutover_window is not None else d.cutover_window
+            ),
         )
 
     def freeze_windows(self, name: str) -> tuple[FreezeWindow, ...]:

@@ -30,6 +30,10 @@ OBSERVE_EXCEEDS_OVERLAP = "observe-exceeds-overlap"
 HARD_CUTOVER = "hard-cutover"
 EVERY_WITHIN_LEAD = "every-within-lead"
 MAX_AGE_BEFORE_EVERY = "max-age-before-every"
+
+# Severities: a warning is something to fix; a note is a fact to know (a hard cutover).
+WARNING = "warning"
+NOTE = "note"
 NO_CONSUMERS = "no-consumers"
 
 
@@ -72,13 +76,14 @@ def readiness_findings(catalog: Catalog, secret: str | None = None) -> list[Find
 
 
 def _finding(
-    catalog: Catalog, secret: str | None, path: tuple[str | int, ...], code: str, message: str
+    catalog: Catalog, secret: str | None, path: tuple[str | int, ...], code: str, message: str,
+    severity: str = "warning",
 ) -> Finding:
     field = ""
     for part in path:  # same form as loader errors: secrets.x.admins[0]
         field += f"[{part}]" if isinstance(part, int) else ("." if field else "") + part
     return Finding(
-        severity="warning",
+        severity=severity,
         secret=secret,
         field=field,
         line=catalog.line_of(*path),
@@ -195,7 +200,8 @@ def _secret_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
                 "earlier lane",
             )
 
-    if settings.observe > settings.overlap:
+    # A hard cutover has no overlap to outlast: the old value is gone at mint.
+    if not settings.hard_cutover and settings.observe > settings.overlap:
         path: tuple[str, ...]
         if spec.observe is not None:
             path, owner = (*base, "observe"), name
@@ -214,11 +220,21 @@ def _secret_findings(catalog: Catalog, spec: SecretSpec) -> Iterator[Finding]:
     yield from _every_findings(catalog, spec)
 
     issuer = catalog.resolved_issuer(name)
-    if not issuer.dual_valid:
+    if settings.hard_cutover:
         label = f"'{issuer.name}' ({issuer.kind})" if issuer.name else f"{issuer.kind} (inline)"
+        why = (
+            f"issuer {label} cannot keep two credentials valid at once"
+            if not issuer.dual_valid
+            else "it is marked `overlap: none`"
+        )
+        window = format_duration(settings.cutover_window)
         yield _finding(
-            catalog, name, (*base, "issuer"), HARD_CUTOVER,
-            f"hard cutover: issuer {label} cannot keep two credentials valid at once, so "
-            "consumers fail from the moment the new one is issued until they reload; plan a "
-            "maintenance window with every owner standing by, or use an issuer with dual keys",
+            catalog, name, (*base, "issuer" if not issuer.dual_valid else "overlap"),
+            HARD_CUTOVER,
+            f"hard cutover: {why}, so the old value stops working when the new one is "
+            "issued. rotabot runs it as a coordinated cutover: every owner confirms readiness "
+            f"first, then every target is written at once and each owner validates within "
+            f"{window} (cutover_window); rollback issues another replacement",
+            # What the secret is, not a flaw to fix: `catalog check --strict` passes it.
+            severity=NOTE,
         )

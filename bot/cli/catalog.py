@@ -7,7 +7,7 @@ from typing import TextIO
 from bot.catalog import CatalogInvalid, UnknownSecret, load_catalog
 from bot.catalog.dependency_map import render_map
 from bot.catalog.loader import CatalogUnreadable
-from bot.catalog.readiness import readiness_findings
+from bot.catalog.readiness import NOTE, readiness_findings
 
 
 def _plural(count: int, word: str) -> str:
@@ -46,11 +46,15 @@ def check(path: str, strict: bool, out: TextIO, err: TextIO | None = None,
     findings = readiness_findings(catalog)
     for finding in findings:
         print(finding.format(path), file=out)
-    failed = strict and bool(findings)
+    # Notes (a hard cutover) say what a secret is; only warnings are something to fix.
+    warnings = [f for f in findings if f.severity != NOTE]
+    notes = len(findings) - len(warnings)
+    failed = strict and bool(warnings)
     status = "FAILED (--strict: warnings count as errors)" if failed else "OK"
     print(
         f"{path}: {status}, {_plural(len(catalog.secrets), 'secret')}, "
-        f"{_plural(catalog.consumer_count(), 'consumer')}, {_plural(len(findings), 'warning')}",
+        f"{_plural(catalog.consumer_count(), 'consumer')}, {_plural(len(warnings), 'warning')}"
+        + (f", {_plural(notes, 'note')}" if notes else ""),
         file=out,
     )
     return 1 if failed else 0

@@ -21,6 +21,7 @@ from bot.domain.lifecycle import Phase, StepState
 class ReceiptKind(StrEnum):
     PREPARED = "prepared"  # the new credential exists beside the old one
     LANE_OPENED = "lane-opened"  # rotabot wrote the new credential to a lane's targets
+    CUT_OVER = "cut-over"  # a hard cutover: the new value is current and in every target
     READY_TO_SWITCH = "ready-to-switch"  # every consumer validated: an admin's turn
     SWITCHED = "switched"
     REOPENED = "reopened"  # new evidence closed the gate again
@@ -81,6 +82,8 @@ def receipts_for(events: Sequence[AuditEvent], *, ready_to_switch: bool) -> list
             out.append(Receipt(ReceiptKind.PREPARED, e.actor, detail=dict(e.detail)))
         elif e.action == "lane.opened":
             out.append(Receipt(ReceiptKind.LANE_OPENED, e.actor, detail=dict(e.detail)))
+        elif e.action == "cutover.written":
+            out.append(Receipt(ReceiptKind.CUT_OVER, e.actor, detail=dict(e.detail)))
     validated = any(e.action == "step" and e.after == StepState.VALIDATED.value for e in events)
     if ready_to_switch and validated:
         last = next(e for e in reversed(events) if e.action == "step")
@@ -101,6 +104,11 @@ def _phase_receipt(e: AuditEvent, notes: dict[str, AuditEvent]) -> list[Receipt]
     detail: dict[str, str] = {}
     if after is Phase.ROLLED_BACK and "rollback.detail" in notes:
         detail.update(notes["rollback.detail"].detail)
+    if after is Phase.ROLLED_BACK and "credential.reissued" in notes:
+        detail.update(notes["credential.reissued"].detail)
+        detail["reissued"] = "yes"
+    if after is Phase.REVOKED and "revoke.nothing-left" in notes:
+        detail["nothing_left"] = "yes"
     if after is Phase.CANCELLED and "cancel.detail" in notes:
         detail.update(notes["cancel.detail"].detail)
     if after is Phase.REVOKED and "revoke.override" in notes:

@@ -25,6 +25,7 @@ ESCALATE = "escalate"
 OVERLAP_WARNING = "overlap-warning"
 GATE_BLOCKED = "gate-blocked"
 READY_TO_REVOKE = "ready-to-revoke"
+CUTOVER_ENDED = "cutover-ended"
 
 # The overlap warning comes this close to the deadline: a quarter of the overlap, at most 2h.
 OVERLAP_WARNING_SHARE = 0.25
@@ -123,7 +124,22 @@ def due_notices(
     warning = overlap_warning(rotation, now=now)
     if warning is not None and warning.key not in sent:
         out.append(warning)
+    ended = cutover_ended(rotation, now=now)
+    if ended is not None and ended.key not in sent:
+        out.append(ended)
     return out
+
+
+def cutover_ended(rotation: Rotation, *, now: datetime) -> Notice | None:
+    """Due when a hard cutover's window has ended with consumers not validated: the old
+    value works nowhere, so they may be failing; the thread mentions their owners and the
+    admins (escalation). Nothing is lost: owners can still validate."""
+    if rotation.cutover_until is None or now < rotation.cutover_until:
+        return None
+    pending = tuple((c.name, c.lane, c.owner) for c in rotation.cutover_pending())
+    if not pending:
+        return None
+    return Notice(CUTOVER_ENDED, pending=pending, waited=now - rotation.cutover_until)
 
 
 def overlap_warning(rotation: Rotation, *, now: datetime) -> Notice | None:
@@ -211,6 +227,25 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
             f"have not validated the new credential: {names}."
             + (f" {mentions(admins)}, extend the overlap or roll back if they cannot make it."
                if admins else "")
+        )
+    if notice.kind == CUTOVER_ENDED:
+        names = ", ".join(
+            f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
+            for n, lane, o in notice.pending
+        )
+        return (
+            f":rotating_light: {ref}: the cutover window has ended and these consumers have "
+            f"not validated the new value: {names}. The old value no longer works, so they "
+            "may be failing now: reload them and press *Validated* in the thread."
+            + (f" {mentions(admins)}, please follow up; rolling back issues another "
+               "replacement (the old value cannot come back)." if admins else "")
+        )
+    if rotation.cutover and notice.kind == READY_TO_REVOKE:
+        return (
+            f":white_check_mark: {ref} is ready to finish: every owner signed off and the "
+            f"observation window passed quietly. {address(admins)}press *Finish (nothing to "
+            "revoke)* on the rotation message: the old value already stopped working at the "
+            "cutover."
         )
     if notice.kind == READY_TO_REVOKE:
         return (

@@ -103,6 +103,10 @@ class Rotation:
     # once rotabot wrote the new credential to its targets. lane -> the targets written there.
     gated_lanes: tuple[str, ...] = ()
     lane_writes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A hard cutover (the platform holds one valid value): the window every owner validates
+    # in once the new value is out, and when it ends (set at the cutover). None: an overlap.
+    cutover_window: timedelta | None = None
+    cutover_until: datetime | None = None
     revision: int = 0  # optimistic lock, owned by storage
     events: list[AuditEvent] = field(default_factory=list)
 
@@ -123,6 +127,7 @@ class Rotation:
         urgent: bool = False,
         auto_revoke: bool = False,
         gated_lanes: Sequence[str] = (),
+        cutover_window: timedelta | None = None,
     ) -> Rotation:
         progress = {
             c.name: ConsumerProgress(name=c.name, lane=c.lane, owner=c.owner, reload=c.reload)
@@ -146,13 +151,13 @@ class Rotation:
             urgent=urgent,
             auto_revoke=auto_revoke,
             gated_lanes=tuple(lane for lane in known if lane in gated_lanes),
+            cutover_window=cutover_window,
         )
+        detail = {"overlap": str(overlap), "observe": str(observe)}
+        if cutover_window is not None:
+            detail = {"cutover_window": str(cutover_window), "observe": str(observe)}
         rotation._record(
-            now,
-            actor,
-            "rotation.started",
-            after=Phase.READY_CHECK.value,
-            detail={"overlap": str(overlap), "observe": str(observe)},
+            now, actor, "rotation.started", after=Phase.READY_CHECK.value, detail=detail
         )
         return rotation
 
@@ -165,6 +170,23 @@ class Rotation:
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+    @property
+    def cutover(self) -> bool:
+        """A hard cutover: no overlap, every lane at once, rollback by re-issue."""
+        return self.cutover_window is not None
+
+    def cutover_pending(self) -> list[ConsumerProgress]:
+        """During a cutover, the consumers not validated yet (their owners are late once
+        ``cutover_until`` passed)."""
+        if self.cutover_until is None or self.phase not in (
+            Phase.DISTRIBUTING, Phase.VALIDATING
+        ):
+            return []
+        return [
+            c for c in self.consumers_in_order()
+            if step_rank(c.state) < step_rank(StepState.VALIDATED)
+        ]
 
     def consumers_in_order(self) -> list[ConsumerProgress]:
         return sorted(self.consumers.values(), key=lambda c: (self.lanes.index(c.lane), c.name))
@@ -184,13 +206,15 @@ class Rotation:
 
     def lane_open(self, lane: str) -> bool:
         """A lane without targets is open as soon as its turn comes; one with targets once
-        rotabot wrote the new credential there."""
+        rotabot wrote the new credential there. In a cutover every lane opens at once."""
+        if self.cutover:
+            return self.cutover_until is not None
         return lane not in self.gated_lanes or lane in self.lane_writes
 
     def lane_to_open(self) -> str | None:
         """The lane whose turn it is but whose targets do not hold the new credential yet."""
-        if self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
-            return None
+        if self.cutover or self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
+            return None  # a cutover writes every lane at once (cut_over)
         lane = self.active_lane()
         return lane if lane is not None and not self.lane_open(lane) else None
 
@@ -214,6 +238,8 @@ class Rotation:
         out: list[tuple[ConsumerProgress, StepState]] = []
         lane = self.active_lane()
         lane_rank = self.lanes.index(lane) if lane is not None else len(self.lanes)
+        if self.cutover:
+            lane_rank = len(self.lanes)  # the old value is gone everywhere: no lane waits
         for c in self.consumers_in_order():
             if c.state is StepState.FAILED or c.state is StepState.SIGNED_OFF:
                 continue
@@ -247,7 +273,8 @@ class Rotation:
         self.old_version, self.new_version = old_version, new_version
         self.old_key_id, self.new_key_id = old_key_id, new_key_id
         self.prepared_at = now
-        self.overlap_until = now + self.overlap
+        # A cutover has no overlap: nothing to warn about before its end.
+        self.overlap_until = None if self.cutover else now + self.overlap
         self._record(
             now,
             actor,
@@ -298,6 +325,39 @@ class Rotation:
         self._record(now, actor, "lane.opened", after=lane, detail={"lane": lane, **(detail or {})})
         return True
 
+    def cut_over(
+        self,
+        writes: dict[str, tuple[str, ...]],
+        *,
+        current: str,
+        actor: str,
+        now: datetime,
+        detail: dict[str, str] | None = None,
+    ) -> bool:
+        """A hard cutover: the new value is current in the store (the old one died at mint)
+        and rotabot wrote it to every lane's targets (``writes``) at once; every owner now
+        validates before ``cutover_until``. False when it was done already."""
+        if not self.cutover:
+            raise RotabotError(f"{self.ref} overlaps: its lanes open one by one")
+        if self.cutover_until is not None:
+            return False
+        if self.phase is not Phase.DISTRIBUTING:
+            raise IllegalTransition("rotation", self.phase.value, "cutover")
+        assert self.cutover_window is not None
+        if current != self.new_version:
+            self._record(now, actor, "credential.promoted", before=self.new_version,
+                         after=current,
+                         detail={"staged": self.new_version or "", "new_version": current})
+            self.new_version = current
+        self.lane_writes = dict(writes)
+        self.cutover_until = now + self.cutover_window
+        self._record(
+            now, actor, "cutover.written", after=current,
+            detail={"window": str(self.cutover_window),
+                    "until": self.cutover_until.isoformat(), **(detail or {})},
+        )
+        return True
+
     def open_gate(self, gate: GateVerdict, *, now: datetime, actor: str = "rotabot") -> bool:
         """Observation elapsed and the gate is open: the old credential may be revoked."""
         if self.phase is Phase.OBSERVING and gate.open:
@@ -334,6 +394,30 @@ class Rotation:
         self._move(Phase.REVOKED, actor, now, reason=override_reason)
         self.finished_at = now
 
+    def reissued(
+        self,
+        *,
+        version: str,
+        key_id: str | None,
+        actor: str,
+        now: datetime,
+        reason: str | None = None,
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """A cutover's rollback: the previous value is gone, so another replacement was
+        issued, made current and written to every target. It replaces the rotation's new
+        credential, which is retired; the rotation ends rolled back."""
+        if not self.cutover or self.prepared_at is None:
+            raise RotabotError(f"{self.ref} is not a hard cutover past its mint")
+        self._record(
+            now, actor, "credential.reissued", before=self.new_version, after=version,
+            reason=reason,
+            detail={"replaced": self.new_version or "", "new_version": version,
+                    **(detail or {})},
+        )
+        self.new_version, self.new_key_id = version, key_id
+        self.rollback(actor=actor, now=now, reason=reason)
+
     def rollback(self, *, actor: str, now: datetime, reason: str | None = None) -> None:
         if self.phase is Phase.REVOKED:
             raise RotabotError(
@@ -344,6 +428,12 @@ class Rotation:
         self.finished_at = now
 
     def cancel(self, *, actor: str, now: datetime, reason: str | None = None) -> None:
+        if self.cutover and self.prepared_at is not None:
+            raise RotabotError(
+                f"{self.ref} is a hard cutover: the old value stopped working at mint, so there is "
+                f"nothing to go back to. Use `/rotate rollback {self.ref}` to issue another "
+                "replacement"
+            )
         if self.phase in SWITCHED_PHASES:
             raise RotabotError(
                 f"{self.ref} has switched to the new credential: cancel is no longer possible, "
@@ -402,7 +492,11 @@ class Rotation:
             if self.phase not in (Phase.DISTRIBUTING, Phase.VALIDATING):
                 raise IllegalTransition(f"consumer {consumer}", c.state.value, target.value)
             lane = self.active_lane()
-            if lane is not None and self.lanes.index(c.lane) > self.lanes.index(lane):
+            if (
+                not self.cutover
+                and lane is not None
+                and self.lanes.index(c.lane) > self.lanes.index(lane)
+            ):
                 raise OutOfOrder(
                     f"{consumer} ({c.lane}) waits until every {lane} consumer is validated"
                 )

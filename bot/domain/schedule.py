@@ -82,6 +82,9 @@ class ScheduledRotation:
     changed_at: datetime | None = None  # when the status last changed
     occurrence: str | None = None  # a recurring rotation's occurrence key (`every:`)
     reminded_at: datetime | None = None  # the owners still missing were reminded
+    # A hard cutover's review, opened by `/rotate start`: the rotation starts the moment every
+    # owner confirmed (and the back ends answer); ``at`` is when the admins are asked instead.
+    start_when_ready: bool = False
 
     @property
     def ref(self) -> str:

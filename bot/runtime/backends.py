@@ -160,7 +160,7 @@ class CatalogBackends:
         if isinstance(config, cfg.ManualIssuer):
             return ManualIssuer(keeps_both_valid=resolved.dual_valid)
         if isinstance(config, cfg.LocalIssuer):
-            return LocalIssuer(fields=tuple(config.fields))
+            return LocalIssuer(fields=tuple(config.fields), keeps_both_valid=config.dual_valid)
         if isinstance(config, cfg.RedisAclIssuer):
             from adapters.redis_acl import RedisAclIssuer, RedisAclPairIssuer
 

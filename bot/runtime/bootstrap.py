@@ -227,6 +227,7 @@ def build(
         # scheduled rotations and max_age reminders.
         extra=[health_schedule.run_due, evidence.run_silence, schedules.run_due,
                heartbeat.beat],
+        refresh=notifier.refresh,
     )
     return Container(
         settings=settings,

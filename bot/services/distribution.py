@@ -91,6 +91,23 @@ def write_lane(
     raise TargetWriteFailed(failure)
 
 
+def write_everywhere(
+    by_lane: Mapping[str, Sequence[LaneTarget]],
+    lanes: Sequence[str],
+    new: SecretMaterial,
+    event: Mapping[str, str],
+) -> dict[str, list[Written]]:
+    """A hard cutover (or its re-issue): ``new`` to every lane's targets at once, in lane
+    order. Nothing is written back on a failure: the value before is dead, so the targets
+    already written keep ``new`` and a retry writes them all again. Raises TargetWriteFailed
+    naming the target."""
+    return {
+        lane: write_lane(lane, by_lane[lane], new, None, {**event, "lane": lane})
+        for lane in lanes
+        if by_lane.get(lane)
+    }
+
+
 def restore_targets(
     targets: Sequence[LaneTarget],
     previous: SecretMaterial,

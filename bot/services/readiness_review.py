@@ -27,9 +27,10 @@ from bot.services.ports import BackendRegistry
 STORE_UNREACHABLE = "store-unreachable"
 ISSUER_UNUSABLE = "issuer-unusable"
 
-# Catalog findings a rotation cannot safely start with unattended: nobody to mention, nobody
-# to confirm, or consumers failing from the moment the new credential exists.
-BLOCKING_CATALOG_CODES = frozenset({OWNER_NOT_SLACK_ID, NO_CONSUMERS, HARD_CUTOVER})
+# Catalog findings a rotation cannot safely start with unattended: nobody to mention or
+# nobody to confirm. A hard cutover is not one: this review, with every owner's confirmation,
+# is exactly what it needs before it starts.
+BLOCKING_CATALOG_CODES = frozenset({OWNER_NOT_SLACK_ID, NO_CONSUMERS})
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,9 @@ def _issuer_findings(
     if not issuer.keeps_both_valid and not already:
         return [
             ReviewFinding(
-                BLOCKING, "issuer",
-                f"issuer {label} cannot keep two credentials valid at once (a hard cutover): "
-                "rotabot only runs overlapping rotations",
+                WARNING, "issuer",
+                f"issuer {label} cannot keep two credentials valid at once: a hard cutover, "
+                "run with every owner standing by (the old value stops working at mint)",
                 HARD_CUTOVER,
             )
         ]

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.catalog import (
     Catalog,
@@ -60,6 +60,7 @@ from bot.services.distribution import (
     TargetWriteFailed,
     restore_targets,
     select,
+    write_everywhere,
     write_lane,
     written_json,
 )
@@ -93,6 +94,8 @@ EvidenceCheck = Callable[[Rotation, str, StepState, str], str | None]
 
 # A click that races another click on the same rotation reloads and tries again.
 _RETRIES = 5
+# What a hard cutover's gate says of the old credential's use, where others ask the platform.
+CUTOVER_USAGE = "the old value stopped working at the cutover: nothing can use it any more"
 # A person's words (a problem report, a reason) as kept in the audit trail and told in Slack.
 REPORT_LIMIT = 500
 
@@ -146,6 +149,9 @@ class MessageContext:
     # Where a person writes the new credential for the manual issuer (vault-kv2 stages it
     # beside the secret, where consumers do not read it); None: the secret's own path.
     write_to: str | None = None
+    # When the message is rendered: a cutover's time left is counted from it (Slack cannot
+    # tick a countdown, so each re-render and the timer refresh it).
+    now: datetime | None = None
 
 
 RELOAD_REQUIREMENTS = {
@@ -337,12 +343,8 @@ class RotationService(CatalogSlot):
         blockers: list[str] = []
         spec = self.catalog.secret(secret)
         try:
-            issuer = self.backends.issuer_for(secret)
-            if not issuer.keeps_both_valid:
-                blockers.append(
-                    f"the issuer of {secret} cannot keep two credentials valid at once (a hard "
-                    "cutover): rotabot only runs overlapping rotations"
-                )
+            # An issuer that cannot overlap is no blocker: it is run as a hard cutover.
+            self.backends.issuer_for(secret)
         except (IssuerError, RotabotError) as exc:
             blockers.append(f"issuer not usable: {exc}")
         try:
@@ -355,6 +357,16 @@ class RotationService(CatalogSlot):
             blockers.append(f"distribution targets not usable: {exc}")
         return blockers
 
+    def is_cutover(self, secret: str) -> bool:
+        """Whether a rotation of ``secret`` is a hard cutover: the catalog says `overlap:
+        none`, or its issuer cannot keep two credentials valid at once."""
+        if self.catalog.settings_for(secret).hard_cutover:
+            return True
+        try:
+            return not self.backends.issuer_for(secret).keeps_both_valid
+        except (IssuerError, RotabotError):
+            return False  # the readiness review names the broken issuer
+
     def start(
         self,
         secret: str,
@@ -366,10 +378,13 @@ class RotationService(CatalogSlot):
         action_id: str | None = None,
         override_freeze: str | None = None,
         recurring: bool = False,
+        ready_confirmed: bool = False,
     ) -> Rotation:
         """Readiness first (creating nothing on failure), then the new credential beside the
         old one. Raises RotabotError listing what to fix, Frozen inside a freeze window unless
-        an admin overrides it with a reason (``override_freeze``, audited and posted).
+        an admin overrides it with a reason (``override_freeze``, audited and posted). A hard
+        cutover starts only with ``ready_confirmed``: its readiness review (every owner
+        confirmed) passed.
 
         ``action_id`` is the user action that asks (Slack's trigger id, a modal's view id):
         processed again (a repeat with another signature, another replica) it starts nothing
@@ -384,6 +399,13 @@ class RotationService(CatalogSlot):
             if plan.blockers:
                 lines = "\n".join(f"• {b}" for b in plan.blockers)
                 raise RotabotError(f"{secret} is not ready to rotate; fix these first:\n{lines}")
+            cutover = self.is_cutover(secret)
+            if cutover and not ready_confirmed:
+                raise RotabotError(
+                    f"{secret} is a hard cutover (the old value stops working at mint): every "
+                    f"owner confirms readiness first. `/rotate start {secret}` opens that "
+                    "review; nothing was started"
+                )
             freeze, why = self._freeze_gate(secret, actor, "start", override_freeze, None)
             settings = self.catalog.settings_for(secret)
             # An urgent start (a leaked credential, an emergency re-rotation) is not held by
@@ -412,6 +434,7 @@ class RotationService(CatalogSlot):
                     urgent=urgent,
                     auto_revoke=settings.auto_revoke,
                     gated_lanes=[lane for lane, _ in plan.targets],
+                    cutover_window=settings.cutover_window if cutover else None,
                 )
                 rotation.channel = settings.channel
                 if freeze is not None:  # audited with the rotation it let start
@@ -531,6 +554,8 @@ class RotationService(CatalogSlot):
                 )
 
         rotation = self._mutate(rotation_id, apply)
+        if rotation.cutover:
+            return self.cut_over(rotation_id)
         return self.open_lane(rotation_id) if rotation.lane_to_open() else rotation
 
     def _best_effort_revoke(
@@ -583,6 +608,12 @@ class RotationService(CatalogSlot):
         rotation = self._mutate(rotation_id, apply)
         if changed and rotation.lane_to_open():
             rotation = self.open_lane(rotation_id)  # this step finished a lane: the next opens
+        if changed and rotation.cutover and rotation.ready_to_switch():
+            # The store made the new value current at the cutover: with every owner
+            # validated, the rotation moves on to observing without an admin's Switch.
+            rotation = self._mutate(rotation_id, lambda r, uow: (
+                r.switch(actor="rotabot", now=self.clock.now()) if r.ready_to_switch() else None
+            ))
         return StepOutcome(rotation, changed, consumer, target)
 
     def step_from_evidence(
@@ -663,7 +694,7 @@ class RotationService(CatalogSlot):
             with self.uow_factory() as uow:
                 problems = tuple(uow.alerts.for_secret(
                     rotation.secret, unresolved_only=True, since=rotation.created_at))
-        return MessageContext(admins, instructions, problems, write_to)
+        return MessageContext(admins, instructions, problems, write_to, self.clock.now())
 
     def gate(self, rotation_id: int) -> GateResult:
         return self.gate_of(self.get(rotation_id))
@@ -684,6 +715,9 @@ class RotationService(CatalogSlot):
         """Who still uses the old credential: the issuer's evidence, plus the store's record
         of reads of the old version since the switch where it keeps one, with each client
         mapped to a catalog consumer by ``identity`` (or left unmapped)."""
+        if rotation.cutover:
+            # The platform holds one valid value: the old one stopped working at the cutover.
+            return UsageEvidence(in_use=False, summary=CUTOVER_USAGE)
         parts: list[UsageEvidence] = []
         try:
             parts.append(self.backends.issuer_for(rotation.secret).usage(rotation.old_key_id))
@@ -779,8 +813,9 @@ class RotationService(CatalogSlot):
         store = self.backends.store_for(rotation.secret)
         try:
             # No key id means the old credential predates rotabot (or a person minted it):
-            # nobody can revoke it for us, so the audit trail and the message say so.
-            if rotation.old_key_id is not None:
+            # nobody can revoke it for us, so the audit trail and the message say so. After
+            # a cutover the old value died at mint: there is nothing left to revoke.
+            if rotation.old_key_id is not None and not rotation.cutover:
                 issuer.revoke(rotation.old_key_id)
             if rotation.old_version is not None:
                 store.retire(rotation.store_path, rotation.old_version)
@@ -797,10 +832,14 @@ class RotationService(CatalogSlot):
                 before(r)
             if freeze is not None:
                 self._record_freeze_override(r, actor, "revoke", freeze, freeze_reason)
+            if r.cutover:
+                r.record_note(actor=actor, now=now, action="revoke.nothing-left",
+                              reason="the old credential stopped working at the cutover; "
+                              "there was nothing left to revoke")
             # Nobody can revoke a key without its id: say so, unless a person revokes anyway
             # (manual) or there is no provider (a webhook secret: dropping it from the list
             # is the revocation).
-            if (
+            elif (
                 r.old_key_id is None
                 and (issuer.kind not in PERSON_WRITES or isinstance(issuer, IdentifiesKeys))
                 and not isinstance(issuer, TrimsAfterRevoke)
@@ -1037,6 +1076,8 @@ class RotationService(CatalogSlot):
             return rotation, False
         if rotation.phase is Phase.REVOKED:
             rotation.rollback(actor=actor, now=self.clock.now())  # raises: emergency re-rotation
+        if rotation.cutover and rotation.prepared_at is not None:
+            return self._reissue(rotation, actor, reason)
         store = self.backends.store_for(rotation.secret)
         issuer = self.backends.issuer_for(rotation.secret)
         switched = rotation.switched_at is not None
@@ -1074,6 +1115,63 @@ class RotationService(CatalogSlot):
             "rolled back %s; new credential %s", rotation.ref, detail["new_credential"],
             extra=rotation_context(rotation),
         )
+        return rotation, changed
+
+    def _reissue(
+        self, rotation: Rotation, actor: str, reason: str | None
+    ) -> tuple[Rotation, bool]:
+        """A hard cutover's rollback: the value before is gone, so issue another replacement,
+        make it current and write it to every lane's targets at once; the rotation's new
+        credential is retired. A failure pauses the rotation; a retry issues another one."""
+        rotation_id = rotation.id
+        assert rotation_id is not None
+        issuer = self.backends.issuer_for(rotation.secret)
+        if issuer.kind in PERSON_WRITES:
+            raise RotabotError(
+                f"{rotation.ref} is a hard cutover and its {issuer.kind} credential is created "
+                "by a person, so rotabot cannot issue another one: create a replacement at the "
+                f"provider, write it to the store, then `/rotate start {rotation.secret}`. "
+                "Nothing changed"
+            )
+        store = self.backends.store_for(rotation.secret)
+        path = rotation.store_path
+        try:
+            current = store.describe(path).current
+            minted = issuer.mint(store.read(path, current) if current else None)
+            if minted.material is None:
+                raise IssuerError(f"{issuer.kind} issuer returned no credential")
+            try:
+                staged = store.write_pending(path, minted.material, expected_current=current)
+            except StoreError:
+                self._best_effort_revoke(issuer, minted.key_id, rotation)
+                raise
+            version = store.promote(path, staged)
+            if current is not None and current != version:
+                store.retire(path, current)  # the replaced value must not stay readable
+            written = write_everywhere(self.backends.targets_for(rotation.secret),
+                                       rotation.lanes, minted.material,
+                                       self._hook_event(rotation, "rollback"))
+        except (IssuerError, StoreError, ReloadFailed, TargetWriteFailed, RotabotError) as exc:
+            return self._fail(
+                rotation_id,
+                f"rollback by re-issue failed: {exc}. Resume or roll back again (that issues "
+                "another replacement)",
+            ), False
+        everything = [w for ws in written.values() for w in ws]
+        changed = False
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            nonlocal changed
+            if r.phase is Phase.ROLLED_BACK:  # another replica got there first
+                return
+            r.reissued(version=version, key_id=minted.key_id, actor=actor,
+                       now=self.clock.now(), reason=reason,
+                       detail={"targets": written_json(everything)})
+            changed = True
+
+        rotation = self._mutate(rotation_id, apply)
+        log.warning("rolled back %s by issuing another credential", rotation.ref,
+                    extra=rotation_context(rotation))
         return rotation, changed
 
     def cancel(self, rotation_id: int, *, actor: str, reason: str | None = None) -> Rotation:
@@ -1122,11 +1220,65 @@ class RotationService(CatalogSlot):
         )
         if rotation.phase is Phase.READY_CHECK:
             return self.prepare(rotation_id, actor=actor)
+        if rotation.cutover and rotation.cutover_until is None:
+            return self.cut_over(rotation_id)
         if rotation.lane_to_open():
             return self.open_lane(rotation_id)
         return rotation
 
     # --- lanes and their targets -------------------------------------------------------
+
+    def cut_over(self, rotation_id: int) -> Rotation:
+        """A hard cutover, right after the mint (the old value is dead already): make the new
+        value current in the store and write it to every lane's targets at once; every owner
+        then validates within the cutover window. A failure pauses the rotation (failed,
+        resumable) naming the store or target; a retry writes everything again. Idempotent."""
+        rotation = self.get(rotation_id)
+        if (
+            not rotation.cutover
+            or rotation.cutover_until is not None
+            or rotation.phase is not Phase.DISTRIBUTING
+        ):
+            return rotation
+        if self.claims is not None and not self.claims.claim(rotation_id, OPEN_LANE):
+            return rotation  # another process is cutting over right now
+        try:
+            return self._cut_over(rotation)
+        finally:
+            if self.claims is not None:
+                self.claims.release(rotation_id, OPEN_LANE)
+
+    def _cut_over(self, rotation: Rotation) -> Rotation:
+        rotation_id = rotation.id
+        assert rotation_id is not None and rotation.new_version is not None
+        store = self.backends.store_for(rotation.secret)
+        try:
+            current = self._make_current(store, rotation.store_path, rotation.old_version,
+                                         rotation.new_version)
+            new = store.read(rotation.store_path, current)
+            written = write_everywhere(self.backends.targets_for(rotation.secret),
+                                       rotation.lanes, new, self._hook_event(rotation, "all"))
+        except (StoreError, ReloadFailed, TargetWriteFailed, RotabotError) as exc:
+            return self._fail(
+                rotation_id,
+                f"the cutover failed: {exc}. The old value no longer works: fix it, then "
+                "resume (every target is written again)",
+            )
+        writes = {lane: tuple(w.target for w in ws) for lane, ws in written.items()}
+        everything = [w for ws in written.values() for w in ws]
+        return self._mutate(rotation_id, lambda r, uow: r.cut_over(
+            writes, current=current, actor="rotabot", now=self.clock.now(),
+            detail={"written": written_json(everything)},
+        ))
+
+    @staticmethod
+    def _make_current(store: Store, path: str, before: str | None, version: str) -> str:
+        """Promote ``version`` unless a previous attempt did (the store's current moved off
+        ``before``); returns the version now current."""
+        current = store.describe(path).current
+        if current != before and current is not None:
+            return current
+        return store.promote(path, version)
 
     def open_lane(self, rotation_id: int) -> Rotation:
         """Write the new credential to the targets of the lane whose turn it is; its

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from bot.domain.audit import AuditEvent
 from bot.domain.commands import USAGE, CommandError
-from bot.domain.errors import NotAuthorized, RotabotError
+from bot.domain.errors import AlreadyActive, NotAuthorized, RotabotError
 from bot.domain.schedule import (
     OPEN_STATUSES,
     STALE_START,
@@ -230,6 +230,43 @@ class ScheduleService:
                               extra={"secret": secret})
         return stored
 
+    def open_cutover_review(self, secret: str, *, actor: str) -> ScheduledRotation:
+        """`/rotate start` of a hard cutover (admins only): post its readiness review now; the
+        rotation starts the moment the last owner confirms ready (the back ends are asked
+        again then). Not everyone by ``readiness_lead`` from now: the admins are asked. An
+        open review of the secret is returned as it is (a repeated start opens no second)."""
+        catalog = self.rotations.catalog
+        catalog.secret(secret)
+        if not self.rotations.is_admin(actor, secret):
+            raise NotAuthorized(f"only admins of {secret} may start a rotation")
+        running = next((r for r in self.rotations.active() if r.secret == secret), None)
+        if running is not None:
+            raise AlreadyActive(secret, running.ref)
+        existing = self.repo.open_for_secret(secret)
+        if existing is not None and existing.start_when_ready:
+            return existing
+        now = self._now()
+        at = now + catalog.settings_for(secret).readiness_lead
+        item = ScheduledRotation(secret=secret, at=at, created_by=actor, created_at=now,
+                                 start_when_ready=True)
+        replaced_event = None
+        if existing is not None:
+            replaced_event = self._event(
+                existing, actor=actor, now=now, action="schedule.replaced",
+                before=existing.status.value, after=ScheduleStatus.CANCELLED.value,
+                reason="replaced by a hard cutover's readiness review",
+            )
+        stored = self.repo.add(
+            item,
+            event=AuditEvent(at=now, actor=actor, action="schedule.cutover-review",
+                             secret=secret, after=ScheduleStatus.SCHEDULED.value,
+                             detail={"at": format_at(at)}),
+            replaces=existing, replaced_event=replaced_event,
+        )
+        self._post_review(stored, now)
+        assert stored.id is not None
+        return self.repo.get(stored.id)
+
     def review_at(self, item: ScheduledRotation) -> datetime:
         return review_time(item.at, self.rotations.catalog.settings_for(item.secret).readiness_lead)
 
@@ -285,6 +322,10 @@ class ScheduleService:
                 self.notices.update_review(item, owners, confirmed)
             except Exception:  # recorded either way; the message catches up on the next change
                 log.exception("could not update the readiness review", extra={"ref": item.ref})
+        if readiness.passed and item.start_when_ready and item.open:
+            # A hard cutover's review: the last confirmation starts it now.
+            self._start_or_ask(item, now)
+            item = self.repo.get(schedule_id)
         return ConfirmOutcome(item=item, changed=changed, readiness=readiness)
 
     # --- the timer ---------------------------------------------------------------------
@@ -545,8 +586,10 @@ class ScheduleService:
         if not won:
             return False
         try:
+            # Readiness passed (every owner confirmed): a hard cutover may start too.
             rotation = self.rotations.start(item.secret, actor=item.created_by,
-                                            recurring=item.occurrence is not None)
+                                            recurring=item.occurrence is not None,
+                                            ready_confirmed=True)
         except RotabotError as exc:
             reasons = (f"the rotation could not start: {exc}",)
             return self._needs_admin(item, reasons, now, expected=[ScheduleStatus.STARTED])

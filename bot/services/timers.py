@@ -38,6 +38,9 @@ log = logging.getLogger("rotabot.timers")
 # How often a switched rotation's usage evidence is searched for unmapped consumers.
 UNMAPPED_CHECK_EVERY = timedelta(minutes=1)
 
+# How often a running cutover's countdown on the rotation message is re-rendered.
+COUNTDOWN_EVERY = timedelta(minutes=1)
+
 
 class NoticeSender(Protocol):
     """Where reminders go (adapters/slack_notifier.SlackNotifier implements it)."""
@@ -59,6 +62,10 @@ class TimerWork:
     # When each switched rotation's usage was last looked at for unmapped consumers: the
     # timer runs every few seconds, and an issuer's usage may be a provider API call.
     _usage_checked: dict[int, datetime] = field(default_factory=dict)
+    # Re-renders a rotation's message: a hard cutover's "time left" is counted at render time
+    # (Slack cannot tick a countdown), so the timer refreshes it now and then.
+    refresh: Callable[[int], None] | None = None
+    _refreshed: dict[int, datetime] = field(default_factory=dict, repr=False)
 
     def due(self, rotation: Rotation) -> str | None:
         now = self.service.clock.now()
@@ -138,6 +145,7 @@ class TimerWork:
             count += self._send_notices(rotation)
             if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE):
                 count += self._report_unmapped(rotation)
+        self._refresh_countdown(rotation)
         return count
 
     def _report_unmapped(self, rotation: Rotation) -> int:
@@ -194,6 +202,23 @@ class TimerWork:
             self.reminders.release(rotation.id, WHOLE_ROTATION, kind)
             raise
         return 1
+    def _refresh_countdown(self, rotation: Rotation) -> None:
+        """During a cutover window, re-render the message once per COUNTDOWN_EVERY and once
+        more just after the window ends (it then says *ended*)."""
+        assert rotation.id is not None
+        if self.refresh is None or rotation.cutover_until is None:
+            return
+        if not rotation.cutover_pending():
+            return
+        now = self.service.clock.now()
+        last = self._refreshed.get(rotation.id)
+        ended_since = last is not None and last < rotation.cutover_until <= now
+        if last is not None and now - last < COUNTDOWN_EVERY and not ended_since:
+            return
+        if last is not None and last >= rotation.cutover_until:
+            return  # it says *ended* already; the timer's notice tells the rest
+        self._refreshed[rotation.id] = now
+        self.refresh(rotation.id)
 
     # --- reminders, escalation, overlap warning, gate notices ---------------------------
 

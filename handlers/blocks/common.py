@@ -71,6 +71,13 @@ def phase_words(rotation: Rotation) -> str:
     """The phase line of a rotation: whose turn it is, not just the state's name."""
     if rotation.ready_to_switch():  # validating, every consumer validated
         return "validated: every consumer works with the new credential; an admin switches next"
+    if rotation.cutover:
+        if rotation.phase is Phase.REVOKED:
+            return "done: cutover finished (the old value stopped working at the cutover)"
+        if rotation.phase is Phase.ROLLED_BACK and rotation.cutover_until is not None:
+            return "rolled back by re-issue: another replacement is current everywhere"
+        if rotation.phase is Phase.REVOCABLE:
+            return "ready to finish: every owner signed off and the window passed quietly"
     return PHASE_WORDS[rotation.phase]
 
 

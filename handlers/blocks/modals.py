@@ -191,6 +191,8 @@ def rollback_modal(
     """The confirmation before a rollback: what the store and issuer will do, what happens to
     the new credential (the admin's choice), and which owners must act. ``restart_notes`` are
     mrkdwn lines from owner_rollback_lines."""
+    if rotation.cutover:
+        return _reissue_modal(rotation, consumer, restart_notes, alert_id)
     switched = rotation.switched_at is not None
     old = (
         f"version {escape_mrkdwn(rotation.old_version)}"
@@ -246,6 +248,36 @@ def rollback_modal(
                     ],
                 ),
             ),
+            _reason_input(),
+        ],
+    )
+
+
+def _reissue_modal(
+    rotation: Rotation, consumer: str | None, restart_notes: Sequence[str], alert_id: int
+) -> SlackView:
+    """A hard cutover's rollback: the previous value is gone, so it means another one."""
+    what = (
+        f"{rotation.ref} is a *hard cutover*: the previous value stopped working when the new "
+        "one was issued and *cannot come back*. Rolling back *issues another replacement* at "
+        f"once, makes it current at {code(rotation.store_path)} and writes it to every target "
+        "of every lane at the same moment; the current new value stops being current. "
+        f"{rotation.ref} ends as rolled back, and every owner is told in the thread to reload "
+        "with the re-issued value now."
+    )
+    notes = list(restart_notes) or ["Every consumer picks up the re-issued value by itself."]
+    return SlackView(
+        type="modal",
+        callback_id=View.ROLLBACK.value,
+        private_metadata=AlertButton(
+            alert_id=alert_id, rotation_id=rotation.id, consumer=consumer
+        ).model_dump_json(),
+        title=PlainTextObject(text=f"Re-issue {rotation.ref}"[:24]),
+        submit=PlainTextObject(text="Issue another"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
+            *sections([f"• {n}" for n in notes], "*Owners to act*"),
             _reason_input(),
         ],
     )

@@ -33,6 +33,7 @@ REASON_LIMIT = 500
 _ICON = {
     ReceiptKind.PREPARED: ":key:",
     ReceiptKind.LANE_OPENED: ":inbox_tray:",
+    ReceiptKind.CUT_OVER: ":warning:",
     ReceiptKind.READY_TO_SWITCH: ":arrow_right:",
     ReceiptKind.SWITCHED: ":twisted_rightwards_arrows:",
     ReceiptKind.REOPENED: ":hourglass:",
@@ -112,7 +113,24 @@ def receipt_message(
     extra: list[str] = []
     owners: list[str] = []
     actions: list[Block] = []
-    if kind is ReceiptKind.PREPARED:
+    if kind is ReceiptKind.PREPARED and rotation.cutover:
+        version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
+        line = (
+            f"{ref}: the new credential (version {version}) is issued: *the old value has "
+            "stopped working* (a hard cutover). rotabot writes the new one to every target now."
+        )
+    elif kind is ReceiptKind.CUT_OVER:
+        until = receipt.detail.get("until", "")
+        line = (
+            f"{ref}: *hard cutover*: the new credential is current and rotabot wrote it to "
+            f"every target of every lane at once; the old value no longer works anywhere. "
+            f"*Every owner*: reload your consumers now, check them on their real path and "
+            f"press *Validated* within {escape_mrkdwn(receipt.detail.get('window', '?'))}"
+            f"{' (by ' + escape_mrkdwn(until[:19].replace('T', ' ')) + ' UTC)' if until else ''}."
+        )
+        extra = [f"• {x}" for x in written_lines(receipt.detail.get("written"))]
+        owners = _every_owner(rotation, "reload it with the new value and press *Validated*")
+    elif kind is ReceiptKind.PREPARED:
         version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
         first = rotation.lanes[0] if rotation.lanes else "the first lane"
         line = (
@@ -132,6 +150,11 @@ def receipt_message(
             f"{ref}: every consumer validated the new credential. {admin_turn}press "
             "*Switch to new credential* on the rotation message when ready."
         )
+    elif kind is ReceiptKind.SWITCHED and rotation.cutover:
+        line = (
+            f"{ref}: every owner validated after the cutover. rotabot observes until the "
+            "window ends; then owners sign off (there is no old credential to revoke)."
+        )
     elif kind is ReceiptKind.SWITCHED:
         line = (
             f"{who} switched {ref}: the new credential is current; the old one stays valid "
@@ -142,9 +165,22 @@ def receipt_message(
     elif kind is ReceiptKind.REVOKED:
         how = " past the gate (break-glass)" if receipt.detail.get("override") else ""
         line = f"{who} revoked the old credential of {ref}{how}: the rotation is finished."
+        if receipt.detail.get("nothing_left"):
+            line = (f"{who} finished {ref}{how}: there was nothing to revoke, the old value "
+                    "stopped working at the cutover.")
         line += _reason(receipt)
         if receipt.detail.get("by_hand"):
             line += f" Note: {told(receipt.detail['by_hand'])}."
+    elif kind is ReceiptKind.ROLLED_BACK and receipt.detail.get("reissued"):
+        version = escape_mrkdwn(receipt.detail.get("new_version", "?"))
+        line = (
+            f"{who} rolled back {ref} *by re-issue*: the previous value is gone (a hard "
+            f"cutover), so another replacement (version {version}) was issued, is current "
+            f"and was written to every target at once; the value it replaces no longer "
+            f"works.{_reason(receipt)}"
+        )
+        extra = [f"• {x}" for x in written_lines(receipt.detail.get("targets"))]
+        owners = _every_owner(rotation, "reload it with the re-issued value now")
     elif kind is ReceiptKind.ROLLED_BACK:
         new = receipt.detail.get("new_credential", "kept pending")
         fate = "revoked" if new == "revoked" else "kept pending (valid, unused)"
@@ -216,13 +252,24 @@ def receipt_message(
     blocks: list[Block] = [SectionBlock(text=md(text[:SECTION_LIMIT]))]
     if extra:
         blocks.extend(sections(extra))
-    if owners:
+    if owners and rotation.cutover:
+        blocks.extend(sections(owners, "*Every owner, now:*"))
+    elif owners:
         blocks.extend(sections(owners, "*Owners to act now* (these consumers do not pick it up "
                                        "by themselves):"))
     blocks.extend(actions)
     more = [*extra, *owners]
     fallback = text + ("\n" + "\n".join(more) if more else "")
     return fallback[:3000], blocks[:MESSAGE_BLOCK_LIMIT]
+
+
+def _every_owner(rotation: Rotation, what: str) -> list[str]:
+    """A line per consumer with its owner mentioned: after a cutover nobody may wait."""
+    return [
+        f"• {mention(c.owner)}: {code(c.name)} ({escape_mrkdwn(c.lane)}, "
+        f"{escape_mrkdwn(c.reload)}): {what}"
+        for c in rotation.consumers_in_order()
+    ]
 
 
 def prompt_retired(rotation: Rotation, consumer: ConsumerProgress, step: StepState) -> Rendered:

@@ -3,6 +3,8 @@ the thread note after a step."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -15,6 +17,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.domain.durations import format_duration
 from bot.domain.evidence import EVIDENCE_ACTOR
 from bot.domain.gate import GateResult
 from bot.domain.lifecycle import Phase, StepState
@@ -169,13 +172,16 @@ def rotation_message(
             fields=[
                 md(f"*Phase*\n{phase_words(rotation)}"),
                 md(f"*Started by*\n{mention(rotation.started_by)}"),
-                md(f"*Overlap until*\n{when(rotation.overlap_until)}"),
+                md(_cutover_field(rotation, context) if rotation.cutover
+                   else f"*Overlap until*\n{when(rotation.overlap_until)}"),
                 md(f"*Observe until*\n{when(rotation.observe_until)}"),
             ]
         ),
     ]
     if rotation.urgent:
         blocks.append(ContextBlock(elements=[md(":rotating_light: urgent re-rotation")]))
+    if rotation.cutover:
+        blocks.append(SectionBlock(text=md(cutover_line(rotation, context)[:SECTION_LIMIT])))
     if rotation.phase is Phase.FAILED and rotation.failure_reason:
         blocks.append(
             SectionBlock(text=md(f":warning: {told(rotation.failure_reason)}"[:SECTION_LIMIT]))
@@ -249,6 +255,14 @@ def target_line(rotation: Rotation, lane: str) -> str | None:
     if lane not in rotation.gated_lanes:
         return None
     written = rotation.lane_writes.get(lane)
+    if rotation.cutover:
+        if written is None:
+            return ":white_circle: targets: written at the cutover, every lane at once"
+        labels = f": {_labels(written)}" if written else ""
+        if rotation.phase is Phase.ROLLED_BACK:
+            return (":inbox_tray: targets: written at the cutover, then given the re-issued "
+                    f"credential (the thread's receipt lists each){labels}")
+        return f":inbox_tray: targets: written at the cutover{labels}"
     ended_early = rotation.phase in (Phase.ROLLED_BACK, Phase.CANCELLED)
     if written is not None:
         labels = f": {_labels(written)}" if written else ""
@@ -292,6 +306,7 @@ def _lane_blocks(rotation: Rotation) -> list[Block]:
         marker = (
             " ← now"
             if lane == active_lane and rotation.phase in (Phase.DISTRIBUTING, Phase.VALIDATING)
+            and not rotation.cutover  # a cutover's lanes all move at once
             else ""
         )
         heading = f"*{escape_mrkdwn(lane)}* · {done}/{len(consumers)} validated{marker}"
@@ -332,8 +347,26 @@ def rotation_actions(rotation: Rotation) -> list[ButtonElement]:
     if rotation.phase is Phase.OBSERVING:
         # The gate is closed while observing: the button opens the break-glass modal, which
         # is the confirmation (a dialog before it would ask twice).
-        buttons.append(button("Revoke early (break-glass)…", Action.REVOKE, value))
-    if rotation.phase is Phase.REVOCABLE:
+        label = "Finish early (break-glass)…" if rotation.cutover else "Revoke early (break-glass)…"
+        buttons.append(button(label, Action.REVOKE, value))
+    if rotation.phase is Phase.REVOCABLE and rotation.cutover:
+        # Nothing to revoke after a cutover: the old value died at mint. Finishing records it.
+        buttons.append(
+            button(
+                "Finish (nothing to revoke)",
+                Action.REVOKE,
+                value,
+                style="primary",
+                confirm=ConfirmObject(
+                    title="Finish?",
+                    confirm="Finish",
+                    deny="Cancel",
+                    text="The old value stopped working at the cutover: there is nothing to "
+                    "revoke. Finishing retires its store version and ends the rotation.",
+                ),
+            )
+        )
+    elif rotation.phase is Phase.REVOCABLE:
         buttons.append(
             button(
                 "Revoke old credential",
@@ -353,8 +386,55 @@ def rotation_actions(rotation: Rotation) -> list[ButtonElement]:
     if rotation.phase is Phase.READY_CHECK:
         buttons.append(button("Check the store again", Action.CHECK_STORE, value))
     if rotation.phase not in (Phase.REVOKED, Phase.ROLLED_BACK, Phase.CANCELLED, Phase.READY_CHECK):
-        buttons.append(button("Roll back", Action.ROLLBACK, value))
+        label = "Roll back (issue another)…" if rotation.cutover else "Roll back"
+        buttons.append(button(label, Action.ROLLBACK, value))
     return buttons
+
+
+def _cutover_field(rotation: Rotation, context: MessageContext) -> str:
+    if rotation.cutover_until is None:
+        assert rotation.cutover_window is not None
+        return f"*Cutover window*\n{format_duration(rotation.cutover_window)} from the cutover"
+    return f"*Cutover window until*\n{when(rotation.cutover_until)}{_left(rotation, context)}"
+
+
+def _left(rotation: Rotation, context: MessageContext) -> str:
+    """" · 12m left" (or " · ended"), counted when the message is rendered."""
+    if rotation.cutover_until is None or context.now is None or not rotation.cutover_pending():
+        return ""
+    if context.now >= rotation.cutover_until:
+        return " · *ended*"
+    left = rotation.cutover_until - context.now
+    # Whole seconds: the message is re-rendered, not ticking, so finer means nothing.
+    return f" · *{format_duration(left - (left % _SECOND) or _SECOND)} left*"
+
+
+_SECOND = timedelta(seconds=1)
+
+
+def cutover_line(rotation: Rotation, context: MessageContext) -> str:
+    """What a hard cutover means, now: a cliff, not an overlap."""
+    head = (":warning: *Hard cutover*: the old value stops working at mint; no overlap. "
+            "Rollback means issuing another replacement (the previous value is gone).")
+    if rotation.phase is Phase.ROLLED_BACK and rotation.cutover_until is not None:
+        return (f"{head}\n:leftwards_arrow_with_hook: Rolled back by re-issue: another "
+                "replacement is current and in every target; the previous values are gone.")
+    pending = rotation.cutover_pending()
+    if rotation.cutover_until is None:
+        assert rotation.cutover_window is not None
+        return (f"{head}\nAt the cutover rotabot writes the new value to every target at "
+                f"once; every owner then validates within "
+                f"{format_duration(rotation.cutover_window)}.")
+    if not pending:
+        return f"{head}\n:white_check_mark: Every owner validated within the cutover."
+    owners = mentions(sorted({c.owner for c in pending}))
+    late = context.now is not None and context.now >= rotation.cutover_until
+    if late:
+        return (f"{head}\n:rotating_light: The cutover window has *ended*: still to validate "
+                f"{', '.join(code(c.name) for c in pending)} ({owners}).")
+    return (f"{head}\n:hourglass: The new value is in every target: {owners}, reload your "
+            f"consumers and press *Validated* by {when(rotation.cutover_until)}"
+            f"{_left(rotation, context)}.")
 
 
 def step_done(

@@ -75,21 +75,38 @@ def review_message(
     confirmed: list[Confirmation],
 ) -> Rendered:
     """The readiness review: findings in words, then one Confirm-ready row per owner."""
-    text = (
-        f"Readiness review: {escape_mrkdwn(item.secret)} rotates at {format_at(item.at)} "
-        f"({item.ref})"
-    )
-    origin = (
-        "recurring: `every` in the catalog" if item.occurrence is not None
-        else f"scheduled by {mention(item.created_by)}"
-    )
-    body: list[Block] = [
-        _section(
+    if item.start_when_ready:
+        window = (
+            format_duration(catalog.settings_for(item.secret).cutover_window)
+            if item.secret in catalog.secrets else "the cutover window"
+        )
+        text = f"Hard cutover readiness review: {escape_mrkdwn(item.secret)} ({item.ref})"
+        head = _section(
+            f"*Hard cutover readiness review · {code(item.secret)}* ({item.ref}, started by "
+            f"{mention(item.created_by)})\n:warning: The old value stops working the moment "
+            "the new one is issued: there is no overlap. The rotation starts the moment the "
+            "last owner confirms ready; rotabot then writes the new value to every target at "
+            f"once and each owner validates within {window}. Not everyone by "
+            f"{when(item.at)}: the admins are asked."
+        )
+        ask = ("*Owners:* confirm that you stand by for the cutover: you can reload your "
+               f"consumers at once and check them within {window}.")
+    else:
+        text = (
+            f"Readiness review: {escape_mrkdwn(item.secret)} rotates at {format_at(item.at)} "
+            f"({item.ref})"
+        )
+        origin = (
+            "recurring: `every` in the catalog" if item.occurrence is not None
+            else f"scheduled by {mention(item.created_by)}"
+        )
+        head = _section(
             f"*Readiness review · {code(item.secret)} rotates {when(item.at)}* ({item.ref}, "
             f"{origin})"
-        ),
-        *_finding_sections(item),
-    ]
+        )
+        ask = ("*Owners:* confirm that your consumers are ready for this rotation "
+               "(you can take the new credential and someone is around).")
+    body: list[Block] = [head, *_finding_sections(item)]
     by_owner = {c.owner: c for c in confirmed}
     consumers: dict[str, list[str]] = {}
     if item.secret in catalog.secrets:
@@ -99,10 +116,7 @@ def review_message(
             )
     can_confirm = item.status not in (ScheduleStatus.STARTED, ScheduleStatus.CANCELLED)
     if owners:
-        body.append(
-            _section("*Owners:* confirm that your consumers are ready for this rotation "
-                     "(you can take the new credential and someone is around).")
-        )
+        body.append(_section(ask))
     for i, owner in enumerate(owners):
         what = ", ".join(consumers.get(owner, [])) or "no consumers"
         done = by_owner.get(owner)
@@ -128,6 +142,8 @@ def review_message(
         else:
             body.append(_section(f":white_circle: {mention(owner)} · {what}"))
     status = _STATUS_LINE[item.status]
+    if item.start_when_ready and item.status is ScheduleStatus.READINESS_PASSED:
+        status = "Readiness passed: the cutover starts now."
     if item.status is ScheduleStatus.STARTED and item.rotation_id is not None:
         status = f"Started R-{item.rotation_id}."
     elif item.outcome and item.status in (ScheduleStatus.NEEDS_ADMIN, ScheduleStatus.CANCELLED):
@@ -224,4 +240,15 @@ def scheduled_message(svc: ScheduleService, item: ScheduledRotation) -> Rendered
         f"Scheduled {item.ref}: {code(item.secret)} rotates {when(item.at)} "
         f"({format_at(item.at)}); {review}. It starts by itself only if every owner confirmed "
         "ready and nothing blocks; otherwise the admins are asked."
+    )
+
+
+def cutover_review_message(svc: ScheduleService, item: ScheduledRotation) -> Rendered:
+    """The answer to `/rotate start` of a hard cutover: its readiness review comes first."""
+    channel = escape_mrkdwn(svc.rotations.catalog.settings_for(item.secret).channel)
+    return text_message(
+        f":warning: {code(item.secret)} is a *hard cutover*: the old value stops working the "
+        f"moment the new one is issued. Its readiness review {item.ref} is in <#{channel}>: "
+        "the rotation starts the moment the last owner confirms ready (not everyone by "
+        f"{when(item.at)}: the admins are asked)."
     )

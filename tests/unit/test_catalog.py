@@ -78,7 +78,7 @@ def test_example_catalog_loads_with_zero_errors() -> None:
     assert catalog.source == str(EXAMPLE)
     assert set(catalog.secrets) == {
         "model-api-key", "cache-password", "analytics-db", "vector-db-key", "openai-api-key",
-        "anthropic-api-key", "ingest-webhook-secret", "warehouse-app-login",
+        "anthropic-api-key", "ingest-webhook-secret", "warehouse-app-login", "crm-api-token",
     }
     # Every kind of store and issuer is exercised by the example users copy.
     assert {type(s) for s in catalog.stores.values()} == {
@@ -399,8 +399,8 @@ def test_unknown_secret_suggests_closest_names(example: Catalog) -> None:
     assert far.value.suggestions == []
     assert str(far.value) == (
         "no secret 'zzz' in the catalog; known secrets: analytics-db, anthropic-api-key, "
-        "cache-password, ingest-webhook-secret, model-api-key, openai-api-key, vector-db-key, "
-        "warehouse-app-login"
+        "cache-password, crm-api-token, ingest-webhook-secret, model-api-key, openai-api-key, "
+        "vector-db-key, warehouse-app-login"
     )
 
 

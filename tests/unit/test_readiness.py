@@ -72,14 +72,16 @@ def test_every_finding_with_field_and_line(findings: list[Finding]) -> None:
         (r.NO_HEALTH_CHECK, "risky", "secrets.risky.consumers.api", 21),
         (r.NO_ROLLBACK_NOTE, "risky", "secrets.risky.consumers.api", 21),
         (r.UNLISTED_LANE, "risky", "secrets.risky.consumers.worker.lane", 27),
-        (r.OBSERVE_EXCEEDS_OVERLAP, None, "defaults.observe", 7),
+        # risky is a hard cutover: no overlap for observe to outlast, so no finding on it.
         (r.HARD_CUTOVER, "risky", "secrets.risky.issuer", 18),
         (r.SINGLE_LANE, "lonely", "secrets.lonely.consumers", 35),
         (r.HARD_CUTOVER, "lonely", "secrets.lonely.issuer", 31),
         (r.NO_CONSUMERS, "empty", "secrets.empty", 38),
         (r.OBSERVE_EXCEEDS_OVERLAP, "empty", "secrets.empty.observe", 42),
     ]
-    assert {f.severity for f in findings} == {"warning"}
+    # A hard cutover is a note (what the secret is); everything else a warning (to fix).
+    assert {f.code for f in findings if f.severity == r.NOTE} == {r.HARD_CUTOVER}
+    assert {f.severity for f in findings if f.code != r.HARD_CUTOVER} == {r.WARNING}
 
 
 def test_messages_are_actionable(findings: list[Finding]) -> None:
@@ -104,9 +106,9 @@ def test_messages_are_actionable(findings: list[Finding]) -> None:
     assert by_key[(r.OWNER_NOT_SLACK_ID, "risky")].startswith(
         "owner 'alice' of api is not a Slack user id (U... or W...) or user-group id (S...)"
     )
-    assert by_key[(r.OBSERVE_EXCEEDS_OVERLAP, None)] == (
-        "observe (2h) is longer than overlap (1h): the old credential must stay valid through "
-        "the whole observation window; raise overlap to at least 2h or shorten observe"
+    assert by_key[(r.OBSERVE_EXCEEDS_OVERLAP, "empty")] == (
+        "observe (4h) is longer than overlap (3h): the old credential must stay valid through "
+        "the whole observation window; raise overlap to at least 4h or shorten observe"
     )
     assert by_key[(r.HARD_CUTOVER, "risky")].startswith(
         "hard cutover: issuer 'vendor' (http) cannot keep two credentials valid at once"
@@ -125,7 +127,6 @@ def test_findings_for_one_secret_include_defaults_that_apply() -> None:
         (r.NO_HEALTH_CHECK, "secrets.risky.consumers.api"),
         (r.NO_ROLLBACK_NOTE, "secrets.risky.consumers.api"),
         (r.UNLISTED_LANE, "secrets.risky.consumers.worker.lane"),
-        (r.OBSERVE_EXCEEDS_OVERLAP, "defaults.observe"),
         (r.HARD_CUTOVER, "secrets.risky.issuer"),
     }
     # lonely overrides admins and observe, so the defaults' problems do not apply to it.
@@ -137,7 +138,26 @@ def test_findings_for_one_secret_include_defaults_that_apply() -> None:
 
 
 def test_clean_example_has_no_findings() -> None:
-    assert readiness_findings(load_catalog(EXAMPLE)) == []
+    # Its single-key SaaS token is a hard cutover: a fact every owner must know, not a flaw.
+    assert [(f.code, f.secret) for f in readiness_findings(load_catalog(EXAMPLE))] == [
+        (r.HARD_CUTOVER, "crm-api-token")
+    ]
+
+
+def test_overlap_none_is_a_hard_cutover_with_its_window() -> None:
+    catalog = parse_catalog(RISKY.replace("    overlap: 3h\n",
+                                          "    overlap: none\n    cutover_window: 10m\n"))
+    settings = catalog.settings_for("empty")
+    assert settings.hard_cutover and settings.cutover_window.total_seconds() == 600
+    assert catalog.settings_for("risky").hard_cutover  # its issuer says dual_valid: false
+    findings = {f.code: f for f in readiness_findings(catalog, "empty")}
+    assert r.OBSERVE_EXCEEDS_OVERLAP not in findings
+    assert findings[r.HARD_CUTOVER].field == "secrets.empty.overlap"
+    assert "it is marked `overlap: none`" in findings[r.HARD_CUTOVER].message
+    assert "each owner validates within 10m" in findings[r.HARD_CUTOVER].message
+    # An overlapping secret keeps the defaults' window and is no cutover.
+    plain = parse_catalog(RISKY).settings_for("empty")
+    assert not plain.hard_cutover and plain.cutover_window.total_seconds() == 1800
 
 
 def test_all_consumers_in_the_first_lane_is_not_single_lane_risk() -> None:

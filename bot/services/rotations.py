@@ -1181,6 +1181,8 @@ class RotationService(CatalogSlot):
             self._require_admin(uow, rotation, actor, "cancel")
         if rotation.phase is Phase.CANCELLED:
             return rotation
+        if rotation.cutover and rotation.prepared_at is not None:
+            rotation.cancel(actor=actor, now=self.clock.now())  # raises: the old value is gone
         distributed = [
             c.name
             for c in rotation.consumers.values()

@@ -10,6 +10,7 @@ expect, never by sleeping.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from harness.serve import stop_process
+
+from handlers.ids import Action
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -300,6 +303,49 @@ def test_the_sandbox_rotates_a_webhook_secret_without_any_server(sandbox: Runnin
 
     versions = {v["version"]: v["labels"] for v in data["stores"]["ingest-webhook"]["versions"]}
     assert versions == {"1": ["current"], "2": ["pending"]}
+
+
+def test_the_sandbox_rehearses_a_hard_cutover_without_any_server(sandbox: Running) -> None:
+    # saas-token's local issuer holds one valid value: start opens the readiness review, and
+    # the last owner's confirmation cuts over both lanes at once.
+    r = httpx.post(
+        sandbox.url + "sandbox/command",
+        json={"user": "U0ADMIN", "channel": "C0ROTATE", "text": "/rotate start saas-token"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+
+    def review(data: dict[str, Any]) -> dict[str, Any] | None:
+        return next((m for m in messages(data)
+                     if m["text"].startswith("Hard cutover readiness review: saas-token")), None)
+
+    data, _ = wait_state(sandbox, "the hard cutover's readiness review", review)
+    assert not any(x["secret"] == "saas-token" for x in data["rotations"])  # nothing minted
+    for owner in ("U0BOB", "U0ALICE"):
+        message = review(data)
+        assert message is not None
+        row = next(
+            b for b in message["blocks"]
+            if b.get("accessory", {}).get("action_id") == Action.CONFIRM_READY.value
+            and json.loads(b["accessory"]["value"])["owner"] == owner
+        )
+        r = httpx.post(sandbox.url + "sandbox/action", json={
+            "user": owner, "channel": "C0ROTATE", "message_ts": message["ts"],
+            "action_id": Action.CONFIRM_READY.value, "value": row["accessory"]["value"],
+            "block_id": row.get("block_id"),
+        }, timeout=30)
+        assert r.status_code == 200 and r.json().get("ok") is not False, r.text
+        data, _ = state(sandbox, since=data["seq"])
+
+    def cut_over(d: dict[str, Any]) -> bool:
+        lanes = d["stores"]["saas-token"].get("lanes", [])
+        return bool(lanes) and all(
+            t["holds"] == "current" and t.get("version") == "2"
+            for lane in lanes for t in lane["targets"])
+
+    data, _ = wait_state(sandbox, "the cutover to write both lanes", cut_over)
+    [rotation] = [x for x in data["rotations"] if x["secret"] == "saas-token"]
+    assert rotation["phase"] == "distributing"
 
 
 @pytest.fixture()

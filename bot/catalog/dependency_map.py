@@ -205,7 +205,8 @@ def dependency_map(catalog: Catalog, secret: str) -> DependencyMap:
         description=spec.description,
         issuer_kind=issuer.kind,
         issuer_name=issuer.name,
-        dual_valid=issuer.dual_valid,
+        # `overlap: none` is a hard cutover too, whatever the issuer could do.
+        dual_valid=not catalog.settings_for(secret).hard_cutover,
         evidence=evidence_of(issuer.config, store.config),
         store_name=store.name,
         store_kind=store.kind,

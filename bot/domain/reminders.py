@@ -81,6 +81,10 @@ def waiting_since(
     if step is StepState.SIGNED_OFF:
         if rotation.switched_at is not None:
             marks.append(rotation.switched_at)
+    elif rotation.cutover:
+        # Every lane's turn began together, at the cutover.
+        if rotation.cutover_until is not None and rotation.cutover_window is not None:
+            marks.append(rotation.cutover_until - rotation.cutover_window)
     else:
         if rotation.prepared_at is not None:
             marks.append(rotation.prepared_at)

@@ -86,7 +86,9 @@ def start_emergency(
             f"(`/rotate rollback {revoked.ref}`)"
         )
     try:
-        fresh = service.start(revoked.secret, actor=actor, urgent=True)
+        # An emergency does not wait for a hard cutover's readiness review: the admin's
+        # confirmation stands in for it, and the cutover tells every owner what to do.
+        fresh = service.start(revoked.secret, actor=actor, urgent=True, ready_confirmed=True)
     except AlreadyActive:
         with service.uow_factory() as uow:
             running = uow.rotations.active_for_secret(revoked.secret)

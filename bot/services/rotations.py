@@ -135,6 +135,8 @@ class Plan:
     # and issuer were not asked, and their findings (which name environment variables, URLs
     # and paths) are not in ``blockers``.
     backend_checked: bool = True
+    # A hard cutover: the window every owner validates in (None: an overlapping rotation).
+    cutover_window: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -317,6 +319,11 @@ class RotationService(CatalogSlot):
             reload_notes=reload_notes,
             targets=tuple((lane, by_lane[lane]) for lane, _ in order if lane in by_lane),
             backend_checked=backend_checked,
+            cutover_window=(
+                settings.cutover_window
+                if (self.is_cutover(secret) if backend_checked else settings.hard_cutover)
+                else None
+            ),
         )
 
     def _consumer_plan(self, name: str, c: ConsumerSpec) -> ConsumerPlan:

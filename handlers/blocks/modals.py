@@ -330,6 +330,15 @@ def emergency_modal(
         "one (both stay valid), owners are asked again lane by lane, and their reminders and "
         f"escalations come {factor} times sooner than usual."
     )
+    if revoked.cutover:
+        what = (
+            f"{revoked.ref} finished a hard cutover of {code(revoked.secret)}: there is no "
+            "previous credential to go back to. An *emergency re-rotation* starts an urgent "
+            "hard cutover at once, without a readiness review: another value is issued (the "
+            "current one stops working), written to every target at the same moment, and "
+            "every owner is asked to validate, with reminders and escalations "
+            f"{factor} times sooner than usual."
+        )
     return SlackView(
         type="modal",
         callback_id=View.EMERGENCY.value,

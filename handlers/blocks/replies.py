@@ -33,8 +33,12 @@ def plan_message(plan: Plan) -> Rendered:
     lines = [
         f"*Dry run: {secret}* (nothing was changed)",
         f"issuer {code(plan.issuer_kind)} · store {code(plan.store_kind)} at "
-        f"{code(plan.store_path)} · overlap {format_duration(plan.overlap)} · observe "
-        f"{format_duration(plan.observe)}",
+        f"{code(plan.store_path)} · "
+        + (f"*hard cutover* (no overlap; every owner validates within "
+           f"{format_duration(plan.cutover_window)}; `/rotate start` opens the readiness "
+           "review first)" if plan.cutover_window is not None
+           else f"overlap {format_duration(plan.overlap)}")
+        + f" · observe {format_duration(plan.observe)}",
     ]
     targets = dict(plan.targets)
     for i, (lane, consumers) in enumerate(plan.order, start=1):

@@ -29,10 +29,12 @@ from bot.domain.lifecycle import Phase, StepState
 from bot.domain.receipts import ReceiptKind, receipts_for
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.domain.secret_material import SecretMaterial
+from bot.services.emergency import start_emergency
 from bot.services.ports import LaneTarget
 from bot.services.rotations import MessageContext, RotationService
 from bot.services.timers import TimerWork
 from handlers.blocks.modals import rollback_modal
+from handlers.blocks.replies import plan_message
 from handlers.blocks.rotation import rotation_message
 
 SECRET = "crm-token"
@@ -158,7 +160,10 @@ def test_an_overlapping_rotation_cannot_cut_over_and_a_cutover_cannot_cancel() -
 def test_a_cutover_does_not_start_without_every_owner_confirmed(world: World) -> None:
     w = world
     assert w.service.is_cutover(SECRET)
-    assert w.service.plan(SECRET).blockers == ()  # run, not refused
+    plan = w.service.plan(SECRET)
+    assert plan.blockers == () and plan.cutover_window == WINDOW  # run, not refused
+    assert "*hard cutover* (no overlap; every owner validates within 15m" in plan_message(
+        plan)[0] + str([b.to_dict() for b in plan_message(plan)[1]])
     with pytest.raises(RotabotError, match="every owner confirms readiness first"):
         w.service.start(SECRET, actor=ADMIN)
     assert w.service.active() == [] and w.issuer.minted == [w.first_key]
@@ -200,6 +205,21 @@ def test_cutover_mints_promotes_and_writes_every_lane_then_finishes_with_nothing
         actions = {e.action: e for e in uow.audit.for_rotation(rid)}
     assert "revoke.nothing-left" in actions and "revoke.by-hand" not in actions
     assert actions["cutover.written"].detail["window"] == "0:15:00"
+
+
+def test_an_emergency_after_the_finish_cuts_over_again_at_once(world: World) -> None:
+    w = world
+    rid = cut_over(w).id
+    assert rid is not None
+    for step in (StepState.DISTRIBUTED, StepState.VALIDATED, StepState.SIGNED_OFF):
+        for name, owner in (("sync", PROD), ("sync-dev", DEV)):
+            w.service.step(rid, name, step, actor=owner)
+    w.service.revoke(rid, actor=ADMIN, override_reason="provider reports the token leaked")
+    urgent = start_emergency(w.service, rid, actor=ADMIN, reason="leaked").rotation
+    # No review in an emergency: the admin's word stands in; every lane gets value 3 at once.
+    assert urgent.urgent and urgent.cutover_until is not None
+    assert w.store.describe(PATH).current == "3" == urgent.new_version
+    assert token(w.targets["prod"].read()) == token(w.store.read(PATH))
 
 
 def test_rollback_issues_a_third_value_everywhere_and_retires_the_second(world: World) -> None:

@@ -24,6 +24,7 @@ class Action(StrEnum):
     ALERT_NOT_RELATED = "rotabot.alert_not_related"
     ALERT_ACK = "rotabot.alert_ack"
     CONFIRM_READY = "rotabot.confirm_ready"  # an owner confirms a scheduled rotation
+    CANCEL_REVIEW = "rotabot.cancel_review"  # an admin calls off a hard cutover's review
     EMERGENCY_ROTATE = "rotabot.emergency_rotate"  # after revocation: an urgent re-rotation
     APPROVE_BREAK_GLASS = "rotabot.approve_break_glass"  # a second admin, two-person revoke
 

@@ -13,7 +13,7 @@ from slack_bolt import Ack, App, Respond
 
 from bot.domain.schedule import ScheduleStatus
 from handlers import blocks
-from handlers.blocks.schedule import ConfirmReadyButton
+from handlers.blocks.schedule import CancelReviewButton, ConfirmReadyButton
 from handlers.deps import Deps
 from handlers.ids import Action, parse_value
 from handlers.respond import ephemeral, reported
@@ -41,6 +41,17 @@ def register(app: App, deps: Deps) -> None:
                 ),
             )
             return
+        item = outcome.item
+        if item.start_when_ready and item.status is ScheduleStatus.STARTED:
+            ephemeral(respond, blocks.text_message(
+                f"Thanks: every owner confirmed, so the hard cutover of `{item.secret}` started "
+                f"(R-{item.rotation_id}): validate your consumers in its thread."))
+            return
+        if item.start_when_ready and item.status is ScheduleStatus.NEEDS_ADMIN:
+            ephemeral(respond, blocks.text_message(
+                f"Every owner confirmed, but `{item.secret}` could not start: the admins were "
+                "asked (the review says why)."))
+            return
         if outcome.item.status is ScheduleStatus.READINESS_PASSED:
             ephemeral(
                 respond,
@@ -50,3 +61,14 @@ def register(app: App, deps: Deps) -> None:
                 ),
             )
         # Otherwise the updated review message shows the confirmation; nothing to add.
+
+    @app.action(Action.CANCEL_REVIEW.value)
+
+    @reported
+    def cancel_review(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        user = str(body["user"]["id"])
+        button = parse_value(CancelReviewButton, str(body["actions"][0].get("value", "")))
+        item = svc.cancel_review(button.schedule_id, actor=user)
+        ephemeral(respond, blocks.text_message(
+            f"{item.ref} for `{item.secret}` is {item.status.value}; nothing was minted."))

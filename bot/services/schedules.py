@@ -328,6 +328,28 @@ class ScheduleService:
             item = self.repo.get(schedule_id)
         return ConfirmOutcome(item=item, changed=changed, readiness=readiness)
 
+    def cancel_review(self, schedule_id: int, *, actor: str) -> ScheduledRotation:
+        """An admin calls off an open readiness review (nothing was minted); the message
+        says who. Cancelling one already closed changes nothing."""
+        item = self.repo.get(schedule_id)
+        now = self._now()
+        if not self.rotations.is_admin(actor, item.secret):
+            why = f"only admins of {item.secret} may cancel {item.ref}"
+            self.repo.record(self._event(item, actor=actor, now=now, action="click.refused",
+                                         reason=why, detail={"click": "cancel review"}))
+            raise NotAuthorized(why)
+        if not item.open:
+            return item
+        item.outcome = f"Cancelled by <@{actor}>; nothing was minted."
+        self.repo.transition(
+            item, OPEN_STATUSES, ScheduleStatus.CANCELLED,
+            event=self._event(item, actor=actor, now=now, action="schedule.cancelled",
+                              before=item.status.value, after=ScheduleStatus.CANCELLED.value),
+        )
+        self._refresh_review(item)
+        assert item.id is not None
+        return self.repo.get(item.id)
+
     # --- the timer ---------------------------------------------------------------------
 
     def due_work(self, now: datetime) -> list[DueWork]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 from slack_sdk.models.blocks import (
+    ActionsBlock,
     Block,
     ButtonElement,
     ContextBlock,
@@ -46,6 +47,12 @@ class ConfirmReadyButton(BaseModel):
 
     schedule_id: int
     owner: str
+
+
+class CancelReviewButton(BaseModel):
+    """The value of a hard cutover review's Cancel button (handlers/schedule_actions.py)."""
+
+    schedule_id: int
 
 
 def _md(text: str) -> MarkdownTextObject:
@@ -144,6 +151,8 @@ def review_message(
     status = _STATUS_LINE[item.status]
     if item.start_when_ready and item.status is ScheduleStatus.READINESS_PASSED:
         status = "Readiness passed: the cutover starts now."
+    if item.start_when_ready and item.status is ScheduleStatus.CANCELLED:
+        status = "Called off."  # the outcome says by whom
     if item.status is ScheduleStatus.STARTED and item.rotation_id is not None:
         status = f"Started R-{item.rotation_id}."
     elif item.outcome and item.status in (ScheduleStatus.NEEDS_ADMIN, ScheduleStatus.CANCELLED):
@@ -151,6 +160,14 @@ def review_message(
     elif item.outcome and item.open:
         # Readiness passed but an exclusive partner is rotating: why it has not started.
         status = f"{status} Not started yet, {item.outcome}."
+    if item.start_when_ready and item.open:
+        # Nothing is minted until everyone confirmed, so calling it off costs nothing.
+        cancel = ButtonElement(
+            text=PlainTextObject(text="Cancel (admins)"),
+            action_id=Action.CANCEL_REVIEW.value,
+            value=CancelReviewButton(schedule_id=item.id or 0).model_dump_json(),
+        )
+        body.append(ActionsBlock(elements=[cancel]))
     body.append(ContextBlock(elements=[_md(told(status))]))
     return text, body[:MESSAGE_BLOCK_LIMIT]
 

@@ -77,14 +77,17 @@ def in_thread(bot: Bot, needle: str) -> Message:
         (m for m in s.thread("C0ROTATE", parent_message(bot).ts) if needle in m.text), None), 15)
 
 
-def review(bot: Bot) -> Message:
-    return bot.state.wait_for(lambda s: next(
-        (m for m in reversed(s.channel_messages("C0ROTATE"))
-         if m.text.startswith("Hard cutover readiness review: crm-token")), None), 10)
+def review(bot: Bot, nth: int = 0) -> Message:
+    """The `nth` readiness review of crm-token posted (0: the first), as it reads now."""
+    def found(s: object) -> Message | None:
+        reviews = [m for m in bot.state.channel_messages("C0ROTATE")
+                   if m.text.startswith("Hard cutover readiness review: crm-token")]
+        return reviews[nth] if len(reviews) > nth else None
+    return bot.state.wait_for(found, 10)
 
 
-def confirm(bot: Bot, owner: str) -> None:
-    message = review(bot)
+def confirm(bot: Bot, owner: str, nth: int = 0) -> None:
+    message = review(bot, nth)
     value = next(
         str(b["accessory"]["value"]) for b in message.blocks
         if b.get("accessory", {}).get("action_id") == Action.CONFIRM_READY.value
@@ -99,21 +102,22 @@ def rotations(bot: Bot) -> list[str]:
     return [m.text for m in bot.state.channel_messages("C0ROTATE") if m.text.startswith("R-")]
 
 
-def review_then_cutover(bot: Bot, tmp_path: Path) -> str:
-    """Start, confirm as every owner, and return the new value once it is out everywhere."""
+def review_then_cutover(bot: Bot, tmp_path: Path, nth: int = 0) -> str:
+    """Start, confirm as every owner (on the `nth` review), and return the new value once it
+    is out everywhere."""
     bot.slack.command("U0ADMIN", "C0ROTATE", "start crm-token")
     said = wait_ephemeral(bot, "U0ADMIN", "is a *hard cutover*")
     assert "the rotation starts the moment the last owner confirms ready" in said.text
-    text = json.dumps(review(bot).blocks)
+    text = json.dumps(review(bot, nth).blocks)
     assert "The old value stops working the moment the new one is issued" in text
     assert "<@U0BOB>" in text and "<@U0ALICE>" in text
-    before = len(rotations(bot))
-    confirm(bot, "U0BOB")
+    confirm(bot, "U0BOB", nth)
     # One owner is not every owner: nothing is minted, nothing written.
-    bot.state.wait_for(lambda s: "confirmed by <@U0BOB>" in json.dumps(review(bot).blocks), 10)
-    assert len(rotations(bot)) == before
+    bot.state.wait_for(
+        lambda s: "confirmed by <@U0BOB>" in json.dumps(review(bot, nth).blocks), 10)
+    assert rotations(bot) == [] and files(tmp_path) == {"dev": FIRST, "prod": FIRST}
 
-    confirm(bot, "U0ALICE")
+    confirm(bot, "U0ALICE", nth)
     shown = wait_parent(bot, "Cutover window until")
     assert "the old value stops working at mint; no overlap" in shown
     told = in_thread(bot, "*hard cutover*: the new credential is current")
@@ -126,7 +130,20 @@ def review_then_cutover(bot: Bot, tmp_path: Path) -> str:
 
 
 def test_hard_cutover_from_review_to_finish(bot: Bot, tmp_path: Path) -> None:
-    new = review_then_cutover(bot, tmp_path)
+    # A review an admin calls off mints nothing; an owner may not call it off.
+    bot.slack.command("U0ADMIN", "C0ROTATE", "start crm-token")
+    first = review(bot)
+    bot.slack.click("U0BOB", channel="C0ROTATE", message_ts=first.ts,
+                    action_id=Action.CANCEL_REVIEW.value)
+    wait_ephemeral(bot, "U0BOB", "only admins of crm-token may cancel")
+    bot.slack.click("U0ADMIN", channel="C0ROTATE", message_ts=first.ts,
+                    action_id=Action.CANCEL_REVIEW.value)
+    called_off = bot.state.wait_for(
+        lambda s: "Called off" in json.dumps(review(bot).blocks) and review(bot), 10)
+    assert Action.CONFIRM_READY.value not in json.dumps(called_off.blocks)
+    assert rotations(bot) == [] and bot.store.describe(PATH).current == "1"
+
+    new = review_then_cutover(bot, tmp_path, nth=1)
     # Every lane at once, and the store's current is the new value already.
     assert new != FIRST and files(tmp_path) == {"dev": new, "prod": new}
     assert bot.store.describe(PATH).current == "2"

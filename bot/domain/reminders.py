@@ -222,10 +222,7 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
             f"{address(admins, 'Admins')}please follow up."
         )
     if notice.kind == OVERLAP_WARNING:
-        names = ", ".join(
-            f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
-            for n, lane, o in notice.pending
-        )
+        names = _pending_names(notice)
         return (
             f":warning: {ref}: the overlap ends in {_ago(notice.waited)} and these consumers "
             f"have not validated the new credential: {names}."
@@ -233,10 +230,7 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
                if admins else "")
         )
     if notice.kind == CUTOVER_ENDED:
-        names = ", ".join(
-            f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
-            for n, lane, o in notice.pending
-        )
+        names = _pending_names(notice)
         return (
             f":rotating_light: {ref}: the cutover window has ended and these consumers have "
             f"not validated the new value: {names}. The old value no longer works, so they "
@@ -258,6 +252,14 @@ def notice_text(rotation: Rotation, notice: Notice, admins: Sequence[str] = ()) 
             "credential* on the rotation message."
         )
     return f"{ref}: {notice.kind}"
+
+
+def _pending_names(notice: Notice) -> str:
+    """The consumers a notice is about, each with its lane and owner mentioned."""
+    return ", ".join(
+        f"`{escape_mrkdwn(n)}` ({escape_mrkdwn(lane)}, {mention(o)})"
+        for n, lane, o in notice.pending
+    )
 
 
 def gate_blocked_text(rotation: Rotation, unmet: Sequence[str], admins: Sequence[str] = ()) -> str:

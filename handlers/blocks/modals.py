@@ -192,7 +192,11 @@ def rollback_modal(
     the new credential (the admin's choice), and which owners must act. ``restart_notes`` are
     mrkdwn lines from owner_rollback_lines."""
     if rotation.cutover:
-        return _reissue_modal(rotation, consumer, restart_notes, alert_id)
+        return _rollback_view(
+            rotation, consumer, alert_id, what=_reissue_words(rotation),
+            notes=list(restart_notes) or ["Every consumer picks up the re-issued value itself."],
+            title=f"Re-issue {rotation.ref}", submit="Issue another",
+        )
     switched = rotation.switched_at is not None
     old = (
         f"version {escape_mrkdwn(rotation.old_version)}"
@@ -222,42 +226,29 @@ def rollback_modal(
         "stays valid but unused (pending) or is revoked now. Owners of restart and staged "
         "consumers are mentioned in the rotation thread with their rollback notes."
     )
-    notes = list(restart_notes) or ["No consumer needs a restart to go back."]
     keep = Option(text=PlainTextObject(text="Keep it pending (valid, unused)"), value="keep")
-    return SlackView(
-        type="modal",
-        callback_id=View.ROLLBACK.value,
-        private_metadata=AlertButton(
-            alert_id=alert_id, rotation_id=rotation.id, consumer=consumer
-        ).model_dump_json(),
-        title=PlainTextObject(text=f"Roll back {rotation.ref}"[:24]),
-        submit=PlainTextObject(text="Roll back"),
-        close=PlainTextObject(text="Cancel"),
-        blocks=[
-            SectionBlock(text=md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
-            *sections([f"• {n}" for n in notes], "*Owners to act*"),
-            InputBlock(
-                block_id="new_credential",
-                label=PlainTextObject(text="The new credential"),
-                element=RadioButtonsElement(
-                    action_id="value",
-                    initial_option=keep,
-                    options=[
-                        keep,
-                        Option(text=PlainTextObject(text="Revoke it now"), value="revoke"),
-                    ],
-                ),
-            ),
-            _reason_input(),
-        ],
+    choice = InputBlock(
+        block_id="new_credential",
+        label=PlainTextObject(text="The new credential"),
+        element=RadioButtonsElement(
+            action_id="value",
+            initial_option=keep,
+            options=[
+                keep,
+                Option(text=PlainTextObject(text="Revoke it now"), value="revoke"),
+            ],
+        ),
+    )
+    return _rollback_view(
+        rotation, consumer, alert_id, what=what,
+        notes=list(restart_notes) or ["No consumer needs a restart to go back."],
+        title=f"Roll back {rotation.ref}", submit="Roll back", choice=choice,
     )
 
 
-def _reissue_modal(
-    rotation: Rotation, consumer: str | None, restart_notes: Sequence[str], alert_id: int
-) -> SlackView:
+def _reissue_words(rotation: Rotation) -> str:
     """A hard cutover's rollback: the previous value is gone, so it means another one."""
-    what = (
+    return (
         f"{rotation.ref} is a *hard cutover*: the previous value stopped working when the new "
         "one was issued and *cannot come back*. Rolling back *issues another replacement* at "
         f"once, makes it current at {code(rotation.store_path)} and writes it to every target "
@@ -265,19 +256,25 @@ def _reissue_modal(
         f"{rotation.ref} ends as rolled back, and every owner is told in the thread to reload "
         "with the re-issued value now."
     )
-    notes = list(restart_notes) or ["Every consumer picks up the re-issued value by itself."]
+
+
+def _rollback_view(
+    rotation: Rotation, consumer: str | None, alert_id: int, *, what: str, notes: list[str],
+    title: str, submit: str, choice: InputBlock | None = None,
+) -> SlackView:
     return SlackView(
         type="modal",
         callback_id=View.ROLLBACK.value,
         private_metadata=AlertButton(
             alert_id=alert_id, rotation_id=rotation.id, consumer=consumer
         ).model_dump_json(),
-        title=PlainTextObject(text=f"Re-issue {rotation.ref}"[:24]),
-        submit=PlainTextObject(text="Issue another"),
+        title=PlainTextObject(text=title[:24]),
+        submit=PlainTextObject(text=submit),
         close=PlainTextObject(text="Cancel"),
         blocks=[
             SectionBlock(text=md(f"*What will happen:* {what}"[:SECTION_LIMIT])),
             *sections([f"• {n}" for n in notes], "*Owners to act*"),
+            *([choice] if choice is not None else []),
             _reason_input(),
         ],
     )

@@ -80,6 +80,14 @@ class TimerWork:
             return "observation-elapsed"
         if rotation.phase is Phase.READY_CHECK:
             return "look-for-new-version"
+        if (
+            rotation.cutover
+            and rotation.phase is Phase.DISTRIBUTING
+            and rotation.cutover_until is None
+        ):
+            # Minted, but the process stopped before every target was written (or another
+            # one held the claim and died): the old value is dead, so cut over now.
+            return "cut-over"
         if rotation.lane_to_open() is not None:
             # A lane's turn came but its targets were not written (the process stopped
             # between the step and the write): write them now.
@@ -131,6 +139,9 @@ class TimerWork:
             rotation = after
         elif what == "open-lane":
             rotation = self.service.open_lane(rotation_id)
+            count += 1
+        elif what == "cut-over":
+            rotation = self.service.cut_over(rotation_id)
             count += 1
         elif what == "look-for-new-version":
             after = self.service.prepare(rotation_id, actor="rotabot")

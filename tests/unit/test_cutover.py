@@ -319,6 +319,36 @@ def test_the_window_end_is_told_once_with_the_late_owners_and_admins(world: Worl
     assert after.phase is Phase.OBSERVING
 
 
+class BusyOnce:
+    """WorkClaims where another process holds the cutover's claim the first time (and then
+    dies, so its lease lapses)."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+
+    def claim(self, rotation_id: int, kind: str) -> bool:
+        if kind == "open-lane" and self.refused == 0:
+            self.refused += 1
+            return False
+        return True
+
+    def release(self, rotation_id: int, kind: str) -> None:
+        pass
+
+
+def test_a_cutover_left_unwritten_is_finished_by_the_timer(world: World) -> None:
+    w = world
+    w.service.claims = BusyOnce()
+    rotation = cut_over(w)
+    assert rotation.id is not None and rotation.cutover_until is None
+    assert w.targets["prod"].read() is None  # minted, nothing written yet
+    TimerWork(w.service).run_once()
+    after = w.service.get(rotation.id)
+    assert after.cutover_until is not None
+    assert token(w.targets["prod"].read()) == token(w.store.read(PATH)) == token(
+        w.targets["dev"].read())
+
+
 # --- what Slack shows ------------------------------------------------------------------------
 
 

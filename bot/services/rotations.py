@@ -688,7 +688,7 @@ class RotationService(CatalogSlot):
             admins = self.catalog.settings_for(rotation.secret).admins
             issuer = self.catalog.resolved_issuer(rotation.secret).config
         except RotabotError:  # the secret left the catalog mid-rotation
-            return MessageContext()
+            return MessageContext(now=self.clock.now())
         instructions = write_to = None
         if rotation.phase is Phase.READY_CHECK and issuer.kind in PERSON_WRITES:
             instructions = getattr(issuer, "instructions", None)

@@ -267,9 +267,12 @@ def gate_blocked_text(rotation: Rotation, unmet: Sequence[str], admins: Sequence
     naming consumers and back-end evidence) is escaped."""
     lines = "\n".join(f"• {escape_mrkdwn(u)}" for u in unmet)
     who = f"{mentions(admins)}: t" if admins else "T"
+    # After a cutover there is no old credential to revoke: only the rotation to finish.
+    what = ("the rotation cannot be finished yet" if rotation.cutover
+            else "the old credential cannot be revoked yet")
     return (
         f":hourglass: {rotation.ref} ({escape_mrkdwn(rotation.secret)}): {who}he observation "
-        f"window has ended but the old credential cannot be revoked yet. Missing:\n{lines}"
+        f"window has ended but {what}. Missing:\n{lines}"
     )
 
 

@@ -218,7 +218,8 @@ def rotation_message(
     if gate is not None and not gate.open and rotation.phase in (Phase.OBSERVING,):
         blocks.append(DividerBlock())
         blocks.extend(
-            sections([f"• {told(u)}" for u in gate.unmet[:20]], "*Before revocation*")
+            sections([f"• {told(u)}" for u in gate.unmet[:20]],
+                     "*Before finishing*" if rotation.cutover else "*Before revocation*")
         )
     actions = rotation_actions(rotation)
     if actions:

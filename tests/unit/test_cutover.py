@@ -27,6 +27,7 @@ from bot.domain.clock import FixedClock
 from bot.domain.errors import RotabotError
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.receipts import ReceiptKind, receipts_for
+from bot.domain.reminders import gate_blocked_text
 from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.domain.secret_material import SecretMaterial
 from bot.services.emergency import start_emergency
@@ -193,6 +194,8 @@ def test_cutover_mints_promotes_and_writes_every_lane_then_finishes_with_nothing
     for name, owner in (("sync", PROD), ("sync-dev", DEV)):
         w.service.step(rid, name, StepState.SIGNED_OFF, actor=owner)
     assert w.service.gate(rid).unmet[0].startswith("the observation window runs")
+    gate = w.service.gate(rid)
+    assert "rotation cannot be finished yet" in gate_blocked_text(rotation, gate.unmet)
     w.clock.advance(timedelta(hours=1))
     assert w.service.tick(rid).phase is Phase.REVOCABLE
 

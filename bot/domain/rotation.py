@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.audit import AuditEvent
+from bot.domain.durations import format_duration
 from bot.domain.errors import GateClosed, OutOfOrder, RotabotError
 from bot.domain.lifecycle import (
     ACTIVE_PHASES,
@@ -353,7 +354,7 @@ class Rotation:
         self.cutover_until = now + self.cutover_window
         self._record(
             now, actor, "cutover.written", after=current,
-            detail={"window": str(self.cutover_window),
+            detail={"window": format_duration(self.cutover_window),
                     "until": self.cutover_until.isoformat(), **(detail or {})},
         )
         return True

@@ -123,7 +123,7 @@ def review_then_cutover(bot: Bot, tmp_path: Path, nth: int = 0) -> str:
     told = in_thread(bot, "*hard cutover*: the new credential is current")
     # Every owner is told what to do, by name.
     assert "<@U0BOB>" in told.text and "<@U0ALICE>" in told.text
-    assert "press *Validated* within 0:30:00" in told.text
+    assert "press *Validated* within 30m" in told.text
     new = files(tmp_path)["dev"]
     bot.state.forbid(new)
     return new

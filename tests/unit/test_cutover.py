@@ -145,7 +145,7 @@ def test_a_cutover_opens_no_lane_until_it_writes_them_all_at_once() -> None:
     assert [c.name for c in rotation.cutover_pending()] == ["sync-dev"]
     [receipt] = [r for r in receipts_for(rotation.events, ready_to_switch=False)
                  if r.kind is ReceiptKind.CUT_OVER]
-    assert receipt.detail["window"] == "0:15:00"
+    assert receipt.detail["window"] == "15m"
 
 
 def test_an_overlapping_rotation_cannot_cut_over_and_a_cutover_cannot_cancel() -> None:
@@ -207,7 +207,7 @@ def test_cutover_mints_promotes_and_writes_every_lane_then_finishes_with_nothing
     with w.service.uow_factory() as uow:
         actions = {e.action: e for e in uow.audit.for_rotation(rid)}
     assert "revoke.nothing-left" in actions and "revoke.by-hand" not in actions
-    assert actions["cutover.written"].detail["window"] == "0:15:00"
+    assert actions["cutover.written"].detail["window"] == "15m"
 
 
 def test_an_emergency_after_the_finish_cuts_over_again_at_once(world: World) -> None:

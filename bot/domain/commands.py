@@ -32,8 +32,8 @@ DESCRIPTIONS = {
     "list": "the rotations running now and whose turn it is",
     "secrets": "every secret in the catalog, with its lanes and any running rotation",
     "map": "where a secret is used: lanes, consumers, owners, health checks",
-    "start": "start a rotation (admins); --dry-run shows the plan and changes nothing "
-    "(anyone)",
+    "start": "start a rotation (admins; a hard cutover opens its readiness review first); "
+    "--dry-run shows the plan and changes nothing (anyone)",
     "status": "a rotation's message, its evidence and what blocks revocation",
     "switch": "make the new credential current once every consumer validated (admins)",
     "revoke": "revoke the old credential once the gate is open (admins)",

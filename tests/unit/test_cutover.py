@@ -32,7 +32,7 @@ from bot.domain.rotation import ConsumerPlan, Rotation
 from bot.domain.secret_material import SecretMaterial
 from bot.services.emergency import start_emergency
 from bot.services.ports import LaneTarget
-from bot.services.rotations import MessageContext, RotationService
+from bot.services.rotations import CUTOVER_USAGE, MessageContext, RotationService
 from bot.services.timers import TimerWork
 from handlers.blocks.modals import rollback_modal
 from handlers.blocks.replies import plan_message
@@ -196,6 +196,9 @@ def test_cutover_mints_promotes_and_writes_every_lane_then_finishes_with_nothing
     assert w.service.gate(rid).unmet[0].startswith("the observation window runs")
     gate = w.service.gate(rid)
     assert "rotation cannot be finished yet" in gate_blocked_text(rotation, gate.unmet)
+    # The platform is not asked who uses the old value: nothing can, it died at the cutover.
+    usage = w.service.usage_of_old(rotation)
+    assert (usage.in_use, usage.summary) == (False, CUTOVER_USAGE)
     w.clock.advance(timedelta(hours=1))
     assert w.service.tick(rid).phase is Phase.REVOCABLE
 

@@ -52,6 +52,11 @@ def register(app: App, deps: Deps) -> None:
                 f"Every owner confirmed, but `{item.secret}` could not start: the admins were "
                 "asked (the review says why)."))
             return
+        if item.start_when_ready and item.status is ScheduleStatus.READINESS_PASSED:
+            ephemeral(respond, blocks.text_message(
+                f"Thanks: every owner confirmed. The hard cutover of `{item.secret}` starts as "
+                "soon as nothing holds it (a freeze window ends)."))
+            return
         if outcome.item.status is ScheduleStatus.READINESS_PASSED:
             ephemeral(
                 respond,

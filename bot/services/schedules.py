@@ -366,6 +366,10 @@ class ScheduleService:
                 continue
             lead = catalog.settings_for(item.secret).readiness_lead
             action = next_action(item.status, item.at, lead, now)
+            if item.start_when_ready and item.status is ScheduleStatus.READINESS_PASSED:
+                # A hard cutover's review passed but its start waited (a freeze window): it
+                # starts at the first tick that lets it, not at the review's deadline.
+                action = ScheduleAction.START
             if action is not None:
                 work.append(DueWork(action, item.secret, schedule=item))
             elif item.status is ScheduleStatus.REVIEW_POSTED and item.review_ts is None:

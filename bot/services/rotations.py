@@ -613,15 +613,21 @@ class RotationService(CatalogSlot):
             changed = r.mark_step(consumer, target, actor=actor, now=self.clock.now(), note=note)
 
         rotation = self._mutate(rotation_id, apply)
-        if changed and rotation.lane_to_open():
-            rotation = self.open_lane(rotation_id)  # this step finished a lane: the next opens
-        if changed and rotation.cutover and rotation.ready_to_switch():
-            # The store made the new value current at the cutover: with every owner
-            # validated, the rotation moves on to observing without an admin's Switch.
-            rotation = self._mutate(rotation_id, lambda r, uow: (
+        if changed:
+            rotation = self._after_step(rotation_id, rotation)
+        return StepOutcome(rotation, changed, consumer, target)
+
+    def _after_step(self, rotation_id: int, rotation: Rotation) -> Rotation:
+        """What a step that changed something sets off: the next lane opens, or a hard
+        cutover whose every owner validated moves on to observing by itself (the store made
+        the new value current at the cutover, so there is no admin's Switch to wait for)."""
+        if rotation.lane_to_open():
+            return self.open_lane(rotation_id)  # this step finished a lane: the next opens
+        if rotation.cutover and rotation.ready_to_switch():
+            return self._mutate(rotation_id, lambda r, uow: (
                 r.switch(actor="rotabot", now=self.clock.now()) if r.ready_to_switch() else None
             ))
-        return StepOutcome(rotation, changed, consumer, target)
+        return rotation
 
     def step_from_evidence(
         self, rotation_id: int, consumer: str, target: StepState, *, actor: str, note: str
@@ -639,8 +645,8 @@ class RotationService(CatalogSlot):
             changed = r.mark_step(consumer, target, actor=actor, now=self.clock.now(), note=note)
 
         rotation = self._mutate(rotation_id, apply)
-        if changed and rotation.lane_to_open():
-            rotation = self.open_lane(rotation_id)
+        if changed:
+            rotation = self._after_step(rotation_id, rotation)
         return StepOutcome(rotation, changed, consumer, target)
 
     # --- admin actions -----------------------------------------------------------------

@@ -213,6 +213,19 @@ def test_cutover_mints_promotes_and_writes_every_lane_then_finishes_with_nothing
     assert actions["cutover.written"].detail["window"] == "15m"
 
 
+def test_a_consumer_reporting_the_new_value_completes_the_cutover_too(world: World) -> None:
+    w = world
+    rid = cut_over(w).id
+    assert rid is not None
+    w.service.step(rid, "sync-dev", StepState.DISTRIBUTED, actor=DEV)
+    w.service.step(rid, "sync-dev", StepState.VALIDATED, actor=DEV)
+    for step in (StepState.DISTRIBUTED, StepState.VALIDATED):
+        outcome = w.service.step_from_evidence(rid, "sync", step, actor="evidence",
+                                               note="runs version 2")
+        assert outcome.changed
+    assert outcome.rotation.phase is Phase.OBSERVING  # no Switch to wait for
+
+
 def test_an_emergency_after_the_finish_cuts_over_again_at_once(world: World) -> None:
     w = world
     rid = cut_over(w).id

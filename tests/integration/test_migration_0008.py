@@ -1,5 +1,5 @@
-"""Migration 0008 (hard cutovers) under a rotation and a schedule written at 0007 (main's 0012,
-run between them, touches neither table): after the upgrade the rotation still overlaps (no
+"""Migration 0008 (hard cutovers) under a rotation and a schedule written at 0007 (main's
+migrations after 0007 run in between): after the upgrade the rotation still overlaps (no
 cutover window) and the schedule still starts at its time (not the moment owners confirm); a
 new cutover rotation round-trips its window and deadline; downgrading drops 0008's columns."""
 

@@ -5,7 +5,7 @@ Rotations in flight when this runs get NULL (they overlap, as before); schedules
 (they start at their time, as before).
 
 Revision ID: 0008
-Revises: 0009 (written against 0007; chained after main's 0012 and 0009 so there is one head)
+Revises: 0014 (written against 0007; chained after main's head when rebased, so there is one head)
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0009"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,7 +17,7 @@ from bot.domain.lifecycle import StepState
 from bot.domain.rotation import Rotation
 from bot.services.rotations import RotationService
 from handlers import blocks
-from handlers.commands import rollback_view
+from handlers.commands import queued_reply, rollback_view
 from handlers.deps import Deps
 from handlers.ids import (
     Action,
@@ -114,6 +114,10 @@ def register(app: App, deps: Deps) -> None:
             rid = button.rotation_id
             if name == "switch":
                 service.switch(rid, actor=user)
+            elif name == "switch_after_freeze":
+                ephemeral(respond, queued_reply(service.queue_switch(rid, actor=user)))
+            elif name == "cancel_queued_switch":
+                service.cancel_queued_switch(rid, actor=user)
             elif name == "resume":
                 service.resume(rid, actor=user)
             elif name == "check_store":
@@ -153,6 +157,9 @@ def register(app: App, deps: Deps) -> None:
 
     app.action(Action.SWITCH.value)(reported(rotation_action("switch")))
     app.action(Action.REVOKE.value)(reported(rotation_action("revoke")))
+    app.action(Action.SWITCH_AFTER_FREEZE.value)(reported(rotation_action("switch_after_freeze")))
+    app.action(Action.CANCEL_QUEUED_SWITCH.value)(
+        reported(rotation_action("cancel_queued_switch")))
     app.action(Action.ROLLBACK.value)(reported(rotation_action("rollback")))
     app.action(Action.RESUME.value)(reported(rotation_action("resume")))
     app.action(Action.CHECK_STORE.value)(reported(rotation_action("check_store")))

@@ -10,6 +10,8 @@ from slack_sdk.models.views import View as SlackView
 
 from bot.catalog.dependency_map import dependency_map
 from bot.domain.commands import DESCRIPTIONS, USAGE, Command, parse_command
+from bot.domain.queued_switch import QueuedSwitch
+from bot.domain.rotation import Rotation
 from handlers import blocks
 from handlers.deps import Deps
 from handlers.respond import ephemeral, reported
@@ -100,6 +102,12 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
         evidence = deps.health.evidence(rotation)
         return blocks.rotation_message(
             rotation, gate, evidence, service.message_context(rotation))
+    if cmd.name == "switch" and cmd.after_freeze == "queue":
+        return queued_reply(service.queue_switch(rid, actor=user))
+    if cmd.name == "switch" and cmd.after_freeze == "cancel":
+        r = service.cancel_queued_switch(rid, actor=user)
+        return blocks.text_message(f"{r.ref}: the queued switch is cancelled; nothing else "
+                                   "changed.")
     if cmd.name == "switch":
         r = service.switch(rid, actor=user, override_freeze=cmd.override_freeze)
         return blocks.text_message(f"{r.ref}: {blocks.phase_words(r)}")
@@ -121,6 +129,14 @@ def open_cutover_review(deps: Deps, secret: str, user: str) -> blocks.Rendered:
 
     svc = deps.schedules
     return cutover_review_message(svc, svc.open_cutover_review(secret, actor=user))
+
+
+def queued_reply(queued: tuple[Rotation, QueuedSwitch]) -> blocks.Rendered:
+    rotation, waiting = queued
+    return blocks.text_message(
+        f"{rotation.ref}: rotabot switches it once the freeze ends "
+        f"({waiting.after:%Y-%m-%d %H:%M} UTC), if it is still ready then; the thread was told."
+    )
 
 
 def rollback_view(

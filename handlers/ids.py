@@ -27,6 +27,8 @@ class Action(StrEnum):
     CANCEL_REVIEW = "rotabot.cancel_review"  # an admin calls off a hard cutover's review
     EMERGENCY_ROTATE = "rotabot.emergency_rotate"  # after revocation: an urgent re-rotation
     APPROVE_BREAK_GLASS = "rotabot.approve_break_glass"  # a second admin, two-person revoke
+    SWITCH_AFTER_FREEZE = "rotabot.switch_after_freeze"  # queue a frozen switch for its end
+    CANCEL_QUEUED_SWITCH = "rotabot.cancel_queued_switch"
 
 
 class View(StrEnum):

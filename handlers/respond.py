@@ -17,6 +17,7 @@ from bot.catalog import UnknownSecret
 from bot.domain.commands import CommandError
 from bot.domain.credentials import IssuerError, StoreError
 from bot.domain.errors import NotifyError, RotabotError
+from bot.domain.freeze import Frozen
 from bot.domain.lifecycle import IllegalTransition
 from handlers import blocks
 from handlers.ids import BadButton
@@ -30,6 +31,8 @@ def user_message(exc: BaseException) -> blocks.Rendered:
     """The message for an error; unexpected ones get a reference, never a traceback."""
     if isinstance(exc, CommandError):
         return blocks.error_message(str(exc), exc.usage)
+    if isinstance(exc, Frozen) and exc.queue_rotation is not None:
+        return blocks.frozen_switch_message(str(exc), exc.queue_rotation)
     if isinstance(exc, UnknownSecret):
         return blocks.error_message(str(exc))
     if isinstance(exc, IllegalTransition):

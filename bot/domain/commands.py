@@ -17,7 +17,8 @@ USAGE = {
     "start": "/rotate start SECRET [--overlap 24h] [--observe 2h] [--dry-run] [--urgent] "
     '[--override-freeze "why"]',
     "status": "/rotate status R-N",
-    "switch": '/rotate switch R-N [--override-freeze "why"]',
+    "switch": '/rotate switch R-N [--override-freeze "why" | --after-freeze | '
+    "--cancel-after-freeze]",
     "revoke": '/rotate revoke R-N [--override-freeze "why"]',
     "rollback": "/rotate rollback R-N",
     "cancel": "/rotate cancel R-N",
@@ -35,7 +36,8 @@ DESCRIPTIONS = {
     "start": "start a rotation (admins; a hard cutover opens its readiness review first); "
     "--dry-run shows the plan and changes nothing (anyone)",
     "status": "a rotation's message, its evidence and what blocks revocation",
-    "switch": "make the new credential current once every consumer validated (admins)",
+    "switch": "make the new credential current once every consumer validated (admins); "
+    "inside a freeze, --after-freeze has rotabot switch once when it ends",
     "revoke": "revoke the old credential once the gate is open (admins)",
     "rollback": "make the previous credential current again, before revocation (admins)",
     "cancel": "stop a rotation before the switch (admins)",
@@ -70,6 +72,8 @@ class Command:
     at: datetime | None = None  # schedule: when, in UTC
     # An admin's reason to act inside a freeze window (start, switch, revoke).
     override_freeze: str | None = None
+    # switch: queue it for the freeze's end ("queue"), or take a queued one back ("cancel").
+    after_freeze: str | None = None
 
 
 def parse_command(text: str) -> Command:
@@ -97,14 +101,23 @@ def parse_command(text: str) -> Command:
         return _parse_start(args, usage)
     if name == "schedule":
         return _parse_schedule(args, usage)
-    override = None
+    override = after = None
     if name in ("switch", "revoke"):
         args, override = _take_override(args, usage)
+    if name == "switch":
+        flags = {"--after-freeze": "queue", "--cancel-after-freeze": "cancel"}
+        chosen = [flags[a] for a in args if a in flags]
+        args = [a for a in args if a not in flags]
+        if len(chosen) + (override is not None) > 1:
+            raise CommandError(
+                "give one of --override-freeze, --after-freeze or --cancel-after-freeze", usage)
+        after = chosen[0] if chosen else None
     ref = _one(args, "R-N", usage)
     match = _ROTATION_REF.match(ref)
     if not match:
         raise CommandError(f"`{ref}` is not a rotation id like R-42", usage)
-    return Command(name, rotation_id=int(match.group(1)), override_freeze=override)
+    return Command(name, rotation_id=int(match.group(1)), override_freeze=override,
+                   after_freeze=after)
 
 
 def _take_override(args: list[str], usage: str) -> tuple[list[str], str | None]:

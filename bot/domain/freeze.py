@@ -36,12 +36,20 @@ class BadWindow(ValueError):
 class Frozen(RotabotError):
     """An action refused inside a freeze window; the text names the window and its end."""
 
-    def __init__(self, freeze: Freeze, action: str, command: str) -> None:
+    def __init__(
+        self, freeze: Freeze, action: str, command: str, queue_rotation: int | None = None
+    ) -> None:
         self.freeze = freeze
+        # A switch refused inside a window may be queued for its end (bot/domain/queued_switch).
+        self.queue_rotation = queue_rotation
+        queue = (
+            f" Or have rotabot switch once, when it ends: `{command} --after-freeze`"
+            if queue_rotation is not None else ""
+        )
         super().__init__(
             f"frozen: {freeze.describe()}; {action} is refused until then, nothing changed. "
             f"An admin may override with a reason (audited and posted): `{command} "
-            '--override-freeze "why"`'
+            f'--override-freeze "why"`.{queue}'
         )
 
 

@@ -16,6 +16,7 @@ from bot.domain.audit import AuditEvent
 from bot.domain.break_glass import APPROVED, EXPIRED, REQUESTED
 from bot.domain.freeze import FREEZE_OVERRIDE
 from bot.domain.lifecycle import Phase, StepState
+from bot.domain.queued_switch import QUEUE_CANCELLED, QUEUE_DROPPED, QUEUED
 
 
 class ReceiptKind(StrEnum):
@@ -37,6 +38,9 @@ class ReceiptKind(StrEnum):
     BREAK_GLASS_REQUESTED = "break-glass-requested"  # carries the Approve button
     BREAK_GLASS_APPROVED = "break-glass-approved"
     BREAK_GLASS_EXPIRED = "break-glass-expired"
+    SWITCH_QUEUED = "switch-queued"  # an admin queued the switch for a freeze's end
+    SWITCH_QUEUE_CANCELLED = "switch-queue-cancelled"
+    SWITCH_QUEUE_DROPPED = "switch-queue-dropped"  # not ready after the window: why
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ _NOTE_RECEIPTS = {
     REQUESTED: ReceiptKind.BREAK_GLASS_REQUESTED,
     APPROVED: ReceiptKind.BREAK_GLASS_APPROVED,
     EXPIRED: ReceiptKind.BREAK_GLASS_EXPIRED,
+    QUEUED: ReceiptKind.SWITCH_QUEUED,
+    QUEUE_CANCELLED: ReceiptKind.SWITCH_QUEUE_CANCELLED,
+    QUEUE_DROPPED: ReceiptKind.SWITCH_QUEUE_DROPPED,
 }
 
 

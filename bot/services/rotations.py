@@ -46,9 +46,16 @@ from bot.domain.errors import (
 )
 from bot.domain.freeze import FREEZE_OVERRIDE, Freeze, Frozen, freeze_at
 from bot.domain.gate import GateResult, evaluate_gate
-from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, Phase, StepState
+from bot.domain.lifecycle import PHASE_STATE, SWITCHED_PHASES, IllegalTransition, Phase, StepState
 from bot.domain.log_context import rotation_context
 from bot.domain.mentions import mention
+from bot.domain.queued_switch import (
+    QUEUE_CANCELLED,
+    QUEUE_DROPPED,
+    QUEUED,
+    QueuedSwitch,
+    queued_switch,
+)
 from bot.domain.receipts import Receipt, receipts_for
 from bot.domain.reminders import shortened
 from bot.domain.replay import ActionLog, once
@@ -664,7 +671,14 @@ class RotationService(CatalogSlot):
         freeze, why = self._freeze_gate(
             rotation.secret, actor, "switch", override_freeze, rotation_id
         )
-        assert rotation.new_version is not None
+        return self._switch_now(rotation, actor, freeze, why)
+
+    def _switch_now(
+        self, rotation: Rotation, actor: str, freeze: Freeze | None, why: str | None
+    ) -> Rotation:
+        """Promote the new credential and record the switch (callers checked who and when)."""
+        rotation_id = rotation.id
+        assert rotation_id is not None and rotation.new_version is not None
         try:
             current = self.backends.store_for(rotation.secret).promote(
                 rotation.store_path, rotation.new_version
@@ -680,6 +694,107 @@ class RotationService(CatalogSlot):
             r.switch(actor=actor, now=self.clock.now(), current=current)
 
         return self._mutate(rotation_id, apply)
+
+    # --- a switch queued through a freeze -------------------------------------------------
+
+    def queued_switch(self, rotation_id: int) -> QueuedSwitch | None:
+        """The switch an admin queued for the end of a freeze, if one waits."""
+        with self.uow_factory() as uow:
+            return queued_switch(uow.audit.for_rotation(rotation_id))
+
+    def queue_switch(self, rotation_id: int, *, actor: str) -> tuple[Rotation, QueuedSwitch]:
+        """An admin's answer to a frozen switch: rotabot switches once, when the freeze ends
+        (audited, told in the thread with the time). Only while frozen and ready to switch;
+        asked again while one waits, it returns the one waiting."""
+        rotation = self.get(rotation_id)
+        with self.uow_factory() as uow:
+            self._require_admin(uow, rotation, actor, "switch")
+        if not rotation.ready_to_switch():
+            rotation.switch(actor=actor, now=self.clock.now())  # raises the reason in words
+        freeze = self.freeze_of(rotation.secret)
+        if freeze is None:
+            raise RotabotError(
+                f"{rotation.ref} is not frozen now: nothing to wait for, nothing was queued. "
+                f"Switch it with `/rotate switch {rotation.ref}`"
+            )
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            if queued_switch(uow.audit.for_rotation(rotation_id)) is not None:
+                return  # a double click or another replica queued it already
+            r.record_note(actor=actor, now=self.clock.now(), action=QUEUED, detail={
+                "freeze": freeze.describe(), **freeze.detail(), "after": freeze.until.isoformat()})
+
+        rotation = self._mutate(rotation_id, apply)
+        waiting = self.queued_switch(rotation_id)
+        assert waiting is not None
+        return rotation, waiting
+
+    def cancel_queued_switch(self, rotation_id: int, *, actor: str) -> Rotation:
+        """An admin takes back a queued switch (audited, told in the thread)."""
+        rotation = self.get(rotation_id)
+        with self.uow_factory() as uow:
+            self._require_admin(uow, rotation, actor, "cancel the queued switch of")
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            waiting = queued_switch(uow.audit.for_rotation(rotation_id))
+            if waiting is None:
+                raise RotabotError(
+                    f"no switch is queued on {r.ref} (it ran, was cancelled or dropped); "
+                    "nothing changed"
+                )
+            r.record_note(actor=actor, now=self.clock.now(), action=QUEUE_CANCELLED,
+                          detail={"requester": waiting.requester,
+                                  "after": waiting.after.isoformat()})
+
+        return self._mutate(rotation_id, apply)
+
+    def run_queued_switch(self, rotation_id: int) -> bool:
+        """Timer: after the freeze, perform a queued switch once, or drop it saying why when
+        the rotation is no longer ready. True if it switched or dropped one now."""
+        waiting = self.queued_switch(rotation_id)
+        now = self.clock.now()
+        if waiting is None or not waiting.due(now):
+            return False
+        rotation = self.get(rotation_id)
+        if self.freeze_of(rotation.secret) is not None:
+            return False  # a window began meanwhile (or the catalog moved it): wait for it
+        # One process performs it: a second replica's promote must not race the first's.
+        if self.claims is not None and not self.claims.claim(rotation_id, QUEUED):
+            return False
+        try:
+            return self._run_queued_switch(rotation, waiting)
+        finally:
+            if self.claims is not None:
+                self.claims.release(rotation_id, QUEUED)
+
+    def _run_queued_switch(self, rotation: Rotation, waiting: QueuedSwitch) -> bool:
+        rotation_id = rotation.id
+        assert rotation_id is not None
+        if self.queued_switch(rotation_id) is None:
+            return False  # another replica performed it between our read and the claim
+        rotation = self.get(rotation_id)
+        why = None
+        if not rotation.ready_to_switch():
+            try:
+                rotation.switch(actor="rotabot", now=self.clock.now())
+            except (RotabotError, IllegalTransition) as exc:  # the reason, in words
+                why = str(exc)
+            why = why or f"{rotation.ref} is {PHASE_STATE[rotation.phase]}"
+        elif not self.is_admin(waiting.requester, rotation.secret):
+            why = f"{mention(waiting.requester)} who queued it is no longer an admin of " \
+                  f"{rotation.secret}"
+        if why is not None:
+            reason = f"{why}. An admin switches by hand when it is ready"
+
+            def drop(r: Rotation, uow: UnitOfWork) -> None:
+                if queued_switch(uow.audit.for_rotation(rotation_id)) is not None:
+                    r.record_note(actor="rotabot", now=self.clock.now(), action=QUEUE_DROPPED,
+                                  reason=reason, detail={"requester": waiting.requester})
+
+            self._mutate(rotation_id, drop)
+            return True
+        after = self._switch_now(rotation, "rotabot", None, None)
+        return after.phase is not Phase.VALIDATING
 
     def reminder_settings(
         self, rotation: Rotation, settings: EffectiveSettings
@@ -916,7 +1031,8 @@ class RotationService(CatalogSlot):
         if reason is None:
             self._audit_refusal(rotation_id, actor, action, f"frozen: {freeze.describe()}")
             target = secret if rotation_id is None else f"R-{rotation_id}"
-            raise Frozen(freeze, action, f"/rotate {action} {target}")
+            queue = rotation_id if action == "switch" and actor != "rotabot" else None
+            raise Frozen(freeze, action, f"/rotate {action} {target}", queue)
         return freeze, reason
 
     def _record_freeze_override(

@@ -148,6 +148,15 @@ class TimerWork:
             if after.phase is not Phase.READY_CHECK:
                 count += 1
             rotation = after
+        # A switch an admin queued through a freeze: performed (or dropped, saying why) once
+        # the window ended; read from the audit trail, so a restart loses nothing.
+        if (
+            what is None
+            and rotation.phase in (Phase.VALIDATING, Phase.FAILED)
+            and self.service.run_queued_switch(rotation_id)
+        ):
+            count += 1
+            rotation = self.service.get(rotation_id)
         if rotation.phase in (Phase.OBSERVING, Phase.REVOCABLE) and self.service.two_person(
             rotation.secret
         ):

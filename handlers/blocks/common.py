@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
+    ActionsBlock,
     Block,
     ButtonElement,
     ConfirmObject,
@@ -28,7 +29,7 @@ from bot.domain.mentions import escape_mrkdwn as escape_mrkdwn
 from bot.domain.mentions import mention as mention
 from bot.domain.mentions import mentions as mentions
 from bot.domain.rotation import Rotation
-from handlers.ids import Action
+from handlers.ids import Action, RotationButton
 
 Rendered = tuple[str, list[Block]]
 
@@ -151,6 +152,14 @@ def error_message(message: str, usage: str | None = None) -> Rendered:
     if usage:
         lines.append(f"Usage:\n```{usage}```")
     return message, sections(lines)
+
+
+def frozen_switch_message(message: str, rotation_id: int) -> Rendered:
+    """A switch refused inside a freeze window, with the button that queues it for its end."""
+    text, body = error_message(message)
+    value = RotationButton(rotation_id=rotation_id).model_dump_json()
+    queue = button("Switch when the freeze ends", Action.SWITCH_AFTER_FREEZE, value)
+    return text, [*body, ActionsBlock(elements=[queue])]
 
 
 def text_message(text: str) -> Rendered:

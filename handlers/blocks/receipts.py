@@ -49,6 +49,9 @@ _ICON = {
     ReceiptKind.BREAK_GLASS_REQUESTED: ":rotating_light:",
     ReceiptKind.BREAK_GLASS_APPROVED: ":white_check_mark:",
     ReceiptKind.BREAK_GLASS_EXPIRED: ":hourglass:",
+    ReceiptKind.SWITCH_QUEUED: ":alarm_clock:",
+    ReceiptKind.SWITCH_QUEUE_CANCELLED: ":heavy_minus_sign:",
+    ReceiptKind.SWITCH_QUEUE_DROPPED: ":warning:",
 }
 
 
@@ -242,6 +245,29 @@ def receipt_message(
             f"The break-glass request of {mention(receipt.detail.get('requester', '?'))} on "
             f"{ref} expired at {_at(receipt.detail.get('expires_at'))} without approval: "
             f"nothing was revoked. Ask again if it is still needed.{_reason(receipt)}"
+        )
+    elif kind is ReceiptKind.SWITCH_QUEUED:
+        line = (
+            f"{who} queued the switch of {ref} for the end of the freeze "
+            f"({escape_mrkdwn(receipt.detail.get('freeze', ''))}): rotabot switches once at "
+            f"{_at(receipt.detail.get('after'))}, if {ref} is still ready then. "
+            f"An admin can take it back: `/rotate switch {ref} --cancel-after-freeze`"
+        )
+        value = RotationButton(rotation_id=rotation.id or 0).model_dump_json()
+        actions = [ActionsBlock(elements=[
+            button("Cancel queued switch", Action.CANCEL_QUEUED_SWITCH, value)
+        ])]
+    elif kind is ReceiptKind.SWITCH_QUEUE_CANCELLED:
+        line = (
+            f"{who} cancelled the switch of {ref} queued by "
+            f"{mention(receipt.detail.get('requester', '?'))}: rotabot will not switch it "
+            "when the freeze ends."
+        )
+    elif kind is ReceiptKind.SWITCH_QUEUE_DROPPED:
+        line = (
+            f"The freeze is over but rotabot did not switch {ref} as "
+            f"{mention(receipt.detail.get('requester', '?'))} queued it: "
+            f"{told((receipt.reason or '')[:REASON_LIMIT])}"
         )
     else:  # ALERT_NOT_RELATED
         line = (

@@ -102,6 +102,12 @@ def run(deps: Deps, cmd: Command, user: str, action_id: str | None = None) -> bl
         evidence = deps.health.evidence(rotation)
         return blocks.rotation_message(
             rotation, gate, evidence, service.message_context(rotation))
+    if cmd.name == "add-consumer":
+        assert cmd.consumer is not None
+        r = service.add_consumer(rid, cmd.consumer, actor=user)
+        return blocks.text_message(
+            f"{r.ref}: {blocks.code(cmd.consumer)} added ({blocks.phase_words(r)}); the thread "
+            "was told.")
     if cmd.name == "switch" and cmd.after_freeze == "queue":
         return queued_reply(service.queue_switch(rid, actor=user))
     if cmd.name == "switch" and cmd.after_freeze == "cancel":

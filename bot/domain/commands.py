@@ -23,6 +23,7 @@ USAGE = {
     "rollback": "/rotate rollback R-N",
     "cancel": "/rotate cancel R-N",
     "resume": "/rotate resume R-N",
+    "add-consumer": "/rotate add-consumer R-N CONSUMER",
     "history": "/rotate history SECRET",
     "schedule": "/rotate schedule SECRET at 2026-12-01T09:00Z",
     "reload": "/rotate reload",
@@ -42,6 +43,8 @@ DESCRIPTIONS = {
     "rollback": "make the previous credential current again, before revocation (admins)",
     "cancel": "stop a rotation before the switch (admins)",
     "resume": "continue a rotation paused by a failure (admins)",
+    "add-consumer": "add a consumer the catalog gained (after `/rotate reload`) to a "
+    "rotation in flight, before its switch (admins)",
     "history": "a secret's past rotations",
     "schedule": "plan a rotation with a readiness review before it (admins)",
     "reload": "read the catalog file again and use it if valid, on the replica that answers "
@@ -72,6 +75,7 @@ class Command:
     at: datetime | None = None  # schedule: when, in UTC
     # An admin's reason to act inside a freeze window (start, switch, revoke).
     override_freeze: str | None = None
+    consumer: str | None = None  # add-consumer: the catalog consumer to add
     # switch: queue it for the freeze's end ("queue"), or take a queued one back ("cancel").
     after_freeze: str | None = None
 
@@ -101,6 +105,10 @@ def parse_command(text: str) -> Command:
         return _parse_start(args, usage)
     if name == "schedule":
         return _parse_schedule(args, usage)
+    if name == "add-consumer":
+        if len(args) != 2:
+            raise CommandError("expected a rotation id and a consumer", usage)
+        return Command(name, rotation_id=_rotation_id(args[0], usage), consumer=args[1])
     override = after = None
     if name in ("switch", "revoke"):
         args, override = _take_override(args, usage)
@@ -112,12 +120,15 @@ def parse_command(text: str) -> Command:
             raise CommandError(
                 "give one of --override-freeze, --after-freeze or --cancel-after-freeze", usage)
         after = chosen[0] if chosen else None
-    ref = _one(args, "R-N", usage)
+    return Command(name, rotation_id=_rotation_id(_one(args, "R-N", usage), usage),
+                   override_freeze=override, after_freeze=after)
+
+
+def _rotation_id(ref: str, usage: str) -> int:
     match = _ROTATION_REF.match(ref)
     if not match:
         raise CommandError(f"`{ref}` is not a rotation id like R-42", usage)
-    return Command(name, rotation_id=int(match.group(1)), override_freeze=override,
-                   after_freeze=after)
+    return int(match.group(1))
 
 
 def _take_override(args: list[str], usage: str) -> tuple[list[str], str | None]:

@@ -38,6 +38,7 @@ class ReceiptKind(StrEnum):
     BREAK_GLASS_REQUESTED = "break-glass-requested"  # carries the Approve button
     BREAK_GLASS_APPROVED = "break-glass-approved"
     BREAK_GLASS_EXPIRED = "break-glass-expired"
+    CONSUMER_ADDED = "consumer-added"  # an admin added a consumer the catalog gained
     SWITCH_QUEUED = "switch-queued"  # an admin queued the switch for a freeze's end
     SWITCH_QUEUE_CANCELLED = "switch-queue-cancelled"
     SWITCH_QUEUE_DROPPED = "switch-queue-dropped"  # not ready after the window: why
@@ -68,6 +69,7 @@ _NOTE_RECEIPTS = {
     REQUESTED: ReceiptKind.BREAK_GLASS_REQUESTED,
     APPROVED: ReceiptKind.BREAK_GLASS_APPROVED,
     EXPIRED: ReceiptKind.BREAK_GLASS_EXPIRED,
+    "consumer.added": ReceiptKind.CONSUMER_ADDED,
     QUEUED: ReceiptKind.SWITCH_QUEUED,
     QUEUE_CANCELLED: ReceiptKind.SWITCH_QUEUE_CANCELLED,
     QUEUE_DROPPED: ReceiptKind.SWITCH_QUEUE_DROPPED,

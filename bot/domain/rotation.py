@@ -17,6 +17,7 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import GateClosed, OutOfOrder, RotabotError
 from bot.domain.lifecycle import (
     ACTIVE_PHASES,
+    PHASE_STATE,
     SWITCHED_PHASES,
     TERMINAL_PHASES,
     IllegalTransition,
@@ -24,6 +25,7 @@ from bot.domain.lifecycle import (
     StepState,
     check_phase_transition,
     check_step_transition,
+    state_words,
 )
 
 
@@ -358,6 +360,50 @@ class Rotation:
                     "until": self.cutover_until.isoformat(), **(detail or {})},
         )
         return True
+
+    def add_consumer(
+        self,
+        consumer: ConsumerPlan,
+        *,
+        actor: str,
+        now: datetime,
+        gated: bool = False,
+        written: Sequence[str] = (),
+        detail: dict[str, str] | None = None,
+    ) -> None:
+        """An admin adds a consumer the catalog gained since the start, as a waiting step in
+        its lane (a lane new to the rotation validates last). ``gated``: it brings targets to
+        a lane none of whose targets were written yet, so the lane opens only once they are;
+        ``written``: its targets rotabot just wrote in a lane already open."""
+        if self.terminal:
+            raise RotabotError(
+                f"{self.ref} has ended ({PHASE_STATE[self.phase]}): no consumer can join it; "
+                "nothing changed. The next rotation of the secret includes every catalog "
+                "consumer")
+        # Also failed after the switch; a hard cutover made it current when it cut over.
+        if self.switched_at is not None or self.cutover_until is not None:
+            done = "cut over" if self.cutover else "switched"
+            raise RotabotError(
+                f"{self.ref} has {done} already: the new credential is current, so "
+                f"{consumer.name} reads it now and its owner should check it works; a step "
+                "cannot join after the switch, nothing changed")
+        if consumer.name in self.consumers:
+            raise RotabotError(
+                f"{consumer.name} is already in {self.ref} "
+                f"({state_words(self.consumers[consumer.name].state, step=True)}); nothing changed")
+        self.consumers[consumer.name] = ConsumerProgress(
+            name=consumer.name, lane=consumer.lane, owner=consumer.owner, reload=consumer.reload)
+        if consumer.lane not in self.lanes:
+            self.lanes = (*self.lanes, consumer.lane)
+        if gated and consumer.lane not in self.lane_writes:
+            self.gated_lanes = tuple(
+                lane for lane in self.lanes if lane in {*self.gated_lanes, consumer.lane})
+        if written:
+            self.lane_writes[consumer.lane] = (
+                *self.lane_writes.get(consumer.lane, ()), *written)
+        self._record(now, actor, "consumer.added", consumer=consumer.name, detail={
+            "consumer": consumer.name, "lane": consumer.lane, "owner": consumer.owner,
+            **(detail or {})})
 
     def open_gate(self, gate: GateVerdict, *, now: datetime, actor: str = "rotabot") -> bool:
         """Observation elapsed and the gate is open: the old credential may be revoked."""

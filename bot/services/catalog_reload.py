@@ -5,7 +5,8 @@ A reload validates the file first: an invalid one changes nothing and its proble
 as the loader writes them (``file:line: field: message``). A valid one replaces the catalog
 and its back ends in one step (bot/services/catalog_in_use.py) and is recorded, by sha256, as
 the catalog this replica runs. Rotations in flight keep the consumers they started with: those
-are rows of the rotation (consumer steps), not read from the catalog again.
+are rows of the rotation (consumer steps), not read from the catalog again; the reply names
+the consumers a reload added to a secret in flight, and the command that adds each one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class ReloadOutcome:
     removed: tuple[str, ...] = ()  # secrets it no longer has
     # Set when this replica still differs from the newest catalog after the reload.
     still_stale: str | None = None
+    # Rotations in flight whose secret now lists consumers they lack, with the command that
+    # adds each one (an admin's choice: they keep the list they started with otherwise).
+    joinable: tuple[str, ...] = ()
 
     @property
     def summary(self) -> str:
@@ -50,7 +54,8 @@ class ReloadOutcome:
                    f"removed: {', '.join(self.removed)}" if self.removed else ""]
         tail = "; ".join(c for c in changes if c)
         return head + (f" Secrets {tail}." if tail else "") + (
-            " Rotations in flight keep the consumers they started with.") + (
+            " Rotations in flight keep the consumers they started with.") + "".join(
+            f" {line}" for line in self.joinable) + (
             f" Still refusing to act: {self.still_stale}" if self.still_stale else "")
 
 
@@ -126,7 +131,15 @@ class CatalogKeeper:
                 self._audit(actor, outcome)
             log.info("catalog reloaded by %s: %s (was %s)", actor or "SIGHUP", short(sha256),
                      short(previous))
-            return replace(outcome, still_stale=self.stale())
+            return replace(outcome, still_stale=self.stale(), joinable=self._joinable())
+
+    def _joinable(self) -> tuple[str, ...]:
+        return tuple(
+            f"{r.ref} of {r.secret} does not have {name}: "
+            f"`/rotate add-consumer {r.ref} {name}` adds it."
+            for r, missing in self.rotations.joinable()
+            for name in missing
+        )
 
     def _keeps_rotations_in_flight(self, catalog: Catalog) -> None:
         """A secret with a rotation in flight must stay: its store and issuer come from the

@@ -695,6 +695,80 @@ class RotationService(CatalogSlot):
 
         return self._mutate(rotation_id, apply)
 
+    # --- a consumer the catalog gained while the rotation runs ----------------------------
+
+    def add_consumer(self, rotation_id: int, consumer: str, *, actor: str) -> Rotation:
+        """An admin adds a consumer the current catalog lists for the rotation's secret but
+        the rotation does not have, as a new step in its lane: its owner is asked at once when
+        its lane is open. Its own targets are written now when its lane's were written already
+        (refused, nothing changed, if one cannot be); otherwise its lane opens as usual."""
+        rotation = self.get(rotation_id)
+        with self.uow_factory() as uow:
+            self._require_admin(uow, rotation, actor, "add a consumer to")
+        spec = self.catalog.secret(rotation.secret)
+        c = spec.consumers.get(consumer)
+        if c is None:
+            raise RotabotError(self._not_a_consumer(rotation, consumer))
+        plan = self._consumer_plan(consumer, c)
+        labels = [target_label(t) for t in c.targets]
+        done = set(rotation.lane_writes.get(c.lane, ()))
+        written: list[str] = []
+        detail: dict[str, str] = {}
+        if (labels and c.lane in rotation.lane_writes and not rotation.terminal
+                and rotation.switched_at is None and rotation.cutover_until is None
+                and consumer not in rotation.consumers):
+            targets, _ = select(self.backends.targets_for(rotation.secret),
+                                [label for label in labels if label not in done])
+            if targets:
+                try:
+                    new, previous = self._materials(rotation)
+                    wrote = write_lane(c.lane, targets, new, previous,
+                                       self._hook_event(rotation, c.lane))
+                except (StoreError, ReloadFailed, TargetWriteFailed) as exc:
+                    raise RotabotError(
+                        f"{consumer} was not added to {rotation.ref}: {exc}. Nothing changed; "
+                        "fix the target, then add it again") from None
+                written = [w.target for w in wrote]
+                detail["written"] = written_json(wrote)
+
+        def apply(r: Rotation, uow: UnitOfWork) -> None:
+            r.add_consumer(plan, actor=actor, now=self.clock.now(),
+                           gated=bool(labels) and c.lane not in r.lane_writes,
+                           written=written, detail=detail)
+
+        rotation = self._mutate(rotation_id, apply)
+        return self.open_lane(rotation_id) if rotation.lane_to_open() else rotation
+
+    def _not_a_consumer(self, rotation: Rotation, consumer: str) -> str:
+        """Why ``consumer`` cannot join: another secret's, or not in the catalog at all."""
+        elsewhere = sorted(name for name, s in self.catalog.secrets.items()
+                           if consumer in s.consumers)
+        if elsewhere:
+            return (f"{consumer} is a consumer of {', '.join(elsewhere)}, not of "
+                    f"{rotation.secret}: it cannot join {rotation.ref}; nothing changed")
+        missing = sorted(set(self.catalog.secret(rotation.secret).consumers)
+                         - set(rotation.consumers))
+        hint = (f"catalog consumers of {rotation.secret} not in {rotation.ref}: "
+                f"{', '.join(missing)}" if missing else
+                f"add it under secrets.{rotation.secret}.consumers, then `/rotate reload`")
+        return f"the catalog has no consumer {consumer}; nothing changed ({hint})"
+
+    def joinable(self) -> list[tuple[Rotation, list[str]]]:
+        """Rotations in flight, before their switch, with the catalog consumers of their
+        secret they do not have (what a reload added): each may be added by an admin."""
+        out: list[tuple[Rotation, list[str]]] = []
+        for rotation in self.active():
+            if rotation.switched_at is not None or rotation.cutover_until is not None:
+                continue
+            try:
+                listed = self.catalog.secret(rotation.secret).consumers
+            except RotabotError:
+                continue
+            missing = [name for name in listed if name not in rotation.consumers]
+            if missing:
+                out.append((rotation, missing))
+        return out
+
     # --- a switch queued through a freeze -------------------------------------------------
 
     def queued_switch(self, rotation_id: int) -> QueuedSwitch | None:

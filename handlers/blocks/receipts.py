@@ -49,6 +49,7 @@ _ICON = {
     ReceiptKind.BREAK_GLASS_REQUESTED: ":rotating_light:",
     ReceiptKind.BREAK_GLASS_APPROVED: ":white_check_mark:",
     ReceiptKind.BREAK_GLASS_EXPIRED: ":hourglass:",
+    ReceiptKind.CONSUMER_ADDED: ":heavy_plus_sign:",
     ReceiptKind.SWITCH_QUEUED: ":alarm_clock:",
     ReceiptKind.SWITCH_QUEUE_CANCELLED: ":heavy_minus_sign:",
     ReceiptKind.SWITCH_QUEUE_DROPPED: ":warning:",
@@ -246,6 +247,21 @@ def receipt_message(
             f"{ref} expired at {_at(receipt.detail.get('expires_at'))} without approval: "
             f"nothing was revoked. Ask again if it is still needed.{_reason(receipt)}"
         )
+    elif kind is ReceiptKind.CONSUMER_ADDED:
+        name = receipt.consumer or ""
+        turn = (
+            "its owner is asked below"
+            if any(c.name == name for c, _ in rotation.pending_steps())
+            else f"it waits for the {escape_mrkdwn(lane or '?')} lane's turn"
+        )
+        line = (
+            f"{who} added {where} to {ref}, owned by "
+            f"{mention(receipt.detail.get('owner', '?'))}: {turn}. {ref} switches only once it "
+            "validated too."
+        )
+        extra = [f"• {x}" for x in written_lines(receipt.detail.get("written"))]
+        if extra:
+            extra.insert(0, "Its targets, written now (its lane's were already):")
     elif kind is ReceiptKind.SWITCH_QUEUED:
         line = (
             f"{who} queued the switch of {ref} for the end of the freeze "

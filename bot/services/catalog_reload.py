@@ -131,13 +131,14 @@ class CatalogKeeper:
                 self._audit(actor, outcome)
             log.info("catalog reloaded by %s: %s (was %s)", actor or "SIGHUP", short(sha256),
                      short(previous))
-            return replace(outcome, still_stale=self.stale(), joinable=self._joinable())
+            return replace(outcome, still_stale=self.stale(),
+                           joinable=self._joinable(catalog if sha256 != previous else None))
 
-    def _joinable(self) -> tuple[str, ...]:
+    def _joinable(self, catalog: Catalog | None) -> tuple[str, ...]:
         return tuple(
             f"{r.ref} of {r.secret} does not have {name}: "
             f"`/rotate add-consumer {r.ref} {name}` adds it."
-            for r, missing in self.rotations.joinable()
+            for r, missing in self.rotations.joinable(catalog)
             for name in missing
         )
 

@@ -753,15 +753,17 @@ class RotationService(CatalogSlot):
                 f"add it under secrets.{rotation.secret}.consumers, then `/rotate reload`")
         return f"the catalog has no consumer {consumer}; nothing changed ({hint})"
 
-    def joinable(self) -> list[tuple[Rotation, list[str]]]:
-        """Rotations in flight, before their switch, with the catalog consumers of their
-        secret they do not have (what a reload added): each may be added by an admin."""
+    def joinable(self, catalog: Catalog | None = None) -> list[tuple[Rotation, list[str]]]:
+        """Rotations in flight, before their switch, with the consumers of their secret in
+        ``catalog`` (default: the one in use) they do not have: each may be added by an admin.
+        A reload passes the catalog it applied (its own request still runs on the old one)."""
+        catalog = catalog or self.catalog
         out: list[tuple[Rotation, list[str]]] = []
         for rotation in self.active():
             if rotation.switched_at is not None or rotation.cutover_until is not None:
                 continue
             try:
-                listed = self.catalog.secret(rotation.secret).consumers
+                listed = catalog.secret(rotation.secret).consumers
             except RotabotError:
                 continue
             missing = [name for name in listed if name not in rotation.consumers]

@@ -143,10 +143,12 @@ def rotation_surfaces() -> dict[str, Callable[[], Any]]:
             f"receipt {kind}": partial(blocks.receipt_message, r, Receipt(
                 kind, "U0ADMIN", "api<!channel>", EVIL,
                 {"lane": "pr<!here>od", "alert": "A-<!here>", "new_version": "2<!here>",
-                 "phase": "validating", "by_hand": EVIL}), ("U0ADMIN",), lines)
-            # These three tell of the rotation only: no name or reason to escape.
+                 "phase": "validating", "by_hand": EVIL, "freeze": "audit <!here> week"}),
+                ("U0ADMIN",), lines)
+            # These tell of the rotation only: no name or reason to escape.
             for kind in set(ReceiptKind) - {ReceiptKind.READY_TO_SWITCH, ReceiptKind.SWITCHED,
-                                            ReceiptKind.RESUMED}
+                                            ReceiptKind.RESUMED,
+                                            ReceiptKind.SWITCH_QUEUE_CANCELLED}
         },
         "emergency modal": lambda: blocks.emergency_modal(r, 4),
         "history": lambda: blocks.history_message("key<!here>", [r]),

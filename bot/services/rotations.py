@@ -161,6 +161,8 @@ class MessageContext:
     # When the message is rendered: a cutover's time left is counted from it (Slack cannot
     # tick a countdown, so each re-render and the timer refresh it).
     now: datetime | None = None
+    # A switch an admin queued for the end of a freeze, while the rotation waits for it.
+    queued_switch: QueuedSwitch | None = None
 
 
 RELOAD_REQUIREMENTS = {
@@ -898,7 +900,11 @@ class RotationService(CatalogSlot):
             with self.uow_factory() as uow:
                 problems = tuple(uow.alerts.for_secret(
                     rotation.secret, unresolved_only=True, since=rotation.created_at))
-        return MessageContext(admins, instructions, problems, write_to, self.clock.now())
+        # Read only while it could apply: one audit read, never for most renders.
+        queued = self.queued_switch(rotation.id) if (
+            rotation.id is not None and rotation.ready_to_switch()) else None
+        return MessageContext(admins, instructions, problems, write_to, self.clock.now(),
+                              queued)
 
     def gate(self, rotation_id: int) -> GateResult:
         return self.gate_of(self.get(rotation_id))

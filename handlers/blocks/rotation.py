@@ -202,7 +202,13 @@ def rotation_message(
                 )
             )
         )
-    if rotation.ready_to_switch() and context.admins:
+    if rotation.ready_to_switch() and context.queued_switch is not None:
+        queued = context.queued_switch
+        blocks.append(SectionBlock(text=md(
+            f"Every consumer validated; the switch is queued by {mention(queued.requester)}: "
+            f"rotabot switches at {queued.after:%Y-%m-%d %H:%M} UTC, when the freeze ends."
+        )))
+    elif rotation.ready_to_switch() and context.admins:
         blocks.append(SectionBlock(text=md(
             f"{mentions(context.admins)}, every consumer validated: press *Switch to new "
             "credential* when ready."

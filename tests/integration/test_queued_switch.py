@@ -5,6 +5,7 @@ reason when the rotation is no longer ready, and cancelled by an admin."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,15 @@ from storage.leader import AlwaysLeader
 @pytest.fixture
 def world(database_url: str, tmp_path: Path) -> Iterator[World]:
     yield from make_world(database_url, tmp_path, CATALOG)
+
+
+def parent_blocks(world: World, rid: int) -> str:
+    """The rotation message's blocks as Slack holds them (what its readers see)."""
+    ts = world.c.service.get(rid).message_ts
+    assert ts is not None
+    message = world.state.find_message("C0ROTATE", ts)
+    assert message is not None
+    return json.dumps(message.blocks)
 
 
 def frozen_and_queued(world: World) -> int:
@@ -52,6 +62,8 @@ def test_a_queued_switch_waits_survives_a_restart_and_fires_once_on_two_racing_r
     world.flush()
     (told,) = world.thread_texts(rid, "queued the switch")
     assert "<@U0SECOPS> queued the switch" in told and "2026-11-25 12:00 UTC" in told
+    assert "the switch is queued by <@U0SECOPS>: rotabot switches at 2026-11-25 12:00 UTC" in (
+        parent_blocks(world, rid))
 
     world.timers.run_once()
     world.clock.advance(timedelta(minutes=89))  # 11:59, still frozen
@@ -75,6 +87,7 @@ def test_a_queued_switch_waits_survives_a_restart_and_fires_once_on_two_racing_r
     assert svc.queued_switch(rid) is None
     world.flush()
     assert len(world.thread_texts(rid, "switched")) == 1
+    assert "the switch is queued" not in parent_blocks(world, rid)
 
 
 def test_a_queued_switch_no_longer_ready_after_the_window_is_dropped_saying_why(

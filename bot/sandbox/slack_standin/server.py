@@ -80,6 +80,7 @@ def create_standin_app(
     - `POST /response/<id>`: response_urls handed out by `state.new_response_url`.
     - `GET /standin/state?user=U…`: JSON snapshot for a page.
     - `GET /standin/changes?since=N&timeout=S`: long-poll for changes after seq N.
+    - `GET /standin/rate_limits`: whether Slack's limits are enforced, 429s and calls by method.
     """
 
     async def api(request: Request) -> Response:
@@ -124,6 +125,9 @@ def create_standin_app(
             await asyncio.sleep(_POLL_INTERVAL)
         return JSONResponse({"seq": state.seq, "changes": state.changes_since(since)})
 
+    async def rate_limits(request: Request) -> Response:
+        return JSONResponse(state.rate_limit_report())
+
     socket_routes: list[BaseRoute] = []
     if socket_mode is not None:
         sm = socket_mode
@@ -144,6 +148,7 @@ def create_standin_app(
             Route("/response/{rid}", response_url, methods=["POST"]),
             Route("/standin/state", snapshot, methods=["GET"]),
             Route("/standin/changes", changes, methods=["GET"]),
+            Route("/standin/rate_limits", rate_limits, methods=["GET"]),
             *routes,
         ]
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from bot.sandbox.slack_standin import methods_chat, methods_directory, methods_views
@@ -23,6 +24,7 @@ from bot.sandbox.slack_standin.model import (
     ViewRecord,
     Violation,
 )
+from bot.sandbox.slack_standin.rate_limits import RateLimiter, RateLimitTable, load_rate_limits
 from bot.sandbox.slack_standin.spec import (
     WebApiSpec,
     as_blocks,
@@ -65,8 +67,12 @@ class StandinState(Workspace):
     """Thread-safe model of one Slack workspace as seen by one bot, plus the call log.
 
     Every Web API call and response_url post goes through `handle_api`/`handle_response_url`:
-    checked against the vendored spec, failed on demand (`fail_next`), answered by the method
-    family's handler, and recorded with any violation.
+    checked against the vendored spec, failed on demand (`fail_next`), held to Slack's rate
+    limits (HTTP 429 with Retry-After, counted per method in `rate_limited`), answered by the
+    method family's handler, and recorded with any violation.
+
+    `clock` (seconds, monotonic) drives the rate limits, so a test can step it instead of
+    sleeping; `rate_limits=False` turns them off (a test of something else that floods).
     """
 
     def __init__(
@@ -79,6 +85,9 @@ class StandinState(Workspace):
         bot_name: str = "rotabot",
         tokens: Iterable[str] | None = None,
         spec: WebApiSpec | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rate_limits: bool = True,
+        rate_limit_table: RateLimitTable | None = None,
     ) -> None:
         # None accepts any bot token (xoxb-…); a set pins the exact tokens.
         self.tokens = set(tokens) if tokens is not None else None
@@ -87,6 +96,10 @@ class StandinState(Workspace):
         self._violations: list[Violation] = []
         self._faults: list[Fault] = []
         self._forbidden: set[str] = set()
+        self.limiter = RateLimiter(
+            rate_limit_table or load_rate_limits(), clock, enabled=rate_limits
+        )
+        self._rate_limited: Counter[str] = Counter()
         super().__init__(
             team_id=team_id,
             team_name=team_name,
@@ -137,11 +150,34 @@ class StandinState(Workspace):
         with self._lock:
             return [c for c in self._calls if c.method == method]
 
+    @property
+    def rate_limited(self) -> dict[str, int]:
+        """HTTP 429 answers by method: the enforced limits' and `fail_next`'s."""
+        with self._lock:
+            return dict(self._rate_limited)
+
+    def rate_limit_report(self) -> dict[str, Any]:
+        """What `GET /standin/rate_limits` serves: whether limits are on, the 429s and the
+        calls by method."""
+        with self._lock:
+            return {
+                "enforced": self.limiter.enabled,
+                "rate_limited": dict(self._rate_limited),
+                "calls": dict(Counter(c.method for c in self._calls)),
+            }
+
+    def set_rate_limits(self, enabled: bool) -> None:
+        """Turn enforcement on or off; either way the buckets start full again."""
+        with self._lock:
+            self.limiter.enabled = enabled
+            self.limiter.reset()
+
     def clear_log(self) -> None:
-        """Forget recorded calls and violations (the workspace stays)."""
+        """Forget recorded calls, violations and 429 counts (the workspace stays)."""
         with self._lock:
             self._calls.clear()
             self._violations.clear()
+            self._rate_limited.clear()
 
     # ------------------------------------------------------------------ Web API entry point
 
@@ -168,6 +204,8 @@ class StandinState(Workspace):
             result = self._answer(call, args, token, as_json, list(parse_errors))
             call.status = result.status
             call.response = copy.deepcopy(result.body)
+            if result.status == 429:
+                self._rate_limited[method] += 1
             if call.violations:
                 self._violations.append(
                     Violation(call.seq, method, list(call.violations), call.args)
@@ -213,6 +251,10 @@ class StandinState(Workspace):
         if fault is not None:
             call.fault = fault.error or f"http {fault.status}"
             return self._fault_result(fault)
+        retry_after = self.limiter.retry_after(method, args)
+        if retry_after is not None:
+            return ApiResult(429, {"ok": False, "error": "ratelimited"},
+                             {"Retry-After": str(retry_after)})
         handler = _HANDLERS.get(method)
         body = handler(self, args) if handler else {"ok": True}
         return ApiResult(200, body)

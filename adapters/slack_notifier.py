@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.models.blocks import Block
 
+from adapters.slack_budget import Importance, SlackCallBudget
 from bot.domain.errors import NotifyError
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.log_context import rotation_context
@@ -102,6 +103,9 @@ class SlackNotifier:
     # rotation message and each thread prompt are claimed (storage/claims.py) before they are
     # posted, so exactly one replica posts each, once. None: one process, no restarts.
     claims: PostClaims | None = None
+    # The workspace-wide call budget the client's calls wait in (adapters/slack_budget.py):
+    # refreshes and receipts are queued there without holding the caller. None: sent in line.
+    budget: SlackCallBudget | None = None
     parent_wait: float = 10.0
     min_interval: float = 1.0
     _locks: dict[int, threading.Lock] = field(default_factory=dict)
@@ -120,6 +124,8 @@ class SlackNotifier:
     def flush(self) -> None:
         """Wait until no deferred update is pending or in flight (tests, shutdown)."""
         self._pacer.flush()
+        if self.budget is not None:
+            self.budget.flush()
 
     def rotation_changed(self, rotation: Rotation, turns: list[Turn]) -> None:
         assert rotation.id is not None
@@ -215,6 +221,19 @@ class SlackNotifier:
             self._post_turns(rotation, rotation.message_ts, rotation.pending_steps())
 
     def _update(self, rotation_id: int) -> None:
+        rotation = self.load(rotation_id)
+        if rotation.message_ts is None or rotation.channel is None:
+            return
+        if self.budget is not None:
+            # A refresh: queued, merged with later ones, and rendered when its turn comes,
+            # so what Slack shows last is the stored state at that moment.
+            self.budget.submit("chat.update", {"channel": rotation.channel,
+                                               "ts": rotation.message_ts},
+                               lambda: self._send_update(rotation_id))
+            return
+        self._send_update(rotation_id)
+
+    def _send_update(self, rotation_id: int) -> None:
         rotation = self.load(rotation_id)  # always render the stored state
         if rotation.message_ts is None or rotation.channel is None:
             return
@@ -326,8 +345,30 @@ class SlackNotifier:
         rendered = self.render.text_message(self.render.with_mentions(text))
         return self.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
 
-    def update(self, channel: str, ts: str, rendered: Rendered) -> None:
+    def post_later(self, channel: str, rendered: Rendered, thread_ts: str | None = None) -> None:
+        """Post when the budget gives the turn, without waiting for it (a receipt: nobody
+        needs its ts). Posts into one thread keep their order; a refusal is logged."""
+        if self.budget is None:
+            self.post(channel, rendered, thread_ts)
+            return
+
+        def send() -> None:
+            try:
+                self.post(channel, rendered, thread_ts)
+            except NotifyError as exc:
+                log.warning("a queued post was not made: %s", exc)
+
+        self.budget.submit("chat.postMessage", {"channel": channel, "thread_ts": thread_ts},
+                           send, level=Importance.POST)
+
+    def update(self, channel: str, ts: str, rendered: Rendered, *, refresh: bool = False) -> None:
+        """Replace a message. ``refresh`` (its counters changed, nobody waits): queued in
+        the budget, merged with later refreshes of the message; the latest content wins."""
         text, body = rendered
+        if refresh and self.budget is not None:
+            self.budget.submit("chat.update", {"channel": channel, "ts": ts},
+                               lambda: self.update(channel, ts, rendered))
+            return
         try:
             self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
         except SlackApiError as exc:

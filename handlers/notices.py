@@ -65,7 +65,9 @@ class ThreadReceipts:
                 owner_lines = blocks.owner_rollback_lines(notes)
             rendered = blocks.receipt_message(rotation, receipt, admins, owner_lines)
             try:
-                self.notifier.post(rotation.channel, rendered, thread_ts=rotation.message_ts)
+                # Queued, in order: the click that caused it is not held by Slack's budget.
+                self.notifier.post_later(rotation.channel, rendered,
+                                         thread_ts=rotation.message_ts)
             except NotifyError as exc:
                 log.warning("a thread receipt was not posted: %s", exc,
                             extra=rotation_context(rotation))
@@ -99,7 +101,12 @@ class SlackAlertMessenger:
     def update(
         self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
     ) -> None:
-        self.notifier.update(channel, ts, blocks.alert_message(alert, context, rotation_id))
+        # A counter refresh: queued and merged in Slack's call budget, latest content wins.
+        self.notifier.update(channel, ts, blocks.alert_message(alert, context, rotation_id),
+                             refresh=True)
+
+    def flush(self) -> None:
+        self.notifier.flush()
 
 
 class SlackScheduleNotices:

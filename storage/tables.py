@@ -370,6 +370,19 @@ class EvidenceReportRow(SQLModel, table=True):
     rotation_id: int | None = Field(default=None, foreign_key="rotations.id")
 
 
+class SlackBudgetRow(SQLModel, table=True):
+    """One token bucket of the workspace-wide Slack call budget, shared by every replica
+    (adapters/slack_budget.py keeps each Web API method under its tier; storage/slack_budget.py
+    takes tokens with a conditional UPDATE)."""
+
+    __tablename__ = "slack_call_budget"
+
+    # The method, and for chat.postMessage its channel: "chat.update", "chat.postMessage:C0…".
+    bucket: str = Field(primary_key=True, sa_type=String(200))
+    tokens: float = Field(nullable=False)
+    stamp: float = Field(nullable=False)  # epoch seconds the tokens were counted at
+
+
 metadata = SQLModel.metadata
 
 
@@ -389,4 +402,5 @@ def table_names() -> tuple[str, ...]:
         "slack_requests",
         "replicas",
         "evidence_reports",
+        "slack_call_budget",
     )

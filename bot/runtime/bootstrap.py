@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,6 +21,7 @@ from sqlalchemy.engine import Engine
 from starlette.routing import BaseRoute
 
 from adapters.health import HealthChecker
+from adapters.slack_budget import SlackCallBudget
 from adapters.slack_client import CountingWebClient
 from adapters.slack_client import slack_client as counting_slack_client
 from adapters.slack_directory import SlackOwnerDirectory
@@ -51,6 +54,7 @@ from storage.migrate import upgrade
 from storage.reminders import SqlReminderLog
 from storage.replicas import SqlReplicaCatalogs
 from storage.schedules import SqlScheduleRepository
+from storage.slack_budget import SqlTokenBuckets
 from storage.slack_requests import SqlSlackRequests
 from storage.unit_of_work import sql_unit_of_work_factory
 
@@ -70,6 +74,8 @@ class Container:
     engine: Engine
     clock: Clock
     slack: CountingWebClient
+    # Slack's rate limits for every Web API call of the process (shared through the database).
+    slack_budget: SlackCallBudget
     notifier: SlackNotifier
     service: RotationService
     health: HealthService
@@ -118,7 +124,10 @@ def build(
     clock: Clock | None = None,
     migrate: bool | None = None,
     backends: BackendRegistry | None = None,
+    slack_clock: Callable[[], float] | None = None,
 ) -> Container:
+    """``slack_clock`` (epoch seconds) drives the Slack call budget: a test steps it with the
+    stand-in's clock instead of waiting out Slack's rate limits."""
     catalog, catalog_sha256 = load_catalog_hashed(settings.catalog_path)
     if migrate is None:
         migrate = settings.database_url.startswith("sqlite")
@@ -127,7 +136,10 @@ def build(
     engine = make_engine(settings.database_url)
     clock = clock or SystemClock()
     metrics = CollectorRegistry()  # per container: several in one test process never collide
-    client = counting_slack_client(settings.slack_bot_token, settings.slack_api_url, metrics)
+    # Every Web API call waits for its method's token, in buckets every replica shares.
+    budget = SlackCallBudget(SqlTokenBuckets(engine), clock=slack_clock or time.time)
+    client = counting_slack_client(settings.slack_bot_token, settings.slack_api_url, metrics,
+                                   budget=budget)
     # In the database every replica shares, so a replay or repeat landing on another (or
     # after a restart) is taken once.
     slack_requests = SqlSlackRequests(engine, clock)
@@ -169,6 +181,7 @@ def build(
         context=service.message_context,
         # One replica posts each message and prompt, once, even across crashes.
         claims=SqlPostClaims(engine, service.clock.now),
+        budget=budget,
     )
     service.on_change.append(notifier.rotation_changed)
     # Gauges from a snapshot refreshed at most every few seconds, not a query per scrape.
@@ -235,6 +248,7 @@ def build(
         engine=engine,
         clock=clock,
         slack=client,
+        slack_budget=budget,
         notifier=notifier,
         service=service,
         health=health,

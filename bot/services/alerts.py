@@ -94,7 +94,13 @@ class AlertMessenger(Protocol):
 
     def update(
         self, channel: str, ts: str, alert: Alert, context: str, rotation_id: int | None
-    ) -> None: ...
+    ) -> None:
+        """Replace the message; may be queued (Slack's call budget) rather than sent now."""
+        ...
+
+    def flush(self) -> None:
+        """Wait until queued updates were sent (tests, shutdown)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -508,8 +514,10 @@ class AlertService:
             )
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until no deferred update is pending (tests, shutdown)."""
+        """Wait until no deferred update is pending or queued for Slack (tests, shutdown)."""
         self._pacer.flush(timeout)
+        if self.messenger is not None:
+            self.messenger.flush()
 
     # --- context -------------------------------------------------------------------------
 

@@ -5,11 +5,11 @@ by the test, so nothing waits out a rate limit."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from harness.serve import eventually
 from slack_sdk.errors import SlackApiError
 
 from adapters.slack_budget import (
@@ -24,6 +24,14 @@ from adapters.slack_budget import (
 from adapters.slack_client import slack_client
 from bot.sandbox.slack_standin import StandinServer, StandinState
 from bot.sandbox.slack_standin.rate_limits import load_rate_limits
+
+
+def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll until another thread got where the test needs it (a caller queued)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
 
 
 class StepClock:

@@ -81,10 +81,11 @@ def test_tier3_allows_a_minute_of_calls_then_answers_429_with_retry_after(
     assert response.data == {"ok": False, "error": "ratelimited"}
     # One token comes back every 60/50 s: Slack's Retry-After is whole seconds.
     assert response.headers["retry-after"] == "2"
-    assert state.find_message("C0ROTATE", ts).text == "R-1 v49"  # the 429 changed nothing
+    message = state.find_message("C0ROTATE", ts)
+    assert message is not None and message.text == "R-1 v49"  # the 429 changed nothing
     clock.now += 1.2
     client.chat_update(channel="C0ROTATE", ts=ts, text="after the wait")
-    assert state.find_message("C0ROTATE", ts).text == "after the wait"
+    assert message.text == "after the wait"
     assert state.rate_limited == {"chat.update": 1}
 
 

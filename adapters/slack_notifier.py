@@ -229,9 +229,16 @@ class SlackNotifier:
             # so what Slack shows last is the stored state at that moment.
             self.budget.submit("chat.update", {"channel": rotation.channel,
                                                "ts": rotation.message_ts},
-                               lambda: self._send_update(rotation_id))
+                               lambda: self._send_update_logged(rotation_id))
             return
         self._send_update(rotation_id)
+
+    def _send_update_logged(self, rotation_id: int) -> None:
+        try:
+            self._send_update(rotation_id)
+        except NotifyError as exc:  # queued: nobody waits to be told
+            log.warning("the rotation message was not updated: %s", exc,
+                        extra={"rotation_id": rotation_id})
 
     def _send_update(self, rotation_id: int) -> None:
         rotation = self.load(rotation_id)  # always render the stored state
@@ -366,8 +373,13 @@ class SlackNotifier:
         the budget, merged with later refreshes of the message; the latest content wins."""
         text, body = rendered
         if refresh and self.budget is not None:
-            self.budget.submit("chat.update", {"channel": channel, "ts": ts},
-                               lambda: self.update(channel, ts, rendered))
+            def send() -> None:
+                try:
+                    self.update(channel, ts, rendered)
+                except NotifyError as exc:  # queued: nobody waits to be told
+                    log.warning("a message refresh was not made: %s", exc)
+
+            self.budget.submit("chat.update", {"channel": channel, "ts": ts}, send)
             return
         try:
             self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)

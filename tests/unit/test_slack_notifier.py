@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from adapters.slack_budget import METHOD_RATES, MemoryTokenBuckets, SlackCallBudget
 from adapters.slack_notifier import SlackNotifier
 from bot.domain.rotation import ConsumerPlan, Rotation
 from handlers import blocks
@@ -99,3 +100,29 @@ def test_a_burst_of_changes_is_coalesced_and_the_last_state_is_shown() -> None:
     notifier.flush()
     assert len(slack.updates) <= 2
     assert "changed-19" in slack.updates[-1]
+
+
+def test_with_slacks_budget_spent_refreshes_merge_and_render_the_latest_state() -> None:
+    now = [1_800_000_000.0]
+    budget = SlackCallBudget(MemoryTokenBuckets(), clock=lambda: now[0])
+    for _ in range(int(METHOD_RATES["chat.update"].burst)):  # Slack's minute is spent
+        budget.call("chat.update", {"channel": "C0OTHER", "ts": "1.0"}, lambda: None)
+    stored = rotation()
+    slack = SlowSlack()
+    notifier = SlackNotifier(client=slack, render=blocks,  # type: ignore[arg-type]
+                             load=lambda _id: stored,
+                             attach=lambda _id, ch, ts: setattr(stored, "message_ts", ts),
+                             budget=budget, min_interval=0.0)
+    notifier.rotation_changed(stored, [])  # posts the message
+    for n in range(1, 6):  # five changes while chat.update has no token
+        stored.secret = f"changed-{n}"
+        notifier.rotation_changed(stored, [])
+    assert slack.finished_updates() == []
+    stored.secret = "changed-last"  # changed again before the turn comes
+    now[0] += 60.0
+    budget.poke()
+    notifier.flush()
+    # One call, rendered when it went: the state at that moment, not any queued one.
+    (text,) = slack.finished_updates()
+    assert "changed-last" in text
+    assert budget.stats.merged == 4

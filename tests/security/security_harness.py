@@ -11,12 +11,14 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 from harness.serve import (
     ServeProcess,
@@ -164,17 +166,33 @@ def inprocess_bot(
 
     catalog = tmp_path / "catalog.yml"
     catalog.write_text(catalog_text)
-    standin = StandinServer(make_workspace()).start()
+    # Slack's rate limits (tests/e2e/test_slack_budget.py is about them) run here on a clock
+    # that moves a minute ahead before each request: the stand-in still enforces them and the
+    # bot's budget still paces, but no request waits out the previous one's calls.
+    skew = [0.0]
+    workspace_state = make_workspace()
+    workspace_state.limiter.clock = lambda: time.monotonic() + skew[0]
+    standin = StandinServer(workspace_state).start()
     values, signing_secret, alert_secret = _env(tmp_path, catalog, standin, env or {})
     settings = Settings.from_env(values)
-    container = build(settings)
+    container = build(settings, slack_clock=lambda: time.time() + skew[0])
     # Slack messages are re-rendered at once instead of coalesced per second, so what a
     # request returns to is what the buttons show (the pacing is for Slack's rate limits).
     container.notifier.min_interval = 0.0
     bolt = bolt_app(container, process_before_response=True)
     container.alerts.min_update_interval = 0.0
     app = create_web_app(container, bolt)
-    client = TestClient(app, base_url="http://rotabot.test", raise_server_exceptions=False)
+
+    async def settled(scope: Any, receive: Any, send: Any) -> None:
+        # A request returns once the Slack calls it queued (refreshes, receipts) were made,
+        # so the next step sees the messages it left.
+        skew[0] += 60.0
+        container.slack_budget.poke()
+        await app(scope, receive, send)
+        if scope["type"] == "http":
+            await anyio.to_thread.run_sync(container.notifier.flush)
+
+    client = TestClient(settled, base_url="http://rotabot.test", raise_server_exceptions=False)
     slack = SlackSide(standin.state, "http://rotabot.test/slack/events", signing_secret,
                       http=client)
     handle = BotHandle("http://rotabot.test", client, tmp_path / "rotabot.db", standin, slack,

@@ -371,17 +371,32 @@ class SlackNotifier:
     def update(self, channel: str, ts: str, rendered: Rendered, *, refresh: bool = False) -> None:
         """Replace a message. ``refresh`` (its counters changed, nobody waits): queued in
         the budget, merged with later refreshes of the message; the latest content wins."""
-        text, body = rendered
         if refresh and self.budget is not None:
-            def send() -> None:
-                try:
-                    self.update(channel, ts, rendered)
-                except NotifyError as exc:  # queued: nobody waits to be told
-                    log.warning("a message refresh was not made: %s", exc)
-
-            self.budget.submit("chat.update", {"channel": channel, "ts": ts}, send)
+            self._replace_queued(channel, ts, rendered, Importance.REFRESH)
             return
+        text, body = rendered
         try:
             self.client.chat_update(channel=channel, ts=ts, text=text, blocks=body)
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, channel)) from None
+
+    def replace_later(self, channel: str, ts: str, rendered: Rendered) -> None:
+        """Replace a message without waiting for Slack's budget (a clicked prompt's outcome:
+        the click was acked, its listener need not sit in the queue). Ranks above refreshes."""
+        if self.budget is None:
+            self.update(channel, ts, rendered)
+            return
+        self._replace_queued(channel, ts, rendered, Importance.EDIT)
+
+    def _replace_queued(
+        self, channel: str, ts: str, rendered: Rendered, level: Importance
+    ) -> None:
+        assert self.budget is not None
+
+        def send() -> None:
+            try:
+                self.update(channel, ts, rendered)
+            except NotifyError as exc:  # queued: nobody waits to be told
+                log.warning("a message was not updated: %s", exc)
+
+        self.budget.submit("chat.update", {"channel": channel, "ts": ts}, send, level=level)

@@ -67,7 +67,7 @@ def register(app: App, deps: Deps) -> None:
     @app.action(Action.STEP.value)
 
     @reported
-    def step(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+    def step(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
         button = parse_value(StepButton, _value(body))
         if button.step not in STEP_BUTTON_STEPS:
@@ -88,11 +88,9 @@ def register(app: App, deps: Deps) -> None:
         consumer = outcome.rotation.consumer(button.consumer)
         text, done = blocks.step_done(outcome.rotation, consumer, button.step, _user(body))
         container = body.get("container", {})
-        client.chat_update(
-            channel=container.get("channel_id"),
-            ts=container.get("message_ts"),
-            text=text,
-            blocks=[b.to_dict() for b in done],
+        # Queued in Slack's call budget: this listener's thread is not held while it waits.
+        deps.notifier.replace_later(
+            str(container.get("channel_id")), str(container.get("message_ts")), (text, done)
         )
 
     @app.action(Action.REPORT_PROBLEM.value)

@@ -2,7 +2,7 @@
 chat.postMessage), shared by every replica.
 
 Revision ID: 0013
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

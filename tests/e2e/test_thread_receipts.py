@@ -13,7 +13,6 @@ from conftest import CATALOG, Bot, BotConfig
 from e2e_helpers import (
     click_parent,
     click_step,
-    has_button,
     parent_message,
     prompt_for,
     switch_when_ready,
@@ -207,9 +206,14 @@ def test_whose_turn_it_is_and_every_admin_step_is_told(bot: Bot) -> None:
         click_step(bot, owner, consumer, "Sign off")
     ready = receipt(bot, "is ready to revoke")
     assert "<@U0ADMIN>, press *Revoke old credential*" in ready.text
-    bot.state.wait_for(lambda s: has_button(bot, Action.REVOKE), 10)
-    revoke = [e for b in parent_message(bot).blocks if b.get("type") == "actions"
-              for e in b["elements"] if e["action_id"] == Action.REVOKE.value]
+    # The message's refresh is queued in Slack's call budget beside the receipt's post:
+    # either may land first, so wait for the open gate's render.
+    def revoke_buttons(_: object) -> list[dict[str, object]] | None:
+        found = [e for b in parent_message(bot).blocks if b.get("type") == "actions"
+                 for e in b["elements"] if e["action_id"] == Action.REVOKE.value]
+        return found if any("confirm" in e for e in found) else None
+
+    revoke = bot.state.wait_for(revoke_buttons, 10)
     assert [("confirm" in e) for e in revoke] == [True]  # gate open: one confirmation
     click_parent(bot, Action.REVOKE)
     assert "<@U0ADMIN> revoked the old credential of R-1" in receipt(bot, "revoked the old").text

@@ -40,6 +40,8 @@ EMOJI: Final[Mapping[str, str]] = MappingProxyType(
         "eyes": "emoji-eyes.svg",
         "heavy_minus_sign": "emoji-heavy_minus_sign.svg",
         "inbox_tray": "emoji-inbox_tray.svg",
+        "heavy_plus_sign": "emoji-heavy_plus_sign.svg",
+        "alarm_clock": "emoji-alarm_clock.svg",
     }
 )
 

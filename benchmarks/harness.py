@@ -220,9 +220,14 @@ class BotEnv:
 
 @contextmanager
 def bot_env(
-    specs: Sequence[SecretSpec], database_url: str | None = None, *, owners: int | None = None
+    specs: Sequence[SecretSpec],
+    database_url: str | None = None,
+    *,
+    owners: int | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[BotEnv]:
-    """A stand-in workspace, a catalog and `rotabot serve` (started as tests/e2e does)."""
+    """A stand-in workspace, a catalog and `rotabot serve` (started as tests/e2e does), with
+    ``settings`` added to its environment."""
     workdir = Path(tempfile.mkdtemp(prefix="rotabot-bench-"))
     store_dir = workdir / "secrets"
     store_dir.mkdir()
@@ -242,7 +247,7 @@ def bot_env(
         proc_env = process_env(serve_env(
             token_tag="bench", standin_url=standin.base_url, database_url=env.database_url,
             catalog=catalog, signing_secret=env.signing_secret, alert_secret=env.alert_secret,
-            extra={"ROTABOT_LOG_LEVEL": "WARNING"}))
+            extra={"ROTABOT_LOG_LEVEL": "WARNING", **(settings or {})}))
         if not env.database_url.startswith("sqlite"):
             subprocess.run(
                 [sys.executable, "-m", "bot.cli", "db", "upgrade"],

@@ -9,30 +9,32 @@ payload (version 4, else 422).
 
 Order of checks, cheapest first, so nothing unauthenticated costs a database call:
 size (413, before the body is read whole) → signature and timestamp, or token (401) → delivery
-id (200 duplicate) → schema (422) → flood limit per sender (429 + Retry-After; keyed on the
+id's form (422) → schema (422) → flood limit per sender (429 + Retry-After; keyed on the
 client address and the signing key, never on the body's ``source``, which a sender can rename)
-→ catalog (404 with the closest names, 422 for an ambiguous consumer) → store and post (200
-with the alert refs).
+→ catalog (404 with the closest names, 422 for an ambiguous consumer) → group commit
+(bot/services/alert_batches.py): the delivery id is taken in the same transaction as the
+counts, so a replayed id is answered ``duplicate`` and counted once, and a request is answered
+200 (with the alert refs) only after its batch committed. Slack posts and updates follow after
+the commit, off the request.
 
-Alertmanager's requests: size → token (401) → schema (422) → one key per alert (groupKey,
-fingerprint, status, startsAt; an alert already taken is skipped as a duplicate) → flood limit
-(503 + Retry-After: Alertmanager drops what a 4xx refuses and retries a 5xx) → catalog → each
-firing alert stored (its key kept as soon as it is) and each resolved one resolving the rotabot
-alert its firing opened. A failure half-way frees the keys of what was not taken, so
-Alertmanager's retry takes exactly the rest.
-Delivery ids are reserved in the database (storage/deliveries.py), so a retry counts once
-whichever replica it reaches. A database that cannot be reached is a 503 the sender retries,
-never a silent loss. Log lines name consumers and secrets only: no other value from a body
-reaches a log.
+Alertmanager's requests: size → token (401) → schema (422) → flood limit on the firing alerts
+(503 + Retry-After: Alertmanager drops what a 4xx refuses and retries a 5xx) → catalog → the
+firing alerts group-committed together, one key per alert (groupKey, fingerprint, status,
+startsAt; an alert already taken is skipped as a duplicate, each other one counted), then each
+resolved one resolving the rotabot alert its firing opened (its key kept once it did). A
+failure stores none of the firing alerts, so Alertmanager's retry takes them all.
+Keys live in the database (storage/deliveries.py), so a retry counts once whichever replica it
+reaches. A database that cannot be reached is a 503 the sender retries, never a silent loss.
+Log lines name consumers and secrets only: no other value from a body reaches a log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,6 +47,7 @@ from bot.domain.alert_intake import (
     AmAlert,
     Deliveries,
     DeliveryInFlight,
+    KeyState,
     RateLimiter,
     SchemaError,
     SignatureError,
@@ -53,7 +56,16 @@ from bot.domain.alert_intake import (
     rate_limit_key,
     verify_authorization,
 )
-from bot.services.alerts import AlertService, AmbiguousConsumer, IngestResult, NotInCatalog
+from bot.services.alert_batches import GroupCommit
+from bot.services.alerts import (
+    AlertService,
+    AmbiguousConsumer,
+    IngestResult,
+    Intake,
+    IntakeUnit,
+    NotInCatalog,
+    UnitOutcome,
+)
 from handlers.deps import Deps
 from handlers.signed_intake import (
     RETRY_AFTER,
@@ -101,12 +113,19 @@ def alerts_route(
     max_body: int = MAX_BODY_BYTES,
 ) -> Route:
     svc = service or deps.alerts
-    limiter = limiter or RateLimiter()
+    batches = deps.intake if service is None and deps.intake is not None else GroupCommit(svc)
+    limiter = limiter or deps.alert_limiter or RateLimiter()
     # In the database every replica shares, so a retry landing on another one counts once.
+    # The group commit takes signed deliveries and firing alerts in its own transaction;
+    # this one holds the keys of Alertmanager's resolved alerts.
     seen: Deliveries = deliveries or deps.deliveries
 
     intake = SignedIntake(deps, seen, log, "alert", max_body,
                           "send one failure per request")
+
+    async def _commit(units: Sequence[IntakeUnit]) -> list[UnitOutcome]:
+        # Awaited, not run in the thread pool: no worker thread waits for the batch.
+        return await asyncio.wrap_future(batches.submit(units))
 
     async def receive(request: Request) -> Response:
         body = await intake.read(request)
@@ -118,9 +137,13 @@ def alerts_route(
             return await _from_alertmanager(request, body, authorization)
         if not deps.alert_secret and deps.alertmanager_tokens and not signed:
             return _error(401, "missing Authorization header (Alertmanager's token)")
-        return await intake.verified(request, body, _handle)
+        checked = intake.signed(request, body)
+        if isinstance(checked, Response):
+            return checked
+        bucket, delivery = checked
+        return await _handle(body, bucket, delivery)
 
-    async def _handle(body: bytes, bucket: str) -> Response:
+    async def _handle(body: bytes, bucket: str, delivery: str | None) -> Response:
         try:
             parsed = parse_body(body)
         except SchemaError as exc:
@@ -137,11 +160,26 @@ def alerts_route(
             log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
             return rate_limited(wait, "alerts")
         try:
-            results = await run_in_threadpool(svc.ingest_many, parsed.reports)
+            unit = IntakeUnit(tuple(Intake(r, svc.resolve(r)) for r in parsed.reports),
+                              key=delivery)
         except (NotInCatalog, AmbiguousConsumer) as exc:
             return catalog_refusal(exc, log, "alert")
+        try:
+            (outcome,) = await _commit([unit])
         except Exception as exc:
             return _storage_failed(exc, "storing the alert")
+        if outcome.state is KeyState.DUPLICATE:
+            return JSONResponse({"ok": True, "duplicate": True})
+        if outcome.state is KeyState.IN_FLIGHT:
+            # Answering "duplicate" now would lose the alert if that request fails.
+            log.info("alert delivery still being processed elsewhere; the sender should retry")
+            return JSONResponse(
+                {"ok": False, "error": "this X-Rotabot-Delivery is still being processed; "
+                                       "retry later"},
+                status_code=503,
+                headers={"Retry-After": _RETRY_AFTER},
+            )
+        results = outcome.results
         out: dict[str, Any] = {"ok": True, "alerts": [_summary(r) for r in results]}
         if len(results) == 1:
             out["ref"] = results[0].alert.ref
@@ -171,76 +209,68 @@ def alerts_route(
         except SchemaError as exc:
             log.info("Alertmanager alert refused: schema error in %s", exc.field[:100])
             return _error(422, f"{exc.field} {exc.problem}", field=exc.field)
+        host = request.client.host if request.client else "unknown"
+        firing = [a for a in note.alerts if a.firing]
+        wait = limiter.take(rate_limit_key(host, token), cost=len(firing)) if firing else None
+        if wait is not None:
+            log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
+            # 503, not 429: Alertmanager drops a notification a 4xx refuses, and retries a 5xx.
+            return rate_limited(wait, "alerts", status=503)
         try:
-            fresh = await run_in_threadpool(_reserve_all, note.alerts)
+            # Each alert its own unit: its key is taken with its count, an alert taken before
+            # is a duplicate and the others are counted.
+            units = [IntakeUnit((Intake(a.report, svc.resolve(a.report)),), key=a.key)
+                     for a in firing]
+        except (NotInCatalog, AmbiguousConsumer) as exc:
+            return catalog_refusal(exc, log, "alert")
+        outcomes: list[UnitOutcome] = []
+        if units:
+            try:
+                outcomes = await _commit(units)
+            except Exception as exc:
+                return _storage_failed(exc, "storing the alert")
+        try:
+            if any(o.state is KeyState.IN_FLIGHT for o in outcomes):
+                raise DeliveryInFlight("alertmanager")
+            resolved, resolved_duplicates = await run_in_threadpool(
+                _resolve_all, [a for a in note.alerts if not a.firing])
         except DeliveryInFlight:
+            # What was taken stays taken; the retry counts it as a duplicate.
             log.info("Alertmanager alert still being processed elsewhere; it retries")
             return JSONResponse(
                 {"ok": False, "error": "an alert of this notification is still being "
                                        "processed; retry later"},
                 status_code=503, headers={"Retry-After": _RETRY_AFTER})
         except Exception as exc:
-            return _storage_failed(exc, "reserving the alerts' keys")
-        duplicates = len(note.alerts) - len(fresh)
-        host = request.client.host if request.client else "unknown"
-        firing = [a for a in fresh if a.firing]
-        wait = limiter.take(rate_limit_key(host, token), cost=len(firing)) if firing else None
-        if wait is not None:
-            await _release_all([a.key for a in fresh])
-            log.warning("alerts from one sender rate-limited", extra={"source_limited": True})
-            # 503, not 429: Alertmanager drops a notification a 4xx refuses, and retries a 5xx.
-            return rate_limited(wait, "alerts", status=503)
-        kept: set[str] = set()
-        try:
-            results, resolved = await run_in_threadpool(_take, fresh, kept)
-        except (NotInCatalog, AmbiguousConsumer) as exc:
-            return catalog_refusal(exc, log, "alert")
-        except Exception as exc:
-            return _storage_failed(exc, "storing the alert")
-        finally:
-            await _release_all([a.key for a in fresh if a.key not in kept])
+            return _storage_failed(exc, "resolving the alerts")
+        taken_resolved = len(note.alerts) - len(firing) - resolved_duplicates
         return JSONResponse({
             "ok": True,
-            "alerts": [_summary(r) for r in results],
+            "alerts": [_summary(r) for o in outcomes for r in o.results],
             "resolved": [{"ref": a.ref, "consumer": a.consumer, "secret": a.secret}
                          for a in resolved],
-            "resolved_unmatched": sum(1 for a in fresh if not a.firing) - len(resolved),
-            "duplicates": duplicates,
+            "resolved_unmatched": taken_resolved - len(resolved),
+            "duplicates": resolved_duplicates
+            + sum(1 for o in outcomes if o.state is KeyState.DUPLICATE),
         })
 
-    def _reserve_all(alerts: tuple[AmAlert, ...]) -> list[AmAlert]:
-        """The alerts not taken before, their keys held; on any failure none stays held."""
-        fresh: list[AmAlert] = []
-        try:
-            for a in alerts:
-                if seen.reserve(a.key):
-                    fresh.append(a)
-        except Exception:
-            for a in fresh:
-                _quietly(seen.release, a.key)
-            raise
-        return fresh
-
-    def _take(
-        fresh: list[AmAlert], kept: set[str]
-    ) -> tuple[list[IngestResult], list[Alert]]:
-        """Store the firing alerts, resolve with the resolved ones; each key is kept as soon
-        as what it stands for is committed."""
-        firing = [a for a in fresh if a.firing]
-
-        def stored(i: int) -> None:
-            kept.add(firing[i].key)
-            _quietly(seen.done, firing[i].key)
-
-        results = svc.ingest_many([a.report for a in firing], stored=stored)
+    def _resolve_all(alerts: list[AmAlert]) -> tuple[list[Alert], int]:
+        """Resolve with each resolved alert not taken before; each key is kept once what it
+        stands for is committed, and freed when that failed. Returns what was resolved and
+        how many were duplicates."""
         resolved: list[Alert] = []
-        for a in fresh:
-            if a.firing:
+        duplicates = 0
+        for a in alerts:
+            if not seen.reserve(a.key):
+                duplicates += 1
                 continue
-            resolved.extend(svc.resolve_from_source(a.report, actor=ALERTMANAGER_ACTOR))
-            kept.add(a.key)
+            try:
+                resolved.extend(svc.resolve_from_source(a.report, actor=ALERTMANAGER_ACTOR))
+            except BaseException:
+                _quietly(seen.release, a.key)
+                raise
             _quietly(seen.done, a.key)
-        return results, resolved
+        return resolved, duplicates
 
     def _quietly(step: Callable[[str], None], key: str) -> None:
         try:
@@ -248,15 +278,5 @@ def alerts_route(
         except Exception as exc:  # the key lapses after its lease (storage/deliveries.py)
             log.warning("alert intake: could not settle an alert's key (%s); it lapses after "
                         "its lease", type(exc).__name__)
-
-    async def _release_all(keys: list[str]) -> None:
-        if not keys:
-            return
-        def release() -> None:
-            for key in keys:
-                _quietly(seen.release, key)
-
-        with anyio.CancelScope(shield=True):
-            await run_in_threadpool(release)
 
     return Route("/alerts", receive, methods=["POST"])

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.catalog import Catalog
-from bot.domain.alert_intake import Deliveries
+from bot.domain.alert_intake import Deliveries, RateLimiter
 from bot.domain.clock import Clock
 from bot.domain.lifecycle import StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
+from bot.services.alert_batches import GroupCommit
 from bot.services.alerts import AlertService
 from bot.services.catalog_reload import CatalogKeeper
 from bot.services.health import HealthService
@@ -68,6 +69,10 @@ class Deps:
     # `/rotate reload`, and the check that this replica runs the newest catalog (None: one
     # process built without a database of replicas, as some tests do).
     catalog_keeper: CatalogKeeper | None = None
+    # /alerts: the group commit reports are stored through (None: the route makes its own
+    # for ``alerts``) and the flood limit per sender (None: RateLimiter's defaults).
+    intake: GroupCommit | None = None
+    alert_limiter: RateLimiter | None = None
 
     @property
     def catalog(self) -> Catalog:

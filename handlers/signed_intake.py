@@ -112,28 +112,10 @@ class SignedIntake:
 
     async def verified(self, request: Request, body: bytes, handle: Handle) -> Response:
         """Signature, then the delivery id, then ``handle``; the id is settled after it."""
-        secret = self.deps.alert_secret
-        if not secret:
-            return error(503, f"{self.what} intake is off: set ROTABOT_ALERT_SECRET on the bot")
-        try:
-            signing_key = verify_signature(
-                secret,
-                timestamp=request.headers.get("x-rotabot-timestamp"),
-                signature=request.headers.get("x-rotabot-signature"),
-                body=body,
-                now=self.deps.clock.now().timestamp(),
-            )
-        except SignatureError as exc:
-            self.log.warning("%s refused: %s", self.what, exc)
-            return error(401, str(exc))
-        try:
-            delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
-        except SchemaError as exc:
-            return error(422, exc.problem, field=exc.field)
-        # The flood limit's bucket: who sent it (the address) and which key signed it, never
-        # anything the sender writes in the body.
-        host = request.client.host if request.client else "unknown"
-        bucket = rate_limit_key(host, signing_key)
+        checked = self.signed(request, body)
+        if isinstance(checked, Response):
+            return checked
+        bucket, delivery = checked
         if delivery is None:
             return await handle(body, bucket)
         try:
@@ -159,6 +141,33 @@ class SignedIntake:
             return response
         finally:
             await self._settle(delivery, ok)
+
+    def signed(self, request: Request, body: bytes) -> tuple[str, str | None] | Response:
+        """The signature and the delivery id's form checked: (flood-limit bucket, delivery id
+        or None), or the answer that refuses the request. For a route that takes the id in
+        its own transaction (the alert group commit) instead of reserving it here."""
+        secret = self.deps.alert_secret
+        if not secret:
+            return error(503, f"{self.what} intake is off: set ROTABOT_ALERT_SECRET on the bot")
+        try:
+            signing_key = verify_signature(
+                secret,
+                timestamp=request.headers.get("x-rotabot-timestamp"),
+                signature=request.headers.get("x-rotabot-signature"),
+                body=body,
+                now=self.deps.clock.now().timestamp(),
+            )
+        except SignatureError as exc:
+            self.log.warning("%s refused: %s", self.what, exc)
+            return error(401, str(exc))
+        try:
+            delivery = check_delivery_id(request.headers.get("x-rotabot-delivery"))
+        except SchemaError as exc:
+            return error(422, exc.problem, field=exc.field)
+        # The flood limit's bucket: who sent it (the address) and which key signed it, never
+        # anything the sender writes in the body.
+        host = request.client.host if request.client else "unknown"
+        return rate_limit_key(host, signing_key), delivery
 
     async def _settle(self, delivery: str, ok: bool) -> None:
         """Keep the id for the whole ttl once the request was taken; free it when it failed,

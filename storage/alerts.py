@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, case, insert, literal, select, text, tuple_, update
 
 from bot.domain.alert import UNRESOLVED, Alert, AlertStatus
+from bot.domain.alert_intake import KeyState
 from bot.domain.errors import RotabotError
+from storage.deliveries import take_finished
 from storage.sql_common import ALERTS, SqlRepository, new_id, store_errors
 from storage.tables import AlertRow
 
@@ -77,10 +80,15 @@ class SqlAlertRepository(SqlRepository):
 
     @store_errors
     def save(self, alert: Alert) -> None:
+        """Everything but ``count`` and ``last_seen``, which only ``add_count`` moves: a save
+        from a read taken before a batch added reports (a click, a Slack post recording its
+        ts) must not take those reports back."""
         if alert.id is None:
             raise ValueError("an alert must be added before it is saved")
+        values = _alert_values(alert)
+        del values["count"], values["last_seen"]
         result = self._conn.execute(
-            update(ALERTS).where(ALERTS.c.id == alert.id).values(**_alert_values(alert))
+            update(ALERTS).where(ALERTS.c.id == alert.id).values(**values)
         )
         if result.rowcount != 1:
             raise RotabotError(f"no alert {alert.ref}")
@@ -119,4 +127,73 @@ class SqlAlertRepository(SqlRepository):
     @store_errors
     def recent(self, limit: int = 10) -> list[Alert]:
         stmt = select(ALERTS).order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc()).limit(limit)
+        return [_alert_from_row(m) for m in self._conn.execute(stmt).mappings()]
+
+    @store_errors
+    def add_count(self, alert_id: int, n: int, seen: datetime) -> Alert:
+        """``n`` more reports of the alert, last seen at ``seen`` (or later): one UPDATE that
+        adds to the stored count, so replicas adding at once lose none."""
+        # Bound with the column's type, so the time is stored as every other one (UTC).
+        at = literal(seen, ALERTS.c.last_seen.type)
+        m = self._conn.execute(
+            update(ALERTS).where(ALERTS.c.id == alert_id).values(
+                count=ALERTS.c.count + n,
+                last_seen=case((ALERTS.c.last_seen < at, at), else_=ALERTS.c.last_seen),
+            ).returning(*ALERTS.c)
+        ).mappings().first()
+        if m is None:
+            raise RotabotError(f"no alert A-{alert_id}")
+        return _alert_from_row(m)
+
+    @store_errors
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Hold (consumer, failure class) pairs until this transaction ends, so a replica's
+        batch coalescing the same failure waits and then sees this one's alert instead of
+        opening a second. PostgreSQL advisory locks, taken in one order (no deadlock);
+        SQLite has one writer at a time already."""
+        if self._conn.dialect.name != "postgresql":
+            return
+        for consumer, fclass in sorted(set(keys)):
+            self._conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 17))"),
+                {"k": f"rotabot-alert|{consumer}|{fclass}"},  # names hold no '|'
+            )
+
+    @store_errors
+    def latest_for_many(
+        self, keys: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], Alert]:
+        """latest_for of many (consumer, failure class) pairs in one query."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        stmt = (
+            select(ALERTS)
+            .where(tuple_(ALERTS.c.consumer, ALERTS.c.failure_class).in_(wanted),
+                   ALERTS.c.last_seen >= since)
+            .order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc())
+        )
+        out: dict[tuple[str, str], Alert] = {}
+        for m in self._conn.execute(stmt).mappings():
+            out.setdefault((m["consumer"], m["failure_class"]), _alert_from_row(m))
+        return out
+
+    @store_errors
+    def take_deliveries(
+        self, keys: Sequence[str], now: datetime, ttl: timedelta
+    ) -> dict[str, KeyState]:
+        return take_finished(self._conn, keys, now, ttl)
+
+    @store_errors
+    def unposted(self, since: datetime) -> list[Alert]:
+        """Unresolved alerts seen since ``since`` without an incident message, oldest first."""
+        stmt = (
+            select(ALERTS)
+            .where(
+                ALERTS.c.message_ts.is_(None),
+                ALERTS.c.last_seen >= since,
+                ALERTS.c.status.in_(sorted(s.value for s in UNRESOLVED)),
+            )
+            .order_by(ALERTS.c.id)
+        )
         return [_alert_from_row(m) for m in self._conn.execute(stmt).mappings()]

@@ -10,6 +10,11 @@ blinked), or its replica died, the repeat is processed once the lease ends inste
 swallowed. Taking over an expired row is one conditional UPDATE, so of two replicas racing for
 it exactly one wins; expired rows are purged by each process at most once per ``purge_every``.
 
+Inside a transaction, :func:`take_finished` takes many keys at once as finished: the group
+commit of ``POST /alerts`` (bot/services/alert_batches.py) holds a batch's delivery ids in the
+same transaction as the counts they add, so both are committed together or neither is, and no
+lease is needed.
+
 Two uses: :class:`SqlDeliveryLog` here, the ``/alerts`` route's Deliveries port
 (bot/domain/alert_intake.py) on ``alert_deliveries``, one row per ``X-Rotabot-Delivery`` id; and
 storage/slack_requests.py, Slack request signatures and user actions on ``slack_requests``.
@@ -18,15 +23,17 @@ storage/slack_requests.py, Slack request signatures and user actions on ``slack_
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Engine, Table, delete, insert, select, update
+from sqlalchemy import Column, Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql import Executable
 
-from bot.domain.alert_intake import TOLERANCE_SECONDS, DeliveryInFlight
+from bot.domain.alert_intake import TOLERANCE_SECONDS, DeliveryInFlight, KeyState
 from bot.domain.clock import Clock
 from storage.engine import unavailable
 from storage.tables import AlertDeliveryRow, metadata
@@ -40,6 +47,48 @@ DEFAULT_LEASE = timedelta(minutes=1)
 DEFAULT_PURGE_EVERY = timedelta(minutes=1)
 # Insert, take over, look: a row released or purged between two of them means try again.
 _ATTEMPTS = 3
+
+
+def take_finished(
+    conn: Connection, keys: Sequence[str], now: datetime, ttl: timedelta = DEFAULT_TTL
+) -> dict[str, KeyState]:
+    """Take ``keys`` of ``alert_deliveries`` as finished, in the caller's transaction: each is
+    TAKEN (nobody held it, or its hold expired), DUPLICATE (finished before) or IN_FLIGHT
+    (held and not finished, by an older lease-holding request or a replica's batch that
+    committed meanwhile without finishing). Nothing raises on a conflict, so one key never
+    aborts the batch's transaction. Three statements, whatever the number of keys."""
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    column = DELIVERIES.c.delivery_id
+    expires = now + ttl
+    taken = set(conn.execute(
+        update(DELIVERIES).where(column.in_(wanted), DELIVERIES.c.expires_at <= now)
+        .values(expires_at=expires, done=True).returning(column)
+    ).scalars())
+    rest = [k for k in wanted if k not in taken]
+    if rest:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits
+        # for it and is then skipped, never an error that would abort this transaction.
+        inserted = conn.execute(
+            dialect.insert(DELIVERIES)
+            .values([{"delivery_id": k, "expires_at": expires, "done": True} for k in rest])
+            .on_conflict_do_nothing()
+            .returning(column)
+        ).scalars()
+        taken.update(inserted)
+    left = [k for k in rest if k not in taken]
+    finished: set[str] = set()
+    if left:
+        finished = {k for k, done in conn.execute(
+            select(column, DELIVERIES.c.done).where(column.in_(left))) if done}
+    return {
+        k: KeyState.TAKEN if k in taken
+        else KeyState.DUPLICATE if k in finished
+        else KeyState.IN_FLIGHT  # held, or gone since the insert: the sender's retry decides
+        for k in wanted
+    }
 
 
 class KeyHeld(Exception):
@@ -148,6 +197,11 @@ class SqlKeyLog:
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
 
+    def purge_if_due(self) -> None:
+        """Purge expired keys unless this process did so within ``purge_every`` (for callers
+        that take keys without ``hold``: the group commit, the catch-up loop)."""
+        self._purge_if_due(self._clock.now())
+
     def _purge_if_due(self, now: datetime) -> None:
         # At most one purge per interval per process; a request never waits for another's.
         if not self._purge_lock.acquire(blocking=False):
@@ -195,3 +249,32 @@ class SqlDeliveryLog(SqlKeyLog):
     def done(self, delivery_id: str) -> None:
         """The alert was taken: a retry within the ttl is a duplicate."""
         self.finish(delivery_id)
+
+
+class SqlAlertPostClaims:
+    """Once-only posts of new alerts to Slack (AlertService), across replicas and crashes:
+    ``post:A-<id>`` keys on ``alert_deliveries`` (beside the ``am:`` keys of Alertmanager
+    alerts). A claim is held for ``lease`` while its post is in flight; a claim whose holder
+    died lapses then, and the catch-up loop of any replica posts the alert."""
+
+    def __init__(
+        self, engine: Engine, clock: Clock, *, lease: timedelta = timedelta(seconds=30)
+    ) -> None:
+        self._keys = SqlKeyLog(engine, clock, DELIVERIES, "delivery_id", lease=lease)
+
+    @staticmethod
+    def _key(alert_id: int) -> str:
+        return f"post:A-{alert_id}"
+
+    def claim(self, alert_id: int) -> bool:
+        """True: post it now. False: it was posted, or another request is posting it."""
+        try:
+            return self._keys.hold(self._key(alert_id)) is None
+        except KeyHeld:
+            return False
+
+    def done(self, alert_id: int) -> None:
+        self._keys.finish(self._key(alert_id))
+
+    def release(self, alert_id: int) -> None:
+        self._keys.release(self._key(alert_id))

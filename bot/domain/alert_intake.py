@@ -38,6 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -559,6 +560,15 @@ def retry_after_header(seconds: float) -> str:
 class DeliveryInFlight(Exception):
     """The delivery id is reserved by a request still being processed (here or on another
     replica): whether it will be counted is not known yet, so the sender should retry."""
+
+
+class KeyState(Enum):
+    """What a group-committed batch found for one de-duplication key (a delivery id or an
+    Alertmanager alert's key), inside the batch's transaction."""
+
+    TAKEN = "taken"  # held by this transaction; kept for the ttl once it commits
+    DUPLICATE = "duplicate"  # taken and finished before: answered, not counted
+    IN_FLIGHT = "in-flight"  # held by a request not finished yet: the sender retries
 
 
 class Deliveries(Protocol):

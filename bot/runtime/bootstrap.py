@@ -27,12 +27,14 @@ from adapters.slack_client import slack_client as counting_slack_client
 from adapters.slack_directory import SlackOwnerDirectory
 from adapters.slack_notifier import SlackNotifier
 from bot.catalog import Catalog, load_catalog_hashed
+from bot.domain.alert_intake import RateLimiter
 from bot.domain.clock import Clock, SystemClock
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.runtime.backends import CatalogBackends
 from bot.runtime.metrics import SqlStoreReads, StateCollector, TimerHeartbeat
 from bot.runtime.settings import Settings
+from bot.services.alert_batches import GroupCommit
 from bot.services.alerts import AlertService
 from bot.services.catalog_reload import CatalogKeeper
 from bot.services.evidence import EvidenceService
@@ -46,7 +48,7 @@ from handlers import blocks
 from handlers.deps import Deps
 from handlers.notices import SlackAlertMessenger, SlackScheduleNotices, ThreadReceipts
 from storage.claims import SqlPostClaims
-from storage.deliveries import SqlDeliveryLog
+from storage.deliveries import SqlAlertPostClaims, SqlDeliveryLog
 from storage.engine import make_engine
 from storage.evidence import SqlEvidenceLog
 from storage.leader import Leader, leader_for
@@ -83,6 +85,9 @@ class Container:
     evidence: EvidenceService
     schedules: ScheduleService
     deliveries: SqlDeliveryLog
+    # POST /alerts: reports arriving together are stored in one transaction.
+    intake: GroupCommit
+    alert_limiter: RateLimiter
     # Slack requests taken by any replica: replays ignored (the Bolt middleware in
     # bot/runtime/slack_replay.py), repeated actions answered (RotationService.actions).
     slack_requests: SqlSlackRequests
@@ -110,6 +115,8 @@ class Container:
             alert_secret=self.settings.alert_secret,
             alertmanager_tokens=self.settings.alertmanager_tokens,
             catalog_keeper=self.catalog_keeper,
+            intake=self.intake,
+            alert_limiter=self.alert_limiter,
         )
 
 
@@ -192,7 +199,9 @@ def build(
     metrics.register(heartbeat)
     # One AlertService per process: its coalescing state is shared by /alerts and buttons.
     alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier),
-                          on_rotation_alert=notifier.refresh)
+                          on_rotation_alert=notifier.refresh,
+                          # Each new alert posted once across replicas, even across crashes.
+                          post_claims=SqlAlertPostClaims(engine, clock))
     # Every state change is told in the rotation's thread; an ended rotation resolves its
     # alerts (after the receipt, so the thread reads in order).
     service.on_receipts.append(ThreadReceipts(notifier, lambda: service.catalog))
@@ -257,6 +266,9 @@ def build(
         schedules=schedules,
         # In the database every replica shares, so a retry landing on another counts once.
         deliveries=SqlDeliveryLog(engine, clock),
+        intake=GroupCommit(alerts),
+        alert_limiter=RateLimiter(rate=settings.alert_flood_limit[0],
+                                  burst=settings.alert_flood_limit[1]),
         slack_requests=slack_requests,
         leader=leader,
         timers=timers,

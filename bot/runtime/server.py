@@ -251,9 +251,11 @@ def start_timers(c: Container) -> BackgroundScheduler:
 
 
 def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
-    """At start and then every `interval` s: post the rotation messages and prompts that a
-    dead process (this one before a restart, or another replica) committed but never posted.
-    Claims skip whatever went out; a dead holder's claim is taken over after its lease."""
+    """At start and then every `interval` s: post the rotation messages, prompts and new
+    alerts that a dead process (this one before a restart, or another replica) committed but
+    never posted. Claims skip whatever went out; a dead holder's claim is taken over after its
+    lease. Expired alert delivery keys are purged on the way (the group commit takes keys
+    without purging)."""
 
     def run() -> None:
         while True:
@@ -265,6 +267,11 @@ def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
                 c.catalog_keeper.heartbeat()  # seen_at: which replicas still run
             except Exception as exc:
                 log.warning("recording this replica as alive failed: %s", type(exc).__name__)
+            try:
+                c.alerts.catch_up()
+                c.deliveries.purge_if_due()
+            except Exception:
+                log.exception("catching up unposted alerts failed")
             time.sleep(interval)
 
     threading.Thread(target=run, name="rotabot-catch-up", daemon=True).start()
@@ -334,6 +341,10 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+        # Requests still queued are committed (uvicorn waited for their answers already);
+        # Slack posts not made yet are made by the next start's catch-up.
+        c.intake.close()
+        c.alerts.flush(timeout=5.0)
     return 0
 
 

@@ -41,6 +41,7 @@ ENV_NAMES: Mapping[str, str] = {
     "slack_app_token": "SLACK_APP_TOKEN",
     "alert_secret": "ROTABOT_ALERT_SECRET",
     "alertmanager_tokens": "ROTABOT_ALERTMANAGER_TOKEN",
+    "alert_flood_limit": "ROTABOT_ALERT_FLOOD_LIMIT",
     "log_level": "ROTABOT_LOG_LEVEL",
     "library_log_level": "ROTABOT_LIBRARY_LOG_LEVEL",
     "port": "PORT",
@@ -105,6 +106,10 @@ class Settings(BaseSettings):
     # whitespace, so Alertmanager's token can itself be rotated (add the new one, switch
     # Alertmanager, remove the old one). Empty: Alertmanager's requests are refused.
     alertmanager_tokens: tuple[str, ...] = Field(default=(), repr=False)
+    # `POST /alerts` flood limit per sender (address and signing key): RATE/BURST, reports a
+    # second after a burst of BURST, e.g. "20/1000" (the default). A site whose connectors
+    # all send from one address through one key raises it.
+    alert_flood_limit: tuple[float, float] = (20.0, 1000.0)
     log_level: str = "INFO"
     # Slack, HTTP, Vault, scheduler and server libraries log request bodies below WARNING.
     library_log_level: str = "WARNING"
@@ -160,6 +165,23 @@ class Settings(BaseSettings):
         if value is None or isinstance(value, str):
             return parse_tokens(value)
         return value
+
+    @field_validator("alert_flood_limit", mode="before")
+    @classmethod
+    def _flood_limit(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        rate, sep, burst = value.strip().partition("/")
+        try:
+            parsed = (float(rate), float(burst))
+        except ValueError:
+            parsed = (0.0, 0.0)
+        if not sep or parsed[0] <= 0 or parsed[1] < 1:
+            raise ValueError(
+                f"ROTABOT_ALERT_FLOOD_LIMIT={value!r} must be RATE/BURST, reports a second "
+                "after a burst, e.g. 20/1000 (RATE above 0, BURST at least 1)"
+            )
+        return parsed
 
     @field_validator("library_log_level", mode="before")
     @classmethod

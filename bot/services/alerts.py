@@ -7,9 +7,17 @@ posted to the secret's incident channel and, when a rotation of the secret is ru
 rotation's thread. An alert that arrives while the rotation is revocable sends it back to
 observing: the revocation gate then names the alert until someone resolves it.
 
+Reports are stored by group commit (``commit_batch``, fed by bot/services/alert_batches.py):
+the reports of a batch share one transaction, and what Slack should show follows after the
+commit (``follow_up``, on a thread of its own for the HTTP intake), so a sender waits for the
+database, never for Slack. A new alert's post is claimed (AlertPostClaims) so it is made once
+across replicas, and ``catch_up`` posts what a dead process committed but never posted.
+
 Plain Python: Slack is behind the AlertMessenger Protocol (handlers/alerts_http.py implements
-it). Coalescing is guarded by an in-process lock per consumer and class; with several replicas
-two replicas may each open an alert for the same burst (both are counted, neither is lost).
+it). Coalescing happens in one writer per process (``commit_batch`` holds a lock); counts are
+added by one UPDATE each, so replicas adding to the same alert lose none, and on PostgreSQL a
+batch holds its consumers' and classes' advisory locks (AlertRepository.lock_keys), so a
+replica's batch for the same failure waits and then coalesces into the same alert.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -30,17 +38,17 @@ from bot.domain.alert_context import (
     describe,
     prompt_rotation,
 )
-from bot.domain.alert_intake import AlertReport
+from bot.domain.alert_intake import TOLERANCE_SECONDS, AlertReport, KeyState
 from bot.domain.audit import AuditEvent
-from bot.domain.errors import NotAuthorized, RotabotError, StoreUnavailable
+from bot.domain.errors import ChangedMeanwhile, NotAuthorized, RotabotError, StoreUnavailable
 from bot.domain.failures import Classification, classify
-from bot.domain.lifecycle import Phase
+from bot.domain.lifecycle import Phase, StepState
 from bot.domain.mentions import mention
 from bot.domain.pacing import UpdatePacer
 from bot.domain.receipts import Receipt, ReceiptKind
 from bot.domain.rotation import Rotation
 from bot.services.emergency import ACTION_RE_ROTATION, require_admin
-from bot.services.ports import UnitOfWork
+from bot.services.ports import AlertPostClaims, UnitOfWork
 from bot.services.rotations import RotationService, person_text
 
 log = logging.getLogger("rotabot.alerts")
@@ -48,6 +56,10 @@ log = logging.getLogger("rotabot.alerts")
 DEFAULT_WINDOW = timedelta(minutes=10)
 # A report's occurred_at further back than this is not believed; receipt time is used.
 MAX_BACKDATE = timedelta(days=1)
+# How long a taken delivery id answers "duplicate": it outlives the signature tolerance.
+DELIVERY_TTL = timedelta(seconds=2 * TOLERANCE_SECONDS)
+# A batch whose rotation another writer changed meanwhile is stored again from scratch.
+_BATCH_RETRIES = 5
 
 class NotInCatalog(RotabotError):
     """A report names a consumer or secret the catalog does not know (HTTP 404)."""
@@ -116,10 +128,70 @@ class Target:
 
 @dataclass(frozen=True)
 class IngestResult:
-    alert: Alert
+    alert: Alert  # as this report left it (its count includes this report)
     new: bool
     context: AlertContext
-    posted: bool = False
+
+
+@dataclass(frozen=True)
+class Intake:
+    """One report, checked against the catalog already (``target``)."""
+
+    report: AlertReport
+    target: Target
+    verdict: Classification | None = None  # None: classified from the report
+
+
+@dataclass(frozen=True)
+class IntakeUnit:
+    """What one de-duplication key stands for: a signed request's reports under its
+    X-Rotabot-Delivery id, or one Alertmanager alert under its key (None: no key given)."""
+
+    reports: tuple[Intake, ...]
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """TAKEN: ``results`` holds one result per report, committed. DUPLICATE or IN_FLIGHT:
+    nothing of the unit was stored."""
+
+    state: KeyState
+    results: tuple[IngestResult, ...] = ()
+
+
+@dataclass
+class FollowUps:
+    """What committed batches leave for Slack (merged while they wait)."""
+
+    posts: list[int] = field(default_factory=list)  # new alerts
+    updates: set[int] = field(default_factory=set)  # repeated alerts
+    rotations: set[int] = field(default_factory=set)  # rotation messages showing counts
+    announcements: list[
+        tuple[Rotation, set[tuple[str, StepState]], int, list[AuditEvent]]
+    ] = field(default_factory=list)
+
+    def merge(self, other: FollowUps) -> None:
+        self.posts.extend(other.posts)
+        self.updates |= other.updates
+        self.rotations |= other.rotations
+        self.announcements.extend(other.announcements)
+
+    def empty(self) -> bool:
+        return not (self.posts or self.updates or self.rotations or self.announcements)
+
+
+@dataclass
+class _Group:
+    """The reports of one batch that count into one alert."""
+
+    alert: Alert
+    new: bool
+    rotation: Rotation | None
+    reports: int  # of this batch
+    added: int  # to add to the stored count at the end of the batch
+    reopened: bool = False
+    context: AlertContext | None = None
 
 
 @dataclass(frozen=True)
@@ -146,8 +218,15 @@ class AlertService:
     window: timedelta = DEFAULT_WINDOW
     min_update_interval: float = 1.0  # seconds between updates of one alert's messages
     monotonic: Callable[[], float] = time.monotonic
-    _key_locks: dict[tuple[str, str, str], threading.Lock] = field(default_factory=dict)
-    _guard: threading.Lock = field(default_factory=threading.Lock)
+    # Once-only posts of new alerts across replicas and crashes (None: post without a claim,
+    # for a single process in tests).
+    post_claims: AlertPostClaims | None = None
+    delivery_ttl: timedelta = DELIVERY_TTL
+    _intake_lock: threading.Lock = field(default_factory=threading.Lock)
+    _follow_guard: threading.Condition = field(default_factory=threading.Condition)
+    _pending: FollowUps = field(default_factory=FollowUps)
+    _follow_busy: bool = False
+    _follow_thread: threading.Thread | None = None
     # Messages beside the incident one (the rotation thread, a clicked copy), per alert.
     # In memory: after a restart only the incident message keeps being updated.
     _extra_messages: dict[int, set[tuple[str, str]]] = field(default_factory=dict)
@@ -200,20 +279,6 @@ class AlertService:
 
     # --- intake --------------------------------------------------------------------------
 
-    def ingest_many(
-        self, reports: Sequence[AlertReport], stored: Callable[[int], None] | None = None
-    ) -> list[IngestResult]:
-        """Every report is checked against the catalog before any is stored. ``stored(i)``,
-        when given, is called once report ``i`` is stored (a caller settles its de-duplication
-        key per report, so a failure half-way leaves the stored ones taken)."""
-        targets = [self.resolve(r) for r in reports]
-        results: list[IngestResult] = []
-        for i, (report, target) in enumerate(zip(reports, targets, strict=True)):
-            results.append(self._ingest(report, target))
-            if stored is not None:
-                stored(i)
-        return results
-
     def resolve_from_source(self, report: AlertReport, *, actor: str) -> list[Alert]:
         """A sender says the failure it reported is over (Alertmanager's ``resolved``): the
         unresolved alerts of the report's consumer opened from the same ``source`` (which
@@ -256,137 +321,295 @@ class AlertService:
             and alert.status is not AlertStatus.RESOLVED
         )
 
+    def ingest_many(self, reports: Sequence[AlertReport]) -> list[IngestResult]:
+        """Every report is checked against the catalog before any is stored; all are stored
+        in one transaction, and their Slack posts and updates made before this returns."""
+        unit = IntakeUnit(tuple(Intake(r, self.resolve(r)) for r in reports))
+        (outcome,), follow_ups = self.commit_batch([unit])
+        self.follow_up(follow_ups)
+        return list(outcome.results)
+
     def ingest(
         self, report: AlertReport, *, verdict: Classification | None = None
     ) -> IngestResult:
         """``verdict``: a caller that classified the failure itself (a scheduled health
-        check, from the exception it saw) passes it; otherwise the report is classified."""
-        return self._ingest(report, self.resolve(report), verdict)
+        check, from the exception it saw) passes it; otherwise the report is classified.
+        Stored, then posted or updated in Slack, before this returns."""
+        unit = IntakeUnit((Intake(report, self.resolve(report), verdict),))
+        (outcome,), follow_ups = self.commit_batch([unit])
+        self.follow_up(follow_ups)
+        return outcome.results[0]
 
-    def _ingest(
-        self, report: AlertReport, target: Target, verdict: Classification | None = None
-    ) -> IngestResult:
-        if verdict is None:
-            verdict = classify(
-                status_code=report.status_code, error=report.error, message=report.message
-            )
-        fclass = verdict.failure_class.value
-        with self._key_lock((target.secret, target.consumer, fclass)):
-            now = self.rotations.clock.now()
-            began = now
-            if report.occurred_at is not None and now - MAX_BACKDATE <= report.occurred_at <= now:
-                began = report.occurred_at
-            with self.rotations.uow_factory() as uow:
-                rotation = uow.rotations.active_for_secret(target.secret)
-                latest = uow.alerts.latest_for(target.consumer, fclass, now - self.window)
-                if not self._open(latest, target) and report.source and "#" in report.source:
-                    # Alertmanager repeats a firing alert every repeat_interval (4h by
-                    # default), past the coalescing window: the same fingerprint, still open,
-                    # is the same failure.
-                    latest = next((
-                        a for a in uow.alerts.for_secret(target.secret, unresolved_only=True)
-                        if a.consumer == target.consumer and a.source == report.source[:100]
-                        and a.failure_class == fclass
-                    ), None)
-            if latest is not None and self._open(latest, target):
-                alert = self._repeat(latest, now, rotation)
-                self._update_soon(alert)
-                # The rotation was just read: reloading it (every consumer) for each repeat
-                # was most of a repeat's cost in an alert burst.
-                same = None
-                if rotation is not None and rotation.id == alert.rotation_id:
-                    same = rotation
-                return IngestResult(alert, new=False, context=self.context_for(alert, same))
-            alert = Alert(
-                consumer=target.consumer,
-                secret=target.secret,
-                lane=target.lane,
-                failure_class=fclass,
-                reason=verdict.reason,
-                first_seen=began,
-                last_seen=now,
-                source=(report.source or "http")[:100],
-                rotation_id=rotation.id if rotation is not None else None,
-                phase_at_alert=rotation.phase.value if rotation is not None else None,
-                began_during_rotation=rotation is not None and began >= rotation.created_at,
-            )
-            self._store_new(alert, rotation, now)
-            log.warning(
-                "alert %s: %s (%s) %s",
-                alert.ref,
-                alert.consumer,
-                alert.lane,
-                fclass,
-                extra={
-                    "alert_id": alert.id,
-                    "consumer": alert.consumer,
-                    "secret": alert.secret,
-                    "lane": alert.lane,
-                    "rotation_id": alert.rotation_id,
-                },
-            )
-            context = self.context_for(alert, rotation)
-            posted = self._post_new(alert, context, rotation)
-            return IngestResult(alert, new=True, context=context, posted=posted)
+    # --- group commit ----------------------------------------------------------------------
 
-    def _store_new(self, alert: Alert, rotation: Rotation | None, now: datetime) -> None:
-        if rotation is not None and rotation.id is not None:
+    def commit_batch(
+        self, units: Sequence[IntakeUnit]
+    ) -> tuple[list[UnitOutcome], FollowUps]:
+        """Store every unit of a batch in ONE transaction: their de-duplication keys, the
+        counts they add (repeats of one consumer and class coalesce into one alert and one
+        UPDATE), new alerts with their audit rows, and the rotations they send back to
+        observing. Returns one outcome per unit, once committed, and what is left to do in
+        Slack (``follow_up``, off the intake path). Raises when nothing was stored (a
+        database error); a concurrent change of a rotation makes it retry the whole batch."""
+        with self._intake_lock:  # one writer per process: coalescing needs no other lock
+            for attempt in range(_BATCH_RETRIES):
+                try:
+                    return self._commit_once(units)
+                except ChangedMeanwhile:
+                    if attempt == _BATCH_RETRIES - 1:
+                        raise
+        raise AssertionError("unreachable: the loop returns or raises")
 
-            def apply(r: Rotation, uow: UnitOfWork) -> None:
-                alert.id = None  # a retried transaction inserts afresh
-                uow.alerts.add(alert)
-                r.record_note(
-                    actor="rotabot",
-                    now=now,
-                    action="alert.received",
-                    reason=alert.failure_class,
-                    detail={"alert": alert.ref, "consumer": alert.consumer, "lane": alert.lane},
-                )
-                r.reopen_observation(reason=f"alert {alert.ref} on {alert.consumer}", now=now)
-
-            self.rotations._mutate(rotation.id, apply)
-            return
+    def _commit_once(
+        self, units: Sequence[IntakeUnit]
+    ) -> tuple[list[UnitOutcome], FollowUps]:
+        now = self.rotations.clock.now()
+        states: list[KeyState] = []
+        rotations: dict[str, Rotation | None] = {}
+        touched: dict[int, tuple[Rotation, set[tuple[str, StepState]], int]] = {}
+        groups: dict[tuple[str, str, str], _Group] = {}
+        placed: list[list[tuple[_Group, int]]] = []  # per unit: (group, nth report of it)
+        follow = FollowUps()
         with self.rotations.uow_factory() as uow:
-            uow.alerts.add(alert)
-            uow.audit.append(
-                AuditEvent(
-                    at=now,
-                    actor="rotabot",
-                    action="alert.received",
-                    secret=alert.secret,
-                    consumer=alert.consumer,
-                    reason=alert.failure_class,
-                    detail={"alert": alert.ref, "lane": alert.lane},
-                )
-            )
+            keys = [u.key for u in units if u.key is not None]
+            taken = uow.alerts.take_deliveries(keys, now, self.delivery_ttl) if keys else {}
+            seen_keys: set[str] = set()
+            for unit in units:
+                if unit.key is None:
+                    state = KeyState.TAKEN
+                elif unit.key in seen_keys:
+                    state = KeyState.DUPLICATE  # the same id twice in one batch counts once
+                else:
+                    seen_keys.add(unit.key)
+                    state = taken[unit.key]
+                states.append(state)
+            # Classified first, so one query finds the open alert of every consumer and class.
+            verdicts = [
+                [item.verdict or classify(status_code=item.report.status_code,
+                                          error=item.report.error, message=item.report.message)
+                 for item in unit.reports] if state is KeyState.TAKEN else []
+                for unit, state in zip(units, states, strict=True)
+            ]
+            pairs = [(item.target.consumer, v.failure_class.value)
+                     for unit, vs in zip(units, verdicts, strict=True)
+                     for item, v in zip(unit.reports, vs, strict=False)]
+            uow.alerts.lock_keys(pairs)  # replicas coalesce one failure into one alert
+            latest = uow.alerts.latest_for_many(pairs, now - self.window)
+            for unit, vs in zip(units, verdicts, strict=True):
+                spots: list[tuple[_Group, int]] = []
+                placed.append(spots)
+                for item, verdict in zip(unit.reports, vs, strict=False):
+                    secret = item.target.secret
+                    if secret not in rotations:
+                        rotation = uow.rotations.active_for_secret(secret)
+                        rotations[secret] = rotation
+                        if rotation is not None and rotation.id is not None:
+                            touched[rotation.id] = (
+                                rotation,
+                                {(c.name, s) for c, s in rotation.pending_steps()},
+                                rotation.revision,
+                            )
+                    spots.append(self._place(
+                        uow, item, verdict, latest, rotations[secret], groups, now))
+            for group in groups.values():
+                if group.added:
+                    assert group.alert.id is not None
+                    group.alert = uow.alerts.add_count(group.alert.id, group.added, now)
+            events = {rid: list(r.events) for rid, (r, _, _) in touched.items()}
             uow.commit()
+        for rid, (rotation, before, revision) in touched.items():
+            follow.announcements.append((rotation, before, revision, events[rid]))
+        outcomes: list[UnitOutcome] = []
+        for state, spots in zip(states, placed, strict=True):
+            results = tuple(
+                IngestResult(
+                    replace(g.alert, count=g.alert.count - (g.reports - 1 - nth)),
+                    new=g.new and nth == 0,
+                    context=self._group_context(g),
+                )
+                for g, nth in spots
+            )
+            outcomes.append(UnitOutcome(state, results))
+        for group in groups.values():
+            alert_id = group.alert.id
+            assert alert_id is not None
+            if group.new:
+                follow.posts.append(alert_id)
+                self._log_new(group.alert)
+            elif group.added:
+                follow.updates.add(alert_id)
+                rotation = group.rotation
+                if rotation is not None and rotation.id is not None and not group.reopened:
+                    follow.rotations.add(rotation.id)
+        return outcomes, follow
 
-    def _repeat(self, alert: Alert, now: datetime, rotation: Rotation | None) -> Alert:
-        assert alert.id is not None
-        alert_id = alert.id
-        result: list[Alert] = []
-
-        def bump(uow: UnitOfWork) -> None:
-            fresh = uow.alerts.get(alert_id)  # the stored count, not the one read earlier
-            fresh.count += 1
-            fresh.last_seen = max(fresh.last_seen, now)
-            uow.alerts.save(fresh)
-            result[:] = [fresh]
-
-        if rotation is not None and rotation.id is not None and rotation.phase is Phase.REVOCABLE:
-            # New evidence after the gate opened: back to observing, in the same transaction.
-            def apply(r: Rotation, uow: UnitOfWork) -> None:
-                bump(uow)
-                r.reopen_observation(reason=f"alert A-{alert_id} again", now=now)
-
-            self.rotations._mutate(rotation.id, apply)
+    def _place(
+        self,
+        uow: UnitOfWork,
+        item: Intake,
+        verdict: Classification,
+        stored: dict[tuple[str, str], Alert],
+        rotation: Rotation | None,
+        groups: dict[tuple[str, str, str], _Group],
+        now: datetime,
+    ) -> tuple[_Group, int]:
+        """Count one report into the batch: into the alert its consumer and class already
+        have open (in this batch, or ``stored``: the latest of each consumer and class in the
+        window), else into a new one, stored at once so its id names it in the rotation's
+        audit note. Returns the group and the report's rank."""
+        report, target = item.report, item.target
+        fclass = verdict.failure_class.value
+        key = (target.secret, target.consumer, fclass)
+        group = groups.get(key)
+        if group is not None and self._open(group.alert, target):
+            group.reports += 1
+            group.added += 1
+            return group, group.reports - 1
+        latest = stored.get((target.consumer, fclass))
+        if not self._open(latest, target) and report.source and "#" in report.source:
+            # Alertmanager repeats a firing alert every repeat_interval (4h by default), past
+            # the coalescing window: the same fingerprint, still open, is the same failure.
+            latest = next((
+                a for a in uow.alerts.for_secret(target.secret, unresolved_only=True)
+                if a.consumer == target.consumer and a.source == report.source[:100]
+                and a.failure_class == fclass
+            ), None)
+        if latest is not None and self._open(latest, target):
+            assert latest.id is not None
+            group = _Group(latest, new=False, rotation=rotation, reports=1, added=1)
+            if rotation is not None and rotation.phase is Phase.REVOCABLE:
+                # New evidence after the gate opened: back to observing, in this transaction.
+                rotation.reopen_observation(reason=f"alert A-{latest.id} again", now=now)
+                group.reopened = True
+            groups[key] = group
+            return group, 0
+        began = now
+        if report.occurred_at is not None and now - MAX_BACKDATE <= report.occurred_at <= now:
+            began = report.occurred_at
+        alert = uow.alerts.add(Alert(
+            consumer=target.consumer,
+            secret=target.secret,
+            lane=target.lane,
+            failure_class=fclass,
+            reason=verdict.reason,
+            first_seen=began,
+            last_seen=now,
+            source=(report.source or "http")[:100],
+            rotation_id=rotation.id if rotation is not None else None,
+            phase_at_alert=rotation.phase.value if rotation is not None else None,
+            began_during_rotation=rotation is not None and began >= rotation.created_at,
+        ))
+        if rotation is not None:
+            rotation.record_note(
+                actor="rotabot",
+                now=now,
+                action="alert.received",
+                reason=alert.failure_class,
+                detail={"alert": alert.ref, "consumer": alert.consumer, "lane": alert.lane},
+            )
+            rotation.reopen_observation(reason=f"alert {alert.ref} on {alert.consumer}", now=now)
         else:
-            with self.rotations.uow_factory() as uow:
-                bump(uow)
-                uow.commit()
-            if rotation is not None and rotation.id is not None and self.on_rotation_alert:
-                self.on_rotation_alert(rotation.id)
-        return result[0]
+            uow.audit.append(AuditEvent(
+                at=now,
+                actor="rotabot",
+                action="alert.received",
+                secret=alert.secret,
+                consumer=alert.consumer,
+                reason=alert.failure_class,
+                detail={"alert": alert.ref, "lane": alert.lane},
+            ))
+        group = _Group(alert, new=True, rotation=rotation, reports=1, added=0)
+        groups[key] = group
+        return group, 0
+
+    def _group_context(self, group: _Group) -> AlertContext:
+        # Once per alert per batch: describing it may read the secret's history.
+        if group.context is None:
+            rotation = group.rotation
+            same = rotation if rotation is not None and rotation.id == group.alert.rotation_id \
+                else None
+            group.context = self.context_for(group.alert, same)
+        return group.context
+
+    @staticmethod
+    def _log_new(alert: Alert) -> None:
+        log.warning(
+            "alert %s: %s (%s) %s",
+            alert.ref,
+            alert.consumer,
+            alert.lane,
+            alert.failure_class,
+            extra={
+                "alert_id": alert.id,
+                "consumer": alert.consumer,
+                "secret": alert.secret,
+                "lane": alert.lane,
+                "rotation_id": alert.rotation_id,
+            },
+        )
+
+    # --- after a batch committed: Slack, off the intake path -------------------------------
+
+    def follow_up(self, work: FollowUps) -> None:
+        """Do what a committed batch left for Slack, now, in this thread: tell rotation
+        threads, post new alerts (claimed, so once across replicas), update repeated ones
+        (paced) and re-render rotation messages that show their counts."""
+        for rotation, before, revision, events in work.announcements:
+            try:
+                self.rotations.announce(rotation, before, revision, events)
+            except Exception as exc:  # the change is committed; Slack trouble is logged
+                log.error("telling %s about an alert failed: %s", rotation.ref,
+                          type(exc).__name__, extra={"rotation_id": rotation.id})
+        for alert_id in work.posts:
+            self._post_stored(alert_id, thread=True)
+        for alert_id in sorted(work.updates):
+            self._update_soon(alert_id)
+        if self.on_rotation_alert is not None:
+            for rotation_id in sorted(work.rotations):
+                try:
+                    self.on_rotation_alert(rotation_id)
+                except Exception as exc:
+                    log.error("refreshing R-%s after an alert failed: %s", rotation_id,
+                              type(exc).__name__, extra={"rotation_id": rotation_id})
+
+    def defer(self, work: FollowUps) -> None:
+        """``follow_up`` on this service's Slack thread: a batch's requests are answered
+        without waiting for Slack. Work queued meanwhile is merged (one update per alert)."""
+        if self.messenger is None and self.on_rotation_alert is None \
+                and not work.announcements:
+            return
+        with self._follow_guard:
+            self._pending.merge(work)
+            self._follow_busy = True
+            if self._follow_thread is None or not self._follow_thread.is_alive():
+                self._follow_thread = threading.Thread(
+                    target=self._follow_loop, name="rotabot-alert-slack", daemon=True)
+                self._follow_thread.start()
+            self._follow_guard.notify()
+
+    def _follow_loop(self) -> None:
+        while True:
+            with self._follow_guard:
+                while self._pending.empty():
+                    self._follow_busy = False
+                    self._follow_guard.notify_all()
+                    self._follow_guard.wait()
+                work, self._pending = self._pending, FollowUps()
+            try:
+                self.follow_up(work)
+            except Exception:  # the thread must live on; what failed is in the log
+                log.exception("alert Slack follow-up failed")
+
+    def catch_up(self) -> int:
+        """Post the new alerts a dead process (this one before a restart, or another replica)
+        committed but never posted: claims skip what went out or is being posted, and a dead
+        holder's claim is taken over after its lease. Returns how many were posted."""
+        if self.messenger is None:
+            return 0
+        since = self.rotations.clock.now() - MAX_BACKDATE
+        with self.rotations.uow_factory() as uow:
+            waiting = [a.id for a in uow.alerts.unposted(since) if a.id is not None]
+        return sum(self._post_stored(alert_id, thread=True) for alert_id in waiting)
 
     # --- Slack messages ------------------------------------------------------------------
 
@@ -431,11 +654,26 @@ class AlertService:
         for alert_id in resolved:
             self.refresh(alert_id)
 
+    def _post_stored(self, alert_id: int, *, thread: bool) -> bool:
+        """Post a stored alert as it is now (its count so far), unless it was posted."""
+        try:
+            alert, rotation = self._load(alert_id)
+            if alert.message_ts is not None or not alert.unresolved:
+                return False
+            return self._post_new(alert, self.context_for(alert, rotation), rotation,
+                                  thread=thread)
+        except Exception as exc:  # a follow-up thread has no caller to tell
+            log.error("posting alert A-%s failed: %s", alert_id, type(exc).__name__,
+                      extra={"alert_id": alert_id})
+            return False
+
     def _post_new(
         self, alert: Alert, context: AlertContext, rotation: Rotation | None, thread: bool = True
     ) -> bool:
         if self.messenger is None or alert.id is None:
             return False
+        if self.post_claims is not None and not self.post_claims.claim(alert.id):
+            return False  # posted already, or being posted by another thread or replica
         channel = self.rotations.catalog.settings_for(alert.secret).incident_channel
         posted = False
         try:
@@ -453,6 +691,15 @@ class AlertService:
                 type(exc).__name__,
                 extra=_alert_context(alert),
             )
+        if self.post_claims is not None:
+            try:
+                # Released when the post failed: the catch-up loop tries again.
+                (self.post_claims.done if posted else self.post_claims.release)(alert.id)
+            except Exception as exc:  # the claim lapses after its lease
+                log.warning("settling the post claim of %s failed: %s", alert.ref,
+                            type(exc).__name__, extra=_alert_context(alert))
+        if not posted:
+            return False
         if thread and rotation is not None and rotation.channel and rotation.message_ts:
             try:
                 where, ts = self.messenger.post(
@@ -482,11 +729,15 @@ class AlertService:
             uow.alerts.save(fresh)
             uow.commit()
 
-    def _update_soon(self, alert: Alert) -> None:
+    def _update_soon(self, alert_id: int) -> None:
         """Update now, or once the interval since the last update has passed (one pending)."""
-        if self.messenger is None or alert.id is None:
+        if self.messenger is None:
             return
-        self._pacer.soon(alert.id)
+        try:
+            self._pacer.soon(alert_id)
+        except Exception as exc:  # an immediate update raises here; the next one retries
+            log.error("updating alert A-%s failed: %s", alert_id, type(exc).__name__,
+                      extra={"alert_id": alert_id})
 
     def refresh(self, alert_id: int) -> None:
         """Re-render every known message of the alert from the stored state, now."""
@@ -514,10 +765,21 @@ class AlertService:
             )
 
     def flush(self, timeout: float = 10.0) -> None:
-        """Wait until no deferred update is pending or queued for Slack (tests, shutdown)."""
-        self._pacer.flush(timeout)
+        """Wait until no Slack follow-up or deferred update is pending or queued for Slack
+        (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        self.flush_follow_ups(timeout)
+        self._pacer.flush(max(0.0, deadline - time.monotonic()))
         if self.messenger is not None:
             self.messenger.flush()
+
+    def flush_follow_ups(self, timeout: float = 10.0) -> None:
+        """Wait until the Slack work of committed batches is done (posts, immediate updates);
+        updates the pacer deferred may still be pending."""
+        deadline = time.monotonic() + timeout
+        with self._follow_guard:
+            while self._follow_busy and time.monotonic() < deadline:
+                self._follow_guard.wait(max(0.0, deadline - time.monotonic()))
 
     # --- context -------------------------------------------------------------------------
 
@@ -773,9 +1035,3 @@ class AlertService:
                 detail={"alert": alert.ref, **(detail or {})},
             )
         )
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    def _key_lock(self, key: tuple[str, str, str]) -> threading.Lock:
-        with self._guard:
-            return self._key_locks.setdefault(key, threading.Lock())

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from bot.domain.alert import Alert
+from bot.domain.alert_intake import KeyState
 from bot.domain.audit import AuditEvent
 from bot.domain.credentials import Minted, StoreState, UsageEvidence
 from bot.domain.evidence import EvidenceReport
@@ -52,16 +53,56 @@ class AlertRepository(Protocol):
 
     def get(self, alert_id: int) -> Alert: ...
 
-    def save(self, alert: Alert) -> None: ...
+    def save(self, alert: Alert) -> None:
+        """Write the alert's fields except ``count`` and ``last_seen`` (see add_count)."""
+        ...
 
     def latest_for(self, consumer: str, failure_class: str, since: datetime) -> Alert | None:
         """The most recent alert of this consumer and class seen since ``since`` (coalescing)."""
+        ...
+
+    def latest_for_many(
+        self, keys: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], Alert]:
+        """``latest_for`` of many (consumer, failure class) pairs at once (a batch)."""
+        ...
+
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Hold these (consumer, failure class) pairs until the transaction ends: another
+        replica's batch for the same failure waits, then coalesces into this one's alert."""
         ...
 
     def for_secret(self, secret: str, *, unresolved_only: bool = False,
                    since: datetime | None = None) -> list[Alert]: ...
 
     def recent(self, limit: int = 10) -> list[Alert]: ...
+
+    def add_count(self, alert_id: int, n: int, seen: datetime) -> Alert:
+        """Add ``n`` reports to the stored count (atomic across replicas), last seen no
+        earlier than ``seen``; returns the alert as it is now."""
+        ...
+
+    def take_deliveries(
+        self, keys: Sequence[str], now: datetime, ttl: timedelta
+    ) -> dict[str, KeyState]:
+        """Hold each de-duplication key as finished for ``ttl``, in this transaction (see
+        KeyState): committed with the counts they stand for, or not at all."""
+        ...
+
+    def unposted(self, since: datetime) -> list[Alert]:
+        """Unresolved alerts seen since ``since`` whose incident message was never posted."""
+        ...
+
+
+class AlertPostClaims(Protocol):
+    """Once-only incident posts of new alerts across replicas and crashes: claim, post, done
+    (or release when the post failed); a claim whose holder died lapses after a lease."""
+
+    def claim(self, alert_id: int) -> bool: ...
+
+    def done(self, alert_id: int) -> None: ...
+
+    def release(self, alert_id: int) -> None: ...
 
 
 class AuditLog(Protocol):

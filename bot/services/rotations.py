@@ -1672,9 +1672,9 @@ class RotationService(CatalogSlot):
                 return
             same = [a for a in mine if a.failure_class == (failure_class or "unknown")]
             if same:
-                alert = same[0]
-                alert.count += 1
-                alert.last_seen, alert.reason = now, reason
+                assert same[0].id is not None
+                alert = uow.alerts.add_count(same[0].id, 1, now)
+                alert.reason = reason
                 uow.alerts.save(alert)
             else:
                 alert = uow.alerts.add(Alert(
@@ -1727,6 +1727,20 @@ class RotationService(CatalogSlot):
         """Load, apply, commit, then tell listeners whose turn just began and what the thread
         should hear of the change."""
         rotation, before, revision, events = self._write_events(rotation_id, apply)
+        self.announce(rotation, before, revision, events)
+        return rotation
+
+    def announce(
+        self,
+        rotation: Rotation,
+        before: set[tuple[str, StepState]],
+        revision: int,
+        events: list[AuditEvent],
+    ) -> None:
+        """After a change of ``rotation`` committed (loaded at ``revision`` with pending steps
+        ``before``, recording ``events``): tell the thread and the change listeners. Callers
+        that commit a rotation in a transaction of their own (the alert group commit) call
+        this once it committed."""
         if rotation.revision != revision:
             receipts = receipts_for(events, ready_to_switch=rotation.ready_to_switch())
             # The thread reads in order: what happened, then whose turn it is now. Without a
@@ -1739,7 +1753,6 @@ class RotationService(CatalogSlot):
             )
             if not told:
                 self._tell(rotation, receipts)
-        return rotation
 
     def _tell(self, rotation: Rotation, receipts: list[Receipt]) -> None:
         if receipts:

@@ -8,6 +8,7 @@ whichever replica it reaches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Callable, Iterator
@@ -27,10 +28,12 @@ from bot.domain.clock import FixedClock
 from bot.runtime.bootstrap import Container, build
 from bot.runtime.settings import Settings
 from bot.sandbox.slack_standin import StandinServer, StandinState
+from bot.services.alerts import AlertService
 from handlers.alerts_http import alerts_route
 from storage.deliveries import DEFAULT_LEASE, DELIVERIES, SqlDeliveryLog
 from storage.engine import make_engine
 from storage.migrate import upgrade
+from storage.unit_of_work import sql_unit_of_work_factory
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 TTL = timedelta(minutes=10)
@@ -198,9 +201,11 @@ class Replica:
     """One `rotabot serve` process's Container and its `POST /alerts` route."""
 
     def __init__(self, c: Container, clock: FixedClock,
-                 deliveries: Deliveries | None = None) -> None:
+                 deliveries: Deliveries | None = None,
+                 service: AlertService | None = None) -> None:
         self.c, self.clock = c, clock
-        self.http = TestClient(Starlette(routes=[alerts_route(c.deps, deliveries=deliveries)]))
+        self.http = TestClient(Starlette(routes=[
+            alerts_route(c.deps, deliveries=deliveries, service=service)]))
 
     def send(self, payload: dict[str, Any], delivery: str) -> Any:
         body = json.dumps(payload).encode()
@@ -297,7 +302,7 @@ def test_a_delivery_held_by_a_dead_replica_is_processed_after_its_lease(
     assert a.counted() == 1
 
 
-def test_a_database_down_while_reserving_is_a_503_the_sender_retries(
+def test_a_database_down_while_storing_is_a_503_the_sender_retries(
     replicas: Callable[[], Container], clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     healthy = Replica(replicas(), clock)
@@ -306,7 +311,10 @@ def test_a_database_down_while_reserving_is_a_503_the_sender_retries(
         port = s.getsockname()[1]
     down = make_engine(f"postgresql+psycopg://rotabot:pw-not-shown@127.0.0.1:{port}/rotabot")
     try:
-        broken = Replica(healthy.c, clock, deliveries=SqlDeliveryLog(down, clock))
+        # The delivery id is taken in the batch's transaction: its database is the one down.
+        rotations = dataclasses.replace(healthy.c.service,
+                                        uow_factory=sql_unit_of_work_factory(down))
+        broken = Replica(healthy.c, clock, service=AlertService(rotations=rotations))
         report = {"consumer": "inference-api", "status_code": 401}
 
         resp = broken.send(report, "delivery-1")

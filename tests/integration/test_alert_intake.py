@@ -108,7 +108,11 @@ class World:
             "X-Rotabot-Signature": signature or sign(secret, stamp, body),
             "X-Rotabot-Delivery": delivery or uuid.uuid4().hex,
         }
-        return self.http.post("/alerts", content=body, headers=headers)
+        resp = self.http.post("/alerts", content=body, headers=headers)
+        # Slack follows the commit on the service's own thread: wait for it, so a test
+        # reads the messages the request led to.
+        self.alerts.flush_follow_ups()
+        return resp
 
     def let_a_minute_of_slack_limits_pass(self) -> None:
         """Step the clock of Slack's rate limits (the bot's budget and the stand-in's) a

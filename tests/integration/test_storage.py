@@ -594,12 +594,21 @@ def test_alerts_add_get_save_and_queries(uow: Callable[[], SqlUnitOfWork]) -> No
             is None
         )
         assert u.alerts.latest_for("retriever", "authentication", since=T0) is None
-        latest.count += 1
-        latest.last_seen = T0 + timedelta(minutes=20)
-        latest.status = AlertStatus.NOT_RELATED
-        latest.resolved_by = "U0ALICE"
+        assert latest.id is not None
+        counted = u.alerts.add_count(latest.id, 2, T0 + timedelta(minutes=20))
+        assert (counted.count, counted.last_seen) == (latest.count + 2, T0 + timedelta(minutes=20))
+        # An earlier sighting never moves last_seen back.
+        assert u.alerts.add_count(latest.id, 1, T0).last_seen == T0 + timedelta(minutes=20)
+        u.commit()
+    # A save from a read taken before those counts were added (a click rendering the alert
+    # meanwhile) changes what it means to change and never takes the counts back.
+    latest.status = AlertStatus.NOT_RELATED
+    latest.resolved_by = "U0ALICE"
+    with uow() as u:
         u.alerts.save(latest)
         u.commit()
+    latest.count += 3
+    latest.last_seen = T0 + timedelta(minutes=20)
 
     with uow() as u:
         assert u.alerts.get(a2.id) == latest  # type: ignore[arg-type]

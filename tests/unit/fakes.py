@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from bot.domain.alert import Alert
+from bot.domain.alert_intake import KeyState
 from bot.domain.audit import AuditEvent
 from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotabotError, RotationNotFound
 from bot.domain.rotation import Rotation
@@ -42,6 +43,7 @@ class FakeDatabase:
 
     rotations: dict[int, Rotation] = field(default_factory=dict)
     alerts: dict[int, Alert] = field(default_factory=dict)
+    deliveries: dict[str, datetime] = field(default_factory=dict)  # key -> expires
     audit: list[AuditEvent] = field(default_factory=list)
     next_rotation_id: int = 1
     next_alert_id: int = 1
@@ -153,6 +155,9 @@ class FakeAlertRepository(AlertRepository):
 
     def save(self, alert: Alert) -> None:
         assert alert.id is not None
+        # As the SQL one: count and last_seen move only through add_count.
+        current = self.get(alert.id)
+        alert.count, alert.last_seen = current.count, current.last_seen
         self.pending[alert.id] = alert
 
     def latest_for(self, consumer: str, failure_class: str, since: datetime) -> Alert | None:
@@ -168,6 +173,40 @@ class FakeAlertRepository(AlertRepository):
 
     def recent(self, limit: int = 10) -> list[Alert]:
         return sorted(self._all(), key=lambda a: a.last_seen, reverse=True)[:limit]
+
+    def latest_for_many(
+        self, keys: Sequence[tuple[str, str]], since: datetime
+    ) -> dict[tuple[str, str], Alert]:
+        found = {k: self.latest_for(k[0], k[1], since) for k in keys}
+        return {k: a for k, a in found.items() if a is not None}
+
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        pass  # one process, one transaction at a time
+
+    def add_count(self, alert_id: int, n: int, seen: datetime) -> Alert:
+        alert = self.get(alert_id)
+        alert.count += n
+        alert.last_seen = max(alert.last_seen, seen)
+        self.pending[alert_id] = alert
+        return alert
+
+    def take_deliveries(
+        self, keys: Sequence[str], now: datetime, ttl: timedelta
+    ) -> dict[str, KeyState]:
+        # Kept at once (not at commit): the fakes serve tests of one transaction at a time.
+        out: dict[str, KeyState] = {}
+        for key in keys:
+            expires = self._db.deliveries.get(key)
+            if expires is not None and expires > now:
+                out[key] = KeyState.DUPLICATE
+            else:
+                self._db.deliveries[key] = now + ttl
+                out[key] = KeyState.TAKEN
+        return out
+
+    def unposted(self, since: datetime) -> list[Alert]:
+        return [a for a in self._all()
+                if a.message_ts is None and a.unresolved and a.last_seen >= since]
 
     def _all(self) -> list[Alert]:
         merged = {**{i: copy.deepcopy(a) for i, a in self._db.alerts.items()}, **self.pending}

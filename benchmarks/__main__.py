@@ -1,13 +1,20 @@
 """`python -m benchmarks`: run every scenario on SQLite and PostgreSQL, write RESULTS.md.
 
+Every scenario it reports is run afresh (nothing is carried over from an earlier run), each
+``--repeats`` times (default 3): RESULTS.md shows the median of each figure with its spread
+(min-max over the runs), judges every target on every run, and records the machine's load
+(os.getloadavg before and after each scenario, and the CPU count).
+
 Options: --smoke (tiny sizes, to prove the machinery works), --only 1,3 (scenario numbers),
---sqlite-only, --out FILE, --json FILE (raw figures too).
+--sqlite-only, --repeats N, --out FILE, --json FILE (raw figures too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +27,15 @@ from benchmarks.harness import postgres
 
 HERE = Path(__file__).resolve().parent
 
+# Sized so that three runs of everything stay near 10 minutes on a 2-core machine; each size
+# below the single-run size it replaced is named in RESULTS.md (report.REDUCED).
 FULL: dict[str, Any] = {
-    "ack": {"consumers": 200, "requests": 1000, "concurrencies": (1, 16), "issue3": 200},
-    "storm": {"consumers": 200, "clients": 32},
-    "burst": {"alerts": 10_000, "consumers": 50, "clients": 32},
-    "scale": {"consumers": 1000, "click_sizes": (10, 100, 1000), "clicks": 3},
+    "ack": {"consumers": 200, "requests": 300, "concurrencies": (1, 16), "issue3": 100},
+    "storm": {"consumers": 100, "clients": 32},
+    "burst": {"alerts": 5_000, "consumers": 50, "clients": 32},
+    "scale": {"consumers": 500, "click_sizes": (10, 100, 500), "clicks": 3},
 }
+REPEATS = 3
 SMOKE: dict[str, Any] = {
     "ack": {"consumers": 6, "requests": 10, "concurrencies": (1, 2), "issue3": 5},
     "storm": {"consumers": 6, "clients": 4},
@@ -49,59 +59,113 @@ def databases(sqlite_only: bool) -> Iterator[list[Database]]:
 
 
 def run_all(
-    sizes: dict[str, Any], only: set[int], sqlite_only: bool, checkpoint: Path | None = None
+    sizes: dict[str, Any],
+    only: set[int],
+    sqlite_only: bool,
+    checkpoint: Path | None = None,
+    repeats: int = REPEATS,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"started": time.time(), "sizes": sizes}
+    out: dict[str, Any] = {"started": time.time(), "sizes": sizes, "repeats": repeats,
+                           "load": {}, "cpus": os.cpu_count()}
 
     def save() -> None:
         # Figures so far survive a later scenario's failure.
         if checkpoint is not None:
             checkpoint.write_text(json.dumps(out, indent=1, default=str))
 
+    def measured(section: str, label: str, one: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``one`` run ``repeats`` times, with the load average before and after."""
+        load = {"before": os.getloadavg(), "started": time.time()}
+        runs = []
+        for i in range(repeats):
+            _log(f"{section} on {label}, run {i + 1} of {repeats}")
+            runs.append(one())
+        load.update(after=os.getloadavg(), finished=time.time())
+        out["load"].setdefault(section, {})[label] = load
+        return aggregate(runs)
+
     with databases(sqlite_only) as dbs:
-        if 1 in only:
-            a = sizes["ack"]
-            out["ack"] = []
+        for label, url in dbs:
+            # Bound now: each lambda below runs within this iteration (measured calls it).
+            def ack(label: str = label, url: Callable[[], str | None] = url) -> dict[str, Any]:
+                a = sizes["ack"]
+                return ack_latency.as_dict(ack_latency.run(
+                    label, url(), consumers=a["consumers"], requests=a["requests"],
+                    concurrencies=tuple(a["concurrencies"]), issue3_commands=a["issue3"]))
+
+            def storm(label: str = label, url: Callable[[], str | None] = url) -> dict[str, Any]:
+                s = sizes["storm"]
+                return click_storm.as_dict(click_storm.run(
+                    label, url(), consumers=s["consumers"], clients=s["clients"]))
+
+            def burst(label: str = label, url: Callable[[], str | None] = url) -> dict[str, Any]:
+                b = sizes["burst"]
+                return alert_burst.as_dict(alert_burst.run(
+                    label, url(), alerts=b["alerts"], consumers=b["consumers"],
+                    clients=b["clients"]))
+
+            def start(label: str = label, url: Callable[[], str | None] = url) -> dict[str, Any]:
+                return dict(scale.run_process(label, url(), sizes["scale"]["consumers"]).__dict__)
+
             # The ack never touches the database (Bolt answers before the listener's work),
             # so scenario 1 runs on SQLite only; that keeps `make bench` near 10 minutes.
-            for i, (label, url) in enumerate(dbs[:1]):
-                _log(f"scenario 1 (ack latency) on {label}")
-                r = ack_latency.run(
-                    label, url(), consumers=a["consumers"], requests=a["requests"],
-                    concurrencies=tuple(a["concurrencies"]),
-                    issue3_commands=a["issue3"] if i == 0 else 0,
-                )
-                out["ack"].append(ack_latency.as_dict(r))
+            if 1 in only and label == dbs[0][0]:
+                out.setdefault("ack", []).append(measured("1. ack latency", label, ack))
                 save()
-        if 2 in only:
-            s = sizes["storm"]
-            out["storm"] = []
-            for label, url in dbs:
-                _log(f"scenario 2 (click storm) on {label}")
-                out["storm"].append(click_storm.as_dict(click_storm.run(
-                    label, url(), consumers=s["consumers"], clients=s["clients"])))
+            if 2 in only:
+                out.setdefault("storm", []).append(measured("2. click storm", label, storm))
                 save()
-        if 3 in only:
-            b = sizes["burst"]
-            out["burst"] = []
-            for label, url in dbs:
-                _log(f"scenario 3 (alert burst) on {label}")
-                out["burst"].append(alert_burst.as_dict(alert_burst.run(
-                    label, url(), alerts=b["alerts"], consumers=b["consumers"],
-                    clients=b["clients"])))
+            if 3 in only:
+                out.setdefault("burst", []).append(measured("3. alert burst", label, burst))
                 save()
-        if 4 in only:
-            sc = sizes["scale"]
-            out["scale_process"], out["scale_clicks"] = [], []
-            for label, url in dbs:
-                _log(f"scenario 4 (scale) on {label}")
-                out["scale_process"].append(
-                    scale.run_process(label, url(), sc["consumers"]).__dict__)
-                for n in sc["click_sizes"]:
-                    out["scale_clicks"].append(scale.click_summary(
-                        scale.run_clicks(label, url(), n, clicks=sc["clicks"])))
+            if 4 in only:
+                out.setdefault("scale_process", []).append(
+                    measured("4. scale (start)", label, start))
+                for n in sizes["scale"]["click_sizes"]:
+                    def clicks(label: str = label, url: Callable[[], str | None] = url,
+                               n: int = n) -> dict[str, Any]:
+                        return scale.click_summary(scale.run_clicks(
+                            label, url(), n, clicks=sizes["scale"]["clicks"]))
+
+                    out.setdefault("scale_clicks", []).append(
+                        measured(f"4. scale (clicks, {n} consumers)", label, clicks))
                     save()
     out["finished"] = time.time()
+    return out
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure set from several runs of a scenario: every number is the median of the
+    runs, with ``spread`` holding its (min, max) under the same path, and ``each`` the raw
+    figures (targets are judged on each). Lists of figure sets (an ack table's rows) are
+    aggregated row by row; everything else is the first run's."""
+    first = runs[0]
+    out: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for key, value in first.items():
+        values = [r.get(key) for r in runs]
+        if isinstance(value, bool) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            if isinstance(value, dict) and all(isinstance(v, dict) for v in values):
+                inner = aggregate(values)  # type: ignore[arg-type]
+                spread[key] = inner.pop("spread")
+                inner.pop("each")
+                out[key] = inner
+            elif isinstance(value, list) and value and all(
+                    isinstance(v, list) and len(v) == len(value)
+                    and all(isinstance(x, dict) for x in v) for v in values):
+                rows = [aggregate([v[i] for v in values]) for i in range(len(value))]  # type: ignore[index]
+                for row in rows:
+                    row.pop("each")
+                out[key] = rows
+            else:
+                out[key] = value
+            continue
+        numbers = [float(v) for v in values]  # type: ignore[arg-type]
+        out[key] = statistics.median(numbers)
+        spread[key] = (min(numbers), max(numbers))
+    out["spread"] = spread
+    out["each"] = runs
     return out
 
 
@@ -114,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; no timing meaning")
     parser.add_argument("--only", default="1,2,3,4", help="scenario numbers, e.g. 1,3")
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help=f"runs of each scenario (default {REPEATS}; 1 with --smoke)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures")
     parser.add_argument("--before", type=Path, default=None,
@@ -121,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}
     sizes = SMOKE if args.smoke else FULL
-    results = run_all(sizes, only, args.sqlite_only, args.json)
+    repeats = args.repeats or (1 if args.smoke else REPEATS)
+    results = run_all(sizes, only, args.sqlite_only, args.json, repeats=repeats)
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=1, default=str))
     before = json.loads(args.before.read_text()) if args.before else None

@@ -51,6 +51,7 @@ class StormResult:
     updates_per_s: float = 0.0
     max_updates_in_1s: int = 0
     violations: int = 0
+    slack_429: int = 0  # Web API calls the stand-in answered 429 (rate limited)
     switch_refused: bool = False
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -157,6 +158,7 @@ def run(
                 j += 1
             result.max_updates_in_1s = max(result.max_updates_in_1s, i - j + 1)
         result.violations = len(env.state.violations)
+        result.slack_429 = sum(1 for c in env.state.calls if c.status == 429)
     return result
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from typing import Any
 
 import pytest
 
+from benchmarks import __main__ as bench
 from benchmarks import ack_latency, alert_burst, click_storm, report, scale
 
 
@@ -73,5 +75,31 @@ def test_report_renders_every_scenario() -> None:
     for heading in ("## 1. Ack latency", "## 2. Click storm", "## 3. Alert burst", "## 4. Scale"):
         assert heading in text
     assert "**Pending on SQLite**: not wired" in text
-    assert "**Target missed** (p99 within 1.5 x bare) for: status at 1 client(s)" in text
+    assert "| Ack p99 <= 1.5 x bare, status at 1 client(s) | **missed** |" in text
     assert "Commit:" in text and "CPUs" in text
+
+
+def test_repeated_runs_are_reported_as_median_with_spread_and_judged_on_every_run() -> None:
+    def burst(rate: float, stored: int) -> dict[str, Any]:
+        r = alert_burst.BurstResult("SQLite", 100, 2, 4, accepted=100, rate_per_s=rate,
+                                    wall_s=100 / rate, stored_count_sum=stored,
+                                    latency={"p50": 1.0, "p99": 2.0})
+        return alert_burst.as_dict(r)
+
+    # The middle run is slowest and lost one report: the median hides neither.
+    runs = [burst(1200.0, 100), burst(900.0, 99), burst(1500.0, 100)]
+    agg = bench.aggregate(json.loads(json.dumps(runs)))
+    assert agg["rate_per_s"] == 1200.0 and agg["spread"]["rate_per_s"] == (900.0, 1500.0)
+    assert agg["latency"]["p99"] == 2.0 and len(agg["each"]) == 3
+    results = {"started": 0.0, "finished": 1.0, "repeats": 3, "cpus": 2, "burst": [agg],
+               "load": {"3. alert burst": {"SQLite": {"before": [0.5, 0.4, 0.3],
+                                                       "after": [3.0, 1.0, 0.5],
+                                                       "started": 0.0, "finished": 1.0}}}}
+    text = report.render(json.loads(json.dumps(results)))
+    assert "| 1200 (900-1500) |" in text
+    judged = {name: met for name, met, _ in report.targets(results)}
+    assert judged["Alert burst >= 1,000 accepted/s, SQLite"] is False  # one run was under
+    assert judged["Alert burst: 0 lost, SQLite"] is False
+    assert judged["Alert burst: <= 2 posts per consumer, SQLite"] is True
+    assert "| 3. alert burst | SQLite | 0.50 / 0.40 / 0.30 | 3.00 / 1.00 / 0.50 |" in text
+    assert "load average reached 3.0 on 2 CPUs" in text

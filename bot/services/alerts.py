@@ -411,21 +411,24 @@ class AlertService:
                             )
                     spots.append(self._place(
                         uow, item, verdict, latest, rotations[secret], groups, now))
-            for group in groups.values():
-                if group.added:
-                    assert group.alert.id is not None
-                    group.alert = uow.alerts.add_count(group.alert.id, group.added, now)
+            counted = [g for g in groups.values() if g.added]
+            now_stored = uow.alerts.add_counts(
+                {g.alert.id: g.added for g in counted if g.alert.id is not None}, now)
+            for group in counted:
+                assert group.alert.id is not None
+                group.alert = now_stored[group.alert.id]
             events = {rid: list(r.events) for rid, (r, _, _) in touched.items()}
             uow.commit()
         for rid, (rotation, before, revision) in touched.items():
             follow.announcements.append((rotation, before, revision, events[rid]))
         outcomes: list[UnitOutcome] = []
+        last_finished: dict[str, Rotation | None] = {}
         for state, spots in zip(states, placed, strict=True):
             results = tuple(
                 IngestResult(
                     replace(g.alert, count=g.alert.count - (g.reports - 1 - nth)),
                     new=g.new and nth == 0,
-                    context=self._group_context(g),
+                    context=self._group_context(g, last_finished),
                 )
                 for g, nth in spots
             )
@@ -522,13 +525,15 @@ class AlertService:
         groups[key] = group
         return group, 0
 
-    def _group_context(self, group: _Group) -> AlertContext:
-        # Once per alert per batch: describing it may read the secret's history.
+    def _group_context(
+        self, group: _Group, last_finished: dict[str, Rotation | None]
+    ) -> AlertContext:
+        # Once per alert per batch, and the secret's history read once per batch.
         if group.context is None:
             rotation = group.rotation
             same = rotation if rotation is not None and rotation.id == group.alert.rotation_id \
                 else None
-            group.context = self.context_for(group.alert, same)
+            group.context = self.context_for(group.alert, same, last_finished=last_finished)
         return group.context
 
     @staticmethod
@@ -791,13 +796,26 @@ class AlertService:
             )
         return alert, rotation
 
-    def context_for(self, alert: Alert, rotation: Rotation | None = None) -> AlertContext:
+    def context_for(
+        self,
+        alert: Alert,
+        rotation: Rotation | None = None,
+        *,
+        last_finished: dict[str, Rotation | None] | None = None,
+    ) -> AlertContext:
+        """``last_finished``: the secret's latest rotation by secret, filled as they are read
+        (a batch describes many alerts of one secret with one read)."""
         if rotation is None and alert.rotation_id is not None:
             rotation = self.rotations.get(alert.rotation_id)
         last = None
         if rotation is None:
-            history = self.rotations.history(alert.secret, 1)
-            last = history[0] if history else None
+            if last_finished is not None and alert.secret in last_finished:
+                last = last_finished[alert.secret]
+            else:
+                history = self.rotations.history(alert.secret, 1)
+                last = history[0] if history else None
+                if last_finished is not None:
+                    last_finished[alert.secret] = last
         spec = self.rotations.catalog.secrets.get(alert.secret)
         consumer = spec.consumers.get(alert.consumer) if spec is not None else None
         owner: str | None = consumer.owner if consumer is not None else None

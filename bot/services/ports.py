@@ -82,6 +82,10 @@ class AlertRepository(Protocol):
         earlier than ``seen``; returns the alert as it is now."""
         ...
 
+    def add_counts(self, counts: Mapping[int, int], seen: datetime) -> dict[int, Alert]:
+        """add_count of several alerts (alert id -> reports) in one statement."""
+        ...
+
     def take_deliveries(
         self, keys: Sequence[str], now: datetime, ttl: timedelta
     ) -> dict[str, KeyState]:

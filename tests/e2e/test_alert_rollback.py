@@ -165,9 +165,10 @@ def test_alert_then_rollback_click_restores_the_previous_credential_on_the_serve
     assert buttons(incident) == {"Roll back R-1": Action.ALERT_ROLLBACK.value,
                                  "Not related": Action.ALERT_NOT_RELATED.value,
                                  "Acknowledge": Action.ALERT_ACK.value}
-    # ... and the same alert in the rotation's thread.
-    thread = bot.state.thread("C0ROTATE", parent_message(bot).ts)
-    assert any("inference-api (prod) is failing authentication" in m.text for m in thread)
+    # ... and the same alert in the rotation's thread (posted right after, off the request).
+    bot.state.wait_for(lambda s: any(
+        "inference-api (prod) is failing authentication" in m.text
+        for m in s.thread("C0ROTATE", parent_message(bot).ts)), 15)
 
     # The Roll back click opens a confirmation that says what will happen.
     bot.slack.click("U0ADMIN", channel="C0INCIDENT", message_ts=incident.ts,
@@ -255,6 +256,7 @@ def test_refused_alerts_get_their_code_and_post_nothing(bot: Bot, case: str) -> 
     if case == "replayed-delivery":
         first = send_alert(bot, good, delivery="delivery-1")
         assert first.status_code == 200
+        incident_message(bot, "inference-api")  # posted after the answer, off the request
         before = len(bot.state.calls_to("chat.postMessage"))
         # The same delivery again (a retry or a replay within the tolerance): not counted.
         resp = send_alert(bot, good, delivery="delivery-1")

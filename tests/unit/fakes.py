@@ -180,6 +180,9 @@ class FakeAlertRepository(AlertRepository):
         found = {k: self.latest_for(k[0], k[1], since) for k in keys}
         return {k: a for k, a in found.items() if a is not None}
 
+    def add_counts(self, counts: Mapping[int, int], seen: datetime) -> dict[int, Alert]:
+        return {i: self.add_count(i, n, seen) for i, n in counts.items()}
+
     def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
         pass  # one process, one transaction at a time
 

@@ -11,7 +11,7 @@ from sqlalchemy import RowMapping, case, insert, literal, select, text, tuple_, 
 from bot.domain.alert import UNRESOLVED, Alert, AlertStatus
 from bot.domain.alert_intake import KeyState
 from bot.domain.errors import RotabotError
-from storage.deliveries import take_finished
+from storage.deliveries import owe_posts, take_finished
 from storage.sql_common import ALERTS, SqlRepository, new_id, store_errors
 
 
@@ -195,15 +195,5 @@ class SqlAlertRepository(SqlRepository):
         return take_finished(self._conn, keys, now, ttl)
 
     @store_errors
-    def unposted(self, since: datetime) -> list[Alert]:
-        """Unresolved alerts seen since ``since`` without an incident message, oldest first."""
-        stmt = (
-            select(ALERTS)
-            .where(
-                ALERTS.c.message_ts.is_(None),
-                ALERTS.c.last_seen >= since,
-                ALERTS.c.status.in_(sorted(s.value for s in UNRESOLVED)),
-            )
-            .order_by(ALERTS.c.id)
-        )
-        return [_alert_from_row(m) for m in self._conn.execute(stmt).mappings()]
+    def owe_posts(self, alert_ids: Sequence[int], now: datetime) -> None:
+        owe_posts(self._conn, alert_ids, now)

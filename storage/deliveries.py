@@ -28,7 +28,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.sql import Executable
@@ -47,6 +58,8 @@ DEFAULT_LEASE = timedelta(minutes=1)
 DEFAULT_PURGE_EVERY = timedelta(minutes=1)
 # Insert, take over, look: a row released or purged between two of them means try again.
 _ATTEMPTS = 3
+# Keys of alerts' owed Slack posts (SqlAlertPostClaims), beside delivery ids and "am:" keys.
+POST_PREFIX = "post:A-"
 
 
 def take_finished(
@@ -190,9 +203,14 @@ class SqlKeyLog:
     def purge(self, now: datetime | None = None) -> int:
         """Delete the keys expired at ``now`` (default: the clock's now); returns how many."""
         at = self._clock.now() if now is None else now
+        expired = self._table.c.expires_at <= at
+        if self._table is DELIVERIES:
+            # An alert's post not made yet is owed until it is done (SqlAlertPostClaims).
+            expired = and_(expired, or_(DELIVERIES.c.done.is_(True),
+                                        ~self._key.startswith(POST_PREFIX)))
         try:
             with self._engine.begin() as conn:
-                gone = conn.execute(delete(self._table).where(self._table.c.expires_at <= at))
+                gone = conn.execute(delete(self._table).where(expired))
                 return int(gone.rowcount)
         except (OperationalError, InterfaceError) as exc:
             raise unavailable(self._engine.url, exc) from None
@@ -251,20 +269,34 @@ class SqlDeliveryLog(SqlKeyLog):
         self.finish(delivery_id)
 
 
+def owe_posts(conn: Connection, alert_ids: Sequence[int], now: datetime) -> None:
+    """Record, in the caller's transaction, that these new alerts' Slack posts are owed: a
+    claim row that lapsed at once, so any replica may take it, and the catch-up finds it
+    (SqlAlertPostClaims.owed) if the process that committed them dies before posting."""
+    if alert_ids:
+        conn.execute(insert(DELIVERIES).values([
+            {"delivery_id": f"{POST_PREFIX}{i}", "expires_at": now, "done": False}
+            for i in alert_ids]))
+
+
 class SqlAlertPostClaims:
     """Once-only posts of new alerts to Slack (AlertService), across replicas and crashes:
-    ``post:A-<id>`` keys on ``alert_deliveries`` (beside the ``am:`` keys of Alertmanager
-    alerts). A claim is held for ``lease`` while its post is in flight; a claim whose holder
-    died lapses then, and the catch-up loop of any replica posts the alert."""
+    ``post:A-<id>`` keys on ``alert_deliveries`` (beside delivery ids and the ``am:`` keys of
+    Alertmanager alerts). The group commit writes the key with the alert (``owe_posts``); a
+    claim holds it for ``lease`` while the post is in flight; ``done`` keeps it for the ttl
+    (the alert's row then holds the message), after which it is purged. A failed post, or one
+    whose holder died, lapses back to owed, and the catch-up loop of any replica posts it."""
 
     def __init__(
         self, engine: Engine, clock: Clock, *, lease: timedelta = timedelta(seconds=30)
     ) -> None:
+        self._engine = engine
+        self._clock = clock
         self._keys = SqlKeyLog(engine, clock, DELIVERIES, "delivery_id", lease=lease)
 
     @staticmethod
     def _key(alert_id: int) -> str:
-        return f"post:A-{alert_id}"
+        return f"{POST_PREFIX}{alert_id}"
 
     def claim(self, alert_id: int) -> bool:
         """True: post it now. False: it was posted, or another request is posting it."""
@@ -274,7 +306,22 @@ class SqlAlertPostClaims:
             return False
 
     def done(self, alert_id: int) -> None:
+        """Posted (or no longer to be posted): not owed any more."""
         self._keys.finish(self._key(alert_id))
 
     def release(self, alert_id: int) -> None:
-        self._keys.release(self._key(alert_id))
+        """The post failed: owed again, at once (the catch-up loop retries it)."""
+        self._keys._write(update(DELIVERIES).where(
+            DELIVERIES.c.delivery_id == self._key(alert_id), DELIVERIES.c.done.is_(False)
+        ).values(expires_at=self._clock.now()))
+
+    def owed(self) -> list[int]:
+        """Alerts whose post is owed: never made, or whose holder failed or died."""
+        try:
+            with self._engine.connect() as conn:
+                keys = conn.execute(select(DELIVERIES.c.delivery_id).where(
+                    DELIVERIES.c.delivery_id.startswith(POST_PREFIX),
+                    DELIVERIES.c.done.is_(False))).scalars().all()
+        except (OperationalError, InterfaceError) as exc:
+            raise unavailable(self._engine.url, exc) from None
+        return sorted(int(k[len(POST_PREFIX):]) for k in keys)

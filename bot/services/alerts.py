@@ -417,6 +417,11 @@ class AlertService:
             for group in counted:
                 assert group.alert.id is not None
                 group.alert = now_stored[group.alert.id]
+            if self.post_claims is not None and self.messenger is not None:
+                # Owed with the alerts, in this transaction: a crash cannot lose a post.
+                uow.alerts.owe_posts(
+                    [g.alert.id for g in groups.values() if g.new and g.alert.id is not None],
+                    now)
             events = {rid: list(r.events) for rid, (r, _, _) in touched.items()}
             uow.commit()
         for rid, (rotation, before, revision) in touched.items():
@@ -606,15 +611,14 @@ class AlertService:
                 log.exception("alert Slack follow-up failed")
 
     def catch_up(self) -> int:
-        """Post the new alerts a dead process (this one before a restart, or another replica)
-        committed but never posted: claims skip what went out or is being posted, and a dead
-        holder's claim is taken over after its lease. Returns how many were posted."""
-        if self.messenger is None:
+        """Post the new alerts whose post is owed: committed by a process that died before
+        posting (this one before a restart, or another replica), or whose post failed.
+        Claims skip what is being posted; a dead holder's claim is taken over after its
+        lease. Returns how many were posted."""
+        if self.messenger is None or self.post_claims is None:
             return 0
-        since = self.rotations.clock.now() - MAX_BACKDATE
-        with self.rotations.uow_factory() as uow:
-            waiting = [a.id for a in uow.alerts.unposted(since) if a.id is not None]
-        return sum(self._post_stored(alert_id, thread=True) for alert_id in waiting)
+        return sum(self._post_stored(alert_id, thread=True)
+                   for alert_id in self.post_claims.owed())
 
     # --- Slack messages ------------------------------------------------------------------
 
@@ -663,7 +667,15 @@ class AlertService:
         """Post a stored alert as it is now (its count so far), unless it was posted."""
         try:
             alert, rotation = self._load(alert_id)
-            if alert.message_ts is not None or not alert.unresolved:
+            stale = alert.last_seen < self.rotations.clock.now() - MAX_BACKDATE
+            if alert.message_ts is not None or not alert.unresolved or stale:
+                # Posted, handled before its post, or owed for a day (Slack refused it all
+                # along, e.g. the channel is gone): nothing is owed any more.
+                if self.post_claims is not None:
+                    self.post_claims.done(alert_id)
+                if stale and alert.message_ts is None:
+                    log.error("giving up posting alert %s after a day of failures",
+                              alert.ref, extra=_alert_context(alert))
                 return False
             return self._post_new(alert, self.context_for(alert, rotation), rotation,
                                   thread=thread)

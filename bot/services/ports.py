@@ -93,8 +93,9 @@ class AlertRepository(Protocol):
         KeyState): committed with the counts they stand for, or not at all."""
         ...
 
-    def unposted(self, since: datetime) -> list[Alert]:
-        """Unresolved alerts seen since ``since`` whose incident message was never posted."""
+    def owe_posts(self, alert_ids: Sequence[int], now: datetime) -> None:
+        """Record, in this transaction, that these new alerts' Slack posts are owed (see
+        AlertPostClaims.owed): committed with the alerts, so a crash cannot lose them."""
         ...
 
 
@@ -107,6 +108,10 @@ class AlertPostClaims(Protocol):
     def done(self, alert_id: int) -> None: ...
 
     def release(self, alert_id: int) -> None: ...
+
+    def owed(self) -> list[int]:
+        """Alerts whose post was owed and never made (or whose holder died)."""
+        ...
 
 
 class AuditLog(Protocol):

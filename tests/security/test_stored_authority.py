@@ -153,6 +153,13 @@ def world(started: World) -> World:
                            "status_code": 401}).encode()
         assert bot.post_alert(body).status_code == 200
         w.incident(consumer)
+
+    def recorded() -> bool:
+        # Posting follows the answer: wait until each alert's row holds its message too.
+        with bot.db() as conn:
+            return all(ts for (ts,) in conn.execute("select message_ts from alerts"))
+
+    bot.wait_for(recorded)
     with bot.db() as conn:
         assert conn.execute("select id, consumer, rotation_id, status from alerts order by id"
                             ).fetchall() == [(1, "retriever", 1, "open"),

@@ -37,6 +37,7 @@ SECRET = "bench-alerts"
 # scenario measures intake, so it raises the per-sender limit (ROTABOT_ALERT_FLOOD_LIMIT) far
 # above the burst; the default limit (20/s after 1,000) would refuse most of it with 429.
 FLOOD_LIMIT = "100000/100000"
+CEILING_REQUESTS = 2000
 
 
 @dataclass
@@ -60,6 +61,9 @@ class BurstResult:
     stored_count_sum: int = 0
     violations: int = 0
     slack_429: int = 0  # Web API calls the stand-in answered 429 (rate limited)
+    # The same clients and server answering requests refused at the signature (401: no
+    # database, no Slack): what HTTP and the load generator alone manage on this machine.
+    ceiling_per_s: float = 0.0
 
 
 def _alert_requests(env: BotEnv, alerts: int, consumers: int) -> list[Prepared]:
@@ -164,6 +168,11 @@ def run(
         result.stored_alert_rows, result.stored_count_sum = int(rows), int(total)
         result.violations = len(env.state.violations)
         result.slack_429 = sum(1 for c in calls if c.status == 429)
+        forged = [Prepared(r.body, r.content_type,
+                           {**r.headers, "X-Rotabot-Signature": "v1=" + "0" * 64})
+                  for r in reqs[:CEILING_REQUESTS]]
+        ceiling = run_load(env.bot.url + "/alerts", forged, clients, env.workdir)
+        result.ceiling_per_s = len(forged) / ceiling.wall_s if ceiling.wall_s else 0.0
     return result
 
 

@@ -2,7 +2,7 @@
 check passed (``POST /evidence``, health checks). References only, never a value.
 
 Revision ID: 0009
-Revises: 0012 (written on 0007; chained after main's 0012 when rebased, so there is one head)
+Revises: 0008
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0012"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

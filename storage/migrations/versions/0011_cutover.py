@@ -4,8 +4,8 @@ reviews that start their rotation the moment every owner confirmed.
 Rotations in flight when this runs get NULL (they overlap, as before); schedules get false
 (they start at their time, as before).
 
-Revision ID: 0008
-Revises: 0014 (written against 0007; chained after main's head when rebased, so there is one head)
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30 00:00:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0014"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
-"""Migration 0008 (hard cutovers) under a rotation and a schedule written at 0007 (main's
+"""Migration 0011 (hard cutovers) under a rotation and a schedule written at 0007 (main's
 migrations after 0007 run in between): after the upgrade the rotation still overlaps (no
 cutover window) and the schedule still starts at its time (not the moment owners confirm); a
-new cutover rotation round-trips its window and deadline; downgrading drops 0008's columns."""
+new cutover rotation round-trips its window and deadline; downgrading drops 0011's columns."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ NEW = {"rotations": {"cutover_seconds", "cutover_until"},
 
 
 def at_0007(table: Table) -> Table:
-    """``table`` as 0007 had it (the head model would add 0008's columns)."""
+    """``table`` as 0007 had it (the head model would add 0011's columns)."""
     return Table(table.name, MetaData(), *(
         Column(c.name, c.type) for c in table.c if c.name not in NEW[table.name]))
 

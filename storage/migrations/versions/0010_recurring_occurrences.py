@@ -2,7 +2,7 @@
 occurrence's key, unique, so the occurrence is created once however many replicas (or ticks
 after a restart) derive it; and when the owners still missing were reminded (claimed once).
 
-Revision ID: 0014
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-30 16:00:00
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0014"
+revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -200,14 +200,18 @@ class SlackNotifier:
                 log.exception("could not release a post claim",
                               extra={"rotation_id": rotation_id, "kind": kind})
 
-    def catch_up(self, rotations: list[Rotation]) -> None:
+    def catch_up(self, rotations: list[Rotation], *, refresh: bool = False) -> None:
         """Post what a crash may have left unposted (the message, the current prompts);
-        claims make it a no-op for whatever already went out."""
+        claims make it a no-op for whatever already went out. ``refresh`` (once, at start)
+        also re-renders each rotation message: a refresh queued in the budget dies with the
+        process, and a message left showing an older phase would hide its next button."""
         for rotation in rotations:
             if rotation.terminal:
                 continue
             try:
                 self.post_missing(rotation)
+                if refresh and rotation.message_ts is not None and rotation.id is not None:
+                    self._update(rotation.id)
             except Exception:  # one rotation's Slack trouble must not stop the others
                 log.exception("catching up a rotation's messages failed",
                               extra=rotation_context(rotation))

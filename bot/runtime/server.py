@@ -258,9 +258,11 @@ def catch_up_in_background(c: Container, interval: float = 15.0) -> None:
     without purging)."""
 
     def run() -> None:
+        first = True
         while True:
             try:
-                c.notifier.catch_up(c.service.active())
+                c.notifier.catch_up(c.service.active(), refresh=first)
+                first = False
             except Exception:
                 log.exception("catching up unposted rotation messages failed")
             try:

@@ -126,3 +126,23 @@ def test_with_slacks_budget_spent_refreshes_merge_and_render_the_latest_state() 
     (text,) = slack.finished_updates()
     assert "changed-last" in text
     assert budget.stats.merged == 4
+
+
+def test_the_first_catch_up_after_a_restart_re_renders_a_message_whose_refresh_died() -> None:
+    """A refresh waits in the budget's memory; kill -9 loses it. The catch-up at start
+    renders each active rotation's message once more, so the next button shows."""
+    stored = rotation()
+    stored.message_ts = "1.000001"  # posted by the process that died
+    stored.secret = "state-the-dead-process-never-showed"
+    slack = SlowSlack()
+    notifier = SlackNotifier(client=slack, render=blocks,  # type: ignore[arg-type]
+                             load=lambda _id: stored,
+                             attach=lambda _id, ch, ts: setattr(stored, "message_ts", ts),
+                             min_interval=0.0)
+    notifier.catch_up([stored])  # the periodic pass: a message that exists is left alone
+    notifier.flush()
+    assert slack.finished_updates() == []
+    notifier.catch_up([stored], refresh=True)
+    notifier.flush()
+    (text,) = slack.finished_updates()
+    assert "state-the-dead-process-never-showed" in text

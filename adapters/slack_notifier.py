@@ -7,12 +7,13 @@ begins.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -30,6 +31,7 @@ log = logging.getLogger("rotabot.slack")
 Turn = tuple[ConsumerProgress, StepState]
 # A message as Slack takes it: fallback text and Block Kit blocks.
 Rendered = tuple[str, Sequence[Block]]
+T = TypeVar("T")
 
 
 class MessageRenderer(Protocol):
@@ -149,7 +151,9 @@ class SlackNotifier:
             channel = rotation.channel
             if channel is None:
                 return None
-            if self.claims is not None and not self.claims.claim(rotation_id, PARENT):
+            posted = self._in_post_turn(channel, None,
+                                        lambda: self._post_parent(rotation, rotation_id))
+            if posted is None:
                 # Another replica is posting it: thread prompts need its ts, so wait for it.
                 waited = self._await_parent(rotation_id)
                 if waited is None:
@@ -159,29 +163,27 @@ class SlackNotifier:
                 rotation.message_ts = waited
                 self._pacer.soon(rotation_id)
                 return waited
-            fresh = self.load(rotation_id)  # a stale claim we took over may have been used
-            if fresh.message_ts is not None:
-                rotation.message_ts = fresh.message_ts
-                self._pacer.soon(rotation_id)
-                return fresh.message_ts
-            text, body = self._render(rotation)
-            try:
-                resp = self.client.chat_postMessage(channel=channel, text=text, blocks=body)
-            except SlackApiError as exc:
-                self._release(rotation_id, PARENT)  # not in channel: `/rotate status` posts later
-                raise NotifyError(explain_slack_error(exc, channel)) from None
-            except BaseException:
-                self._release(rotation_id, PARENT)
-                raise
-            ts = str(resp["ts"])
-            self.attach(rotation_id, str(resp.get("channel", channel)), ts)
-            if self.claims is not None:
-                self.claims.done(rotation_id, PARENT)
+            ts, new = posted
             rotation.message_ts = ts
-            self._pacer.mark(rotation_id)
+            if new:
+                self._pacer.mark(rotation_id)
+            else:
+                self._pacer.soon(rotation_id)
             return ts
         self._pacer.soon(rotation_id)
         return rotation.message_ts
+
+    def _post_parent(self, rotation: Rotation, rotation_id: int) -> tuple[str, bool] | None:
+        """In the post's turn: (ts, True) when this call posted the message, (ts, False)
+        when a stale claim we took over had been used after all, None when it is claimed."""
+        if self.claims is not None and not self.claims.claim(rotation_id, PARENT):
+            return None
+        fresh = self.load(rotation_id)  # a stale claim we took over may have been used
+        if fresh.message_ts is not None:
+            return fresh.message_ts, False
+        ts = self._claim_and_post(rotation, PARENT, "", None, self._render(rotation),
+                                  claimed=True)
+        return (ts, True) if ts is not None else None
 
     def _await_parent(self, rotation_id: int) -> str | None:
         deadline = time.monotonic() + self.parent_wait
@@ -274,21 +276,46 @@ class SlackNotifier:
             kind = f"prompt:{step.value}"
             if (kind, consumer.name) in sent:
                 continue
-            if self.claims is not None and not self.claims.claim(rotation.id, kind, consumer.name):
-                continue  # posted already (or being posted) by this or another replica
             text, body = self.render.turn_prompt(rotation, consumer, step)
-            try:
-                resp = self.client.chat_postMessage(
-                    channel=rotation.channel, thread_ts=ts, text=text, blocks=body
-                )
-            except SlackApiError as exc:
-                self._release(rotation.id, kind, consumer.name)
-                raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
-            except BaseException:
-                self._release(rotation.id, kind, consumer.name)
-                raise
-            if self.claims is not None:
-                self.claims.done(rotation.id, kind, consumer.name, str(resp["ts"]))
+            self._in_post_turn(rotation.channel, ts, functools.partial(
+                self._claim_and_post, rotation, kind, consumer.name, ts, (text, body)))
+
+    def _in_post_turn(self, channel: str, thread_ts: str | None, job: Callable[[], T]) -> T:
+        """Run ``job`` (claim, post, mark done) once the budget gives this post its turn. A
+        claim taken before waiting in a busy channel's queue could outlive its lease there,
+        and the catch-up would post the same message again."""
+        if self.budget is None:
+            return job()
+        return self.budget.call("chat.postMessage", {"channel": channel, "thread_ts": thread_ts},
+                                job)
+
+    def _claim_and_post(
+        self, rotation: Rotation, kind: str, consumer: str, thread_ts: str | None,
+        rendered: Rendered, *, claimed: bool = False,
+    ) -> str | None:
+        """Post once across replicas and restarts: the ts, or None when the claim belongs to
+        another poster (this or another replica, alive or within its lease)."""
+        assert rotation.id is not None and rotation.channel is not None
+        if (not claimed and self.claims is not None
+                and not self.claims.claim(rotation.id, kind, consumer)):
+            return None
+        text, body = rendered
+        try:
+            resp = self.client.chat_postMessage(
+                channel=rotation.channel, thread_ts=thread_ts, text=text, blocks=body
+            )
+        except SlackApiError as exc:
+            self._release(rotation.id, kind, consumer)  # not in channel: `/rotate status` later
+            raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+        except BaseException:
+            self._release(rotation.id, kind, consumer)
+            raise
+        ts = str(resp["ts"])
+        if kind == PARENT:
+            self.attach(rotation.id, str(resp.get("channel", rotation.channel)), ts)
+        if self.claims is not None:
+            self.claims.done(rotation.id, kind, consumer, ts)
+        return ts
 
     def refresh(self, rotation_id: int) -> None:
         """Re-render the rotation message soon (an alert on it changed), paced as always."""

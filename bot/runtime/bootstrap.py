@@ -32,7 +32,12 @@ from bot.domain.clock import Clock, SystemClock
 from bot.domain.gate import GateResult
 from bot.domain.rotation import Rotation
 from bot.runtime.backends import CatalogBackends
-from bot.runtime.metrics import SqlStoreReads, StateCollector, TimerHeartbeat
+from bot.runtime.metrics import (
+    SlackBudgetCollector,
+    SqlStoreReads,
+    StateCollector,
+    TimerHeartbeat,
+)
 from bot.runtime.settings import Settings
 from bot.services.alert_batches import GroupCommit
 from bot.services.alerts import AlertService
@@ -197,6 +202,7 @@ def build(
     metrics.register(state_metrics)
     heartbeat = TimerHeartbeat()  # set by the last timer job of each run (the leader only)
     metrics.register(heartbeat)
+    metrics.register(SlackBudgetCollector(budget))
     # One AlertService per process: its coalescing state is shared by /alerts and buttons.
     alerts = AlertService(rotations=service, messenger=SlackAlertMessenger(notifier),
                           on_rotation_alert=notifier.refresh,

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapters.slack_budget import SlackCallBudget
 from bot.catalog import Catalog
 from bot.domain.alert import UNRESOLVED, Alert
 from bot.domain.audit import AuditEvent
@@ -300,6 +301,39 @@ class TimerHeartbeat(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return [self._family(self._last)]
+
+
+class SlackBudgetCollector(Collector):
+    """This process's Slack call budget: calls waiting for their turn now, and how many
+    calls were merged into another one or waited for a token, so an operator sees Slack's
+    limits being reached before anyone sees a stale message."""
+
+    def __init__(self, budget: SlackCallBudget) -> None:
+        self._budget = budget
+
+    def _families(self, waiting: int, merged: int, delayed: int) -> list[Metric]:
+        queued = GaugeMetricFamily(
+            "rotabot_slack_calls_waiting",
+            "Slack calls waiting for their turn in this process's call budget.", labels=[])
+        queued.add_metric([], waiting)
+        merged_total = CounterMetricFamily(
+            "rotabot_slack_calls_merged",
+            "Slack calls that rode on a waiting call of the same message (one update sent).",
+            labels=[])
+        merged_total.add_metric([], merged)
+        delayed_total = CounterMetricFamily(
+            "rotabot_slack_calls_delayed",
+            "Slack calls that found their method's budget spent and waited for a token.",
+            labels=[])
+        delayed_total.add_metric([], delayed)
+        return [queued, merged_total, delayed_total]
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(0, 0, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._budget.stats
+        return self._families(self._budget.waiting(), stats.merged, stats.waited)
 
 
 def metrics_registry(

@@ -286,7 +286,7 @@ def test_refused_alerts_get_their_code_and_post_nothing(bot: Bot, case: str) -> 
     assert len(bot.state.calls_to("chat.postMessage")) == before
 
 
-def test_a_burst_of_1000_alerts_for_5_consumers_makes_at_most_10_messages(bot: Bot) -> None:
+def test_a_burst_of_300_alerts_for_5_consumers_makes_at_most_10_messages(bot: Bot) -> None:
     bot.slack.command("U0ADMIN", "C0ROTATE", "start model-api-key")
     wait_ephemeral(bot, "U0ADMIN", "Started R-1")
     wait_parent(bot, "distributing")
@@ -300,17 +300,17 @@ def test_a_burst_of_1000_alerts_for_5_consumers_makes_at_most_10_messages(bot: B
                                 "source": f"{consumer}-sidecar"}).status_code
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        codes = list(pool.map(one, range(1000)))
-    assert codes == [200] * 1000
+        codes = list(pool.map(one, range(300)))
+    assert codes == [200] * 300
 
     rows = alerts_table(bot)
     assert sorted(c for c, *_ in rows) == sorted(BURST_CONSUMERS)
-    assert sum(n for _, _, n, _ in rows) == 1000  # every report counted
+    assert sum(n for _, _, n, _ in rows) == 300  # every report counted
     # Repeats update one message per consumer; the last update shows the whole count.
     for consumer in BURST_CONSUMERS:
         bot.state.wait_for(lambda s, c=consumer: next(
             (m for m in s.channel_messages("C0INCIDENT")
-             if m.text.startswith(f"{c} (") and "seen 200x" in json.dumps(m.blocks)), None), 15)
+             if m.text.startswith(f"{c} (") and "seen 60x" in json.dumps(m.blocks)), None), 15)
     posts = bot.state.calls_to("chat.postMessage")[before:]
     # One in the incident channel and one in the rotation's thread per consumer, at most.
     assert len(posts) <= 10

@@ -165,7 +165,9 @@ class Cluster:
             lambda s: next((e for e in reversed(s.ephemerals_for(user)[after:])
                             if needle in e.text), None), timeout)
 
-    def wait_phase(self, words: str, timeout: float = 20, rotation: str = "R-1") -> Message:
+    def wait_phase(self, words: str, timeout: float = 45, rotation: str = "R-1") -> Message:
+        # Generous: the message is a refresh, last in Slack's call budget, behind a slow
+        # Slack and every replica's prompt edits on a loaded CI machine.
         return self.state.wait_for(
             lambda s: next((m for m in self.parents(rotation) if words in m.text), None),
             timeout)

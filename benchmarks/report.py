@@ -233,9 +233,11 @@ def _ack(results: dict[str, Any], out: list[str]) -> None:
         "`status` is `/rotate status R-1`; `click` presses a dev-lane owner's *Distributed* "
         "button (the first press per consumer changes state; later presses, each a new request, "
         "are answered with an ephemeral; a first press also posts into the rotation thread, at "
-        "Slack's pace). Target: p99 <= 1.5 x bare p99. After each row the bot's Slack traffic "
-        "is waited out: *drain* is from the row's first request to the bot's last Slack call, "
-        "*Slack floor* the least time Slack's tiers allow for those calls.",
+        "Slack's pace; the unmeasured warmup presses half the first-lane prompts, the measured "
+        "requests the other half, so first presses are measured too). Target: p99 <= 1.5 x "
+        "bare p99. After each row the bot's Slack traffic is waited out: *drain* is from the "
+        "row's first request to the bot's last Slack call, *Slack floor* the least time "
+        "Slack's tiers allow for those calls.",
         "",
     ]
     for r in results.get("ack", []):

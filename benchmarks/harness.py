@@ -21,6 +21,9 @@ from typing import Any
 
 import httpx
 
+from adapters.slack_budget import bucket_of
+from bot.domain.token_bucket import Bucket, take
+from bot.sandbox.slack_standin.model import Call
 from bot.sandbox.slack_standin.server import StandinServer
 from bot.sandbox.slack_standin.slack_side import BotReply, SlackSide, slack_signature
 from bot.sandbox.slack_standin.state import Message, StandinState
@@ -67,6 +70,21 @@ class SecretSpec:
     name: str
     consumers: int
     lanes: Sequence[str] = LANES  # consumers are spread round-robin over these lanes
+    # When set, only the first ``first_lane`` consumers are in the first lane (the rest
+    # round-robin over the others): each first-lane prompt is one chat.postMessage into the
+    # rotation channel, about one a second at Slack's rate, so a scenario that does not
+    # measure prompt posting keeps that lane small.
+    first_lane: int | None = None
+
+    def lane(self, i: int) -> str:
+        if self.first_lane is None or len(self.lanes) == 1:
+            return self.lanes[i % len(self.lanes)]
+        if i < self.first_lane:
+            return self.lanes[0]
+        return self.lanes[1 + (i - self.first_lane) % (len(self.lanes) - 1)]
+
+    def in_first_lane(self) -> int:
+        return sum(1 for i in range(self.consumers) if self.lane(i) == self.lanes[0])
 
 
 def catalog_yaml(store_dir: Path, specs: Sequence[SecretSpec]) -> str:
@@ -87,7 +105,7 @@ def catalog_yaml(store_dir: Path, specs: Sequence[SecretSpec]) -> str:
             "    consumers:",
         ]
         for i in range(spec.consumers):
-            lane = spec.lanes[i % len(spec.lanes)]
+            lane = spec.lane(i)
             lines += [
                 f"      {consumer_name(i)}:",
                 f"        owner: {owner_id(i)}",
@@ -313,6 +331,34 @@ def wait_quiet(state: StandinState, quiet: float = 1.0, timeout: float = 300) ->
             return last_change
         time.sleep(0.05)
     raise TimeoutError("the bot kept calling Slack; never quiet")
+
+
+def slack_floor_s(calls: Sequence[Call], since: float) -> float:
+    """The least time Slack's tiers allow from ``since`` (wall clock, as ``Call.time``) to the
+    last of the Web API calls made after it, had every one of them been ready at ``since``:
+    each call takes a token of its bucket at the rates the bot's budget keeps
+    (adapters/slack_budget.py: Tier 3 chat.update ~45/min a workspace, chat.postMessage
+    ~54/min a channel, bursts as Slack allows). Calls before ``since`` have already spent
+    tokens of the same buckets. A drain near this floor is Slack's limit, not the bot."""
+    # Seconds after ``since``: wall-clock stamps (~1.7e9) leave too few bits for the sums.
+    buckets: dict[str, Bucket] = {}
+    ready: dict[str, float] = {}
+    floor = 0.0
+    for c in sorted(calls, key=lambda c: c.time):
+        if c.method == "response_url" or c.status == 429:
+            continue  # response_url posts are not Web API calls; a 429 spent no token
+        key, rate = bucket_of(c.method, c.args)
+        after = c.time >= since
+        now = max(0.0, ready.get(key, 0.0)) if after else c.time - since
+        bucket, wait = take(buckets.get(key), rate, now)
+        while wait > 0 and after:
+            now += wait + 1e-6  # the refill's float sum may fall a hair short of one token
+            bucket, wait = take(bucket, rate, now)
+        buckets[key] = bucket
+        if after:
+            ready[key] = now
+            floor = max(floor, now)
+    return floor
 
 
 def parent_message(state: StandinState, ref: str = "R-1") -> Message | None:

@@ -11,11 +11,13 @@ import pytest
 
 from benchmarks import __main__ as bench
 from benchmarks import ack_latency, alert_burst, click_storm, report, scale
+from benchmarks.harness import SecretSpec, slack_floor_s
+from bot.sandbox.slack_standin.model import Call
 
 
 def test_ack_latency_reaches_bot_and_bare_app_with_signed_requests() -> None:
     r = ack_latency.run("SQLite", None, consumers=6, requests=8, concurrencies=(1, 2),
-                        issue3_commands=3)
+                        issue3_commands=3, first_lane=2)
     assert [(x.payload, x.concurrency) for x in r.runs] == [
         ("status", 1), ("status", 2), ("click", 1), ("click", 2)]
     for x in r.runs:
@@ -33,7 +35,8 @@ def test_click_storm_applies_every_step_once(postgres_url: str) -> None:
     assert r.duplicates_sent == 3 * 2
     assert (r.lost, r.doubled, r.switch_refused) == (0, 0, False)
     assert r.parent_updates >= 1
-    assert r.violations == 0
+    assert (r.violations, r.slack_429, r.stale_prompts) == (0, 0, 0)
+    assert r.accept_s > 0 and r.wall_s >= r.floor_s > 0
 
 
 def test_alert_burst_stores_every_accepted_report() -> None:
@@ -42,7 +45,35 @@ def test_alert_burst_stores_every_accepted_report() -> None:
     assert r.accepted == 40 and r.rejected == {}
     assert (r.stored_alert_rows, r.stored_count_sum) == (4, 40)
     assert r.posted_per_consumer_max <= 2
-    assert r.violations == 0
+    assert r.violations == 0 and r.slack_429 == 0
+    # Drained: both messages of every consumer (incident channel, rotation thread) were
+    # posted and show the count stored for it.
+    assert (r.messages, r.stale_messages) == (8, 0)
+    assert r.drain_s is not None and r.floor_s is not None and r.drain_s >= r.floor_s
+
+
+def test_slack_floor_spends_each_bucket_at_the_budgets_rate() -> None:
+    def call(seq: int, method: str, at: float, **args: str) -> Call:
+        return Call(seq, method, dict(args), at, "POST")
+
+    # 60 chat.update calls ready at once: a burst of 50, then Tier 3 at 45 a minute.
+    updates = [call(i, "chat.update", 100.0, channel="C1", ts=str(i)) for i in range(60)]
+    assert slack_floor_s(updates, since=100.0) == pytest.approx(10 / 0.75)
+    # Ten spent 10 s earlier left 40 + 7.5 tokens: the same 60 take longer.
+    earlier = [call(100 + i, "chat.update", 90.0, channel="C1", ts="x") for i in range(10)]
+    assert slack_floor_s(earlier + updates, since=100.0) == pytest.approx(12.5 / 0.75)
+    # chat.postMessage counts per channel (burst 10, then 54 a minute): two channels drain
+    # side by side; response_url posts and 429s spend nothing.
+    posts = [call(i, "chat.postMessage", 5.0, channel=f"C{i % 2}") for i in range(24)]
+    other = [call(50, "response_url", 5.0), Call(51, "chat.update", {}, 5.0, "POST", status=429)]
+    assert slack_floor_s(posts + other, since=5.0) == pytest.approx(2 / 0.9)
+
+
+def test_first_lane_holds_only_the_first_consumers() -> None:
+    spec = SecretSpec("s", 10, first_lane=2)
+    assert [spec.lane(i) for i in range(5)] == ["dev", "dev", "staging", "prod", "staging"]
+    assert spec.in_first_lane() == 2
+    assert SecretSpec("s", 10).in_first_lane() == 4  # round-robin over three lanes
 
 
 def test_scale_posts_within_limits_and_counts_queries_per_click() -> None:

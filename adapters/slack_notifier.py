@@ -277,8 +277,23 @@ class SlackNotifier:
             if (kind, consumer.name) in sent:
                 continue
             text, body = self.render.turn_prompt(rotation, consumer, step)
-            self._in_post_turn(rotation.channel, ts, functools.partial(
-                self._claim_and_post, rotation, kind, consumer.name, ts, (text, body)))
+            post = functools.partial(self._claim_and_post, rotation, kind, consumer.name, ts,
+                                     (text, body))
+            if self.budget is None:
+                post()
+                continue
+            # Queued, not waited for: a click's listener holds one of Bolt's few threads,
+            # and a thread waiting out a busy channel's pace leaves the next click unacked.
+            self.budget.submit("chat.postMessage", {"channel": rotation.channel,
+                                                    "thread_ts": ts},
+                               functools.partial(self._post_logged, post, rotation),
+                               level=Importance.POST)
+
+    def _post_logged(self, post: Callable[[], object], rotation: Rotation) -> None:
+        try:
+            post()
+        except NotifyError as exc:  # queued: the claim is released, status re-offers it
+            log.warning("a prompt was not posted: %s", exc, extra=rotation_context(rotation))
 
     def _in_post_turn(self, channel: str, thread_ts: str | None, job: Callable[[], T]) -> T:
         """Run ``job`` (claim, post, mark done) once the budget gives this post its turn. A

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltRequest, BoltResponse
@@ -78,6 +79,9 @@ def catalog_middleware(
     return check_catalog
 
 
+LISTENER_THREADS = 32
+
+
 def build_bolt_app(
     deps: Deps,
     *,
@@ -97,6 +101,11 @@ def build_bolt_app(
         # Not Bolt's default loggers (which take the root's level, DEBUG with ours): these
         # are capped with the other libraries and never show a request's details.
         logger=bolt_logger(),
+        # Bolt's default is 5 threads, and a listener acks from its thread: five listeners
+        # waiting on the database or Slack would leave the next request unacked (Bolt then
+        # answers 404 after 3 s). Waits for Slack's pace are queued off these threads.
+        listener_executor=ThreadPoolExecutor(max_workers=LISTENER_THREADS,
+                                             thread_name_prefix="bolt-listener"),
     )
     # Listeners raise; this one handler tells the person (ephemeral or DM) and logs.
     register_error_handler(app)

@@ -127,6 +127,7 @@ def test_a_prompt_queued_behind_a_busy_channel_is_not_posted_again_by_the_catch_
     first.join(10)
     catch_up.join(10)
     assert not first.is_alive() and not catch_up.is_alive()
+    assert budget.flush()
     assert len(posts) == 1, posts
     assert claims.finished(7) == {("prompt:distributed", "web")}
     engine.dispose()

@@ -15,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import BotConfig
-from harness.serve import alert_headers, catalog_head
+from harness.serve import alert_headers, catalog_head, eventually
+
+from handlers.ids import Action
 
 Bot = Any  # conftest.Bot, under the name the fixture gives it
 
@@ -79,3 +81,37 @@ def test_an_alert_burst_stays_within_slacks_limits_and_every_message_ends_curren
     assert report["enforced"] is True
     assert report["rate_limited"] == {}  # not one 429
     assert bot.state.violations == []
+
+
+def test_a_click_storm_in_a_busy_channel_is_acked_every_time(bot: Bot) -> None:
+    """Every click is acked even while the channel's posts wait for Slack's pace: a
+    listener queues the next prompt instead of holding one of Bolt's threads until the
+    post's turn (Bolt answers 404 to a request no listener acked within 3 s)."""
+    bot.slack.command("U0ADMIN", "C0ROTATE", "start model-api-key")
+    parent = bot.state.wait_for(lambda s: next(
+        (m for m in s.channel_messages("C0ROTATE") if "R-1" in m.text), None), 30)
+
+    def step_prompts(s: Any) -> list[Any]:
+        return [m for m in s.thread("C0ROTATE", parent.ts)
+                if any(e.get("action_id") == Action.STEP.value
+                       for b in m.blocks if b.get("type") == "actions"
+                       for e in b.get("elements", []))]
+
+    # The parent and ten prompts spend the channel's burst: each next post waits ~1 s.
+    def all_prompts(s: Any) -> list[Any] | None:
+        found = step_prompts(s)
+        return found if len(found) == len(CONSUMERS) else None
+
+    prompts = bot.state.wait_for(all_prompts, 60)
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        replies = list(pool.map(lambda m: bot.slack.click(
+            "U0BOB", channel="C0ROTATE", message_ts=m.ts, action_id=Action.STEP.value),
+            prompts))
+    assert [r.status for r in replies] == [200] * len(prompts)
+
+    def steps() -> dict[str, str]:
+        with sqlite3.connect(bot.db_path) as db:
+            return dict(db.execute("select name, state from consumer_steps").fetchall())
+
+    eventually(lambda: steps() == {c: "distributed" for c in CONSUMERS}, 30, "every step")
+    assert bot.state.rate_limited == {}

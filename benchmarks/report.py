@@ -321,11 +321,9 @@ def _storm(results: dict[str, Any], out: list[str]) -> None:
             f"Clicks not answered 2xx, by status, over all runs: {refused}. A 404 is Bolt's "
             "answer when a listener did not call `ack()` within its 3 s `ack_timeout`; the "
             "bot logs \"step didn't call ack\". The step listener acks first, so it had not "
-            "started: Bolt runs listeners on its default executor (5 threads), and listeners "
-            "of earlier clicks hold those threads while they wait in the Slack call budget to "
-            "post into the rotation thread (about one a second). The step is still applied "
-            "when a thread frees (nothing lost above), but Slack shows the person an error. "
-            "This is issue 17 item 4 (listener work must not delay acks), not fixed here.",
+            "started: every one of Bolt's listener threads (32, handlers/app.py) was busy. "
+            "The step is still applied when a thread frees (nothing lost above), but Slack "
+            "shows the person an error.",
             "",
         ]
 

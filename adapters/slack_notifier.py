@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -181,9 +181,7 @@ class SlackNotifier:
         fresh = self.load(rotation_id)  # a stale claim we took over may have been used
         if fresh.message_ts is not None:
             return fresh.message_ts, False
-        ts = self._claim_and_post(rotation, PARENT, "", None, self._render(rotation),
-                                  claimed=True)
-        return (ts, True) if ts is not None else None
+        return self._post_claimed(rotation, PARENT, "", None, self._render(rotation)), True
 
     def _await_parent(self, rotation_id: int) -> str | None:
         deadline = time.monotonic() + self.parent_wait
@@ -277,23 +275,12 @@ class SlackNotifier:
             if (kind, consumer.name) in sent:
                 continue
             text, body = self.render.turn_prompt(rotation, consumer, step)
-            post = functools.partial(self._claim_and_post, rotation, kind, consumer.name, ts,
-                                     (text, body))
-            if self.budget is None:
-                post()
-                continue
             # Queued, not waited for: a click's listener holds one of Bolt's few threads,
             # and a thread waiting out a busy channel's pace leaves the next click unacked.
-            self.budget.submit("chat.postMessage", {"channel": rotation.channel,
-                                                    "thread_ts": ts},
-                               functools.partial(self._post_logged, post, rotation),
-                               level=Importance.POST)
-
-    def _post_logged(self, post: Callable[[], object], rotation: Rotation) -> None:
-        try:
-            post()
-        except NotifyError as exc:  # queued: the claim is released, status re-offers it
-            log.warning("a prompt was not posted: %s", exc, extra=rotation_context(rotation))
+            # A refused post releases its claim: `/rotate status` re-offers the prompt.
+            self._queue_post(rotation.channel, ts, functools.partial(
+                self._claim_and_post, rotation, kind, consumer.name, ts, (text, body)),
+                "a prompt was not posted", rotation_context(rotation))
 
     def _in_post_turn(self, channel: str, thread_ts: str | None, job: Callable[[], T]) -> T:
         """Run ``job`` (claim, post, mark done) once the budget gives this post its turn. A
@@ -306,22 +293,24 @@ class SlackNotifier:
 
     def _claim_and_post(
         self, rotation: Rotation, kind: str, consumer: str, thread_ts: str | None,
-        rendered: Rendered, *, claimed: bool = False,
+        rendered: Rendered,
     ) -> str | None:
         """Post once across replicas and restarts: the ts, or None when the claim belongs to
         another poster (this or another replica, alive or within its lease)."""
-        assert rotation.id is not None and rotation.channel is not None
-        if (not claimed and self.claims is not None
-                and not self.claims.claim(rotation.id, kind, consumer)):
+        assert rotation.id is not None
+        if self.claims is not None and not self.claims.claim(rotation.id, kind, consumer):
             return None
-        text, body = rendered
+        return self._post_claimed(rotation, kind, consumer, thread_ts, rendered)
+
+    def _post_claimed(
+        self, rotation: Rotation, kind: str, consumer: str, thread_ts: str | None,
+        rendered: Rendered,
+    ) -> str:
+        """Post what this caller holds the claim of: released when the post fails (not in
+        channel: `/rotate status` posts it later), marked done with its ts once it went out."""
+        assert rotation.id is not None and rotation.channel is not None
         try:
-            resp = self.client.chat_postMessage(
-                channel=rotation.channel, thread_ts=thread_ts, text=text, blocks=body
-            )
-        except SlackApiError as exc:
-            self._release(rotation.id, kind, consumer)  # not in channel: `/rotate status` later
-            raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+            resp = self._send_post(rotation.channel, rendered, thread_ts)
         except BaseException:
             self._release(rotation.id, kind, consumer)
             raise
@@ -374,14 +363,17 @@ class SlackNotifier:
         return self.claims is not None
 
     def post(self, channel: str, rendered: Rendered, thread_ts: str | None = None) -> str:
+        return str(self._send_post(channel, rendered, thread_ts)["ts"])
+
+    def _send_post(self, channel: str, rendered: Rendered, thread_ts: str | None) -> Any:
+        """chat.postMessage; Slack's answer, or NotifyError saying what to do."""
         text, body = rendered
         try:
-            resp = self.client.chat_postMessage(
+            return self.client.chat_postMessage(
                 channel=channel, text=text, blocks=body, thread_ts=thread_ts
             )
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, channel)) from None
-        return str(resp["ts"])
 
     def direct_message(self, user: str, text: str) -> str:
         """DM one user (timer reminders): conversations.open, then chat.postMessage."""
@@ -401,18 +393,28 @@ class SlackNotifier:
     def post_later(self, channel: str, rendered: Rendered, thread_ts: str | None = None) -> None:
         """Post when the budget gives the turn, without waiting for it (a receipt: nobody
         needs its ts). Posts into one thread keep their order; a refusal is logged."""
+        self._queue_post(channel, thread_ts,
+                         functools.partial(self.post, channel, rendered, thread_ts),
+                         "a queued post was not made")
+
+    def _queue_post(
+        self, channel: str, thread_ts: str | None, send: Callable[[], object], failed: str,
+        context: Mapping[str, object] | None = None,
+    ) -> None:
+        """Run ``send`` (a chat.postMessage) in its budget turn without waiting for it; a
+        refusal is logged as ``failed``. No budget: at once, refusals raised."""
         if self.budget is None:
-            self.post(channel, rendered, thread_ts)
+            send()
             return
 
-        def send() -> None:
+        def logged() -> None:
             try:
-                self.post(channel, rendered, thread_ts)
-            except NotifyError as exc:
-                log.warning("a queued post was not made: %s", exc)
+                send()
+            except NotifyError as exc:  # queued: nobody waits to be told
+                log.warning("%s: %s", failed, exc, extra=context)
 
         self.budget.submit("chat.postMessage", {"channel": channel, "thread_ts": thread_ts},
-                           send, level=Importance.POST)
+                           logged, level=Importance.POST)
 
     def update(self, channel: str, ts: str, rendered: Rendered, *, refresh: bool = False) -> None:
         """Replace a message. ``refresh`` (its counters changed, nobody waits): queued in

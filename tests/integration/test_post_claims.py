@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from harness.serve import eventually
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 
 from adapters.slack_budget import METHOD_RATES, MemoryTokenBuckets, SlackCallBudget
 from adapters.slack_notifier import SlackNotifier
@@ -21,19 +21,24 @@ from storage.migrate import upgrade
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def test_finished_lists_exactly_the_posts_that_went_out(database_url: str) -> None:
-    upgrade(database_url)
-    engine = make_engine(database_url)
+def insert_rotation(engine: Engine, rotation_id: int) -> None:
+    """A bare rotation row for claims to point at."""
     with engine.begin() as conn:
         conn.execute(
             text(
                 "insert into rotations (id, secret, phase, lanes, overlap_seconds,"
                 " observe_seconds, created_at, started_by, store_path, urgent, auto_revoke,"
-                " revision) values (1, 's', 'distributing', '[]', 1, 1, :t, 'U0ADMIN', '',"
+                " revision) values (:id, 's', 'distributing', '[]', 1, 1, :t, 'U0ADMIN', '',"
                 " false, false, 0)"
             ),
-            {"t": T0},
+            {"id": rotation_id, "t": T0},
         )
+
+
+def test_finished_lists_exactly_the_posts_that_went_out(database_url: str) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    insert_rotation(engine, 1)
     claims = SqlPostClaims(engine, lambda: T0)
     try:
         assert claims.finished(1) == set()
@@ -76,16 +81,7 @@ def test_a_prompt_queued_behind_a_busy_channel_is_not_posted_again_by_the_catch_
     over (and posted a second time) by the catch-up."""
     upgrade(database_url)
     engine = make_engine(database_url)
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "insert into rotations (id, secret, phase, lanes, overlap_seconds,"
-                " observe_seconds, created_at, started_by, store_path, urgent, auto_revoke,"
-                " revision) values (7, 's', 'distributing', '[]', 1, 1, :t, 'U0ADMIN', '',"
-                " false, false, 0)"
-            ),
-            {"t": T0},
-        )
+    insert_rotation(engine, 7)
     now = [T0]
     claims = SqlPostClaims(engine, lambda: now[0], lease=timedelta(seconds=15))
     budget_clock = [1_800_000_000.0]

@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="default: PORT, else 3000")
     _catalog_option(serve)
 
+    front = _sub(sub, "front", "ack Slack at once in a process of its own; serve does the work",
+                 "Point Slack's Request URL at the front; it verifies each request with "
+                 "SLACK_SIGNING_SECRET, answers at once, and posts the request to serve's "
+                 "/slack/events (--upstream). Modal submissions and other answers that carry "
+                 "data wait for serve. README: Acks under load.")
+    front.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server binds all interfaces
+    front.add_argument("--port", type=int, default=None, help="default: PORT, else 3000")
+    front.add_argument("--upstream", required=True, metavar="URL",
+                       help="serve's base URL, e.g. http://127.0.0.1:3001")
+
     sandbox = _sub(sub, "sandbox", "the real bot against a local Slack stand-in",
                    f"The sandbox writes its own sample catalog and SQLite database into "
                    f"--data-dir (reset on every start); {CATALOG_ENV}, {DATABASE_ENV} and the "
@@ -181,6 +191,11 @@ def _run(args: argparse.Namespace, settings: Settings, hint: str) -> int:
 
         port = args.port if args.port is not None else settings.port
         return serve(host=args.host, port=port, settings=settings)
+    if args.command == "front":
+        from bot.runtime.slack_front import serve_front
+
+        port = args.port if args.port is not None else settings.port
+        return serve_front(host=args.host, port=port, upstream=args.upstream, settings=settings)
     if args.command == "sandbox":
         from bot.sandbox.run import run_sandbox
 

@@ -161,13 +161,17 @@ class SqlAlertRepository(SqlRepository):
         batch coalescing the same failure waits and then sees this one's alert instead of
         opening a second. PostgreSQL advisory locks, taken in one order (no deadlock);
         SQLite has one writer at a time already."""
-        if self._conn.dialect.name != "postgresql":
+        if self._conn.dialect.name != "postgresql" or not keys:
             return
-        for consumer, fclass in sorted(set(keys)):
-            self._conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 17))"),
-                {"k": f"rotabot-alert|{consumer}|{fclass}"},  # names hold no '|'
-            )
+        # One round trip for every pair (a batch holds many). The array is in sorted order and
+        # the locks are taken in it: a volatile function in the select list is evaluated after
+        # the ORDER BY. The lock ids are those one statement per pair used to take.
+        self._conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(k, 17)) "
+                 "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"),
+            {"keys": [f"rotabot-alert|{consumer}|{fclass}"  # names hold no '|'
+                      for consumer, fclass in sorted(set(keys))]},
+        ).all()
 
     @store_errors
     def latest_for_many(

@@ -84,11 +84,12 @@ def take_finished(
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits
         # for it and is then skipped, never an error that would abort this transaction.
+        # Parameters as a list (executemany): SQLAlchemy compiles the statement once and
+        # sends the rows in batched VALUES ("insertmanyvalues"), where .values(rows) compiled
+        # a new statement for every batch size.
         inserted = conn.execute(
-            dialect.insert(DELIVERIES)
-            .values([{"delivery_id": k, "expires_at": expires, "done": True} for k in rest])
-            .on_conflict_do_nothing()
-            .returning(column)
+            dialect.insert(DELIVERIES).on_conflict_do_nothing().returning(column),
+            [{"delivery_id": k, "expires_at": expires, "done": True} for k in rest],
         ).scalars()
         taken.update(inserted)
     left = [k for k in rest if k not in taken]

@@ -168,9 +168,33 @@ class Cluster:
     def wait_phase(self, words: str, timeout: float = 45, rotation: str = "R-1") -> Message:
         # Generous: the message is a refresh, last in Slack's call budget, behind a slow
         # Slack and every replica's prompt edits on a loaded CI machine.
-        return self.state.wait_for(
-            lambda s: next((m for m in self.parents(rotation) if words in m.text), None),
-            timeout)
+        try:
+            return self.state.wait_for(
+                lambda s: next((m for m in self.parents(rotation) if words in m.text), None),
+                timeout)
+        except TimeoutError:
+            raise AssertionError(f"the rotation message never showed {words!r} in {timeout} s"
+                                 f"\n{self.diagnosis(rotation)}") from None
+
+    def diagnosis(self, rotation: str = "R-1") -> str:
+        """What a stuck wait needs to tell "phase not reached" from "message stale": the
+        database's phase, what the message shows, every update of it, each replica's log."""
+        rotation_id = int(rotation.removeprefix("R-"))
+        try:
+            row = self.rotation_row(rotation_id)
+            db = f"database: phase={row['phase']} revision={row.get('revision')}"
+        except Exception as exc:  # the database itself may be what broke
+            db = f"database: unreadable ({type(exc).__name__}: {exc})"
+        shown = [m.text.splitlines()[0] if m.text else "" for m in self.parents(rotation)]
+        parent_ts = {m.ts for m in self.parents(rotation)}
+        updates = [f"  {c.time:.3f} {'ok' if c.ok else c.error or c.status}: "
+                   f"{str(c.args.get('text', '')).splitlines()[0][:100]}"
+                   for c in self.state.calls_to("chat.update") if c.args.get("ts") in parent_ts]
+        logs = [f"--- {r.name} ({'alive' if r.alive else 'dead'}), last lines:\n"
+                + "\n".join(r.log_text().splitlines()[-25:]) for r in self.replicas]
+        return "\n".join([db, f"message shows: {shown}",
+                          f"chat.update of the message ({len(updates)}), last 15:",
+                          *updates[-15:], *logs])
 
     def has_button(self, action: Action) -> bool:
         return any(e.get("action_id") == action.value for m in self.parents()

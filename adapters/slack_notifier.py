@@ -255,6 +255,12 @@ class SlackNotifier:
             )
         except SlackApiError as exc:
             raise NotifyError(explain_slack_error(exc, rotation.channel)) from None
+        # Replicas update one message without a common queue: a change another replica made
+        # while this render was on its way may have reached Slack first, leaving ours, older,
+        # on show, with nobody left to refresh it. Slack has applied ours now, so a revision
+        # that moved since our render means render once more.
+        if self.load(rotation_id).revision != rotation.revision:
+            self._pacer.soon(rotation_id)
 
     def _render(self, rotation: Rotation) -> Rendered:
         gate = None

@@ -3,6 +3,7 @@ the last one to reach Slack (tests and shutdown depend on it)."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,3 +147,67 @@ def test_the_first_catch_up_after_a_restart_re_renders_a_message_whose_refresh_d
     notifier.flush()
     (text,) = slack.finished_updates()
     assert "state-the-dead-process-never-showed" in text
+
+
+class SharedSlack:
+    """One Slack message that several replicas' clients update; it shows whichever update
+    Slack applied last. A held client's chat.update waits, already rendered, before Slack
+    applies it: a request still on its way while another replica's goes through."""
+
+    def __init__(self) -> None:
+        self.applied: list[tuple[str, str]] = []  # (replica, text), in the order applied
+        self.lock = threading.Lock()
+
+    def client(self, replica: str, *, hold_first_update: bool = False) -> SharedSlackClient:
+        return SharedSlackClient(self, replica, hold_first_update)
+
+
+class SharedSlackClient:
+    def __init__(self, slack: SharedSlack, replica: str, hold_first_update: bool) -> None:
+        self.slack = slack
+        self.replica = replica
+        self.held = hold_first_update
+        self.update_started = threading.Event()
+        self.answer = threading.Event()
+
+    def chat_postMessage(self, *, channel: str, text: str, **_: Any) -> dict[str, str]:
+        return {"ok": "true", "channel": channel, "ts": "1.000001"}
+
+    def chat_update(self, *, channel: str, ts: str, text: str, **_: Any) -> dict[str, str]:
+        if self.held:
+            self.held = False
+            self.update_started.set()
+            if not self.answer.wait(timeout=10):
+                raise TimeoutError("the test never let Slack answer")
+        with self.slack.lock:
+            self.slack.applied.append((self.replica, text))
+        return {"ok": "true", "channel": channel, "ts": ts}
+
+
+def test_an_older_render_that_reaches_slack_last_is_rendered_again() -> None:
+    """Two replicas refresh one message: A renders, its request is slow; B changes the
+    rotation and B's update lands first; then A's older render lands. A sees, once Slack
+    answered, that the rotation moved on since its render, and renders again."""
+    stored = rotation()
+    stored.message_ts = "1.000001"
+    stored.secret = "before"
+    slack = SharedSlack()
+
+    def replica(client: SharedSlackClient) -> SlackNotifier:
+        return SlackNotifier(client=client, render=blocks,  # type: ignore[arg-type]
+                             load=lambda _id: copy.deepcopy(stored),  # as read from the DB
+                             attach=lambda _id, ch, ts: None,
+                             budget=SlackCallBudget(MemoryTokenBuckets()), min_interval=0.0)
+
+    a_client = slack.client("A", hold_first_update=True)
+    a, b = replica(a_client), replica(slack.client("B"))
+    a.refresh(7)
+    assert a_client.update_started.wait(timeout=10), "A's update never reached Slack"
+    stored.secret, stored.revision = "after", stored.revision + 1  # B's change commits
+    b.refresh(7)
+    b.flush()
+    a_client.answer.set()  # A's older render lands now, after B's
+    a.flush()
+
+    assert [(who, "after" in text) for who, text in slack.applied] == [
+        ("B", True), ("A", False), ("A", True)]

@@ -85,10 +85,12 @@ from bot.services.ports import (
     WorkClaims,
 )
 
-# The claim kinds under which one process prepares a rotation, or writes a lane's targets
-# (storage/claims.py keeps them).
+# The claim kinds under which one process prepares a rotation, writes a lane's targets, or
+# switches or revokes (storage/claims.py keeps them).
 PREPARE = "prepare"
 OPEN_LANE = "open-lane"
+SWITCH = "switch"
+REVOKE = "revoke"
 
 log = logging.getLogger("rotabot.service")
 
@@ -679,6 +681,12 @@ class RotationService(CatalogSlot):
         self, rotation: Rotation, actor: str, freeze: Freeze | None, why: str | None
     ) -> Rotation:
         """Promote the new credential and record the switch (callers checked who and when)."""
+        return self._one_writer(rotation, SWITCH, lambda fresh: self._promote_and_switch(
+            fresh, actor, freeze, why))
+
+    def _promote_and_switch(
+        self, rotation: Rotation, actor: str, freeze: Freeze | None, why: str | None
+    ) -> Rotation:
         rotation_id = rotation.id
         assert rotation_id is not None and rotation.new_version is not None
         try:
@@ -1017,6 +1025,19 @@ class RotationService(CatalogSlot):
     ) -> Rotation:
         """The revocation itself, every check passed; ``before`` records what let it happen
         (an approval) in the same transaction."""
+        return self._one_writer(rotation, REVOKE, lambda fresh: self._revoke_claimed(
+            fresh, gate, actor, override_reason, freeze, freeze_reason, before))
+
+    def _revoke_claimed(
+        self,
+        rotation: Rotation,
+        gate: GateResult,
+        actor: str,
+        override_reason: str | None,
+        freeze: Freeze | None,
+        freeze_reason: str | None,
+        before: Callable[[Rotation], None] | None,
+    ) -> Rotation:
         rotation_id = rotation.id
         assert rotation_id is not None
         issuer = self.backends.issuer_for(rotation.secret)
@@ -1062,6 +1083,28 @@ class RotationService(CatalogSlot):
             r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
 
         return self._mutate(rotation_id, apply)
+
+    def _one_writer(
+        self, rotation: Rotation, kind: str, work: Callable[[Rotation], Rotation]
+    ) -> Rotation:
+        """Run ``work`` on the stored rotation while holding the claim ``kind``: the same click
+        reaching several replicas (a double click, a retried request) must not run one
+        store or issuer change twice at once, or the loser's check-and-set conflict pauses
+        a rotation the winner moved on. Nothing is done when another process holds the
+        claim (it does this now), or when the one that held it moved the phase on since the
+        caller's checks."""
+        rotation_id = rotation.id
+        assert rotation_id is not None
+        if self.claims is not None and not self.claims.claim(rotation_id, kind):
+            return rotation
+        try:
+            fresh = self.get(rotation_id)
+            if fresh.phase is not rotation.phase:
+                return fresh
+            return work(fresh)
+        finally:
+            if self.claims is not None:
+                self.claims.release(rotation_id, kind)
 
     def _trim_after_revoke(
         self, rotation: Rotation, issuer: Issuer, store: Store

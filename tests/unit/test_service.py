@@ -594,3 +594,66 @@ def test_a_rotation_another_process_is_preparing_is_left_to_it(tmp_path: Path) -
     assert rotation.phase is Phase.DISTRIBUTING
     assert labels(w.store) == {"1": {"current"}, "2": {"pending"}}
     assert claims.mine == set()  # released after the work
+
+
+def test_a_switch_or_revocation_another_process_is_making_is_left_to_it(tmp_path: Path) -> None:
+    """The same Switch or Revoke click delivered to several replicas: one promotes or
+    revokes in the store, the others leave it to it. Two at once, OpenBao's check-and-set on
+    the labels refuses the loser, which paused the rotation its twin had just moved on."""
+    w = make_world(tmp_path)
+    claims = HeldClaims()
+    w.service.claims = claims
+    rid = validated(w)
+    step_all(w, rid, StepState.SIGNED_OFF)
+    claims.held_elsewhere.add((rid, "switch"))
+    assert w.service.switch(rid, actor=ADMIN).phase is Phase.VALIDATING
+    assert labels(w.store) == {"1": {"current"}, "2": {"pending"}}  # nothing promoted
+    claims.held_elsewhere.clear()
+    assert w.service.switch(rid, actor=ADMIN).phase is Phase.OBSERVING
+    w.clock.advance(timedelta(hours=2))
+    claims.held_elsewhere.add((rid, "revoke"))
+    assert w.service.revoke(rid, actor=ADMIN).phase is not Phase.REVOKED
+    assert labels(w.store) == {"1": {"previous"}, "2": {"current"}}  # nothing retired
+    claims.held_elsewhere.clear()
+    assert w.service.revoke(rid, actor=ADMIN).phase is Phase.REVOKED
+    assert labels(w.store)["1"] == {"revoked"}
+    assert claims.mine == set()  # released after the work
+    assert [e.after for e in w.db.events(rid, "phase")][-3:] == ["switched", "observing",
+                                                                 "revoked"]
+
+
+class CountingStore(FileStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.retired = 0
+
+    def retire(self, path: str, version: str) -> None:
+        self.retired += 1
+        super().retire(path, version)
+
+
+def test_a_revocation_finished_while_waiting_for_its_claim_is_not_made_again(
+    tmp_path: Path,
+) -> None:
+    """A replica whose gate check passed takes the claim just after another one revoked and
+    let go of it: it finds the rotation revoked and leaves the store alone."""
+    store = CountingStore(tmp_path / "store")
+    w = make_world(tmp_path, store=store)
+    twin = RotationService(catalog=w.service.catalog, uow_factory=w.db.uow,
+                           backends=w.service.backends, clock=w.clock,
+                           directory=FakeDirectory({PROD: {CAROL}}))
+
+    class TwinFinishesFirst(HeldClaims):
+        def claim(self, rotation_id: int, kind: str) -> bool:
+            if kind == "revoke":
+                twin.revoke(rotation_id, actor=ADMIN)  # its whole revocation, claim to release
+                assert store.retired == 1
+            return super().claim(rotation_id, kind)
+
+    rid = switched(w)
+    w.clock.advance(timedelta(hours=2))
+    w.service.claims = claims = TwinFinishesFirst()
+    assert w.service.revoke(rid, actor=ADMIN).phase is Phase.REVOKED
+    assert store.retired == 1  # the twin's; ours found it done
+    assert claims.mine == set()
+    assert [e.after for e in w.db.events(rid, "phase")].count("revoked") == 1

@@ -1024,65 +1024,56 @@ class RotationService(CatalogSlot):
         before: Callable[[Rotation], None] | None = None,
     ) -> Rotation:
         """The revocation itself, every check passed; ``before`` records what let it happen
-        (an approval) in the same transaction."""
-        return self._one_writer(rotation, REVOKE, lambda fresh: self._revoke_claimed(
-            fresh, gate, actor, override_reason, freeze, freeze_reason, before))
+        (an approval) in the same transaction. One process at a time (see _one_writer)."""
 
-    def _revoke_claimed(
-        self,
-        rotation: Rotation,
-        gate: GateResult,
-        actor: str,
-        override_reason: str | None,
-        freeze: Freeze | None,
-        freeze_reason: str | None,
-        before: Callable[[Rotation], None] | None,
-    ) -> Rotation:
-        rotation_id = rotation.id
-        assert rotation_id is not None
-        issuer = self.backends.issuer_for(rotation.secret)
-        store = self.backends.store_for(rotation.secret)
-        try:
-            # No key id means the old credential predates rotabot (or a person minted it):
-            # nobody can revoke it for us, so the audit trail and the message say so. After
-            # a cutover the old value died at mint: there is nothing left to revoke.
-            if rotation.old_key_id is not None and not rotation.cutover:
-                issuer.revoke(rotation.old_key_id)
-            if rotation.old_version is not None:
-                store.retire(rotation.store_path, rotation.old_version)
-            trimmed = self._trim_after_revoke(rotation, issuer, store)
-        except (IssuerError, StoreError) as exc:
-            return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
+        def revoke(rotation: Rotation) -> Rotation:
+            rotation_id = rotation.id
+            assert rotation_id is not None
+            issuer = self.backends.issuer_for(rotation.secret)
+            store = self.backends.store_for(rotation.secret)
+            try:
+                # No key id means the old credential predates rotabot (or a person minted it):
+                # nobody can revoke it for us, so the audit trail and the message say so. After
+                # a cutover the old value died at mint: there is nothing left to revoke.
+                if rotation.old_key_id is not None and not rotation.cutover:
+                    issuer.revoke(rotation.old_key_id)
+                if rotation.old_version is not None:
+                    store.retire(rotation.store_path, rotation.old_version)
+                trimmed = self._trim_after_revoke(rotation, issuer, store)
+            except (IssuerError, StoreError) as exc:
+                return self._fail(rotation_id, f"revoking the old credential failed: {exc}")
 
-        def apply(r: Rotation, uow: UnitOfWork) -> None:
-            # Already revoked by a concurrent caller (another replica's timer): nothing to do.
-            if r.phase is Phase.REVOKED:
-                return
-            now = self.clock.now()
-            if before is not None:
-                before(r)
-            if freeze is not None:
-                self._record_freeze_override(r, actor, "revoke", freeze, freeze_reason)
-            if r.cutover:
-                r.record_note(actor=actor, now=now, action="revoke.nothing-left",
-                              reason="the old credential stopped working at the cutover; "
-                              "there was nothing left to revoke")
-            # Nobody can revoke a key without its id: say so, unless a person revokes anyway
-            # (manual) or there is no provider (a webhook secret: dropping it from the list
-            # is the revocation).
-            elif (
-                r.old_key_id is None
-                and (issuer.kind not in PERSON_WRITES or isinstance(issuer, IdentifiesKeys))
-                and not isinstance(issuer, TrimsAfterRevoke)
-            ):
-                r.record_note(actor=actor, now=now, action="revoke.by-hand",
-                              reason=f"the {issuer.kind} issuer has no id for the old "
-                              "credential: revoke it at the provider by hand")
-            if trimmed:
-                r.record_note(actor=actor, now=now, action="credential.trimmed", detail=trimmed)
-            r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
+            def apply(r: Rotation, uow: UnitOfWork) -> None:
+                # Already revoked by a concurrent caller (another replica's timer): nothing to do.
+                if r.phase is Phase.REVOKED:
+                    return
+                now = self.clock.now()
+                if before is not None:
+                    before(r)
+                if freeze is not None:
+                    self._record_freeze_override(r, actor, "revoke", freeze, freeze_reason)
+                if r.cutover:
+                    r.record_note(actor=actor, now=now, action="revoke.nothing-left",
+                                  reason="the old credential stopped working at the cutover; "
+                                  "there was nothing left to revoke")
+                # Nobody can revoke a key without its id: say so, unless a person revokes anyway
+                # (manual) or there is no provider (a webhook secret: dropping it from the list
+                # is the revocation).
+                elif (
+                    r.old_key_id is None
+                    and (issuer.kind not in PERSON_WRITES or isinstance(issuer, IdentifiesKeys))
+                    and not isinstance(issuer, TrimsAfterRevoke)
+                ):
+                    r.record_note(actor=actor, now=now, action="revoke.by-hand",
+                                  reason=f"the {issuer.kind} issuer has no id for the old "
+                                  "credential: revoke it at the provider by hand")
+                if trimmed:
+                    r.record_note(actor=actor, now=now, action="credential.trimmed", detail=trimmed)
+                r.revoke(gate, actor=actor, now=now, override_reason=override_reason)
 
-        return self._mutate(rotation_id, apply)
+            return self._mutate(rotation_id, apply)
+
+        return self._one_writer(rotation, REVOKE, revoke)
 
     def _one_writer(
         self, rotation: Rotation, kind: str, work: Callable[[Rotation], Rotation]

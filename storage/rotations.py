@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +17,15 @@ from bot.domain.errors import AlreadyActive, ChangedMeanwhile, RotationNotFound
 from bot.domain.lifecycle import SWITCHED_PHASES, Phase, StepState
 from bot.domain.rotation import ConsumerProgress, Rotation
 from storage.audit import SqlAuditLog
-from storage.sql_common import ROTATIONS, STEPS, VERSIONS, SqlRepository, new_id, store_errors
+from storage.sql_common import (
+    ROTATIONS,
+    STEPS,
+    VERSIONS,
+    SqlRepository,
+    advisory_key,
+    new_id,
+    store_errors,
+)
 from storage.tables import TERMINAL_PHASE_VALUES, ConsumerStepRow, RotationRow
 
 # The repository shares one Connection (one transaction), owned by SqlUnitOfWork, with the
@@ -278,8 +285,7 @@ class SqlRotationRepository(SqlRepository):
             return
         # A transaction-level advisory lock, released at commit or rollback; the key is a
         # stable 63-bit hash of the group's name (the same on every replica).
-        digest = hashlib.sha256(f"rotabot-group:{group}".encode()).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
+        key = advisory_key(f"rotabot-group:{group}")
         self._conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     @store_errors

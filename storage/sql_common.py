@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -101,3 +102,10 @@ def audit_from_row(m: RowMapping) -> AuditEvent:
         reason=row.reason,
         detail={str(k): str(v) for k, v in detail.items()},
     )
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for the PostgreSQL advisory lock named ``name`` (the same
+    on every replica)."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)

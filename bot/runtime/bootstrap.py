@@ -64,6 +64,7 @@ from storage.schedules import SqlScheduleRepository
 from storage.slack_budget import SqlTokenBuckets
 from storage.slack_requests import SqlSlackRequests
 from storage.unit_of_work import sql_unit_of_work_factory
+from storage.work_locks import SqlWorkLocks
 
 log = logging.getLogger("rotabot")
 
@@ -168,6 +169,7 @@ def build(
         actions=slack_requests,
         # A preparation whose process died is retried by the timer once the claim lapses.
         claims=SqlPostClaims(engine, clock.now, lease=PREPARE_LEASE),
+        work_locks=SqlWorkLocks(engine),
     )
     probe = HealthChecker(env=settings.credentials_env)
     # Owners pressing Validated trigger the consumer's catalog health check.

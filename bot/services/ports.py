@@ -7,6 +7,7 @@ Adapters and storage implement these structurally; they import the value types o
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -196,6 +197,17 @@ class WorkClaims(Protocol):
         ...
 
     def release(self, rotation_id: int, kind: str) -> None: ...
+
+
+class WorkLocks(Protocol):
+    """Work one process does at a time for one rotation, held only while it runs: a holder
+    that dies lets go at once (storage/work_locks.py), so a person pressing the button
+    again after a crash is not refused for a lease's length."""
+
+    def hold(self, rotation_id: int, kind: str) -> AbstractContextManager[bool]:
+        """True inside the block when this caller holds the lock; False when another process
+        holds it now. Never waits."""
+        ...
 
 
 class EvidenceLog(Protocol):

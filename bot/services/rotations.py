@@ -83,12 +83,14 @@ from bot.services.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
     WorkClaims,
+    WorkLocks,
 )
 
-# The claim kinds under which one process prepares a rotation, writes a lane's targets, or
-# switches or revokes (storage/claims.py keeps them).
+# The claim kinds under which one process prepares a rotation, or writes a lane's targets
+# (storage/claims.py keeps them).
 PREPARE = "prepare"
 OPEN_LANE = "open-lane"
+# The work lock kinds under which one process switches or revokes (storage/work_locks.py).
 SWITCH = "switch"
 REVOKE = "revoke"
 
@@ -189,6 +191,11 @@ class RotationService(CatalogSlot):
     # leader's timer and `resume` may all offer it, and two writers would make the store's
     # check-and-set pause the rotation. None: one process.
     claims: WorkClaims | None = None
+    # A switch's promote and a revocation run in one process at a time: the same click
+    # reaching several replicas would otherwise race in the store, and the loser's
+    # check-and-set conflict would pause the rotation the winner just moved on. None: one
+    # process, one caller at a time.
+    work_locks: WorkLocks | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
     # Called after each committed change with what the thread should be told about it.
@@ -1078,24 +1085,23 @@ class RotationService(CatalogSlot):
     def _one_writer(
         self, rotation: Rotation, kind: str, work: Callable[[Rotation], Rotation]
     ) -> Rotation:
-        """Run ``work`` on the stored rotation while holding the claim ``kind``: the same click
-        reaching several replicas (a double click, a retried request) must not run one
+        """Run ``work`` on the stored rotation while holding the work lock ``kind``: the same
+        click reaching several replicas (a double click, a retried request) must not run one
         store or issuer change twice at once, or the loser's check-and-set conflict pauses
         a rotation the winner moved on. Nothing is done when another process holds the
-        claim (it does this now), or when the one that held it moved the phase on since the
+        lock (it does this now), or when the one that held it moved the phase on since the
         caller's checks."""
         rotation_id = rotation.id
         assert rotation_id is not None
-        if self.claims is not None and not self.claims.claim(rotation_id, kind):
-            return rotation
-        try:
+        held = (self.work_locks.hold(rotation_id, kind) if self.work_locks is not None
+                else nullcontext(True))
+        with held as mine:
+            if not mine:
+                return rotation
             fresh = self.get(rotation_id)
             if fresh.phase is not rotation.phase:
                 return fresh
             return work(fresh)
-        finally:
-            if self.claims is not None:
-                self.claims.release(rotation_id, kind)
 
     def _trim_after_revoke(
         self, rotation: Rotation, issuer: Issuer, store: Store

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -596,28 +598,50 @@ def test_a_rotation_another_process_is_preparing_is_left_to_it(tmp_path: Path) -
     assert claims.mine == set()  # released after the work
 
 
+class HeldLocks:
+    """WorkLocks where another process may hold a lock; records what this one holds."""
+
+    def __init__(self) -> None:
+        self.held_elsewhere: set[tuple[int, str]] = set()
+        self.mine: set[tuple[int, str]] = set()
+        self.asked: list[str] = []
+
+    @contextmanager
+    def hold(self, rotation_id: int, kind: str) -> Iterator[bool]:
+        self.asked.append(kind)
+        key = (rotation_id, kind)
+        if key in self.held_elsewhere or key in self.mine:
+            yield False
+            return
+        self.mine.add(key)
+        try:
+            yield True
+        finally:
+            self.mine.discard(key)
+
+
 def test_a_switch_or_revocation_another_process_is_making_is_left_to_it(tmp_path: Path) -> None:
     """The same Switch or Revoke click delivered to several replicas: one promotes or
     revokes in the store, the others leave it to it. Two at once, OpenBao's check-and-set on
     the labels refuses the loser, which paused the rotation its twin had just moved on."""
     w = make_world(tmp_path)
-    claims = HeldClaims()
-    w.service.claims = claims
+    locks = HeldLocks()
+    w.service.work_locks = locks
     rid = validated(w)
     step_all(w, rid, StepState.SIGNED_OFF)
-    claims.held_elsewhere.add((rid, "switch"))
+    locks.held_elsewhere.add((rid, "switch"))
     assert w.service.switch(rid, actor=ADMIN).phase is Phase.VALIDATING
     assert labels(w.store) == {"1": {"current"}, "2": {"pending"}}  # nothing promoted
-    claims.held_elsewhere.clear()
+    locks.held_elsewhere.clear()
     assert w.service.switch(rid, actor=ADMIN).phase is Phase.OBSERVING
     w.clock.advance(timedelta(hours=2))
-    claims.held_elsewhere.add((rid, "revoke"))
+    locks.held_elsewhere.add((rid, "revoke"))
     assert w.service.revoke(rid, actor=ADMIN).phase is not Phase.REVOKED
     assert labels(w.store) == {"1": {"previous"}, "2": {"current"}}  # nothing retired
-    claims.held_elsewhere.clear()
+    locks.held_elsewhere.clear()
     assert w.service.revoke(rid, actor=ADMIN).phase is Phase.REVOKED
     assert labels(w.store)["1"] == {"revoked"}
-    assert claims.mine == set()  # released after the work
+    assert locks.mine == set()  # let go after the work
     assert [e.after for e in w.db.events(rid, "phase")][-3:] == ["switched", "observing",
                                                                  "revoked"]
 
@@ -632,10 +656,8 @@ class CountingStore(FileStore):
         super().retire(path, version)
 
 
-def test_a_revocation_finished_while_waiting_for_its_claim_is_not_made_again(
-    tmp_path: Path,
-) -> None:
-    """A replica whose gate check passed takes the claim just after another one revoked and
+def test_a_revocation_finished_while_taking_its_lock_is_not_made_again(tmp_path: Path) -> None:
+    """A replica whose gate check passed gets the lock just after another one revoked and
     let go of it: it finds the rotation revoked and leaves the store alone."""
     store = CountingStore(tmp_path / "store")
     w = make_world(tmp_path, store=store)
@@ -643,17 +665,19 @@ def test_a_revocation_finished_while_waiting_for_its_claim_is_not_made_again(
                            backends=w.service.backends, clock=w.clock,
                            directory=FakeDirectory({PROD: {CAROL}}))
 
-    class TwinFinishesFirst(HeldClaims):
-        def claim(self, rotation_id: int, kind: str) -> bool:
+    class TwinFinishesFirst(HeldLocks):
+        @contextmanager
+        def hold(self, rotation_id: int, kind: str) -> Iterator[bool]:
             if kind == "revoke":
-                twin.revoke(rotation_id, actor=ADMIN)  # its whole revocation, claim to release
+                twin.revoke(rotation_id, actor=ADMIN)  # its whole revocation, lock to release
                 assert store.retired == 1
-            return super().claim(rotation_id, kind)
+            with super().hold(rotation_id, kind) as mine:
+                yield mine
 
     rid = switched(w)
     w.clock.advance(timedelta(hours=2))
-    w.service.claims = claims = TwinFinishesFirst()
+    w.service.work_locks = locks = TwinFinishesFirst()
     assert w.service.revoke(rid, actor=ADMIN).phase is Phase.REVOKED
+    assert locks.asked == ["revoke"]
     assert store.retired == 1  # the twin's; ours found it done
-    assert claims.mine == set()
     assert [e.after for e in w.db.events(rid, "phase")].count("revoked") == 1

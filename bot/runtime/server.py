@@ -317,11 +317,8 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
             return 2
     # Bound before anything starts: uvicorn would only log the OSError's type and exit 3.
     # Socket Mode serves HTTP too: /alerts, /healthz and /metrics do not come over Slack.
-    try:
-        sock = _listen(host, port)
-    except OSError as exc:
-        print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
-              "--port P or set PORT to a free port", file=sys.stderr)
+    sock = listen_or_say(host, port)
+    if sock is None:
         return 2
     c = build(settings)
     c.catalog_keeper.announce()  # the catalog this replica runs is now the newest loaded
@@ -348,6 +345,16 @@ def serve(host: str, port: int, settings: Settings | None = None) -> int:
         c.intake.close()
         c.alerts.flush(timeout=5.0)
     return 0
+
+
+def listen_or_say(host: str, port: int) -> socket.socket | None:
+    """The listening socket, or None after one line on stderr saying why there is none."""
+    try:
+        return _listen(host, port)
+    except OSError as exc:
+        print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
+              "--port P or set PORT to a free port", file=sys.stderr)
+        return None
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -52,9 +52,9 @@ from bot.runtime.logs import configure_logging
 from bot.runtime.server import (
     SLACK_MAX_BODY_BYTES,
     JsonServerErrors,
-    _listen,
     _refuse,
     _slack_problem,
+    listen_or_say,
 )
 from bot.runtime.settings import Settings
 from handlers.request_body import BodyTooLarge, read_limited
@@ -292,11 +292,8 @@ def serve_front(host: str, port: int, upstream: str, settings: Settings | None =
               f"{upstream!r}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.library_log_level)
-    try:
-        sock = _listen(host, port)
-    except OSError as exc:
-        print(f"rotabot: cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
-              "--port P to a free port", file=sys.stderr)
+    sock = listen_or_say(host, port)
+    if sock is None:
         return 2
     log.info("acking Slack on http://%s:%s/slack/events for %s", host,
              sock.getsockname()[1], upstream)

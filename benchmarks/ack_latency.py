@@ -63,6 +63,7 @@ class AckResult:
     consumers: int
     requests: int
     first_lane: int = 0
+    front: bool = False  # both sides behind `rotabot front`, their servers under nice
     runs: list[AckRun] = field(default_factory=list)
     issue3: dict[str, float] | None = None
     violations: int = 0
@@ -109,13 +110,14 @@ def run(
     concurrencies: tuple[int, ...] = (1, 16),
     issue3_commands: int = 0,
     first_lane: int = 12,
+    front: bool = False,
 ) -> AckResult:
     spec = SecretSpec(SECRET, consumers, first_lane=first_lane)
-    result = AckResult(database, consumers, requests, spec.in_first_lane())
-    with bot_env([spec], database_url, owners=consumers) as env:
+    result = AckResult(database, consumers, requests, spec.in_first_lane(), front=front)
+    with bot_env([spec], database_url, owners=consumers, front=front) as env:
         assert env.bot is not None
         parent_ts = _start_rotation(env, result.first_lane)
-        bare = start_bare(env.workdir, env.signing_secret, env.standin.base_url)
+        bare = start_bare(env.workdir, env.signing_secret, env.standin.base_url, front=front)
         try:
             # Every click request is built before any is sent: the bot replaces a prompt's
             # button once its step is done, and the builder clicks what is rendered.
@@ -164,6 +166,7 @@ def as_dict(r: AckResult) -> dict[str, Any]:
         "consumers": r.consumers,
         "requests": r.requests,
         "first_lane": r.first_lane,
+        "front": r.front,
         "violations": r.violations,
         "issue3": r.issue3,
         "runs": [

@@ -83,6 +83,8 @@ class BurstResult:
     # The same clients and server answering requests refused at the signature (401: no
     # database, no Slack): what HTTP and the load generator alone manage on this machine.
     ceiling_per_s: float = 0.0
+    # CPU time `rotabot serve` used during the intake, per accepted report (user + system).
+    cpu_ms_per_report: float | None = None
 
 
 def _alert_requests(env: BotEnv, alerts: int, consumers: int) -> list[Prepared]:
@@ -154,7 +156,11 @@ def run(
         calls_before = len(env.state.calls)
         reqs = _alert_requests(env, alerts, consumers)
         started, since = time.monotonic(), time.time()
+        cpu_before = env.bot.cpu_seconds()
         res = run_load(env.bot.url + "/alerts", reqs, clients, env.workdir)
+        cpu_after = env.bot.cpu_seconds()
+        if cpu_before is not None and cpu_after is not None and res.ok:
+            result.cpu_ms_per_report = (cpu_after - cpu_before) * 1000 / res.ok
         if drain:
             last_call = wait_quiet(env.state, quiet=1.5)
             result.drain_s = max(last_call - started, res.wall_s)

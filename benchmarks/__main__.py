@@ -45,7 +45,7 @@ from benchmarks.harness import postgres
 HERE = Path(__file__).resolve().parent
 
 # Sized so that three runs of everything, with the stand-in enforcing Slack's tiers, stay
-# near 10 minutes on a 2-core machine; each size below the single-run size it replaced is
+# near 20 minutes on a 2-core machine; each size below the single-run size it replaced is
 # named in RESULTS.md (report.REDUCED). "first_lane": consumers whose prompts are posted at
 # the start (one chat.postMessage each, about one a second).
 FULL: dict[str, Any] = {
@@ -144,7 +144,7 @@ def run_all(
                     label, url(), sc["consumers"], first_lane=sc["first_lane"]).__dict__)
 
             # The ack never touches the database (Bolt answers before the listener's work),
-            # so scenario 1 runs on SQLite only; that keeps `make bench` near 10 minutes.
+            # so scenario 1 runs on SQLite only; that keeps `make bench` near 20 minutes.
             # Each deployment: `serve` alone, and behind `rotabot front` (the bare app too).
             if 1 in only and label == dbs[0][0]:
                 out.setdefault("ack", []).append(measured("1. ack latency", label, ack))

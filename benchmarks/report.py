@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 # Sizes lowered so that three runs of everything, with the stand-in enforcing Slack's tiers,
-# fit in about 10-15 minutes on 2 CPUs (the single-run sizes they replaced in brackets).
+# fit in about 20 minutes on 2 CPUs (the single-run sizes they replaced in brackets).
 REDUCED = (
     "ack latency 100 issue-3 commands (200), "
     "12 of the 200 consumers in the first lane (a third); "

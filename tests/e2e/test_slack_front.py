@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest import Bot
 from e2e_helpers import click_step, parent_message, prompt_for, wait_ephemeral
+from harness.metric_text import metric_sum
 from harness.serve import free_port, process_env, spawn, stop_process, wait_healthy
 from test_rotation_flow import start_and_write_new_version
 from test_thread_receipts import open_modal
@@ -32,10 +33,8 @@ class Front:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def metric(self, name: str) -> float:
-        text = httpx.get(self.url + "/metrics", timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and not line.startswith("#"))
+    def metric(self, sample: str, **labels: str) -> float:
+        return metric_sum(httpx.get(self.url + "/metrics", timeout=5).text, sample, **labels)
 
 
 @pytest.fixture
@@ -65,7 +64,7 @@ def test_a_rotation_runs_through_the_front_and_each_click_is_acked_by_it(
     # The front answered those itself (empty 200s) and serve did the work.
     assert front.metric("rotabot_front_acked_total") == 4
     assert front.metric("rotabot_front_proxied_total") == 0
-    assert front.metric('rotabot_front_forwarded_total{status="200"}') == 4
+    assert front.metric("rotabot_front_forwarded_total", status="200") == 4
     assert "distributing" in parent_message(bot).text
     assert parent.ts == parent_message(bot).ts
 

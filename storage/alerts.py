@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import RowMapping, case, insert, literal, select, text, tuple_, update
+from sqlalchemy import (
+    Integer,
+    RowMapping,
+    bindparam,
+    case,
+    cast,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.sql import Executable
 
 from bot.domain.alert import UNRESOLVED, Alert, AlertStatus
 from bot.domain.alert_intake import KeyState
 from bot.domain.errors import RotabotError
 from storage.deliveries import owe_posts, take_finished
+from storage.list_params import counts_table, counts_value, pairs_table, pairs_value
 from storage.sql_common import ALERTS, SqlRepository, new_id, store_errors
 
 
@@ -57,6 +71,33 @@ def _alert_from_row(m: RowMapping) -> Alert:
         channel=m["channel"],
         message_ts=m["message_ts"],
         resolved_by=m["resolved_by"],
+    )
+
+
+# The batch statements of the group commit, built once per dialect: each binds its lists as
+# one parameter (storage/list_params.py), so every batch size runs the same statement text.
+@cache
+def _add_counts(dialect: str) -> Executable:
+    added = counts_table(dialect, "counts")
+    # Bound with the column's type, so the time is stored as every other one (UTC).
+    at = bindparam("at", type_=ALERTS.c.last_seen.type)
+    return (
+        update(ALERTS)
+        .where(ALERTS.c.id == cast(added.c.k, Integer))
+        .values(count=ALERTS.c.count + cast(added.c.n, Integer),
+                last_seen=case((ALERTS.c.last_seen < at, at), else_=ALERTS.c.last_seen))
+        .returning(*ALERTS.c)
+    )
+
+
+@cache
+def _latest_for_many(dialect: str) -> Executable:
+    pairs = pairs_table(dialect, "pairs")
+    return (
+        select(ALERTS)
+        .where(tuple_(ALERTS.c.consumer, ALERTS.c.failure_class).in_(select(pairs.c.a, pairs.c.b)),
+               ALERTS.c.last_seen >= bindparam("since", type_=ALERTS.c.last_seen.type))
+        .order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc())
     )
 
 
@@ -140,14 +181,9 @@ class SqlAlertRepository(SqlRepository):
         alerts as they are now."""
         if not counts:
             return {}
-        # Bound with the column's type, so the time is stored as every other one (UTC).
-        at = literal(seen, ALERTS.c.last_seen.type)
-        added = case({i: literal(n) for i, n in counts.items()}, value=ALERTS.c.id, else_=0)
         rows = self._conn.execute(
-            update(ALERTS).where(ALERTS.c.id.in_(sorted(counts))).values(
-                count=ALERTS.c.count + added,
-                last_seen=case((ALERTS.c.last_seen < at, at), else_=ALERTS.c.last_seen),
-            ).returning(*ALERTS.c)
+            _add_counts(self._conn.dialect.name),
+            {"counts": counts_value(counts), "at": seen},
         ).mappings().all()
         out = {m["id"]: _alert_from_row(m) for m in rows}
         missing = sorted(set(counts) - set(out))
@@ -181,14 +217,11 @@ class SqlAlertRepository(SqlRepository):
         wanted = sorted(set(keys))
         if not wanted:
             return {}
-        stmt = (
-            select(ALERTS)
-            .where(tuple_(ALERTS.c.consumer, ALERTS.c.failure_class).in_(wanted),
-                   ALERTS.c.last_seen >= since)
-            .order_by(ALERTS.c.last_seen.desc(), ALERTS.c.id.desc())
-        )
+        dialect = self._conn.dialect.name
+        stmt = _latest_for_many(dialect)
+        params = {**pairs_value(dialect, "pairs", wanted), "since": since}
         out: dict[tuple[str, str], Alert] = {}
-        for m in self._conn.execute(stmt).mappings():
+        for m in self._conn.execute(stmt, params).mappings():
             out.setdefault((m["consumer"], m["failure_class"]), _alert_from_row(m))
         return out
 

@@ -34,10 +34,12 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     delete,
     insert,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -47,6 +49,7 @@ from sqlalchemy.sql import Executable
 from bot.domain.alert_intake import TOLERANCE_SECONDS, DeliveryInFlight, KeyState
 from bot.domain.clock import Clock
 from storage.engine import unavailable
+from storage.list_params import POSTGRESQL, in_list, list_table, list_value
 from storage.tables import AlertDeliveryRow, metadata
 
 DELIVERIES: Table = metadata.tables[AlertDeliveryRow.__tablename__]
@@ -62,6 +65,38 @@ _ATTEMPTS = 3
 POST_PREFIX = "post:A-"
 
 
+def _take_statements(dialect: str) -> tuple[Executable, Executable, Executable]:
+    """take_finished's three statements for ``dialect``, built once: each binds its keys as
+    one list (storage/list_params.py), so every batch size runs the same statement text."""
+    statements = _TAKE_STATEMENTS.get(dialect)
+    if statements is None:
+        column, at = DELIVERIES.c.delivery_id, DELIVERIES.c.expires_at
+        expires = bindparam("expires", type_=at.type)
+        take_over = (
+            update(DELIVERIES)
+            .where(in_list(dialect, column, "keys"), at <= bindparam("now", type_=at.type))
+            .values(expires_at=expires, done=True)
+            .returning(column)
+        )
+        keys = list_table(dialect, "keys")
+        # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits
+        # for it and is then skipped, never an error that would abort this transaction.
+        # WHERE true: SQLite would read the ON of ON CONFLICT as a join's after FROM.
+        rows = select(keys.c.value, expires, true()).where(true())
+        insert_new = (
+            (postgresql if dialect == POSTGRESQL else sqlite).insert(DELIVERIES)
+            .from_select(["delivery_id", "expires_at", "done"], rows)
+            .on_conflict_do_nothing()
+            .returning(column)
+        )
+        look = select(column, DELIVERIES.c.done).where(in_list(dialect, column, "keys"))
+        statements = _TAKE_STATEMENTS[dialect] = (take_over, insert_new, look)
+    return statements
+
+
+_TAKE_STATEMENTS: dict[str, tuple[Executable, Executable, Executable]] = {}
+
+
 def take_finished(
     conn: Connection, keys: Sequence[str], now: datetime, ttl: timedelta = DEFAULT_TTL
 ) -> dict[str, KeyState]:
@@ -69,34 +104,25 @@ def take_finished(
     TAKEN (nobody held it, or its hold expired), DUPLICATE (finished before) or IN_FLIGHT
     (held and not finished, by an older lease-holding request or a replica's batch that
     committed meanwhile without finishing). Nothing raises on a conflict, so one key never
-    aborts the batch's transaction. Three statements, whatever the number of keys."""
+    aborts the batch's transaction. At most three statements, whatever the number of keys."""
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return {}
-    column = DELIVERIES.c.delivery_id
+    dialect = conn.dialect.name
+    take_over, insert_new, look = _take_statements(dialect)
     expires = now + ttl
     taken = set(conn.execute(
-        update(DELIVERIES).where(column.in_(wanted), DELIVERIES.c.expires_at <= now)
-        .values(expires_at=expires, done=True).returning(column)
+        take_over, {"keys": list_value(dialect, wanted), "now": now, "expires": expires}
     ).scalars())
     rest = [k for k in wanted if k not in taken]
     if rest:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits
-        # for it and is then skipped, never an error that would abort this transaction.
-        # Parameters as a list (executemany): SQLAlchemy compiles the statement once and
-        # sends the rows in batched VALUES ("insertmanyvalues"), where .values(rows) compiled
-        # a new statement for every batch size.
-        inserted = conn.execute(
-            dialect.insert(DELIVERIES).on_conflict_do_nothing().returning(column),
-            [{"delivery_id": k, "expires_at": expires, "done": True} for k in rest],
-        ).scalars()
-        taken.update(inserted)
+        taken.update(conn.execute(
+            insert_new, {"keys": list_value(dialect, rest), "expires": expires}).scalars())
     left = [k for k in rest if k not in taken]
     finished: set[str] = set()
     if left:
         finished = {k for k, done in conn.execute(
-            select(column, DELIVERIES.c.done).where(column.in_(left))) if done}
+            look, {"keys": list_value(dialect, left)}) if done}
     return {
         k: KeyState.TAKEN if k in taken
         else KeyState.DUPLICATE if k in finished

@@ -23,6 +23,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the migrated database of ``database_url``."""
+    upgrade(database_url)
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
 def two_replicas(database_url: str) -> Iterator[tuple[Engine, Engine]]:
     """Two engines on one migrated database: what two replicas of the bot share."""
     upgrade(database_url)

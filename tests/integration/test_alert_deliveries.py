@@ -32,7 +32,6 @@ from bot.services.alerts import AlertService
 from handlers.alerts_http import alerts_route
 from storage.deliveries import DEFAULT_LEASE, DELIVERIES, SqlDeliveryLog
 from storage.engine import make_engine
-from storage.migrate import upgrade
 from storage.unit_of_work import sql_unit_of_work_factory
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -57,14 +56,6 @@ secrets:
       inference-api: {owner: U0ALICE, lane: prod, reload: hot}
       retriever: {owner: U0BOB, lane: dev, reload: restart}
 """
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    upgrade(database_url)
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 @pytest.fixture

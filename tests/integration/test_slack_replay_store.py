@@ -34,14 +34,6 @@ CANARY = "pw-" + "9f" * 8
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    upgrade(database_url)
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(T0)
 

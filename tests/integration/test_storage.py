@@ -41,14 +41,6 @@ SAME_LANE = tuple(dataclasses.replace(c, lane="prod") for c in CONSUMERS)
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    upgrade(database_url)
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
-
-
-@pytest.fixture
 def uow(engine: Engine) -> Callable[[], SqlUnitOfWork]:
     return lambda: SqlUnitOfWork(engine)
 

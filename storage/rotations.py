@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Row, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.domain.audit import AuditEvent
@@ -123,6 +124,15 @@ def _snapshot(rotation: Rotation) -> _Snapshot:
         *(getattr(rotation, name) for name in _ROTATION_SCALARS),
     )
     return scalars, {name: _consumer_tuple(c) for name, c in rotation.consumers.items()}
+
+
+# Steps as last read, per engine and rotation id, with the revision (and creation time) of the
+# rotation they were read at: every write of a rotation's steps moves its revision in the same
+# transaction (write_changes), so steps read at the revision a load finds are still its steps.
+# The alert intake loads the same rotation for every batch; this spares it the steps query.
+_STEPS_READ: WeakKeyDictionary[Engine, dict[int, tuple[tuple[int, Any], list[Row[Any]]]]] = (
+    WeakKeyDictionary())
+_STEPS_KEPT = 64
 
 
 @dataclass
@@ -385,15 +395,31 @@ class SqlRotationRepository(SqlRepository):
         if limit is not None:
             stmt = stmt.limit(limit)
         rows = [RotationRow(**m) for m in self._conn.execute(stmt).mappings()]
-        fresh = [r.id for r in rows if r.id is not None and r.id not in self._tracked]
-        steps: dict[int, list[Row[Any]]] = {i: [] for i in fresh}
-        if fresh:
+        fresh = [r for r in rows if r.id is not None and r.id not in self._tracked]
+        known = _STEPS_READ.setdefault(self._conn.engine, {})
+        steps: dict[int, list[Row[Any]]] = {}
+        for r in fresh:
+            assert r.id is not None
+            read = known.get(r.id)
+            if read is not None and read[0] == (r.revision, r.created_at):
+                steps[r.id] = read[1]
+        unread = [r.id for r in fresh if r.id not in steps]
+        if unread:
+            for i in unread:
+                assert i is not None
+                steps[i] = []
             # Plain rows, not ConsumerStepRow objects: SQLModel's instrumented constructor
             # cost ~0.1 ms a row, i.e. most of a click on a rotation with hundreds of consumers.
             for step in self._conn.execute(
-                select(STEPS).where(STEPS.c.rotation_id.in_(fresh)).order_by(STEPS.c.id)
+                select(STEPS).where(STEPS.c.rotation_id.in_(unread)).order_by(STEPS.c.id)
             ):
                 steps[step.rotation_id].append(step)
+            for r in fresh:
+                if r.id in unread:
+                    assert r.id is not None
+                    known[r.id] = ((r.revision, r.created_at), steps[r.id])
+                    while len(known) > _STEPS_KEPT:
+                        known.pop(next(iter(known)))
         out: list[Rotation] = []
         for row in rows:
             assert row.id is not None

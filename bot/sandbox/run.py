@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -35,7 +34,7 @@ from bot.domain.alert_intake import sign
 from bot.domain.credentials import StoreError, StoreState
 from bot.domain.secret_material import SecretMaterial
 from bot.runtime.bootstrap import Container, build
-from bot.runtime.server import bolt_app, create_web_app
+from bot.runtime.server import DirectRoutes, bolt_app, create_web_app
 from bot.runtime.settings import Settings
 from bot.sandbox.emoji import page_table
 from bot.sandbox.slack_standin import StandinServer, StandinState
@@ -147,7 +146,7 @@ class Sandbox:
     settings: Settings
     container: Container
     notes: list[str] = field(default_factory=list)
-    app: Starlette | None = None  # set once the page's routes exist (they need the sandbox)
+    app: DirectRoutes | None = None  # set once the page's routes exist (they need the sandbox)
     slack: SlackSide | None = None
     base_url: str = ""
     timers: BackgroundScheduler | None = None

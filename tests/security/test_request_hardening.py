@@ -362,12 +362,14 @@ def test_a_deeply_nested_alert_body_is_422_naming_the_depth(bot: BotHandle) -> N
 # --- A: an exception in a route is a JSON 500 and one JSON log line ------------------------
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "/boom"), ("POST", "/alerts")])
 def test_an_exception_in_a_route_is_a_json_500_naming_only_its_type(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, method: str, path: str
 ) -> None:
     """No route of the bot raises on its own any more (the old 500s are 400/413/422 above), so
     a route that does is added to the app `serve` builds; in this process, read through the
-    JSON formatter the bot logs with."""
+    JSON formatter the bot logs with. ``/alerts`` is one of the paths served without
+    Starlette's router (bot/runtime/server.py, DirectRoutes): the same answer there."""
     from slack_bolt import App
     from starlette.requests import Request
     from starlette.responses import Response
@@ -384,14 +386,16 @@ def test_an_exception_in_a_route_is_a_json_500_naming_only_its_type(
 
     bolt = App(token="xoxb-hardening", signing_secret=secrets.token_hex(16),
                token_verification_enabled=False)
-    client = TestClient(web_app(bolt, [Route("/boom", boom)]), raise_server_exceptions=False)
+    client = TestClient(web_app(bolt, [Route(path, boom, methods=[method])]),
+                        raise_server_exceptions=False)
     with caplog.at_level("INFO", logger="rotabot.server"):
-        response = client.get("/boom")
+        response = client.request(method, path)
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"].startswith("internal error (ref ")
     assert canary not in response.text
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records]
     ref = response.json()["error"].removeprefix("internal error (ref ").rstrip(")")
-    assert [line["message"] for line in lines] == [f"GET /boom failed (ref {ref}): RuntimeError"]
+    assert [line["message"] for line in lines] == [
+        f"{method} {path} failed (ref {ref}): RuntimeError"]
     assert canary not in json.dumps(lines)

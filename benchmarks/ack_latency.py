@@ -18,6 +18,7 @@ from typing import Any
 from benchmarks.harness import (
     ADMIN,
     CHANNEL,
+    NICE,
     BotEnv,
     Prepared,
     RequestBuilder,
@@ -133,8 +134,12 @@ def run(
                     )
                     reqs = [r.resign(env.signing_secret) for r in reqs]
                     bare_res = run_load(bare.events_url, reqs, conc, env.workdir, WARMUP)
+                    # Each side measured on a machine its other side left quiet: with fronts,
+                    # what one front acked is handed over before the other is measured.
+                    bare.settle()
                     started, since = time.monotonic(), time.time()
                     bot_res = run_load(env.bot.events_url, reqs, conc, env.workdir, WARMUP)
+                    env.bot.settle()
                     last_call = wait_quiet(env.state, quiet=1.0)
                     result.runs.append(
                         AckRun(
@@ -167,6 +172,7 @@ def as_dict(r: AckResult) -> dict[str, Any]:
         "requests": r.requests,
         "first_lane": r.first_lane,
         "front": r.front,
+        "nice": " ".join(NICE) if r.front else None,
         "violations": r.violations,
         "issue3": r.issue3,
         "runs": [

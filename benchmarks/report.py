@@ -229,7 +229,8 @@ def _judged_acks(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _deployment(r: dict[str, Any]) -> str:
-    return ("both behind `rotabot front`, their servers under `nice -n 10`" if r.get("front")
+    return (f"both behind `rotabot front`, their servers under `{r.get('nice', 'nice')}`"
+            if r.get("front")
             else "`rotabot serve` and the bare app each alone")
 
 
@@ -258,7 +259,12 @@ def _ack(results: dict[str, Any], out: list[str]) -> None:
         "Slack's tiers allow for those calls. Two deployments, each measured whole: "
         "`rotabot serve` alone against the bare app alone, and (the one the targets are "
         "judged on) each behind `rotabot front` (README, Acks under load) with the server "
-        "under `nice -n 10`, so both sides run the same processes: front, server, clients.",
+        "at the lowest CPU priority (`nice`, its level named with each table), so both sides "
+        "run the same processes: front, server, clients. "
+        "In that deployment the Slack stand-in's threads run at the servers' priority too "
+        "(Slack's servers do not share our CPUs; the stand-in playing them does), and each "
+        "side's front has handed everything it acked to its server before the other side "
+        "is measured, so neither measurement runs beside the other's leftover work.",
         "",
     ]
     judged = _judged_acks(results)

@@ -181,6 +181,12 @@ class StandinServer:
         return f"http://{self.host}:{self.port}/"
 
     @property
+    def thread_id(self) -> int | None:
+        """The OS id of the thread serving it (its worker threads are started from it), for
+        a benchmark that lowers its CPU priority; None before start."""
+        return self._thread.native_id if self._thread is not None else None
+
+    @property
     def base_url(self) -> str:
         """What SLACK_API_URL and WebClient(base_url=...) take."""
         return f"{self.root_url}api/"

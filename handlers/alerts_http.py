@@ -30,7 +30,6 @@ Log lines name consumers and secrets only: no other value from a body reaches a 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -125,7 +124,7 @@ def alerts_route(
 
     async def _commit(units: Sequence[IntakeUnit]) -> list[UnitOutcome]:
         # Awaited, not run in the thread pool: no worker thread waits for the batch.
-        return await asyncio.wrap_future(batches.submit(units))
+        return await batches.submit_async(units)
 
     async def receive(request: Request) -> Response:
         body = await intake.read(request)

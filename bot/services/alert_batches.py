@@ -16,9 +16,11 @@ behind it, and they all commit together next.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
 
@@ -27,7 +29,12 @@ from bot.services.alerts import AlertService, IntakeUnit, UnitOutcome
 
 log = logging.getLogger("rotabot.alerts")
 
-_Request = tuple[Sequence[IntakeUnit], "Future[list[UnitOutcome]]"]
+# Where a request's answer goes: a thread's Future, or an event loop's future (answered
+# together with the rest of its batch on that loop, in one wake-up).
+_Waiter = Future[list[UnitOutcome]] | tuple[asyncio.AbstractEventLoop,
+                                             "asyncio.Future[list[UnitOutcome]]"]
+_Request = tuple[Sequence[IntakeUnit], _Waiter]
+_Answer = tuple["asyncio.Future[list[UnitOutcome]]", list[UnitOutcome] | BaseException]
 
 
 class GroupCommit:
@@ -54,10 +61,23 @@ class GroupCommit:
         """Queue one request's units; the future holds one outcome per unit once their batch
         committed, or the exception that kept it from committing."""
         future: Future[list[UnitOutcome]] = Future()
+        self._enqueue(units, future)
+        return future
+
+    def submit_async(self, units: Sequence[IntakeUnit]) -> asyncio.Future[list[UnitOutcome]]:
+        """``submit`` from a coroutine: the answers of a batch's requests on one event loop
+        reach it in one wake-up (one call_soon_threadsafe per batch, where wrapping each
+        request's Future cost one each)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[UnitOutcome]] = loop.create_future()
+        self._enqueue(units, (loop, future))
+        return future
+
+    def _enqueue(self, units: Sequence[IntakeUnit], waiter: _Waiter) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("alert intake is shutting down")
-            self._queue.append((units, future))
+            self._queue.append((units, waiter))
             self._queued_units += len(units)
             self.submitted += len(units)
             if self._writer is None:
@@ -66,7 +86,6 @@ class GroupCommit:
                     target=self._run, name="rotabot-alert-intake", daemon=True)
                 self._writer.start()
             self._cond.notify()
-        return future
 
     def take(self, units: Sequence[IntakeUnit]) -> list[UnitOutcome]:
         """``submit`` and wait (callers on a thread of their own)."""
@@ -123,14 +142,44 @@ class GroupCommit:
                 for one in batch:
                     self._commit([one])
                 return
-            for _, future in batch:
-                future.set_exception(exc)
+            _answer([(waiter, exc) for _, waiter in batch])
             return
         self.batches += 1
         self.units += len(units)
+        answers: list[tuple[_Waiter, list[UnitOutcome] | BaseException]] = []
         start = 0
-        for asked, future in batch:
-            future.set_result(outcomes[start:start + len(asked)])
+        for asked, waiter in batch:
+            answers.append((waiter, outcomes[start:start + len(asked)]))
             start += len(asked)
+        _answer(answers)
         # After the answers: Slack never delays an acknowledgement.
         self.alerts.defer(follow_ups)
+
+
+def _answer(answers: Sequence[tuple[_Waiter, list[UnitOutcome] | BaseException]]) -> None:
+    """Resolve each waiter: threads' Futures at once, each event loop's in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = defaultdict(list)
+    for waiter, result in answers:
+        if isinstance(waiter, Future):
+            if isinstance(result, BaseException):
+                waiter.set_exception(result)
+            else:
+                waiter.set_result(result)
+        else:
+            loop, future = waiter
+            by_loop[loop].append((future, result))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, settled)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits for these answers
+            log.debug("alert intake: an event loop closed before its answers")
+
+
+def _settle(settled: Sequence[_Answer]) -> None:
+    for future, result in settled:
+        if future.cancelled():  # the request went away (client gone, server stopping)
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

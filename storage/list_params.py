@@ -25,16 +25,16 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.types import TypeEngine
 
 POSTGRESQL = "postgresql"
 
 
-def list_table(dialect: str, name: str, item: TypeEngine[Any] | None = None) -> FromClause:
-    """The list bound as ``name``, as a one-column table whose column is ``value``."""
+def list_table(dialect: str, name: str) -> FromClause:
+    """The list of strings bound as ``name``, as a one-column table whose column is
+    ``value``."""
     if dialect == POSTGRESQL:
-        array = ARRAY(item if item is not None else String())
-        return func.unnest(bindparam(name, type_=array)).table_valued("value").render_derived()
+        return func.unnest(bindparam(name, type_=ARRAY(String()))
+                           ).table_valued("value").render_derived()
     return func.json_each(bindparam(name, type_=String())).table_valued("value")
 
 

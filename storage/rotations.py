@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -133,6 +134,7 @@ def _snapshot(rotation: Rotation) -> _Snapshot:
 _STEPS_READ: WeakKeyDictionary[Engine, dict[int, tuple[tuple[int, Any], list[Row[Any]]]]] = (
     WeakKeyDictionary())
 _STEPS_KEPT = 64
+_STEPS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -396,13 +398,14 @@ class SqlRotationRepository(SqlRepository):
             stmt = stmt.limit(limit)
         rows = [RotationRow(**m) for m in self._conn.execute(stmt).mappings()]
         fresh = [r for r in rows if r.id is not None and r.id not in self._tracked]
-        known = _STEPS_READ.setdefault(self._conn.engine, {})
         steps: dict[int, list[Row[Any]]] = {}
-        for r in fresh:
-            assert r.id is not None
-            read = known.get(r.id)
-            if read is not None and read[0] == (r.revision, r.created_at):
-                steps[r.id] = read[1]
+        with _STEPS_LOCK:
+            known = _STEPS_READ.setdefault(self._conn.engine, {})
+            for r in fresh:
+                assert r.id is not None
+                read = known.get(r.id)
+                if read is not None and read[0] == (r.revision, r.created_at):
+                    steps[r.id] = read[1]
         unread = [r.id for r in fresh if r.id not in steps]
         if unread:
             for i in unread:
@@ -414,12 +417,13 @@ class SqlRotationRepository(SqlRepository):
                 select(STEPS).where(STEPS.c.rotation_id.in_(unread)).order_by(STEPS.c.id)
             ):
                 steps[step.rotation_id].append(step)
-            for r in fresh:
-                if r.id in unread:
-                    assert r.id is not None
-                    known[r.id] = ((r.revision, r.created_at), steps[r.id])
-                    while len(known) > _STEPS_KEPT:
-                        known.pop(next(iter(known)))
+            with _STEPS_LOCK:  # listener threads, timers and the alert intake load at once
+                for r in fresh:
+                    if r.id in unread:
+                        assert r.id is not None
+                        known[r.id] = ((r.revision, r.created_at), steps[r.id])
+                        while len(known) > _STEPS_KEPT:
+                            known.pop(next(iter(known)))
         out: list[Rotation] = []
         for row in rows:
             assert row.id is not None

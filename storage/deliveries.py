@@ -26,6 +26,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -65,36 +66,31 @@ _ATTEMPTS = 3
 POST_PREFIX = "post:A-"
 
 
+@cache
 def _take_statements(dialect: str) -> tuple[Executable, Executable, Executable]:
     """take_finished's three statements for ``dialect``, built once: each binds its keys as
     one list (storage/list_params.py), so every batch size runs the same statement text."""
-    statements = _TAKE_STATEMENTS.get(dialect)
-    if statements is None:
-        column, at = DELIVERIES.c.delivery_id, DELIVERIES.c.expires_at
-        expires = bindparam("expires", type_=at.type)
-        take_over = (
-            update(DELIVERIES)
-            .where(in_list(dialect, column, "keys"), at <= bindparam("now", type_=at.type))
-            .values(expires_at=expires, done=True)
-            .returning(column)
-        )
-        keys = list_table(dialect, "keys")
-        # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits
-        # for it and is then skipped, never an error that would abort this transaction.
-        # WHERE true: SQLite would read the ON of ON CONFLICT as a join's after FROM.
-        rows = select(keys.c.value, expires, true()).where(true())
-        insert_new = (
-            (postgresql if dialect == POSTGRESQL else sqlite).insert(DELIVERIES)
-            .from_select(["delivery_id", "expires_at", "done"], rows)
-            .on_conflict_do_nothing()
-            .returning(column)
-        )
-        look = select(column, DELIVERIES.c.done).where(in_list(dialect, column, "keys"))
-        statements = _TAKE_STATEMENTS[dialect] = (take_over, insert_new, look)
-    return statements
-
-
-_TAKE_STATEMENTS: dict[str, tuple[Executable, Executable, Executable]] = {}
+    column, at = DELIVERIES.c.delivery_id, DELIVERIES.c.expires_at
+    expires = bindparam("expires", type_=at.type)
+    take_over = (
+        update(DELIVERIES)
+        .where(in_list(dialect, column, "keys"), at <= bindparam("now", type_=at.type))
+        .values(expires_at=expires, done=True)
+        .returning(column)
+    )
+    keys = list_table(dialect, "keys")
+    # ON CONFLICT DO NOTHING: on PostgreSQL a key another transaction is inserting waits for
+    # it and is then skipped, never an error that would abort this transaction.
+    # WHERE true: SQLite would read the ON of ON CONFLICT as a join's after FROM.
+    rows = select(keys.c.value, expires, true()).where(true())
+    insert_new = (
+        (postgresql if dialect == POSTGRESQL else sqlite).insert(DELIVERIES)
+        .from_select(["delivery_id", "expires_at", "done"], rows)
+        .on_conflict_do_nothing()
+        .returning(column)
+    )
+    look = select(column, DELIVERIES.c.done).where(in_list(dialect, column, "keys"))
+    return take_over, insert_new, look
 
 
 def take_finished(

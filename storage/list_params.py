@@ -3,8 +3,8 @@
 ``column.in_([...])`` renders one placeholder per item: every batch size is a new statement for
 SQLAlchemy to render and, on PostgreSQL, for psycopg to parse (its statement cache is keyed on
 the text) and never one it prepares. A group commit's batches vary in size all the time. Here
-PostgreSQL takes a text or bigint array (``= ANY(:list)``, ``unnest(:list)``) and SQLite a
-JSON array read with ``json_each``; the statements are built once per dialect and reused.
+PostgreSQL takes an array (``= ANY(:list)``, ``unnest(:list)``) and SQLite a JSON array read
+with ``json_each``; the statements are built once per dialect and reused.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
-    literal_column,
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -42,14 +41,12 @@ def in_list(dialect: str, col: ColumnElement[Any], name: str) -> ColumnElement[b
     """``col`` is one of the list bound as ``name``."""
     if dialect == POSTGRESQL:
         return col == any_(bindparam(name, type_=ARRAY(col.type)))
-    return col.in_(select(literal_column("value")).select_from(
-        func.json_each(bindparam(name, type_=String()))))
+    return col.in_(select(list_table(dialect, name).c.value))
 
 
 def list_value(dialect: str, items: Iterable[Any]) -> Any:
     """What to bind for a list parameter of ``in_list`` or ``list_table``."""
     return list(items) if dialect == POSTGRESQL else json.dumps(list(items))
-
 
 
 def pairs_table(dialect: str, name: str) -> FromClause:
@@ -59,7 +56,7 @@ def pairs_table(dialect: str, name: str) -> FromClause:
         return func.unnest(bindparam(f"{name}_a", type_=text_array),
                            bindparam(f"{name}_b", type_=text_array)
                            ).table_valued("a", "b").render_derived()
-    each = func.json_each(bindparam(name, type_=String())).table_valued("value")
+    each = list_table(dialect, name)
     return select(func.json_extract(each.c.value, "$[0]").label("a"),
                   func.json_extract(each.c.value, "$[1]").label("b")).subquery()
 

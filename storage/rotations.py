@@ -127,14 +127,39 @@ def _snapshot(rotation: Rotation) -> _Snapshot:
     return scalars, {name: _consumer_tuple(c) for name, c in rotation.consumers.items()}
 
 
-# Steps as last read, per engine and rotation id, with the revision (and creation time) of the
-# rotation they were read at: every write of a rotation's steps moves its revision in the same
-# transaction (write_changes), so steps read at the revision a load finds are still its steps.
-# The alert intake loads the same rotation for every batch; this spares it the steps query.
-_STEPS_READ: WeakKeyDictionary[Engine, dict[int, tuple[tuple[int, Any], list[Row[Any]]]]] = (
-    WeakKeyDictionary())
-_STEPS_KEPT = 64
-_STEPS_LOCK = threading.Lock()
+class _StepsRead:
+    """Steps as last read, per engine and rotation id, with the revision (and creation time)
+    of the rotation they were read at: every write of a rotation's steps moves its revision in
+    the same transaction (write_changes), so steps read at the revision a load finds are still
+    its steps. The alert intake loads the same rotation for every batch; this spares it the
+    steps query. Listener threads, timers and the intake load at once, hence the lock."""
+
+    def __init__(self, kept: int = 64) -> None:
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._by_engine: WeakKeyDictionary[Engine, dict[int, tuple[Any, list[Row[Any]]]]] = (
+            WeakKeyDictionary())
+
+    @staticmethod
+    def _at(row: RotationRow) -> tuple[int, Any]:
+        return row.revision, row.created_at
+
+    def get(self, engine: Engine, row: RotationRow) -> list[Row[Any]] | None:
+        assert row.id is not None
+        with self._lock:
+            read = self._by_engine.get(engine, {}).get(row.id)
+        return read[1] if read is not None and read[0] == self._at(row) else None
+
+    def put(self, engine: Engine, row: RotationRow, steps: list[Row[Any]]) -> None:
+        assert row.id is not None
+        with self._lock:
+            known = self._by_engine.setdefault(engine, {})
+            known[row.id] = (self._at(row), steps)
+            while len(known) > self._kept:
+                known.pop(next(iter(known)))
+
+
+_STEPS_READ = _StepsRead()
 
 
 @dataclass
@@ -398,32 +423,26 @@ class SqlRotationRepository(SqlRepository):
             stmt = stmt.limit(limit)
         rows = [RotationRow(**m) for m in self._conn.execute(stmt).mappings()]
         fresh = [r for r in rows if r.id is not None and r.id not in self._tracked]
-        steps: dict[int, list[Row[Any]]] = {}
-        with _STEPS_LOCK:
-            known = _STEPS_READ.setdefault(self._conn.engine, {})
-            for r in fresh:
-                assert r.id is not None
-                read = known.get(r.id)
-                if read is not None and read[0] == (r.revision, r.created_at):
-                    steps[r.id] = read[1]
-        unread = [r.id for r in fresh if r.id not in steps]
+        engine = self._conn.engine
+        steps: dict[int | None, list[Row[Any]]] = {}
+        unread: list[RotationRow] = []
+        for r in fresh:
+            read = _STEPS_READ.get(engine, r)
+            if read is None:
+                unread.append(r)
+            else:
+                steps[r.id] = read
         if unread:
-            for i in unread:
-                assert i is not None
-                steps[i] = []
+            steps.update({r.id: [] for r in unread})
             # Plain rows, not ConsumerStepRow objects: SQLModel's instrumented constructor
             # cost ~0.1 ms a row, i.e. most of a click on a rotation with hundreds of consumers.
             for step in self._conn.execute(
-                select(STEPS).where(STEPS.c.rotation_id.in_(unread)).order_by(STEPS.c.id)
+                select(STEPS).where(STEPS.c.rotation_id.in_([r.id for r in unread]))
+                .order_by(STEPS.c.id)
             ):
                 steps[step.rotation_id].append(step)
-            with _STEPS_LOCK:  # listener threads, timers and the alert intake load at once
-                for r in fresh:
-                    if r.id in unread:
-                        assert r.id is not None
-                        known[r.id] = ((r.revision, r.created_at), steps[r.id])
-                        while len(known) > _STEPS_KEPT:
-                            known.pop(next(iter(known)))
+            for r in unread:
+                _STEPS_READ.put(engine, r, steps[r.id])
         out: list[Rotation] = []
         for row in rows:
             assert row.id is not None

@@ -167,10 +167,11 @@ class DirectRoutes:
 
     def __init__(self, app: Starlette, paths: Iterable[str]) -> None:
         self.app = app
+        wanted = set(paths)
         self.direct: dict[tuple[str, str], ASGIApp] = {
             (route.path, method): JsonServerErrors(_endpoint_app(route.endpoint))
             for route in app.routes
-            if isinstance(route, Route) and route.path in set(paths)
+            if isinstance(route, Route) and route.path in wanted
             for method in route.methods or ()
         }
 

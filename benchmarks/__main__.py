@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 # the start (one chat.postMessage each, about one a second).
 FULL: dict[str, Any] = {
     "ack": {"consumers": 200, "first_lane": 12, "requests": 1000, "concurrencies": (1, 16),
-            "issue3": 100},
+            "issue3": 100, "rounds": 4, "warmup": 100},
     "storm": {"consumers": 10, "clients": 32},
     "burst": {"alerts": 10_000, "consumers": 10, "clients": 32},
     "scale": {"consumers": 300, "first_lane": 9, "click_sizes": (10, 100, 300), "clicks": 3},
@@ -58,7 +58,7 @@ FULL: dict[str, Any] = {
 REPEATS = 3
 SMOKE: dict[str, Any] = {
     "ack": {"consumers": 6, "first_lane": 2, "requests": 10, "concurrencies": (1, 2),
-            "issue3": 5},
+            "issue3": 5, "rounds": 2, "warmup": 2},
     "storm": {"consumers": 4, "clients": 4},
     "burst": {"alerts": 60, "consumers": 3, "clients": 4},
     "scale": {"consumers": 12, "first_lane": 3, "click_sizes": (9, 12), "clicks": 2},
@@ -118,7 +118,8 @@ def run_all(
                     label, url(), consumers=a["consumers"], requests=a["requests"],
                     concurrencies=tuple(a["concurrencies"]),
                     issue3_commands=0 if front else a["issue3"],
-                    first_lane=a["first_lane"], front=front))
+                    first_lane=a["first_lane"], front=front, rounds=a["rounds"],
+                    warmup=a["warmup"]))
 
             def ack_front(i: int) -> dict[str, Any]:
                 return ack(i, front=True)

@@ -234,6 +234,14 @@ def _deployment(r: dict[str, Any]) -> str:
             else "`rotabot serve` and the bare app each alone")
 
 
+def _rounds(r: dict[str, Any]) -> str:
+    n = r.get("rounds") or 1
+    if n <= 1:
+        return ""
+    return (f" in {n:.0f} rounds of {r['requests'] / n:.0f}, each after "
+            f"{r.get('warmup', 0):.0f} unmeasured")
+
+
 def _ack_section(r: dict[str, Any]) -> str:
     return "1. ack latency, front" if r.get("front") else "1. ack latency"
 
@@ -253,9 +261,15 @@ def _ack(results: dict[str, Any], out: list[str]) -> None:
         "button (the first press per consumer changes state; later presses, each a new request, "
         "are answered with an ephemeral; a first press also posts into the rotation thread, at "
         "Slack's pace; the unmeasured warmup presses half the first-lane prompts, the measured "
-        "requests the other half, so first presses are measured too). Target: p99 <= 1.5 x "
+        "requests the other half, so first presses are measured too). Each row is sent in "
+        "rounds that alternate which side goes first, each round after the other side has gone "
+        "quiet and each starting with unmeasured warmup requests (the load generator's start: "
+        "new connections and threads, which slows both sides alike), so drift on the shared "
+        "machine during a row reaches both sides, and p99 is over all the row's measured "
+        "requests. Target: p99 <= 1.5 x "
         "bare p99. After each row the bot's Slack traffic is waited out: *drain* is from the "
-        "row's first request to the bot's last Slack call, *Slack floor* the least time "
+        "first request to the bot's last Slack call, summed over the rounds, *Slack floor* the "
+        "least time "
         "Slack's tiers allow for those calls. Two deployments, each measured whole: "
         "`rotabot serve` alone against the bare app alone, and (the one the targets are "
         "judged on) each behind `rotabot front` (README, Acks under load) with the server "
@@ -272,7 +286,7 @@ def _ack(results: dict[str, Any], out: list[str]) -> None:
         out += [
             f"### {r['database']}, {_deployment(r)}: rotation with {r['consumers']:.0f} "
             f"consumers, {r.get('first_lane', 0):.0f} in the first lane, "
-            f"{r['requests']:.0f} measured requests per row",
+            f"{r['requests']:.0f} measured requests per row{_rounds(r)}",
             "",
             "| payload | clients | bare p50 / p99 ms | rotabot p50 / p99 ms | p99 ratio | "
             "drain s | Slack floor s | target |",

@@ -17,13 +17,14 @@ from bot.sandbox.slack_standin.model import Call
 
 def test_ack_latency_reaches_bot_and_bare_app_with_signed_requests() -> None:
     r = ack_latency.run("SQLite", None, consumers=6, requests=8, concurrencies=(1, 2),
-                        issue3_commands=3, first_lane=2)
+                        issue3_commands=3, first_lane=2, rounds=3, warmup=2)
     assert [(x.payload, x.concurrency) for x in r.runs] == [
         ("status", 1), ("status", 2), ("click", 1), ("click", 2)]
     for x in r.runs:
-        # Every request was verified and acked by both apps (a bad signature would be 401).
-        assert x.bot_statuses == {"200": 8 + ack_latency.WARMUP}
-        assert x.bare_statuses == {"200": 8 + ack_latency.WARMUP}
+        # Every request, each round's warmup too, was verified and acked by both apps (a bad
+        # signature would be 401); only the measured ones are timed.
+        assert x.bot_statuses == {"200": 8 + 3 * 2}
+        assert x.bare_statuses == {"200": 8 + 3 * 2}
         assert x.bot["n"] == x.bare["n"] == 8
     assert r.issue3 is not None and r.issue3["n"] == 3
     assert r.violations == 0
@@ -90,7 +91,7 @@ def test_scale_posts_within_limits_and_counts_queries_per_click() -> None:
 def test_report_renders_every_scenario() -> None:
     # Figures shaped as the scenarios return them (no servers: the scenarios run above).
     figures = ack_latency.summary([1.0, 2.0, 3.0])
-    ack = ack_latency.AckResult("SQLite", 3, 3, runs=[ack_latency.AckRun(
+    ack = ack_latency.AckResult("SQLite", 3, 4, rounds=2, warmup=5, runs=[ack_latency.AckRun(
         "status", 1, figures, ack_latency.summary([2.0, 4.0, 9.0]), {"200": 3}, {"200": 3},
         0.1, 0.2)])
     storm = click_storm.StormResult("SQLite", 3, 2, clicks_sent=9)
@@ -107,6 +108,7 @@ def test_report_renders_every_scenario() -> None:
         assert heading in text
     assert "**Pending on SQLite**: not wired" in text
     assert "| Ack p99 <= 1.5 x bare, status at 1 client(s) | **missed** |" in text
+    assert "4 measured requests per row in 2 rounds of 2, each after 5 unmeasured" in text
     assert "Commit:" in text and "CPUs" in text
 
 

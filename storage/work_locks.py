@@ -1,5 +1,5 @@
-"""Work one process does at a time for one rotation (a switch's promote, a revocation), held
-only while the work runs.
+"""Work one process does at a time for one rotation (a switch's promote, a revocation, a
+rollback), held only while the work runs.
 
 Unlike a claim (storage/claims.py), which outlives a holder that died by its lease, this lock
 goes with its holder: on PostgreSQL it is a transaction-level ``pg_try_advisory_xact_lock``

@@ -56,6 +56,10 @@ class GroupBusy(RotabotError):
         self.why = why
 
 
+class BusyElsewhere(RotabotError):
+    """Another rotabot process (a replica) is doing this to the rotation right now."""
+
+
 class StoreUnavailable(RotabotError):
     """The bot's own database cannot be reached; nothing was changed."""
 

@@ -39,6 +39,7 @@ from bot.domain.credentials import (
 )
 from bot.domain.errors import (
     AlreadyActive,
+    BusyElsewhere,
     ChangedMeanwhile,
     GroupBusy,
     NotAuthorized,
@@ -90,9 +91,11 @@ from bot.services.ports import (
 # (storage/claims.py keeps them).
 PREPARE = "prepare"
 OPEN_LANE = "open-lane"
-# The work lock kinds under which one process switches or revokes (storage/work_locks.py).
+# The work lock kinds under which one process switches, revokes or rolls back
+# (storage/work_locks.py).
 SWITCH = "switch"
 REVOKE = "revoke"
+ROLLBACK = "rollback"
 
 log = logging.getLogger("rotabot.service")
 
@@ -191,10 +194,11 @@ class RotationService(CatalogSlot):
     # leader's timer and `resume` may all offer it, and two writers would make the store's
     # check-and-set pause the rotation. None: one process.
     claims: WorkClaims | None = None
-    # A switch's promote and a revocation run in one process at a time: the same click
-    # reaching several replicas would otherwise race in the store, and the loser's
-    # check-and-set conflict would pause the rotation the winner just moved on. None: one
-    # process, one caller at a time.
+    # A switch's promote, a revocation and a rollback run in one process at a time: the same
+    # click reaching several replicas would otherwise race in the store (the loser's
+    # check-and-set conflict would pause the rotation the winner just moved on; two
+    # rollbacks would each restore "previous", the second putting the new credential back).
+    # None: one process, one caller at a time.
     work_locks: WorkLocks | None = None
     # Called after each committed change with the consumers whose turn just began.
     on_change: list[Callable[[Rotation, list[Turn]], None]] = field(default_factory=list)
@@ -1306,13 +1310,21 @@ class RotationService(CatalogSlot):
         consumer: str | None = None,
     ) -> tuple[Rotation, bool]:
         """As rollback; also says whether this call rolled back (False: it already was, a
-        second click or a racing modal). Serialized per rotation in this process, and the store
-        is restored only while the new version is still current, so a retry or a race never
-        restores the new credential over the old one."""
+        second click or a racing modal). Serialized per rotation in this process and, through
+        the work lock, across replicas; and the store is restored only while the new version is
+        still current, so a retry or a race never restores the new credential over the old
+        one. Raises BusyElsewhere while another replica is rolling it back."""
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
         self.authorize_rollback(rotation, consumer, actor)
-        with self._rollback_lock(rotation_id):
+        held = (self.work_locks.hold(rotation_id, ROLLBACK) if self.work_locks is not None
+                else nullcontext(True))
+        with self._rollback_lock(rotation_id), held as mine:
+            if not mine:
+                raise BusyElsewhere(
+                    f"{rotation.ref} is being rolled back by another rotabot process right now; "
+                    "nothing was changed by this request, and the rotation's thread will say "
+                    "how that rollback ended")
             return self._rollback_locked(rotation_id, actor, revoke_new, person_text(reason))
 
     def _rollback_lock(self, rotation_id: int) -> threading.Lock:

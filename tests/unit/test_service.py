@@ -17,7 +17,13 @@ from adapters.manual_issuer import ManualIssuer
 from bot.catalog import Catalog, parse_catalog
 from bot.domain.clock import FixedClock
 from bot.domain.credentials import IssuerError, Minted, StoreError, StoreState, VersionLabel
-from bot.domain.errors import ChangedMeanwhile, GateClosed, NotAuthorized, RotabotError
+from bot.domain.errors import (
+    BusyElsewhere,
+    ChangedMeanwhile,
+    GateClosed,
+    NotAuthorized,
+    RotabotError,
+)
 from bot.domain.lifecycle import Phase, StepState
 from bot.domain.rotation import Rotation
 from bot.domain.secret_material import SecretMaterial
@@ -644,6 +650,26 @@ def test_a_switch_or_revocation_another_process_is_making_is_left_to_it(tmp_path
     assert locks.mine == set()  # let go after the work
     assert [e.after for e in w.db.events(rid, "phase")][-3:] == ["switched", "observing",
                                                                  "revoked"]
+
+
+def test_a_rollback_another_process_is_making_is_left_to_it(tmp_path: Path) -> None:
+    """Two people press Roll back on two replicas at once. Each would see the new version
+    current and restore "previous"; the second restore would put the new credential back.
+    The one without the lock changes nothing and says who is at it."""
+    w = make_world(tmp_path)
+    locks = HeldLocks()
+    w.service.work_locks = locks
+    rid = switched(w)
+    before = labels(w.store)
+    locks.held_elsewhere.add((rid, "rollback"))
+    with pytest.raises(BusyElsewhere, match="being rolled back by another rotabot process"):
+        w.service.rollback(rid, actor=ADMIN, reason="inference errors")
+    assert labels(w.store) == before and w.store.read(PATH) != w.old_material
+    assert w.service.get(rid).phase is Phase.OBSERVING
+    locks.held_elsewhere.clear()
+    assert w.service.rollback(rid, actor=ADMIN).phase is Phase.ROLLED_BACK
+    assert w.store.read(PATH) == w.old_material
+    assert locks.asked[-2:] == ["rollback", "rollback"] and locks.mine == set()
 
 
 class CountingStore(FileStore):

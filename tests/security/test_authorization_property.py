@@ -15,7 +15,11 @@ state tables and reads the new audit rows, then checks them against the rules:
   (admins only once the rotation is revoked, and for an emergency re-rotation);
 * "Not related" on an alert: admins or the consumer's owner (it opens the reason modal);
   "Acknowledge" and "Check the store again" (which only notices what the timer would
-  notice): anyone.
+  notice): anyone;
+* a hard cutover's readiness review (`/rotate start` of a secret whose old value dies at
+  mint): "Confirm ready" for an owner, by that owner or a member of its group; "Cancel" by
+  admins. The last confirmation starts the rotation, in the name of the admin who opened the
+  review.
 
 Unauthorized: no state change, no audit row but a `refused` one naming the actor.
 Authorized: no authorization refusal, every audit row names the actor (or is the bot's own
@@ -45,11 +49,15 @@ from bot.domain.secret_material import SecretMaterial
 from bot.sandbox.slack_standin.state import Message
 from handlers.ids import Action, View
 
-ADMINS = {"model-api-key": ["U0ADMIN", "S0SECOPS"], "cache-password": ["U0ADMIN"]}
+ADMINS = {"model-api-key": ["U0ADMIN", "S0SECOPS"], "cache-password": ["U0ADMIN"],
+          "crm-token": ["U0ADMIN", "S0SECOPS"]}
 OWNERS = {
     "model-api-key": {"retriever": "U0BOB", "nightly-ingest": "S0DATA", "inference-api": "U0ALICE"},
     "cache-password": {"cache-dev": "U0ALICE", "cache-api": "S0DATA"},
+    # One owner (a group), so that its member's confirmation starts the rotation.
+    "crm-token": {"crm-sync-dev": "S0DATA", "crm-sync": "S0DATA"},
 }
+CUTOVER = "crm-token"
 CATALOG = catalog_head(observe="1h", admins=("U0ADMIN", "S0SECOPS")) + """\
 stores:
   local: {kind: file, path: ./secrets}
@@ -68,12 +76,21 @@ secrets:
     consumers:
       cache-dev: {owner: U0ALICE, lane: dev, reload: restart, rollback: undo deploy}
       cache-api: {owner: S0DATA, lane: prod, reload: restart, rollback: undo deploy}
+  crm-token:
+    issuer: {kind: local, dual_valid: false, fields: [token]}
+    store: {name: local, path: crm/token}
+    consumers:
+      crm-sync-dev: {owner: S0DATA, lane: dev, reload: hot, rollback: restart pinned}
+      crm-sync: {owner: S0DATA, lane: prod, reload: restart, rollback: restart pinned}
 """
 STEP_ACTIONS = {Action.STEP.value, Action.REPORT_PROBLEM.value}
 ROTATION_ACTIONS = {Action.SWITCH.value, Action.REVOKE.value, Action.RESUME.value,
                     Action.CHECK_STORE.value, Action.ROLLBACK.value}
 ALERT_ACTIONS = {Action.ALERT_ROLLBACK.value, Action.ALERT_ACK.value,
                  Action.ALERT_NOT_RELATED.value, Action.EMERGENCY_ROTATE.value}
+REVIEW_ACTIONS = {Action.CONFIRM_READY.value, Action.CANCEL_REVIEW.value}
+# A review that took its rotation or was called off takes no more confirmations.
+CLOSED_REVIEW = ("started", "cancelled")
 # An alert after a revocation offers an emergency re-rotation of it for this long
 # (bot.domain.alert_context.RECENT_ROTATION, restated: the model is not the code).
 RECENT_ROTATION = timedelta(days=7)
@@ -93,6 +110,9 @@ class Expect:
     allowed: bool
     may_change: bool
     target_exists: bool
+    # Who else may be named by the audit rows of an authorized change: the admin who opened
+    # a hard cutover's review starts the rotation that its last confirmation releases.
+    on_behalf_of: str | None = None
 
 
 class AuthorizationMachine(RuleBasedStateMachine):
@@ -118,6 +138,8 @@ class AuthorizationMachine(RuleBasedStateMachine):
             "steps": b.rows("consumer_steps", "id, rotation_id, name, state"),
             "versions": b.rows("credential_versions", "id, rotation_id, version, label"),
             "alerts": b.rows("alerts", "id, status, resolved_by"),
+            "schedules": b.rows("scheduled_rotations", "id, secret, status, rotation_id"),
+            "confirmations": b.rows("readiness_confirmations", "id, schedule_id, owner"),
         }
 
     def last_audit(self) -> int:
@@ -178,14 +200,27 @@ class AuthorizationMachine(RuleBasedStateMachine):
         consumer = found[1]
         return is_admin(user, secret) or (consumer in owners and owns(user, owners[consumer]))
 
+    def review(self, schedule_id: Any) -> tuple[str, str, str] | None:
+        """(secret, status, created_by) of a scheduled rotation or readiness review."""
+        with self.bot.db() as conn:
+            row = conn.execute("select secret, status, created_by from scheduled_rotations"
+                               " where id = ?", (schedule_id,)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def confirmed(self, schedule_id: Any) -> set[str]:
+        with self.bot.db() as conn:
+            return {r[0] for r in conn.execute("select owner from readiness_confirmations"
+                                               " where schedule_id = ?", (schedule_id,))}
+
     def buttons(self) -> list[tuple[Message, dict[str, Any], dict[str, Any]]]:
         out = []
         for channel in ("C0ROTATE", "C0INCIDENT"):
             for message in self.bot.state.channel_messages(channel):
                 for block in message.blocks:
-                    if block.get("type") != "actions":
-                        continue
-                    for element in block.get("elements", []):
+                    # Buttons in actions blocks, and a section's accessory (Confirm ready).
+                    elements = (block.get("elements", []) if block.get("type") == "actions"
+                                else [block["accessory"]] if "accessory" in block else [])
+                    for element in elements:
                         if element.get("type") == "button" and "value" in element:
                             out.append((message, block, element))
         return out
@@ -193,6 +228,8 @@ class AuthorizationMachine(RuleBasedStateMachine):
     # --- the rules -------------------------------------------------------------------------
 
     def expect_click(self, user: str, action: str, value: dict[str, Any]) -> Expect:
+        if action in REVIEW_ACTIONS:
+            return self.expect_review_click(user, action, value)
         if action in STEP_ACTIONS:
             target = self.rotation(value.get("rotation_id"))
             if target is None or value.get("consumer") not in target[1]:
@@ -232,23 +269,42 @@ class AuthorizationMachine(RuleBasedStateMachine):
                                         emergency=action == Action.EMERGENCY_ROTATE.value)
         return Expect(allowed, False, True)
 
+    def expect_review_click(self, user: str, action: str, value: dict[str, Any]) -> Expect:
+        review = self.review(value.get("schedule_id"))
+        if review is None:
+            return Expect(False, False, False)
+        secret, status, created_by = review
+        if action == Action.CANCEL_REVIEW.value:
+            admin = is_admin(user, secret)
+            return Expect(admin, admin, True)
+        owners = OWNERS[secret]
+        owner = value.get("owner")
+        if owner not in owners.values():
+            return Expect(False, False, False)  # names no owner of the secret: nothing to do
+        allowed = owns(user, owner)
+        may_change = allowed and status not in CLOSED_REVIEW
+        completes = may_change and self.confirmed(value.get("schedule_id")) | {owner} == set(
+            owners.values())
+        return Expect(allowed, may_change, True, created_by if completes else None)
+
     def check(self, what: str, user: str, expect: Expect, act: Any) -> None:
         before, mark = self.snapshot(), self.last_audit()
         reply = act()
         assert reply is None or reply.status == 200, (what, reply.status, reply.body)
         after, rows = self.snapshot(), self.audit_since(mark)
         changed = after != before
-        authz_refusals = [r for r in rows if r[1] == "refused"
+        refusals = ("refused", "click.refused")
+        authz_refusals = [r for r in rows if r[1] in refusals
                           and (r[2] or "").startswith(("only ", "this step is"))]
         # Rows by "rotabot" are its own bookkeeping (e.g. message.posted), not a decision.
-        acts = [r for r in rows if r[1] != "refused" and r[0] != "rotabot"]
+        acts = [r for r in rows if r[1] not in refusals and r[0] != "rotabot"]
         context = f"{what} by {user}: expected {expect}, audit {rows}"
         if not expect.may_change:
             assert not changed, f"state changed: {context}\n{before}\n{after}"
             assert acts == [], context
         if expect.allowed:
             assert authz_refusals == [], context
-            assert all(r[0] == user for r in acts), context
+            assert all(r[0] in (user, expect.on_behalf_of) for r in acts), context
             if changed:
                 assert acts, f"a state change without an audit row: {context}"
                 TALLY["authorized change"] += 1
@@ -262,7 +318,8 @@ class AuthorizationMachine(RuleBasedStateMachine):
     @initialize()
     def start_rotations(self) -> None:
         self.new_version()
-        for secret in ("model-api-key", "cache-password"):
+        # The hard cutover opens its readiness review; the others start at once.
+        for secret in ("model-api-key", "cache-password", CUTOVER):
             self.bot.slack.command("U0ADMIN", "C0ROTATE", f"start {secret}")
         self.post_alert(consumer="retriever")
         self.post_alert(consumer="cache-api")
@@ -284,7 +341,16 @@ class AuthorizationMachine(RuleBasedStateMachine):
     # do not depend on the bot's state and hypothesis can replay and shrink a run.
     @rule(user=st.sampled_from(sorted(USERS)), pick=st.integers(0, 10_000))
     def click_a_rendered_button(self, user: str, pick: int) -> None:
-        buttons = self.buttons()
+        self.click(user, pick, self.buttons())
+
+    # The review is one message among many: without a rule of its own its two buttons were
+    # left unpressed in some runs.
+    @rule(user=st.sampled_from(sorted(USERS)), pick=st.integers(0, 10_000))
+    def click_a_review_button(self, user: str, pick: int) -> None:
+        self.click(user, pick, [b for b in self.buttons() if b[2]["action_id"] in REVIEW_ACTIONS])
+
+    def click(self, user: str, pick: int,
+              buttons: list[tuple[Message, dict[str, Any], dict[str, Any]]]) -> None:
         if not buttons:
             return
         message, _block, element = buttons[pick % len(buttons)]
@@ -298,18 +364,24 @@ class AuthorizationMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(sorted(USERS)), pick=st.integers(0, 10_000),
           rotation_id=st.integers(1, 6), alert_id=st.integers(1, 6),
           consumer=st.sampled_from(["retriever", "nightly-ingest", "inference-api",
-                                    "cache-dev", "cache-api", "nobody"]),
-          which=st.tuples(st.booleans(), st.booleans(), st.booleans()))
+                                    "cache-dev", "cache-api", "crm-sync", "nobody"]),
+          schedule_id=st.integers(1, 3),
+          owner=st.sampled_from(["U0BOB", "S0DATA", "U0ALICE", "U0MALLORY"]),
+          which=st.tuples(*[st.booleans()] * 5))
     def click_a_forged_button(self, user: str, pick: int, rotation_id: int, alert_id: int,
-                              consumer: str, which: tuple[bool, bool, bool]) -> None:
-        """A validly signed click whose value the bot never rendered (other ids/consumers)."""
+                              consumer: str, schedule_id: int, owner: str,
+                              which: tuple[bool, ...]) -> None:
+        """A validly signed click whose value the bot never rendered (other ids, consumers,
+        reviews or owners)."""
         buttons = self.buttons()
         if not buttons:
             return
         message, block, element = buttons[pick % len(buttons)]
         value = json.loads(element["value"])
-        for key, forged, use in zip(("rotation_id", "alert_id", "consumer"),
-                                    (rotation_id, alert_id, consumer), which, strict=True):
+        for key, forged, use in zip(("rotation_id", "alert_id", "consumer", "schedule_id",
+                                     "owner"),
+                                    (rotation_id, alert_id, consumer, schedule_id, owner), which,
+                                    strict=True):
             if key in value and use:
                 value[key] = forged
         forged_element = {**copy.deepcopy(element), "value": json.dumps(value)}
@@ -322,7 +394,7 @@ class AuthorizationMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(sorted(USERS)),
           verb=st.sampled_from(["switch", "revoke", "cancel", "resume", "start", "status"]),
           rotation_id=st.integers(1, 4),
-          secret=st.sampled_from(["model-api-key", "cache-password"]))
+          secret=st.sampled_from(["model-api-key", "cache-password", CUTOVER]))
     def command(self, user: str, verb: str, rotation_id: int, secret: str) -> None:
         if verb == "start":
             text, target_secret = f"start {secret}", secret
@@ -401,3 +473,4 @@ def test_zz_the_machine_exercised_both_sides() -> None:
         pytest.skip("run together with TestAuthorization")
     assert TALLY["authorized change"] > 0 and TALLY["refused"] > 0, TALLY
     assert TALLY["forged"] > 0 and TALLY[Action.STEP.value] > 0, TALLY
+    assert TALLY[Action.CONFIRM_READY.value] > 0 and TALLY[Action.CANCEL_REVIEW.value] > 0, TALLY

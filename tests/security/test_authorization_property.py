@@ -470,4 +470,6 @@ def test_zz_the_machine_exercised_both_sides() -> None:
         pytest.skip("run together with TestAuthorization")
     assert TALLY["authorized change"] > 0 and TALLY["refused"] > 0, TALLY
     assert TALLY["forged"] > 0 and TALLY[Action.STEP.value] > 0, TALLY
-    assert TALLY[Action.CONFIRM_READY.value] > 0 and TALLY[Action.CANCEL_REVIEW.value] > 0, TALLY
+    # Hypothesis runs each example with a random subset of the rules (swarm testing), so a
+    # run may press one of the review's two buttons only.
+    assert TALLY[Action.CONFIRM_READY.value] + TALLY[Action.CANCEL_REVIEW.value] > 0, TALLY

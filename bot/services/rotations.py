@@ -1097,15 +1097,20 @@ class RotationService(CatalogSlot):
         caller's checks."""
         rotation_id = rotation.id
         assert rotation_id is not None
-        held = (self.work_locks.hold(rotation_id, kind) if self.work_locks is not None
-                else nullcontext(True))
-        with held as mine:
+        with self._work_lock(rotation_id, kind) as mine:
             if not mine:
                 return rotation
             fresh = self.get(rotation_id)
             if fresh.phase is not rotation.phase:
                 return fresh
             return work(fresh)
+
+    def _work_lock(self, rotation_id: int, kind: str) -> AbstractContextManager[bool]:
+        """The work lock ``kind`` of the rotation (storage/work_locks.py); always held when
+        this service runs alone (no ``work_locks``)."""
+        if self.work_locks is None:
+            return nullcontext(True)
+        return self.work_locks.hold(rotation_id, kind)
 
     def _trim_after_revoke(
         self, rotation: Rotation, issuer: Issuer, store: Store
@@ -1317,9 +1322,7 @@ class RotationService(CatalogSlot):
         with self.uow_factory() as uow:
             rotation = uow.rotations.get(rotation_id)
         self.authorize_rollback(rotation, consumer, actor)
-        held = (self.work_locks.hold(rotation_id, ROLLBACK) if self.work_locks is not None
-                else nullcontext(True))
-        with self._rollback_lock(rotation_id), held as mine:
+        with self._rollback_lock(rotation_id), self._work_lock(rotation_id, ROLLBACK) as mine:
             if not mine:
                 raise BusyElsewhere(
                     f"{rotation.ref} is being rolled back by another rotabot process right now; "
